@@ -1,0 +1,116 @@
+// Safetensors checkpoints: an mmap'd reader (single file, or a directory with
+// model.safetensors / model.safetensors.index.json shards) and a sharded atomic writer.
+//
+// Every header is validated completely before any tensor is exposed: JSON size bound,
+// dtype known, byte length = dtype size x shape, offsets inside the file, tensors tiling
+// the data buffer without overlap, unique names, index entries present in their shard.
+// Errors name the file and the tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pq/core/dtype.h"
+#include "pq/core/status.h"
+
+namespace pq::io {
+
+inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // as the reference reader
+inline constexpr uint64_t kDefaultMaxShardBytes = 5'000'000'000;
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::span<const uint8_t> bytes;  // points into the mmap; valid while the reader lives
+  std::string file;                // path of the shard holding it
+
+  int64_t numel() const;
+};
+
+class MappedFile;  // RAII mmap of one file (internal)
+
+// A read-only view of one checkpoint: all tensors of all shards.
+class CheckpointReader {
+ public:
+  // `path`: a .safetensors file, or a directory holding model.safetensors.index.json or
+  // exactly one *.safetensors file (model.safetensors preferred).
+  static Result<std::unique_ptr<CheckpointReader>> Open(const std::string& path);
+  ~CheckpointReader();
+
+  // Tensor names in sorted order.
+  const std::vector<std::string>& names() const { return names_; }
+  // nullptr if absent.
+  const TensorInfo* Find(std::string_view name) const;
+  // NotFound error naming the checkpoint if absent.
+  Result<const TensorInfo*> Get(std::string_view name) const;
+  // Directory holding the checkpoint (for config.json etc.).
+  const std::string& dir() const { return dir_; }
+  // Paths of the shard files.
+  const std::vector<std::string>& files() const { return files_; }
+  // __metadata__ of the first shard (string -> string).
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ private:
+  CheckpointReader() = default;
+  Status AddFile(const std::string& path, const std::vector<std::string>* expected_names);
+
+  std::string dir_;
+  std::vector<std::string> files_;
+  std::vector<std::unique_ptr<MappedFile>> maps_;
+  std::map<std::string, TensorInfo, std::less<>> tensors_;
+  std::vector<std::string> names_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// Parses and validates one safetensors header held in memory (the first 8 + N bytes are
+// the header, `file_size` the whole file's size). Exposed for fuzzing and tests.
+// `data_base` points to the start of the data buffer (may be null in tests).
+Result<std::vector<TensorInfo>> ParseSafetensorsHeader(std::span<const uint8_t> file_bytes,
+                                                       const std::string& file_name,
+                                                       std::map<std::string, std::string>* metadata);
+
+// Reads any float/int tensor as float32 values (row-major).
+Result<std::vector<float>> ReadAsF32(const TensorInfo& t);
+
+struct WriterOptions {
+  uint64_t max_shard_bytes = kDefaultMaxShardBytes;  // data bytes per shard
+  bool overwrite = false;                            // replace an existing output dir
+};
+
+// Writes a checkpoint directory atomically: everything goes to a temp dir beside the target,
+// renamed over it by Commit(). Destroying an uncommitted writer removes the temp dir.
+// Tensors are streamed to disk as they are added (bounded memory); within each shard they
+// are laid out by element size descending, then name, so every tensor is aligned.
+// One shard -> model.safetensors; more -> model-0000i-of-0000n.safetensors + index.
+// __metadata__ is {"format":"pt"}.
+class CheckpointWriter {
+ public:
+  static Result<std::unique_ptr<CheckpointWriter>> Create(const std::string& out_dir,
+                                                          WriterOptions options = {});
+  ~CheckpointWriter();
+
+  Status AddTensor(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                   std::span<const uint8_t> bytes);
+  // A non-tensor file (config.json, tokenizer, README) written into the output.
+  Status AddFile(const std::string& relative_name, std::string_view contents);
+  Status CopyFile(const std::string& src_path, const std::string& relative_name);
+
+  // Finishes shards, writes the index, renames the temp dir to `out_dir`.
+  Status Commit();
+  // Sum of tensor data bytes so far.
+  uint64_t total_tensor_bytes() const { return total_bytes_; }
+
+ private:
+  struct Impl;
+  explicit CheckpointWriter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  uint64_t total_bytes_ = 0;
+};
+
+}  // namespace pq::io
