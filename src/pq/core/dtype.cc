@@ -79,10 +79,10 @@ void ConvertToF32(DType t, const void* src, size_t n, float* dst) {
       }
       return;
     case DType::kF8E4M3:
-      for (size_t i = 0; i < n; ++i) dst[i] = MinifloatDecode<kE4M3>(b[i]);
+      for (size_t i = 0; i < n; ++i) dst[i] = MinifloatDecode<kSpecE4M3>(b[i]);
       return;
     case DType::kF8E5M2:
-      for (size_t i = 0; i < n; ++i) dst[i] = MinifloatDecode<kE5M2>(b[i]);
+      for (size_t i = 0; i < n; ++i) dst[i] = MinifloatDecode<kSpecE5M2>(b[i]);
       return;
     case DType::kF8E8M0:
       for (size_t i = 0; i < n; ++i) dst[i] = E8M0Decode(b[i]);

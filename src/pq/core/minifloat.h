@@ -38,11 +38,11 @@ struct MinifloatSpec {
   }
 };
 
-inline constexpr MinifloatSpec kE2M1{2, 1, 1, SpecialPolicy::kNone};
-inline constexpr MinifloatSpec kE4M3{4, 3, 7, SpecialPolicy::kNanOnlyOnes};
-inline constexpr MinifloatSpec kE5M2{5, 2, 15, SpecialPolicy::kIeee};
-inline constexpr MinifloatSpec kFP16{5, 10, 15, SpecialPolicy::kIeee};
-inline constexpr MinifloatSpec kBF16{8, 7, 127, SpecialPolicy::kIeee};
+inline constexpr MinifloatSpec kSpecE2M1{2, 1, 1, SpecialPolicy::kNone};
+inline constexpr MinifloatSpec kSpecE4M3{4, 3, 7, SpecialPolicy::kNanOnlyOnes};
+inline constexpr MinifloatSpec kSpecE5M2{5, 2, 15, SpecialPolicy::kIeee};
+inline constexpr MinifloatSpec kSpecFP16{5, 10, 15, SpecialPolicy::kIeee};
+inline constexpr MinifloatSpec kSpecBF16{8, 7, 127, SpecialPolicy::kIeee};
 
 // Decodes one code (low sign_shift()+1 bits used) to float. Exact.
 template <const MinifloatSpec& S>
@@ -149,7 +149,7 @@ inline uint16_t F32ToBf16(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 inline float RoundBf16(float f) { return Bf16ToF32(F32ToBf16(f)); }
-inline float F16ToF32(uint16_t h) { return MinifloatDecode<kFP16>(h); }
-inline uint16_t F32ToF16(float f) { return static_cast<uint16_t>(MinifloatEncode<kFP16>(f, false)); }
+inline float F16ToF32(uint16_t h) { return MinifloatDecode<kSpecFP16>(h); }
+inline uint16_t F32ToF16(float f) { return static_cast<uint16_t>(MinifloatEncode<kSpecFP16>(f, false)); }
 
 }  // namespace pq

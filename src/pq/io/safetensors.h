@@ -29,7 +29,9 @@ struct TensorInfo {
   std::vector<int64_t> shape;
   std::span<const uint8_t> bytes;  // points into the mmap; valid while the reader lives
   std::string file;                // path of the shard holding it
+  uint64_t offset = 0;             // data_offsets[0]: start within the file's data buffer
 
+  // Product of `shape` (1 for a scalar); -1 if a dim is negative or the product overflows.
   int64_t numel() const;
 };
 
@@ -58,7 +60,12 @@ class CheckpointReader {
 
  private:
   CheckpointReader() = default;
-  Status AddFile(const std::string& path, const std::vector<std::string>* expected_names);
+  Status OpenDirectory(const std::string& dir);
+  Status OpenIndexed(const std::string& index_path);
+  // Maps and validates one shard and adds its tensors. With `weight_map` (tensor -> shard
+  // file name, from the index), every tensor of the shard must be mapped to `shard_name`.
+  Status AddFile(const std::string& path, const std::string& shard_name,
+                 const std::map<std::string, std::string>* weight_map);
 
   std::string dir_;
   std::vector<std::string> files_;
@@ -68,9 +75,10 @@ class CheckpointReader {
   std::map<std::string, std::string> metadata_;
 };
 
-// Parses and validates one safetensors header held in memory (the first 8 + N bytes are
-// the header, `file_size` the whole file's size). Exposed for fuzzing and tests.
-// `data_base` points to the start of the data buffer (may be null in tests).
+// Parses and validates a whole safetensors file held in memory (`file_bytes`: the 8-byte
+// header length N, N bytes of JSON header, then the data buffer). Returns the tensors sorted
+// by name, their `bytes` pointing into `file_bytes`, or an error naming `file_name` (and
+// the tensor). Fills `metadata` (may be null) with __metadata__. Exposed for fuzzing/tests.
 Result<std::vector<TensorInfo>> ParseSafetensorsHeader(std::span<const uint8_t> file_bytes,
                                                        const std::string& file_name,
                                                        std::map<std::string, std::string>* metadata);

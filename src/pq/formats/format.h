@@ -1,0 +1,105 @@
+// The format table: one row per on-disk weight format (DESIGN §3). Format ids, tensor
+// suffixes and compressed-tensors strings are persisted and therefore an ABI: never rename.
+//
+// Shapes: a Linear weight is W[rows, cols] = [out_features N, in_features K], row-major.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pq/core/dtype.h"
+#include "pq/core/status.h"
+
+namespace pq::formats {
+
+enum class FormatId : uint8_t {
+  kBF16,
+  kNVFP4,     // W4A4: FP4 E2M1, E4M3 scale per 16, FP32 global scales (weights + inputs)
+  kNVFP4A16,  // the same weights, activations unquantized
+  kMXFP8,     // E4M3 elements, E8M0 scale per 32; dynamic MXFP8 activations
+  kMXFP4,     // E2M1 elements, E8M0 scale per 32; dynamic MXFP4 activations
+  kFP8,       // E4M3 per output channel (bf16 scale), dynamic per-token FP8 activations
+  kINT4,      // symmetric int4, bf16 scale per 128 inputs, weight-only
+  kINT8,      // symmetric int8, bf16 scale per output channel, weight-only
+};
+
+// How a format groups its scales along the input dimension K.
+enum class ScaleLayout : uint8_t { kNone, kGroup, kChannel };
+
+struct FormatSpec {
+  FormatId id;
+  std::string_view name;       // stable id used on the CLI and in work dirs, e.g. "NVFP4"
+  std::string_view ct_format;  // compressed-tensors format string ("" for BF16)
+  ScaleLayout scale_layout;
+  int group_size;              // K elements per scale (kGroup), else 0
+  int element_bits;            // 16, 8 or 4
+  bool quantizes_activations;  // the runtime quantizes this Linear's input
+  bool needs_calibration;      // needs calibrated activation statistics (NVFP4 W4A4)
+  std::string_view description;
+};
+
+// All formats, in table order.
+std::span<const FormatSpec> AllFormats();
+const FormatSpec& Spec(FormatId id);
+// Case-insensitive lookup by name; nullopt if unknown.
+std::optional<FormatId> ParseFormat(std::string_view name);
+// "BF16, NVFP4, ..." for help texts and errors.
+std::string FormatNameList();
+
+// Whether the format can hold a [rows, cols] weight; InvalidArgument says why if not.
+Status CheckShape(FormatId id, int64_t rows, int64_t cols);
+
+// Exact bytes of every tensor the format writes for one [rows, cols] weight (scales and
+// global scales included, bias excluded). Requires CheckShape(...).ok().
+uint64_t BytesOnDisk(FormatId id, int64_t rows, int64_t cols);
+
+// One tensor of a quantized weight, named by its suffix ("weight_packed", ...).
+struct QTensor {
+  std::string suffix;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+struct QuantizeOptions {
+  // NVFP4 only: the FP32 global weight scale (2688/amax, reciprocal convention). Fused
+  // siblings pass the one computed from their largest amax; unset -> from this weight.
+  std::optional<float> weight_global_scale;
+  // NVFP4 (W4A4) only: the calibrated input global scale; required for kNVFP4.
+  std::optional<float> input_global_scale;
+  int num_threads = 1;
+};
+
+// Round-to-nearest quantization exactly as compressed-tensors does it for bf16 weights.
+// `weight`: [rows, cols] values, which must be bf16-representable (the caller rounds);
+// non-finite values are an error. Returns the on-disk tensors in Spec order.
+Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight,
+                                         int64_t rows, int64_t cols,
+                                         const QuantizeOptions& options = {});
+
+// A read-only view of one stored tensor (from a checkpoint or a QTensor).
+struct QTensorView {
+  std::string_view suffix;
+  DType dtype;
+  std::span<const int64_t> shape;
+  std::span<const uint8_t> bytes;
+};
+
+// Dequantizes stored tensors back to a dense [rows, cols] float weight, validating that
+// every required tensor is present with the right dtype and shape.
+Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> tensors,
+                                      int64_t rows, int64_t cols);
+std::vector<QTensorView> Views(const std::vector<QTensor>& tensors);
+
+// The tensor suffixes a format stores for one Linear (what `inspect` requires).
+std::vector<std::string_view> TensorSuffixes(FormatId id);
+
+// NVFP4 global scale for a tensor (or sibling group) whose absolute maximum is `amax`:
+// bf16(2688 / amax) as float32, 1.0 when amax is zero or not finite.
+float NvFp4GlobalScale(float amax);
+
+}  // namespace pq::formats

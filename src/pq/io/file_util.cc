@@ -1,0 +1,200 @@
+#include "pq/io/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace pq::io {
+namespace {
+
+constexpr size_t kCopyChunkBytes = size_t{8} << 20;  // pread/write fallback buffer
+
+// Copies with copy_file_range(2). Returns false (having copied nothing) if the kernel or
+// filesystem does not support it, so the caller can fall back to pread + write.
+Result<bool> TryCopyFileRange(int in, uint64_t in_offset, int out, uint64_t len,
+                              const std::string& in_path) {
+  auto off = static_cast<off_t>(in_offset);
+  uint64_t done = 0;
+  while (done < len) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(len - done, uint64_t{1} << 30));
+    ssize_t n = ::copy_file_range(in, &off, out, nullptr, want, 0);
+    if (n < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (done == 0 && (err == ENOSYS || err == EXDEV || err == EINVAL || err == EOPNOTSUPP ||
+                        err == EPERM || err == EBADF)) {
+        return false;
+      }
+      return ErrnoError(in_path, "copy_file_range", err);
+    }
+    if (n == 0) {
+      return DataLoss(in_path + ": unexpected end of file while copying (wanted " +
+                      std::to_string(len - done) + " more bytes)");
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+void UniqueFd::Reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+Status UniqueFd::Close(const std::string& path) {
+  if (fd_ < 0) return Status::Ok();
+  int fd = release();
+  if (::close(fd) != 0) return ErrnoError(path, "close", errno);
+  return Status::Ok();
+}
+
+Status ErrnoError(const std::string& path, std::string_view what, int err) {
+  std::string msg = path + ": " + std::string(what) + ": " + std::strerror(err);
+  if (err == ENOENT) return NotFound(std::move(msg));
+  return IoError(std::move(msg));
+}
+
+Result<UniqueFd> OpenFile(const std::string& path, int flags, unsigned mode) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, static_cast<mode_t>(mode));
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return ErrnoError(path, "cannot open", errno);
+  return UniqueFd(fd);
+}
+
+Status WriteAll(int fd, std::span<const uint8_t> data, const std::string& path) {
+  size_t done = 0;
+  while (done < data.size()) {
+    size_t want = std::min<size_t>(data.size() - done, size_t{1} << 30);
+    ssize_t n = ::write(fd, data.data() + done, want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(path, "write", errno);
+    }
+    if (n == 0) return IoError(path + ": write returned 0 bytes");
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status WriteAll(int fd, std::string_view data, const std::string& path) {
+  return WriteAll(fd, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
+                  path);
+}
+
+Status CopyRange(int in, uint64_t in_offset, int out, uint64_t len, const std::string& in_path,
+                 const std::string& out_path) {
+  if (len == 0) return Status::Ok();
+  PQ_ASSIGN_OR_RETURN(bool copied, TryCopyFileRange(in, in_offset, out, len, in_path));
+  if (copied) return Status::Ok();
+  std::vector<uint8_t> buf(static_cast<size_t>(std::min<uint64_t>(len, kCopyChunkBytes)));
+  uint64_t done = 0;
+  while (done < len) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(len - done, buf.size()));
+    ssize_t n = ::pread(in, buf.data(), want, static_cast<off_t>(in_offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(in_path, "read", errno);
+    }
+    if (n == 0) {
+      return DataLoss(in_path + ": unexpected end of file while copying (wanted " +
+                      std::to_string(len - done) + " more bytes)");
+    }
+    PQ_RETURN_IF_ERROR(WriteAll(out, std::span(buf.data(), static_cast<size_t>(n)), out_path));
+    done += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status Fsync(int fd, const std::string& path) {
+  while (::fsync(fd) != 0) {
+    if (errno == EINTR) continue;
+    // Some filesystems (and directories on some of them) do not support fsync.
+    if (errno == EINVAL || errno == EROFS) return Status::Ok();
+    return ErrnoError(path, "fsync", errno);
+  }
+  return Status::Ok();
+}
+
+Status FsyncPath(const std::string& path) {
+  PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  PQ_RETURN_IF_ERROR(Fsync(fd.get(), path));
+  return fd.Close(path);
+}
+
+Result<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes) {
+  PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(path, "stat", errno);
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(path + ": not a regular file");
+  auto size = static_cast<uint64_t>(st.st_size);
+  if (size > max_bytes) {
+    return InvalidArgument(path + ": file is " + std::to_string(size) +
+                           " bytes, more than the limit of " + std::to_string(max_bytes));
+  }
+  std::string out(static_cast<size_t>(size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::read(fd.get(), out.data() + done, out.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(path, "read", errno);
+    }
+    if (n == 0) break;  // the file shrank while we read it
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return out;
+}
+
+Status WriteFile(const std::string& path, std::string_view contents) {
+  PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC));
+  PQ_RETURN_IF_ERROR(WriteAll(fd.get(), contents, path));
+  PQ_RETURN_IF_ERROR(Fsync(fd.get(), path));
+  return fd.Close(path);
+}
+
+Status WriteFileAtomic(const std::string& path, std::string_view contents) {
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + RandomHex(8);
+  Status s = [&]() -> Status {
+    PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL));
+    PQ_RETURN_IF_ERROR(WriteAll(fd.get(), contents, tmp));
+    PQ_RETURN_IF_ERROR(Fsync(fd.get(), tmp));
+    PQ_RETURN_IF_ERROR(fd.Close(tmp));
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      return ErrnoError(path, "cannot rename " + tmp + " to it", errno);
+    }
+    return Status::Ok();
+  }();
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
+}
+
+std::string RandomHex(int n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::random_device rd;
+  std::mt19937_64 gen((uint64_t{rd()} << 32) ^ rd());
+  std::string out;
+  for (int i = 0; i < n; ++i) out.push_back(kHex[gen() & 15]);
+  return out;
+}
+
+}  // namespace pq::io
