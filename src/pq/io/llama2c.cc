@@ -29,10 +29,10 @@ namespace {
 
 using ordered_json = nlohmann::ordered_json;
 
-constexpr uint32_t kLlama2cMagic = 0x616b3432;  // "ak42": llama2.c export.py version >= 1
+constexpr uint32_t kLlama2cMagic = 0x616b3432;       // "ak42": llama2.c export.py version >= 1
 constexpr std::string_view kSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's space
-constexpr int kNumSpecial = 3;                        // <unk>, <s>, </s>
-constexpr int kFirstPiece = kNumSpecial + 256;        // after the byte tokens
+constexpr int kNumSpecial = 3;                       // <unk>, <s>, </s>
+constexpr int kFirstPiece = kNumSpecial + 256;       // after the byte tokens
 
 int32_t LoadI32(const uint8_t* p) {
   int32_t v;
@@ -57,8 +57,7 @@ std::string DimsString(const Llama2cConfig& c) {
                 "seq_len=%d",
                 c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
                 c.shared_classifier ? c.vocab_size : -c.vocab_size,
-                c.shared_classifier ? " (shared classifier)" : " (unshared classifier)",
-                c.seq_len);
+                c.shared_classifier ? " (shared classifier)" : " (unshared classifier)", c.seq_len);
   return buf;
 }
 
@@ -66,15 +65,15 @@ std::string DimsString(const Llama2cConfig& c) {
 Status PreadAll(int fd, uint64_t offset, std::span<uint8_t> out, const std::string& path) {
   size_t done = 0;
   while (done < out.size()) {
-    const ssize_t r = ::pread(fd, out.data() + done, out.size() - done,
-                              static_cast<off_t>(offset + done));
+    const ssize_t r =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (r < 0) {
       if (errno == EINTR) continue;
       return ErrnoError(path, "read", errno);
     }
     if (r == 0) {
-      return DataLoss(path + ": unexpected end of file at byte " +
-                      std::to_string(offset + done) + " (was the file truncated while reading?)");
+      return DataLoss(path + ": unexpected end of file at byte " + std::to_string(offset + done) +
+                      " (was the file truncated while reading?)");
     }
     done += static_cast<size_t>(r);
   }
@@ -173,9 +172,9 @@ Result<BinFile> OpenBin(const std::string& path) {
     PQ_RETURN_IF_ERROR(PreadAll(f.fd.get(), 0, header, path));
   }
   PQ_ASSIGN_OR_RETURN(
-      f.config, ParseLlama2cHeader(std::span<const uint8_t>(header, std::min<uint64_t>(
-                                                                        size, kLlama2cHeaderBytes)),
-                                   size, path));
+      f.config, ParseLlama2cHeader(
+                    std::span<const uint8_t>(header, std::min<uint64_t>(size, kLlama2cHeaderBytes)),
+                    size, path));
   return f;
 }
 
@@ -187,14 +186,13 @@ class TensorCursor {
   // Reads `count` floats starting `float_offset` floats after the header.
   Result<std::vector<float>> Read(uint64_t float_offset, uint64_t count, const std::string& what) {
     std::vector<float> v(count);
-    PQ_RETURN_IF_ERROR(
-        PreadAll(f_.fd.get(), kLlama2cHeaderBytes + 4 * float_offset,
-                 std::span<uint8_t>(reinterpret_cast<uint8_t*>(v.data()), 4 * count), f_.path));
+    PQ_RETURN_IF_ERROR(PreadAll(f_.fd.get(), kLlama2cHeaderBytes + 4 * float_offset,
+                                std::span<uint8_t>(reinterpret_cast<uint8_t*>(v.data()), 4 * count),
+                                f_.path));
     for (uint64_t i = 0; i < count; ++i) {
       if (!std::isfinite(v[i])) {
-        return DataLoss(f_.path + ": " + what + " has a non-finite value (" +
-                        std::to_string(v[i]) + ") at element " + std::to_string(i) +
-                        "; the checkpoint is corrupt");
+        return DataLoss(f_.path + ": " + what + " has a non-finite value (" + std::to_string(v[i]) +
+                        ") at element " + std::to_string(i) + "; the checkpoint is corrupt");
       }
     }
     return v;
@@ -256,20 +254,18 @@ Status WriteTensors(const BinFile& bin, DType dtype, CheckpointWriter& w, int64_
                     int64_t* params) {
   const Llama2cConfig& c = bin.config;
   const Layout lay = ComputeLayout(c);
-  const int64_t D = c.dim, H = c.hidden_dim, V = c.vocab_size, KV = c.kv_dim(),
-                hd = c.head_dim();
+  const int64_t D = c.dim, H = c.hidden_dim, V = c.vocab_size, KV = c.kv_dim(), hd = c.head_dim();
   const auto uD = static_cast<uint64_t>(D), uH = static_cast<uint64_t>(H),
              uKV = static_cast<uint64_t>(KV);
   TensorCursor cur(bin);
   auto emit = [&](const std::string& name, std::vector<int64_t> shape,
                   const std::vector<float>& v) -> Status {
     ++*num_tensors;
-    return AddF32Tensor(w, name, std::move(shape), v, dtype, params)
-        .WithContext("writing " + name);
+    return AddF32Tensor(w, name, std::move(shape), v, dtype, params).WithContext("writing " + name);
   };
 
-  PQ_ASSIGN_OR_RETURN(auto embed, cur.Read(lay.embed, static_cast<uint64_t>(V) * uD,
-                                           "token_embedding_table"));
+  PQ_ASSIGN_OR_RETURN(auto embed,
+                      cur.Read(lay.embed, static_cast<uint64_t>(V) * uD, "token_embedding_table"));
   PQ_RETURN_IF_ERROR(emit("model.embed_tokens.weight", {V, D}, embed));
   embed = {};
 
@@ -341,9 +337,9 @@ uint64_t Llama2cConfig::NumFloats() const {
       vocab_size <= 0 || seq_len <= 0) {
     return 0;
   }
-  return ComputeLayout(*this).cls +
-         (shared_classifier ? 0
-                            : SatMul(static_cast<uint64_t>(vocab_size), static_cast<uint64_t>(dim)));
+  return ComputeLayout(*this).cls + (shared_classifier ? 0
+                                                       : SatMul(static_cast<uint64_t>(vocab_size),
+                                                                static_cast<uint64_t>(dim)));
 }
 
 Result<Llama2cConfig> ParseLlama2cHeader(std::span<const uint8_t> header, uint64_t file_size,
@@ -402,8 +398,9 @@ Result<Llama2cConfig> ParseLlama2cHeader(std::span<const uint8_t> header, uint64
     } else if (c.shared_classifier &&
                file_size == SatAdd(want, SatMul(SatMul(4, static_cast<uint64_t>(c.vocab_size)),
                                                 static_cast<uint64_t>(c.dim)))) {
-      msg += "; the extra bytes are exactly an unshared classifier, but vocab_size is positive "
-             "(llama2.c marks an unshared classifier with a negative vocab_size)";
+      msg +=
+          "; the extra bytes are exactly an unshared classifier, but vocab_size is positive "
+          "(llama2.c marks an unshared classifier with a negative vocab_size)";
     } else {
       msg += "; it has trailing data or the header is garbage";
     }
@@ -552,24 +549,22 @@ Result<std::string> MakeHfTokenizerJson(const Llama2cVocab& vocab, const std::st
   j["truncation"] = nullptr;
   j["padding"] = nullptr;
   j["added_tokens"] = std::move(added);
-  j["normalizer"] = {
-      {"type", "Sequence"},
-      {"normalizers",
-       {{{"type", "Prepend"}, {"prepend", space}},
-        {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", space}}}}};
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers",
+                      {{{"type", "Prepend"}, {"prepend", space}},
+                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", space}}}}};
   j["pre_tokenizer"] = nullptr;
   j["post_processor"] = {
       {"type", "TemplateProcessing"},
       {"single", {special("<s>", 0), sequence("A", 0)}},
       {"pair", {special("<s>", 0), sequence("A", 0), special("<s>", 1), sequence("B", 1)}},
       {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}};
-  j["decoder"] = {
-      {"type", "Sequence"},
-      {"decoders",
-       {{{"type", "Replace"}, {"pattern", {{"String", space}}}, {"content", " "}},
-        {{"type", "ByteFallback"}},
-        {{"type", "Fuse"}},
-        {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  j["decoder"] = {{"type", "Sequence"},
+                  {"decoders",
+                   {{{"type", "Replace"}, {"pattern", {{"String", space}}}, {"content", " "}},
+                    {{"type", "ByteFallback"}},
+                    {{"type", "Fuse"}},
+                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
   j["model"] = {{"type", "BPE"},
                 {"dropout", nullptr},
                 {"unk_token", "<unk>"},
@@ -591,8 +586,8 @@ std::string MakeHfTokenizerConfigJson(int64_t model_max_length) {
   ordered_json decoder = ordered_json::object();
   const char* names[] = {"<unk>", "<s>", "</s>"};
   for (int i = 0; i < kNumSpecial; ++i) {
-    decoder[std::to_string(i)] = {{"content", names[i]}, {"lstrip", false},
-                                  {"normalized", false}, {"rstrip", false},
+    decoder[std::to_string(i)] = {{"content", names[i]},  {"lstrip", false},
+                                  {"normalized", false},  {"rstrip", false},
                                   {"single_word", false}, {"special", true}};
   }
   ordered_json j;
@@ -663,9 +658,8 @@ void PermuteRopeRows(std::span<const float> src, int64_t heads, int64_t head_dim
 
 // ---- Import ----
 
-Result<ImportSummary> ImportLlama2c(const std::string& bin_path,
-                                    const std::string& tokenizer_path, const std::string& out_dir,
-                                    const ImportOptions& options) {
+Result<ImportSummary> ImportLlama2c(const std::string& bin_path, const std::string& tokenizer_path,
+                                    const std::string& out_dir, const ImportOptions& options) {
   if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
     return InvalidArgument("import-llama2c: --dtype must be F32 or BF16, not " +
                            std::string(DTypeName(options.dtype)));

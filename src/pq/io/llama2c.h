@@ -104,8 +104,7 @@ struct ImportSummary {
 
 // Converts `bin_path` + `tokenizer_path` into `out_dir` (atomically: nothing is left at
 // `out_dir` on failure). Both inputs are validated completely before anything is written.
-Result<ImportSummary> ImportLlama2c(const std::string& bin_path,
-                                    const std::string& tokenizer_path,
+Result<ImportSummary> ImportLlama2c(const std::string& bin_path, const std::string& tokenizer_path,
                                     const std::string& out_dir, const ImportOptions& options = {});
 
 }  // namespace pq::io

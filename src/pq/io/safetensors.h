@@ -91,12 +91,25 @@ struct WriterOptions {
   bool overwrite = false;                            // replace an existing output dir
 };
 
-// Writes a checkpoint directory atomically: everything goes to a temp dir beside the target,
-// renamed over it by Commit(). Destroying an uncommitted writer removes the temp dir.
-// Tensors are streamed to disk as they are added (bounded memory); within each shard they
-// are laid out by element size descending, then name, so every tensor is aligned.
-// One shard -> model.safetensors; more -> model-0000i-of-0000n.safetensors + index.
-// __metadata__ is {"format":"pt"}.
+// Writes a checkpoint directory atomically: everything goes to a temp dir beside the target
+// (".<name>.tmp-<pid>-<random>" in the same parent), renamed onto it by Commit(). Destroying
+// an uncommitted writer removes the temp dir. Tensors are streamed to a per-shard temporary
+// data file as they are added (memory holds only names and shapes). A shard is closed when
+// the next tensor would push its data past max_shard_bytes (a larger tensor gets a shard of
+// its own). One shard -> model.safetensors; more -> model-0000i-of-0000n.safetensors (5
+// digits, 1-based) plus model.safetensors.index.json (pretty-printed, sorted keys:
+// {"metadata": {"total_size": data bytes}, "weight_map": {name: file}}).
+//
+// Shard layout (deterministic, so identical inputs give identical bytes): tensors sorted by
+// element size descending, then name (byte order), packed from offset 0, so every tensor
+// starts at a multiple of its element size. The header is compact JSON, keys in that same
+// order, exactly:
+//   {"__metadata__":{"format":"pt"},"<name>":{"dtype":"F32","shape":[2,3],
+//    "data_offsets":[0,24]},...}
+// (names escaped as JSON strings, UTF-8 kept as is) right-padded with spaces so its length N
+// is a multiple of 8; the file is N as 8 little-endian bytes, the header, then the data.
+// Every error names the output directory (and the tensor or file). After an I/O error the
+// writer refuses further calls; its temp dir is removed when it is destroyed.
 class CheckpointWriter {
  public:
   static Result<std::unique_ptr<CheckpointWriter>> Create(const std::string& out_dir,

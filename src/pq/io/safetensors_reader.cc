@@ -72,7 +72,12 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 std::string RangeString(uint64_t begin, uint64_t end) {
-  return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+  std::string s = "[";
+  s += std::to_string(begin);
+  s += ", ";
+  s += std::to_string(end);
+  s += "]";
+  return s;
 }
 
 std::string SupportedDTypes() {
@@ -139,8 +144,8 @@ Status ParseEntry(const std::string& file, const std::string& name, const json& 
   e->info.shape.clear();
   for (const json& d : shape) {
     if (!d.is_number_integer()) {
-      return DataLoss(where + "shape " + Dump(d) + " element is " + JsonTypeName(d) +
-                      ", expected a non-negative integer");
+      return DataLoss(where + "shape " + Dump(shape) + " has " + JsonTypeName(d) +
+                      " element " + Dump(d) + ", expected non-negative integers");
     }
     if (d.is_number_unsigned() && d.get<uint64_t>() > uint64_t{INT64_MAX}) {
       return DataLoss(where + "shape dimension " + Dump(d) + " is too large");

@@ -1,1 +1,249 @@
-// placeholder
+#include "pq/model/arch.h"
+
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace pq::model {
+namespace {
+
+using R = TensorRole;
+
+// Attention block of a Llama-family layer (with its two norms).
+std::vector<TensorSpec> AttentionLayer(bool qkv_bias, bool qk_norm) {
+  std::vector<TensorSpec> t = {
+      {"model.layers.{L}.input_layernorm.weight", R::kNorm, true, ""},
+      {"model.layers.{L}.post_attention_layernorm.weight", R::kNorm, true, ""},
+      {"model.layers.{L}.self_attn.q_proj.weight", R::kLinear, true, "qkv"},
+      {"model.layers.{L}.self_attn.k_proj.weight", R::kLinear, true, "qkv"},
+      {"model.layers.{L}.self_attn.v_proj.weight", R::kLinear, true, "qkv"},
+      {"model.layers.{L}.self_attn.o_proj.weight", R::kLinear, true, ""},
+      {"model.layers.{L}.self_attn.o_proj.bias", R::kBias, false, ""},
+      {"model.layers.{L}.self_attn.q_proj.bias", R::kBias, qkv_bias, ""},
+      {"model.layers.{L}.self_attn.k_proj.bias", R::kBias, qkv_bias, ""},
+      {"model.layers.{L}.self_attn.v_proj.bias", R::kBias, qkv_bias, ""},
+      // Old Llama checkpoints carry the rotary table as a buffer; passed through.
+      {"model.layers.{L}.self_attn.rotary_emb.inv_freq", R::kBuffer, false, ""},
+  };
+  if (qk_norm) {
+    t.push_back({"model.layers.{L}.self_attn.q_norm.weight", R::kNorm, true, ""});
+    t.push_back({"model.layers.{L}.self_attn.k_norm.weight", R::kNorm, true, ""});
+  }
+  return t;
+}
+
+// SwiGLU MLP of a dense layer (biases only with Llama's mlp_bias).
+std::vector<TensorSpec> DenseMlp() {
+  return {{"model.layers.{L}.mlp.gate_proj.weight", R::kLinear, true, "gate_up"},
+          {"model.layers.{L}.mlp.up_proj.weight", R::kLinear, true, "gate_up"},
+          {"model.layers.{L}.mlp.down_proj.weight", R::kLinear, true, ""},
+          {"model.layers.{L}.mlp.gate_proj.bias", R::kBias, false, ""},
+          {"model.layers.{L}.mlp.up_proj.bias", R::kBias, false, ""},
+          {"model.layers.{L}.mlp.down_proj.bias", R::kBias, false, ""}};
+}
+
+std::vector<TensorSpec> Concat(std::vector<TensorSpec> a, const std::vector<TensorSpec>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::vector<TensorSpec> Globals() {
+  return {{"model.embed_tokens.weight", R::kEmbed, true, ""},
+          {"model.norm.weight", R::kFinalNorm, true, ""},
+          {"lm_head.weight", R::kLmHead, false, ""}};
+}
+
+const std::vector<ArchDescriptor>& Table() {
+  static const std::vector<ArchDescriptor> table = {
+      {"llama", {"LlamaForCausalLM"}, Globals(), Concat(AttentionLayer(false, false), DenseMlp()),
+       {}},
+      {"qwen2", {"Qwen2ForCausalLM"}, Globals(), Concat(AttentionLayer(true, false), DenseMlp()),
+       {}},
+      {"qwen3", {"Qwen3ForCausalLM"}, Globals(), Concat(AttentionLayer(false, true), DenseMlp()),
+       {}},
+      {"qwen3_moe",
+       {"Qwen3MoeForCausalLM"},
+       Globals(),
+       Concat(AttentionLayer(false, true),
+              {{"model.layers.{L}.mlp.gate.weight", R::kRouter, true, ""}}),
+       {{"model.layers.{L}.mlp.experts.{E}.gate_proj.weight", R::kLinear, true, "experts"},
+        {"model.layers.{L}.mlp.experts.{E}.up_proj.weight", R::kLinear, true, "experts"},
+        {"model.layers.{L}.mlp.experts.{E}.down_proj.weight", R::kLinear, true, "experts"}}},
+  };
+  return table;
+}
+
+std::string Expand(std::string_view pattern, int layer, int expert) {
+  std::string s(pattern);
+  for (auto [key, value] : {std::pair{"{L}", layer}, {"{E}", expert}}) {
+    const size_t at = s.find(key);
+    if (at != std::string::npos) s.replace(at, 3, std::to_string(value));
+  }
+  return s;
+}
+
+// Every tensor a Linear module may hold, dense or compressed-tensors (format reference §2).
+constexpr std::string_view kLinearSuffixes[] = {
+    "weight",       "weight_packed",     "weight_scale",       "weight_global_scale",
+    "input_global_scale", "weight_shape", "weight_zero_point", "weight_g_idx",
+    "input_scale",  "bias"};
+
+std::string ModuleOf(const std::string& weight_name) {
+  return weight_name.substr(0, weight_name.rfind('.'));
+}
+
+// Finds the Linear whose dense weight is `weight_name` ("M.weight"), in a dense checkpoint
+// (M.weight) or a compressed-tensors one (M.weight_packed / M.weight + scales). Marks every
+// tensor of the module as seen. nullopt if absent and optional.
+Result<std::optional<LinearInfo>> ResolveLinear(const io::CheckpointReader& ckpt,
+                                                const std::string& weight_name, bool required,
+                                                std::set<std::string>* seen) {
+  const std::string module = ModuleOf(weight_name);
+  LinearInfo li;
+  li.module = module;
+  bool found = false;
+  for (std::string_view suffix : kLinearSuffixes) {
+    const std::string n = module + "." + std::string(suffix);
+    if (ckpt.Find(n)) {
+      seen->insert(n);
+      found |= suffix == "weight" || suffix == "weight_packed";
+    }
+  }
+  if (!found) {
+    if (required) return NotFound("checkpoint has no weight for Linear \"" + module + "\"");
+    return std::optional<LinearInfo>();
+  }
+  li.has_bias = ckpt.Find(module + ".bias") != nullptr;
+  const io::TensorInfo* shape = ckpt.Find(module + ".weight_shape");
+  const io::TensorInfo* w = ckpt.Find(module + ".weight");
+  const io::TensorInfo* packed = ckpt.Find(module + ".weight_packed");
+  if (shape && shape->dtype == DType::kI64 && shape->numel() == 2) {
+    int64_t v[2];
+    std::memcpy(v, shape->bytes.data(), sizeof v);
+    li.rows = v[0];
+    li.cols = v[1];
+  } else if (w && w->shape.size() == 2) {
+    li.rows = w->shape[0];
+    li.cols = w->shape[1];
+  } else if (packed && packed->shape.size() == 2 && packed->dtype == DType::kU8) {
+    li.rows = packed->shape[0];  // two FP4 codes per byte
+    li.cols = packed->shape[1] * 2;
+  } else {
+    return InvalidArgument("Linear \"" + module + "\": cannot tell its shape (weight must be 2-D)");
+  }
+  if (w && !IsFloatingPoint(w->dtype))
+    return InvalidArgument("tensor \"" + module + ".weight\" has non-float dtype " +
+                           std::string(DTypeName(w->dtype)));
+  return std::optional<LinearInfo>(std::move(li));
+}
+
+int IntField(const nlohmann::json& c, const char* key, int fallback) {
+  return c.contains(key) && c[key].is_number_integer() ? c[key].get<int>() : fallback;
+}
+
+}  // namespace
+
+std::span<const ArchDescriptor> AllArchitectures() { return Table(); }
+
+std::string ArchitectureNameList() {
+  std::string s;
+  for (const auto& a : Table()) s += (s.empty() ? "" : ", ") + std::string(a.name);
+  return s;
+}
+
+Result<const ArchDescriptor*> DetectArchitecture(const nlohmann::json& config) {
+  if (config.contains("architectures") && config["architectures"].is_array())
+    for (const auto& a : config["architectures"])
+      for (const auto& d : Table())
+        for (auto hf : d.hf_architectures)
+          if (a.is_string() && a.get<std::string>() == hf) return &d;
+  const std::string type = config.value("model_type", "");
+  for (const auto& d : Table())
+    if (d.name == type) return &d;
+  return InvalidArgument("unsupported architecture (model_type \"" + type +
+                         "\"); supported: " + ArchitectureNameList());
+}
+
+Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::CheckpointReader& ckpt) {
+  ModelLayout layout;
+  PQ_ASSIGN_OR_RETURN(layout.arch, DetectArchitecture(config));
+  layout.num_layers = IntField(config, "num_hidden_layers", -1);
+  if (layout.num_layers <= 0)
+    return InvalidArgument("config.json: num_hidden_layers missing or not positive");
+  layout.num_experts = layout.arch->expert_tensors.empty() ? 0 : IntField(config, "num_experts", -1);
+  if (!layout.arch->expert_tensors.empty() && layout.num_experts <= 0)
+    return InvalidArgument("config.json: num_experts missing for an MoE architecture");
+  layout.tie_word_embeddings = config.value("tie_word_embeddings", false);
+
+  std::set<std::string> seen;
+  std::map<std::string, const io::TensorInfo*> bias_of;
+  auto visit = [&](const TensorSpec& spec, int layer, int expert) -> Status {
+    const std::string name = Expand(spec.pattern, layer, expert);
+    const bool linear = spec.role == R::kLinear || spec.role == R::kLmHead;
+    if (linear) {
+      PQ_ASSIGN_OR_RETURN(auto li, ResolveLinear(ckpt, name, spec.required, &seen));
+      if (li) {
+        li->layer = layer;
+        li->is_lm_head = spec.role == R::kLmHead;
+        li->unit = spec.sibling.empty() ? li->module
+                                        : "model.layers." + std::to_string(layer) + "." +
+                                              std::string(spec.sibling);
+        layout.linears.push_back(std::move(*li));
+      }
+      return Status::Ok();
+    }
+    const io::TensorInfo* t = ckpt.Find(name);
+    if (!t) {
+      if (spec.required)
+        return NotFound("checkpoint has no tensor \"" + name + "\" required by " +
+                        std::string(layout.arch->name));
+      return Status::Ok();
+    }
+    seen.insert(name);
+    const size_t dims = spec.role == R::kEmbed || spec.role == R::kRouter ? 2 : 1;
+    if (t->shape.size() != dims)
+      return InvalidArgument("tensor \"" + name + "\" has " + std::to_string(t->shape.size()) +
+                             " dims, expected " + std::to_string(dims));
+    if (!IsFloatingPoint(t->dtype))
+      return InvalidArgument("tensor \"" + name + "\" has non-float dtype " +
+                             std::string(DTypeName(t->dtype)));
+    layout.other_tensors.push_back(name);
+    return Status::Ok();
+  };
+  for (int l = 0; l < layout.num_layers; ++l) {
+    for (const auto& s : layout.arch->layer_tensors) PQ_RETURN_IF_ERROR(visit(s, l, 0));
+    for (int e = 0; e < layout.num_experts; ++e)
+      for (const auto& s : layout.arch->expert_tensors) PQ_RETURN_IF_ERROR(visit(s, l, e));
+  }
+  for (const auto& s : layout.arch->global_tensors) PQ_RETURN_IF_ERROR(visit(s, -1, 0));
+  // The tied head is the embedding; expose it as a (tied) lm_head Linear.
+  const bool has_head = ckpt.Find("lm_head.weight") != nullptr;
+  if (!has_head) {
+    if (!layout.tie_word_embeddings)
+      return NotFound("checkpoint has no lm_head.weight and tie_word_embeddings is false");
+    const io::TensorInfo* e = ckpt.Find("model.embed_tokens.weight");
+    layout.linears.push_back({"lm_head", -1, e->shape[0], e->shape[1], "lm_head", false, true, true});
+  }
+  for (const auto& name : ckpt.names())
+    if (!seen.count(name))
+      return InvalidArgument("tensor \"" + name + "\" is not part of the " +
+                             std::string(layout.arch->name) +
+                             " tensor list; refusing to guess how to treat it");
+  return layout;
+}
+
+Result<nlohmann::json> ReadConfig(const std::string& model_dir) {
+  const std::string path = model_dir + "/config.json";
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": cannot open (is this a Hugging Face model directory?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return DataLoss(path + ": not a JSON object");
+  return j;
+}
+
+}  // namespace pq::model

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Pairs our RTN quantize+pack (bench/rtn_bench.cc) with compressed-tensors doing the same
+# work (bench/ct_rtn_bench.py) on the same machine in the same run; prints medians and the
+# speed-up ratio per format and thread count.
+# Usage: bench/run_rtn_bench.sh [build_dir]   (default build/release)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${1:-$root/build/release}"
+venv="$("$root/scripts/setup_venv.sh" | tail -1)"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+"$build/bench/rtn_bench" 5 > "$tmp/ours.jsonl"
+"$venv/bin/python" "$root/bench/ct_rtn_bench.py" > "$tmp/ct.jsonl"
+"$venv/bin/python" - "$tmp/ours.jsonl" "$tmp/ct.jsonl" <<'PY'
+import json, sys
+ours = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+ct = [json.loads(l) for l in open(sys.argv[2]) if l.strip().startswith("{")]
+def key(r):  # NVFP4 and NVFP4A16 quantize weights identically
+    return (r["format"].replace("NVFP4A16", "NVFP4"), "1" if r["threads"] == 1 else "all")
+ctm = {key(r): r["median_s"] for r in ct}
+print(f"{'format':10} {'threads':>7} {'prismaquant s':>14} {'compressed-tensors s':>21} {'speed-up':>9}")
+for r in ours:
+    c = ctm.get(key(r))
+    ratio = f"{c / r['median_s']:.1f}x" if c else "n/a"
+    cs = f"{c:.4f}" if c else "n/a"
+    print(f"{r['format']:10} {key(r)[1]:>7} {r['median_s']:14.4f} {cs:>21} {ratio:>9}")
+PY

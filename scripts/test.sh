@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds and runs the whole test suite: release build (unit tests, interop tests against the
+# real compressed-tensors / transformers / torch) and an AddressSanitizer build running the
+# I/O and format tests.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+scripts/deps.sh
+jobs="$(nproc)"
+cmake --preset release >/dev/null
+cmake --build build/release -j "$jobs"
+cmake --preset asan >/dev/null
+cmake --build build/asan -j "$jobs" --target pq_io_test pq_formats_test
+ctest --preset asan -j "$jobs"
+ctest --preset release -j "$jobs"

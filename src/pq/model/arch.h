@@ -1,0 +1,84 @@
+// One declaration per architecture: its tensor list drives loading, validation, naming,
+// sibling coupling and export. No name-substring heuristics elsewhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pq/core/status.h"
+#include "pq/io/safetensors.h"
+
+namespace pq::model {
+
+enum class TensorRole : uint8_t {
+  kEmbed,
+  kFinalNorm,
+  kLmHead,
+  kNorm,    // per-layer RMSNorm weights (incl. q_norm / k_norm)
+  kLinear,  // a quantizable Linear's weight
+  kBias,    // a Linear's bias (kept in bf16)
+  kRouter,  // MoE router gate: BF16, ignored
+  kBuffer,  // non-parameter buffer passed through unchanged
+};
+
+// A tensor of the architecture, as a pattern over the HF checkpoint name:
+// "{L}" = layer index, "{E}" = expert index.
+struct TensorSpec {
+  std::string_view pattern;
+  TensorRole role;
+  bool required;
+  // Linears that vLLM fuses into one layer share this key within a layer ("qkv",
+  // "gate_up", "experts"); empty = a decision unit of its own.
+  std::string_view sibling;
+};
+
+struct ArchDescriptor {
+  std::string_view name;                         // "llama", "qwen2", "qwen3", "qwen3_moe"
+  std::vector<std::string_view> hf_architectures;  // config.json "architectures" values
+  std::vector<TensorSpec> global_tensors;
+  std::vector<TensorSpec> layer_tensors;
+  std::vector<TensorSpec> expert_tensors;  // per expert of an MoE layer (empty if dense)
+};
+
+std::span<const ArchDescriptor> AllArchitectures();
+std::string ArchitectureNameList();
+
+// One quantizable Linear of a concrete checkpoint.
+struct LinearInfo {
+  std::string module;      // e.g. "model.layers.3.self_attn.q_proj" (weight at module + ".weight")
+  int layer = -1;          // -1 for lm_head
+  int64_t rows = 0;        // out_features
+  int64_t cols = 0;        // in_features
+  std::string unit;        // decision unit: Linears with equal `unit` must share a format
+  bool has_bias = false;
+  bool is_lm_head = false;
+  bool tied = false;       // lm_head that is the embedding (tie_word_embeddings)
+};
+
+// The resolved layout of one checkpoint.
+struct ModelLayout {
+  const ArchDescriptor* arch = nullptr;
+  int num_layers = 0;
+  int num_experts = 0;
+  bool tie_word_embeddings = false;
+  std::vector<LinearInfo> linears;  // body Linears in checkpoint order, then lm_head
+  // Every checkpoint tensor that is not a Linear weight (embeddings, norms, biases, ...).
+  std::vector<std::string> other_tensors;
+};
+
+// Picks the architecture from config.json ("architectures" then "model_type").
+Result<const ArchDescriptor*> DetectArchitecture(const nlohmann::json& config);
+
+// Resolves the layout of `ckpt` given its config: checks every required tensor exists with a
+// 2-D/1-D shape as declared, and that no unknown tensor is present (unknown ones are an
+// error naming them, so nothing is silently dropped or mis-quantized).
+Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::CheckpointReader& ckpt);
+
+// Reads and parses DIR/config.json with clear errors.
+Result<nlohmann::json> ReadConfig(const std::string& model_dir);
+
+}  // namespace pq::model

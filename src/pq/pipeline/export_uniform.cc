@@ -1,0 +1,172 @@
+#include "pq/pipeline/export_uniform.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "pq/core/log.h"
+#include "pq/formats/compressed_tensors.h"
+#include "pq/io/safetensors.h"
+#include "pq/model/arch.h"
+#include "pq/pipeline/checkpoint_util.h"
+
+namespace pq::pipeline {
+namespace {
+
+using formats::FormatId;
+
+Status RefuseCalibratedFormat(FormatId id, const char* flag) {
+  if (!formats::Spec(id).needs_calibration) return Status::Ok();
+  return InvalidArgument(
+      std::string(flag) + " " + std::string(formats::Spec(id).name) +
+      ": NVFP4 (W4A4) quantizes activations at run time and needs a calibrated "
+      "input_global_scale, which a data-free export cannot measure. Use NVFP4A16 (the same "
+      "NVFP4 weights, bf16 activations) now, or the calibrated pipeline (`prismaquant quantize`, not in this version yet) for W4A4.");
+}
+
+// The format each Linear gets: the requested one, unless some member of its decision unit
+// cannot hold it, in which case the whole unit stays BF16 (vLLM fuses the unit).
+std::map<std::string, std::string> ChooseUnitFallbacks(const model::ModelLayout& layout,
+                                                       const UniformExportOptions& o,
+                                                       std::map<std::string, FormatId>* unit_fmt) {
+  std::map<std::string, std::string> reasons;
+  for (const auto& li : layout.linears) {
+    const FormatId want = li.is_lm_head ? o.lm_head : o.format;
+    auto [it, inserted] = unit_fmt->emplace(li.unit, want);
+    if (it->second == FormatId::kBF16) continue;
+    Status s = formats::CheckShape(want, li.rows, li.cols);
+    if (!s.ok()) {
+      it->second = FormatId::kBF16;
+      reasons[li.unit] = li.module == li.unit ? s.message() : li.module + ": " + s.message();
+    }
+  }
+  return reasons;
+}
+
+float AbsMax(const std::vector<float>& v) {
+  float m = 0;
+  for (float x : v) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+struct UnitWeights {
+  std::vector<const model::LinearInfo*> members;
+  std::vector<std::vector<float>> weights;
+};
+
+// Quantizes and writes the Linears of one decision unit.
+Status WriteUnit(const io::CheckpointReader& ckpt, const UnitWeights& unit, FormatId fmt,
+                 const std::string& fallback, const UniformExportOptions& o,
+                 io::CheckpointWriter& w, ExportSummary& summary) {
+  formats::QuantizeOptions qo;
+  qo.num_threads = o.num_threads;
+  if (fmt == FormatId::kNVFP4A16) {  // siblings share one global scale (largest amax)
+    float amax = 0;
+    for (const auto& wt : unit.weights) amax = std::max(amax, AbsMax(wt));
+    qo.weight_global_scale = formats::NvFp4GlobalScale(amax);
+  }
+  for (size_t i = 0; i < unit.members.size(); ++i) {
+    const model::LinearInfo& li = *unit.members[i];
+    const std::string module = li.module;
+    auto q = formats::QuantizeRtn(fmt, unit.weights[i], li.rows, li.cols, qo);
+    if (!q.ok()) return q.status().WithContext(module);
+    ExportedLinear e{module, fmt, li.rows * li.cols, 0, fallback};
+    for (const auto& t : *q) {
+      PQ_RETURN_IF_ERROR(w.AddTensor(module + "." + t.suffix, t.dtype, t.shape, t.bytes));
+      e.bytes += t.bytes.size();
+    }
+    if (li.has_bias) {
+      PQ_ASSIGN_OR_RETURN(const io::TensorInfo* b, ckpt.Get(module + ".bias"));
+      PQ_ASSIGN_OR_RETURN(std::vector<float> bv, ReadAsBf16Values(*b));
+      PQ_RETURN_IF_ERROR(AddBf16Tensor(w, module + ".bias", b->shape, bv));
+    }
+    summary.linears.push_back(std::move(e));
+  }
+  return Status::Ok();
+}
+
+Status WriteOtherTensors(const io::CheckpointReader& ckpt, const model::ModelLayout& layout,
+                         io::CheckpointWriter& w) {
+  std::set<std::string> biases;
+  for (const auto& li : layout.linears)
+    if (li.has_bias) biases.insert(li.module + ".bias");
+  for (const auto& name : layout.other_tensors) {
+    if (biases.count(name)) continue;  // written with its Linear
+    PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt.Get(name));
+    if (IsFloatingPoint(t->dtype) && t->dtype != DType::kBF16) {
+      PQ_ASSIGN_OR_RETURN(std::vector<float> v, ReadAsBf16Values(*t));
+      PQ_RETURN_IF_ERROR(AddBf16Tensor(w, name, t->shape, v));
+    } else {
+      PQ_RETURN_IF_ERROR(w.AddTensor(name, t->dtype, t->shape, t->bytes));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::string& out_dir,
+                                    const UniformExportOptions& o) {
+  PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.format, "--uniform"));
+  PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.lm_head, "--lm-head"));
+  PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model_dir));
+  PQ_ASSIGN_OR_RETURN(nlohmann::json config, model::ReadConfig(model_dir));
+  PQ_ASSIGN_OR_RETURN(model::ModelLayout layout, model::ResolveLayout(config, *ckpt));
+
+  std::map<std::string, FormatId> unit_fmt;
+  const auto fallbacks = ChooseUnitFallbacks(layout, o, &unit_fmt);
+  for (const auto& [unit, why] : fallbacks)
+    LogWarning("keeping " + unit + " in BF16: " + why);
+
+  io::WriterOptions wo;
+  wo.max_shard_bytes = o.max_shard_bytes;
+  wo.overwrite = o.overwrite;
+  PQ_ASSIGN_OR_RETURN(auto writer, io::CheckpointWriter::Create(out_dir, wo));
+
+  ExportSummary summary;
+  summary.out_dir = out_dir;
+  std::map<std::string, UnitWeights> units;  // filled in layout order, flushed when complete
+  std::map<std::string, size_t> remaining;
+  for (const auto& li : layout.linears) ++remaining[li.unit];
+  std::map<std::string, FormatId> module_formats;
+  Progress progress("export " + std::string(formats::Spec(o.format).name), layout.linears.size());
+  for (const auto& li : layout.linears) {
+    const std::string weight_name = li.tied ? "model.embed_tokens.weight" : li.module + ".weight";
+    PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt->Get(weight_name));
+    PQ_ASSIGN_OR_RETURN(std::vector<float> values, ReadAsBf16Values(*t));
+    const FormatId fmt = unit_fmt.at(li.unit);
+    UnitWeights& u = units[li.unit];
+    u.members.push_back(&li);
+    u.weights.push_back(std::move(values));
+    if (--remaining[li.unit] > 0) continue;
+    if (li.tied && fmt == FormatId::kBF16) {  // tied head stays the embedding
+      summary.linears.push_back({"lm_head", fmt, li.rows * li.cols, 0, "tied to the embedding"});
+      module_formats["lm_head"] = fmt;
+    } else {
+      const auto fb = fallbacks.find(li.unit);
+      PQ_RETURN_IF_ERROR(WriteUnit(*ckpt, u, fmt, fb == fallbacks.end() ? "" : fb->second, o,
+                                   *writer, summary));
+      for (const auto* m : u.members) module_formats[m->module] = fmt;
+    }
+    const size_t done = u.members.size();
+    units.erase(li.unit);
+    progress.Advance(done);
+  }
+  progress.Finish();
+  PQ_RETURN_IF_ERROR(WriteOtherTensors(*ckpt, layout, *writer));
+
+  const bool untie = layout.tie_word_embeddings && o.lm_head != FormatId::kBF16;
+  if (untie) config["tie_word_embeddings"] = false;
+  config["quantization_config"] = formats::QuantizationConfig(module_formats);
+  SetBf16Dtype(config);
+  PQ_RETURN_IF_ERROR(writer->AddFile("config.json", config.dump(2) + "\n"));
+  PQ_RETURN_IF_ERROR(CopyNonWeightFiles(model_dir, *writer));
+  summary.total_bytes = writer->total_tensor_bytes();
+  for (const auto& n : ckpt->names()) summary.total_params += ckpt->Find(n)->numel();
+  PQ_RETURN_IF_ERROR(writer->Commit());
+  return summary;
+}
+
+}  // namespace pq::pipeline

@@ -1,0 +1,44 @@
+// `prismaquant export MODEL --uniform FORMAT`: data-free, one format for every Linear.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pq/core/status.h"
+#include "pq/formats/format.h"
+
+namespace pq::pipeline {
+
+struct UniformExportOptions {
+  formats::FormatId format = formats::FormatId::kNVFP4A16;
+  formats::FormatId lm_head = formats::FormatId::kBF16;
+  int num_threads = 1;
+  uint64_t max_shard_bytes = 5'000'000'000;
+  bool overwrite = false;
+};
+
+struct ExportedLinear {
+  std::string module;
+  formats::FormatId format;
+  int64_t params = 0;
+  uint64_t bytes = 0;       // on disk, all tensors of the weight (bias excluded)
+  std::string fallback;     // why it stayed BF16 although another format was asked
+};
+
+struct ExportSummary {
+  std::string out_dir;
+  std::vector<ExportedLinear> linears;  // body Linears and lm_head
+  uint64_t total_bytes = 0;             // all tensor data bytes of the checkpoint
+  int64_t total_params = 0;             // all tensor elements of the source
+
+  nlohmann::json ToJson() const;
+  std::string ToText() const;  // human-readable table
+};
+
+Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::string& out_dir,
+                                    const UniformExportOptions& options);
+
+}  // namespace pq::pipeline

@@ -1,0 +1,65 @@
+// `prismaquant export MODEL --uniform FORMAT -o OUT`
+#include <cstdio>
+
+#include "commands.h"
+#include "pq/core/thread_pool.h"
+#include "pq/formats/format.h"
+#include "pq/pipeline/export_uniform.h"
+
+namespace pq::cli {
+namespace {
+
+struct ExportArgs {
+  std::string model, out, uniform, lm_head = "BF16";
+  int threads = 0;
+  double max_shard_gb = 5.0;
+  bool overwrite = false, json = false;
+};
+
+Status Run(const ExportArgs& a) {
+  pipeline::UniformExportOptions o;
+  if (a.uniform.empty())
+    return InvalidArgument("export needs --uniform FORMAT (the calibrated per-Linear export "
+                           "from a work dir comes with `probe`/`allocate`)");
+  auto fmt = formats::ParseFormat(a.uniform);
+  if (!fmt) return InvalidArgument("unknown format \"" + a.uniform + "\"; one of " + formats::FormatNameList());
+  auto head = formats::ParseFormat(a.lm_head);
+  if (!head) return InvalidArgument("unknown --lm-head format \"" + a.lm_head + "\"");
+  o.format = *fmt;
+  o.lm_head = *head;
+  o.num_threads = a.threads > 0 ? a.threads : DefaultThreads();
+  o.max_shard_bytes = static_cast<uint64_t>(a.max_shard_gb * 1e9);
+  o.overwrite = a.overwrite;
+  PQ_ASSIGN_OR_RETURN(pipeline::ExportSummary s, pipeline::ExportUniform(a.model, a.out, o));
+  if (a.json)
+    std::printf("%s\n", s.ToJson().dump(2).c_str());
+  else
+    std::printf("%s", s.ToText().c_str());
+  return Status::Ok();
+}
+
+}  // namespace
+
+void AddExportCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<ExportArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "export",
+      "Quantize a dense Hugging Face checkpoint (Llama, Qwen2, Qwen3, Qwen3-MoE) into a\n"
+      "compressed-tensors checkpoint. Data-free: --uniform FORMAT puts every Linear in FORMAT\n"
+      "(embeddings and norms stay BF16; Linears whose shape FORMAT cannot hold stay BF16 and are\n"
+      "listed). Formats: " + formats::FormatNameList() + " (NVFP4 W4A4 needs calibration: use\n"
+      "NVFP4A16 here).\n"
+      "Example: prismaquant export models/stories260K --uniform NVFP4A16 -o out/stories-nvfp4");
+  sub->add_option("model", args->model, "Hugging Face model directory or .safetensors file")
+      ->required();
+  sub->add_option("-o,--out", args->out, "Output directory (written atomically)")->required();
+  sub->add_option("--uniform", args->uniform, "Format for every Linear");
+  sub->add_option("--lm-head", args->lm_head, "Format for lm_head (default BF16)");
+  sub->add_option("--threads", args->threads, "Worker threads (default: all cores)");
+  sub->add_option("--max-shard-gb", args->max_shard_gb, "Shard size limit in GB (default 5)");
+  sub->add_flag("--overwrite", args->overwrite, "Replace OUT if it exists");
+  sub->add_flag("--json", args->json, "Print the summary as JSON");
+  sub->callback([args, exit_code] { *exit_code = ExitCodeFor(Run(*args)); });
+}
+
+}  // namespace pq::cli
