@@ -110,6 +110,11 @@ class StrictDomBuilder {
 }  // namespace
 
 Result<json> ParseJson(std::string_view text, const std::string& source) {
+  // nlohmann's lexer takes a NUL byte for the end of input and would ignore what follows;
+  // JSON allows NUL nowhere (not even unescaped inside strings).
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    return DataLoss(source + ": invalid JSON: NUL byte at offset " + std::to_string(nul));
+  }
   StrictDomBuilder builder;
   const bool ok = json::sax_parse(text.begin(), text.end(), &builder, json::input_format_t::json,
                                   /*strict=*/true, /*ignore_comments=*/false);

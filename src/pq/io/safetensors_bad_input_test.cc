@@ -124,8 +124,10 @@ TEST(SafetensorsBadInput, UnsupportedDType) {
   TempDir tmp;
   for (const char* dt : {"F4", "U16", "F8_E4M3FNUZ", "C64", "f32", ""}) {
     const auto st = OpenHeader(tmp, R"({"x.weight":)" + Entry(dt, "[2]", 0, 2) + "}", "ab");
-    PQ_EXPECT_ERROR(st, "bad.safetensors", "\"x.weight\"", "unsupported dtype",
-                    "\"" + std::string(dt) + "\"");
+    std::string quoted = "\"";
+    quoted += dt;
+    quoted += '"';
+    PQ_EXPECT_ERROR(st, "bad.safetensors", "\"x.weight\"", "unsupported dtype", quoted);
     EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
   }
   PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"x":{"dtype":7,"shape":[],"data_offsets":[0,1]}})", "a"),
@@ -179,9 +181,9 @@ TEST(SafetensorsBadInput, BadDataOffsets) {
   }
   // begin + size overflowing 64 bits must not wrap around into the buffer.
   PQ_EXPECT_ERROR(
-      OpenHeader(tmp, R"({"x":)" + Entry("U8", "[2]", 18446744073709551615u - 1,
+      OpenHeader(tmp, R"({"x":)" + Entry("U8", "[2]", 18446744073709551613u,
                                         18446744073709551615u) + "}", "ab"),
-      "bad.safetensors", "\"x\"");
+      "bad.safetensors", "\"x\"", "past the end");
 }
 
 TEST(SafetensorsBadInput, OverlapHolesAndTrailingBytes) {

@@ -219,12 +219,12 @@ TEST(SafetensorsWriter, HeaderIsPaddedWithSpacesAndTensorsAreAligned) {
       {"\xc3\xa9t\xc3\xa9.\xe2\x82\xac", DType::kU8, {1}, RandomBytes(1, 9)},
   };
   for (size_t pad = 0; pad < 8; ++pad) {
-    const std::string dir = tmp / ("p" + std::to_string(pad));
+    const std::string dir = tmp / std::string("p").append(1, static_cast<char>('0' + pad));
     auto w = MakeWriter(dir);
     ASSERT_NE(w, nullptr);
     // A name of varying length makes the unpadded header length take every value mod 8.
     std::vector<Spec> all = specs;
-    all.push_back({"n" + std::string(pad, 'x'), DType::kU8, {1}, "A"});
+    all.push_back({std::string("n").append(pad, 'x'), DType::kU8, {1}, "A"});
     for (const Spec& s : all) ASSERT_TRUE(w->AddTensor(s.name, s.dtype, s.shape, AsBytes(s.bytes)).ok());
     ASSERT_TRUE(w->Commit().ok());
 
@@ -312,8 +312,8 @@ TEST(SafetensorsWriter, NothingAppearsUntilCommitAndAbandonedWritesAreRemoved) {
     o.max_shard_bytes = 8;  // forces closed shards inside the temp dir
     auto w = MakeWriter(out, o);
     ASSERT_NE(w, nullptr);
-    for (int i = 0; i < 3; ++i) {
-      ASSERT_TRUE(w->AddTensor("t" + std::to_string(i), DType::kF32, {2}, AsBytes(RandomBytes(8, 1))).ok());
+    for (const char* name : {"t0", "t1", "t2"}) {
+      ASSERT_TRUE(w->AddTensor(name, DType::kF32, {2}, AsBytes(RandomBytes(8, 1))).ok());
     }
     ASSERT_TRUE(w->AddFile("config.json", "{}").ok());
     EXPECT_FALSE(fs::exists(out));

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Interop suite: our checkpoints against the real compressed-tensors / transformers / torch.
+#
+#   PQ_BIN=build/release/tools/prismaquant/prismaquant PQ_SOURCE_DIR=. bash tests/interop/run.sh [pytest args]
+#
+# Registered in ctest as interop_compressed_tensors. Makes/updates the test-only venv
+# (scripts/setup_venv.sh), works in a fresh temp dir (removed at exit unless PQ_KEEP_WORK=1),
+# and exits non-zero on any failure. Extra arguments go to pytest (e.g. -k NVFP4A16 -x).
+set -euo pipefail
+
+src="${PQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+src=$(cd "$src" && pwd)
+bin="${PQ_BIN:-$src/build/release/tools/prismaquant/prismaquant}"
+if [[ ! -x "$bin" ]]; then
+  echo "run.sh: prismaquant binary not found at '$bin' (set PQ_BIN or build first)" >&2
+  exit 1
+fi
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+
+venv=$(bash "$src/scripts/setup_venv.sh")
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/pq-interop.XXXXXX")
+if [[ "${PQ_KEEP_WORK:-0}" == 1 ]]; then
+  echo "run.sh: keeping work dir $work" >&2
+else
+  trap 'rm -rf "$work"' EXIT
+fi
+
+export PQ_BIN="$bin" PQ_SOURCE_DIR="$src" PQ_WORK="$work"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONDONTWRITEBYTECODE=1 TRANSFORMERS_VERBOSITY=error
+
+cd "$src/tests/interop"
+"$venv/bin/python" -m pytest -p no:cacheprovider -q -rfE --tb=short \
+  -W "ignore::UserWarning" "$@" .
