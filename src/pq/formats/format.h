@@ -72,6 +72,8 @@ struct QuantizeOptions {
   // NVFP4 (W4A4) only: the calibrated input global scale; required for kNVFP4.
   std::optional<float> input_global_scale;
   int num_threads = 1;
+  // Use the scalar reference kernels instead of the fast ones (identical bytes; for tests).
+  bool reference_kernels = false;
 };
 
 // Round-to-nearest quantization exactly as compressed-tensors does it for bf16 weights.
