@@ -96,8 +96,7 @@ Status WriteAll(int fd, std::span<const uint8_t> data, const std::string& path) 
 }
 
 Status WriteAll(int fd, std::string_view data, const std::string& path) {
-  return WriteAll(fd, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
-                  path);
+  return WriteAll(fd, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()), path);
 }
 
 Status CopyRange(int in, uint64_t in_offset, int out, uint64_t len, const std::string& in_path,

@@ -60,8 +60,7 @@ Status Fsync(int fd, const std::string& path);
 Status FsyncPath(const std::string& path);
 
 // Reads a whole regular file. Refuses files larger than `max_bytes`.
-Result<std::string> ReadFileToString(const std::string& path,
-                                     uint64_t max_bytes = 1'000'000'000);
+Result<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes = 1'000'000'000);
 
 // Writes `contents` to `path` (created or truncated) and fsyncs it.
 Status WriteFile(const std::string& path, std::string_view contents);

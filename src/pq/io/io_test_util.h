@@ -5,12 +5,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <iterator>
-#include <algorithm>
 #include <random>
 #include <span>
 #include <string>
@@ -95,14 +95,14 @@ inline std::vector<std::string> ListDir(const fs::path& dir) {
 }
 
 // Expects `s` to be an error whose message contains every one of `parts`.
-#define PQ_EXPECT_ERROR(s, ...)                                                        \
-  do {                                                                                 \
-    const ::pq::Status pq_st_ = (s);                                                   \
-    EXPECT_FALSE(pq_st_.ok()) << "expected an error";                                  \
-    for (const std::string& pq_part_ : std::vector<std::string>{__VA_ARGS__}) {        \
-      EXPECT_NE(pq_st_.message().find(pq_part_), std::string::npos)                    \
-          << "message lacks \"" << pq_part_ << "\": " << pq_st_.message();             \
-    }                                                                                  \
+#define PQ_EXPECT_ERROR(s, ...)                                                 \
+  do {                                                                          \
+    const ::pq::Status pq_st_ = (s);                                            \
+    EXPECT_FALSE(pq_st_.ok()) << "expected an error";                           \
+    for (const std::string& pq_part_ : std::vector<std::string>{__VA_ARGS__}) { \
+      EXPECT_NE(pq_st_.message().find(pq_part_), std::string::npos)             \
+          << "message lacks \"" << pq_part_ << "\": " << pq_st_.message();      \
+    }                                                                           \
   } while (0)
 
 }  // namespace pq::io::testing

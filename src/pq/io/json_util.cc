@@ -100,10 +100,10 @@ class StrictDomBuilder {
   }
 
   json root_;
-  std::vector<json*> stack_;  // open containers; pointers stay valid (see Store)
+  std::vector<json*> stack_;         // open containers; pointers stay valid (see Store)
   std::vector<std::string> labels_;  // for each open container, the key holding it
-  json* pending_ = nullptr;           // the value slot of the last key read
-  std::string key_;                   // the last key read
+  json* pending_ = nullptr;          // the value slot of the last key read
+  std::string key_;                  // the last key read
   std::string error_;
 };
 

@@ -31,8 +31,8 @@ TEST(ParseJson, RejectsDuplicateKeysAtAnyDepth) {
   EXPECT_EQ(top.status().code(), StatusCode::kDataLoss);
   PQ_EXPECT_ERROR(ParseJson(R"({"w":{"x":1,"x":1}})", "t.json").status(), "duplicate key \"x\"",
                   "\"w\"");
-  PQ_EXPECT_ERROR(ParseJson(R"([{"x":1},{"y":1,"y":2}])", "t.json").status(),
-                  "duplicate key \"y\"", "[1]");
+  PQ_EXPECT_ERROR(ParseJson(R"([{"x":1},{"y":1,"y":2}])", "t.json").status(), "duplicate key \"y\"",
+                  "[1]");
   // The same key in sibling objects is fine.
   EXPECT_TRUE(ParseJson(R"({"a":{"x":1},"b":{"x":2}})", "t").ok());
 }
@@ -44,8 +44,8 @@ TEST(ParseJson, LimitsNesting) {
 }
 
 TEST(ParseJson, ReportsSyntaxErrorsWithoutThrowing) {
-  for (const char* bad : {"", "{", "{\"a\":}", "{} {}", "[1,]", "{\"a\" 1}", "nul", "\"\xff\"",
-                          "{'a':1}", "[1] x"}) {
+  for (const char* bad :
+       {"", "{", "{\"a\":}", "{} {}", "[1,]", "{\"a\" 1}", "nul", "\"\xff\"", "{'a':1}", "[1] x"}) {
     PQ_EXPECT_ERROR(ParseJson(bad, "t.json").status(), "t.json: invalid JSON");
   }
   PQ_EXPECT_ERROR(ParseJson(std::string("{}\0", 3), "t.json").status(), "invalid JSON");

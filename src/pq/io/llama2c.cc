@@ -337,9 +337,9 @@ uint64_t Llama2cConfig::NumFloats() const {
       vocab_size <= 0 || seq_len <= 0) {
     return 0;
   }
-  return ComputeLayout(*this).cls + (shared_classifier ? 0
-                                                       : SatMul(static_cast<uint64_t>(vocab_size),
-                                                                static_cast<uint64_t>(dim)));
+  const uint64_t classifier =
+      shared_classifier ? 0 : SatMul(static_cast<uint64_t>(vocab_size), static_cast<uint64_t>(dim));
+  return SatAdd(ComputeLayout(*this).cls, classifier);  // cls = offset of the classifier
 }
 
 Result<Llama2cConfig> ParseLlama2cHeader(std::span<const uint8_t> header, uint64_t file_size,
@@ -390,8 +390,8 @@ Result<Llama2cConfig> ParseLlama2cHeader(std::span<const uint8_t> header, uint64
   const uint64_t floats = c.NumFloats();
   const uint64_t want = SatAdd(kLlama2cHeaderBytes, SatMul(4, floats));
   if (want != file_size) {
-    std::string msg = bad + "the file is " + std::to_string(file_size) + " bytes but the header" +
-                      dims + " implies 28 + 4 x " + std::to_string(floats) + " = " +
+    std::string msg = bad + "the file is " + std::to_string(file_size) + " bytes but its header (" +
+                      DimsString(c) + ") implies 28 + 4 x " + std::to_string(floats) + " = " +
                       std::to_string(want) + " bytes";
     if (file_size < want) {
       msg += "; the file is truncated or the header is garbage";

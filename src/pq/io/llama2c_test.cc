@@ -381,6 +381,46 @@ TEST_F(Llama2cTest, BadHeadersAreRejected) {
                     Path("out"));
 }
 
+// Random small headers, with the exact file size or off by a little: accepted exactly when
+// the dims are valid and the size matches; never a crash.
+TEST(ParseLlama2cHeader, RandomHeadersAgreeWithTheRules) {
+  uint64_t state = 12345;
+  auto next = [&state](int lo, int hi) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + static_cast<int>((state >> 33) % static_cast<uint64_t>(hi - lo + 1));
+  };
+  int accepted = 0;
+  for (int iter = 0; iter < 20000; ++iter) {
+    int32_t h[7] = {next(-2, 24), next(-2, 40),    next(-1, 4), next(-1, 6),
+                    next(-1, 6),  next(-300, 300), next(-1, 9)};
+    uint8_t bytes[28];
+    std::memcpy(bytes, h, 28);
+    const int64_t dim = h[0], heads = h[3], kv = h[4], vocab = std::abs(h[5]);
+    const bool valid = dim > 0 && h[1] > 0 && h[2] > 0 && heads > 0 && kv > 0 && vocab > 0 &&
+                       h[6] > 0 && heads % kv == 0 && dim % heads == 0 && (dim / heads) % 2 == 0;
+    uint64_t exact = 0;
+    if (valid) {
+      const int64_t L = h[2], H = h[1], hd = dim / heads, kvd = hd * kv;
+      const int64_t floats = vocab * dim +
+                             L * (2 * dim + 2 * dim * dim + 2 * kvd * dim + 3 * H * dim) + dim +
+                             h[6] * hd + (h[5] < 0 ? vocab * dim : 0);
+      exact = 28 + 4 * static_cast<uint64_t>(floats);
+    }
+    const int delta = next(-1, 1) * 4 * next(0, 1);
+    const uint64_t size = exact ? exact + static_cast<uint64_t>(delta) : uint64_t{28} + 4;
+    auto r = ParseLlama2cHeader(bytes, size, "rand.bin");
+    ASSERT_EQ(r.ok(), valid && size == exact)
+        << iter << ": " << (r.ok() ? "accepted" : r.status().message());
+    if (r.ok()) {
+      ++accepted;
+      EXPECT_EQ(r->FileBytes(), size);
+    } else {
+      EXPECT_EQ(r.status().message().rfind("rand.bin: ", 0), 0u) << r.status().message();
+    }
+  }
+  EXPECT_GT(accepted, 100);
+}
+
 TEST_F(Llama2cTest, NonFiniteWeightIsRejected) {
   std::string data = MakeBin(TinyConfig(true));
   const float nan = std::numeric_limits<float>::quiet_NaN();

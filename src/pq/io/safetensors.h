@@ -79,9 +79,9 @@ class CheckpointReader {
 // header length N, N bytes of JSON header, then the data buffer). Returns the tensors sorted
 // by name, their `bytes` pointing into `file_bytes`, or an error naming `file_name` (and
 // the tensor). Fills `metadata` (may be null) with __metadata__. Exposed for fuzzing/tests.
-Result<std::vector<TensorInfo>> ParseSafetensorsHeader(std::span<const uint8_t> file_bytes,
-                                                       const std::string& file_name,
-                                                       std::map<std::string, std::string>* metadata);
+Result<std::vector<TensorInfo>> ParseSafetensorsHeader(
+    std::span<const uint8_t> file_bytes, const std::string& file_name,
+    std::map<std::string, std::string>* metadata);
 
 // Reads any float/int tensor as float32 values (row-major).
 Result<std::vector<float>> ReadAsF32(const TensorInfo& t);

@@ -93,16 +93,15 @@ TEST(SafetensorsBadInput, HeaderLengthLargerThanFile) {
   TempDir tmp;
   PQ_EXPECT_ERROR(OpenBytes(tmp, U64Le(1000) + "{}"), "bad.safetensors", "header length 1000",
                   "only 10");
-  PQ_EXPECT_ERROR(OpenBytes(tmp, U64Le(~uint64_t{0}) + "{}"), "bad.safetensors",
-                  "header length");
+  PQ_EXPECT_ERROR(OpenBytes(tmp, U64Le(~uint64_t{0}) + "{}"), "bad.safetensors", "header length");
   PQ_EXPECT_ERROR(OpenBytes(tmp, U64Le(kMaxHeaderBytes) + "{}"), "bad.safetensors",
                   "header length 100000000");
 }
 
 TEST(SafetensorsBadInput, HeaderLengthOverTheLimit) {
   TempDir tmp;
-  PQ_EXPECT_ERROR(OpenBytes(tmp, U64Le(kMaxHeaderBytes + 1) + "{}"), "bad.safetensors",
-                  "100000001", "limit of 100000000");
+  PQ_EXPECT_ERROR(OpenBytes(tmp, U64Le(kMaxHeaderBytes + 1) + "{}"), "bad.safetensors", "100000001",
+                  "limit of 100000000");
 }
 
 TEST(SafetensorsBadInput, HeaderNotJsonOrNotAnObject) {
@@ -150,9 +149,8 @@ TEST(SafetensorsBadInput, BadShapes) {
   PQ_EXPECT_ERROR(
       OpenHeader(tmp, R"({"x":)" + Entry("F32", "[4294967296,4294967296,4]", 0, 0) + "}"),
       "bad.safetensors", "\"x\"", "overflow");
-  PQ_EXPECT_ERROR(
-      OpenHeader(tmp, R"({"x":)" + Entry("F32", "[4611686018427387904]", 0, 0) + "}"),
-      "bad.safetensors", "\"x\"", "overflow");
+  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"x":)" + Entry("F32", "[4611686018427387904]", 0, 0) + "}"),
+                  "bad.safetensors", "\"x\"", "overflow");
 }
 
 TEST(SafetensorsBadInput, ByteLengthMustMatchDTypeAndShape) {
@@ -162,8 +160,7 @@ TEST(SafetensorsBadInput, ByteLengthMustMatchDTypeAndShape) {
   EXPECT_EQ(st.message(), (tmp / "bad.safetensors") +
                               ": tensor \"x.weight\": data_offsets [0, 10] give 10 bytes but "
                               "BF16 [2, 3] needs 12");
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"s":)" + Entry("F32", "[]", 0, 0) + "}"), "\"s\"",
-                  "needs 4");
+  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"s":)" + Entry("F32", "[]", 0, 0) + "}"), "\"s\"", "needs 4");
 }
 
 TEST(SafetensorsBadInput, BadDataOffsets) {
@@ -175,28 +172,35 @@ TEST(SafetensorsBadInput, BadDataOffsets) {
   PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"x":)" + Entry("U8", "[2]", 8, 6) + "}", "01234567"),
                   "bad.safetensors", "\"x\"", "begin > end");
   for (const char* offs : {"[0]", "[0,1,2]", "[-1,0]", "[0,1.0]", "\"0,1\"", "[0,\"1\"]"}) {
-    const std::string h = R"({"x":{"dtype":"U8","shape":[1],"data_offsets":)" +
-                          std::string(offs) + "}}";
+    const std::string h =
+        R"({"x":{"dtype":"U8","shape":[1],"data_offsets":)" + std::string(offs) + "}}";
     PQ_EXPECT_ERROR(OpenHeader(tmp, h, "a"), "bad.safetensors", "\"x\"", "data_offsets");
   }
   // begin + size overflowing 64 bits must not wrap around into the buffer.
   PQ_EXPECT_ERROR(
-      OpenHeader(tmp, R"({"x":)" + Entry("U8", "[2]", 18446744073709551613u,
-                                        18446744073709551615u) + "}", "ab"),
+      OpenHeader(
+          tmp, R"({"x":)" + Entry("U8", "[2]", 18446744073709551613u, 18446744073709551615u) + "}",
+          "ab"),
       "bad.safetensors", "\"x\"", "past the end");
 }
 
 TEST(SafetensorsBadInput, OverlapHolesAndTrailingBytes) {
   TempDir tmp;
   const std::string data12 = "0123456789ab";
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":)" + Entry("F32", "[2]", 0, 8) + R"(,"b":)" +
-                                      Entry("F32", "[2]", 4, 12) + "}", data12),
+  PQ_EXPECT_ERROR(OpenHeader(tmp,
+                             R"({"a":)" + Entry("F32", "[2]", 0, 8) + R"(,"b":)" +
+                                 Entry("F32", "[2]", 4, 12) + "}",
+                             data12),
                   "bad.safetensors", "\"a\"", "\"b\"", "overlap");
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":)" + Entry("F32", "[2]", 0, 8) + R"(,"b":)" +
-                                      Entry("F32", "[2]", 0, 8) + "}", "01234567"),
+  PQ_EXPECT_ERROR(OpenHeader(tmp,
+                             R"({"a":)" + Entry("F32", "[2]", 0, 8) + R"(,"b":)" +
+                                 Entry("F32", "[2]", 0, 8) + "}",
+                             "01234567"),
                   "bad.safetensors", "overlap");
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":)" + Entry("F32", "[1]", 0, 4) + R"(,"b":)" +
-                                      Entry("F32", "[1]", 8, 12) + "}", data12),
+  PQ_EXPECT_ERROR(OpenHeader(tmp,
+                             R"({"a":)" + Entry("F32", "[1]", 0, 4) + R"(,"b":)" +
+                                 Entry("F32", "[1]", 8, 12) + "}",
+                             data12),
                   "bad.safetensors", "\"b\"", "hole", "[4, 8]");
   PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":)" + Entry("F32", "[1]", 4, 8) + "}", "01234567"),
                   "bad.safetensors", "\"a\"", "hole");
@@ -204,26 +208,29 @@ TEST(SafetensorsBadInput, OverlapHolesAndTrailingBytes) {
                   "bad.safetensors", "4 trailing bytes");
   PQ_EXPECT_ERROR(OpenHeader(tmp, "{}", "x"), "bad.safetensors", "trailing");
   // An empty tensor inside another one is an overlap too.
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":)" + Entry("F32", "[2]", 0, 8) + R"(,"e":)" +
-                                      Entry("U8", "[0]", 4, 4) + "}", "01234567"),
-                  "bad.safetensors", "\"e\"", "overlap");
+  PQ_EXPECT_ERROR(
+      OpenHeader(
+          tmp, R"({"a":)" + Entry("F32", "[2]", 0, 8) + R"(,"e":)" + Entry("U8", "[0]", 4, 4) + "}",
+          "01234567"),
+      "bad.safetensors", "\"e\"", "overlap");
 }
 
 TEST(SafetensorsBadInput, DuplicateNamesAndFields) {
   TempDir tmp;
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":)" + Entry("U8", "[1]", 0, 1) + R"(,"a":)" +
-                                      Entry("U8", "[1]", 1, 2) + "}", "xy"),
-                  "bad.safetensors", "duplicate key \"a\"");
   PQ_EXPECT_ERROR(
-      OpenHeader(tmp, R"({"a":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}})",
-                 "x"),
+      OpenHeader(
+          tmp, R"({"a":)" + Entry("U8", "[1]", 0, 1) + R"(,"a":)" + Entry("U8", "[1]", 1, 2) + "}",
+          "xy"),
+      "bad.safetensors", "duplicate key \"a\"");
+  PQ_EXPECT_ERROR(
+      OpenHeader(tmp, R"({"a":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}})", "x"),
       "bad.safetensors", "duplicate key \"dtype\"", "\"a\"");
 }
 
 TEST(SafetensorsBadInput, MissingOrUnknownFields) {
   TempDir tmp;
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":{"dtype":"U8","shape":[1]}})", "x"),
-                  "bad.safetensors", "\"a\"", "missing field \"data_offsets\"");
+  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"a":{"dtype":"U8","shape":[1]}})", "x"), "bad.safetensors",
+                  "\"a\"", "missing field \"data_offsets\"");
   PQ_EXPECT_ERROR(
       OpenHeader(tmp, R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":0}})", "x"),
       "bad.safetensors", "\"a\"", "unexpected field \"x\"");
@@ -236,8 +243,7 @@ TEST(SafetensorsBadInput, MetadataMustBeStrings) {
                   "__metadata__", "\"format\"", "string");
   PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"__metadata__":{"a":{"b":"c"}}})"), "bad.safetensors",
                   "__metadata__");
-  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"__metadata__":"pt"})"), "bad.safetensors",
-                  "__metadata__");
+  PQ_EXPECT_ERROR(OpenHeader(tmp, R"({"__metadata__":"pt"})"), "bad.safetensors", "__metadata__");
   std::map<std::string, std::string> md;
   const std::string ok = MakeSafetensors(R"({"__metadata__":{"format":"pt","k":"v"}})", "");
   ASSERT_TRUE(ParseSafetensorsHeader(AsBytes(ok), "mem", &md).ok());
@@ -260,8 +266,8 @@ class BadIndexTest : public ::testing::Test {
     WriteBytes(dir_ + "/s2.safetensors",
                MakeSafetensors(R"({"c":)" + Entry("U8", "[1]", 0, 1) + "}", "c"));
     index_ = {{"metadata", {{"total_size", 3}}},
-              {"weight_map", {{"a", "s1.safetensors"}, {"b", "s1.safetensors"},
-                              {"c", "s2.safetensors"}}}};
+              {"weight_map",
+               {{"a", "s1.safetensors"}, {"b", "s1.safetensors"}, {"c", "s2.safetensors"}}}};
   }
   Status OpenWith(const nlohmann::json& index) { return OpenWithText(index.dump()); }
   Status OpenWithText(const std::string& text) {
@@ -292,8 +298,8 @@ TEST_F(BadIndexTest, MissingShard) {
 
 TEST_F(BadIndexTest, IndexEntryNotInShard) {
   index_["weight_map"]["ghost"] = "s2.safetensors";
-  PQ_EXPECT_ERROR(OpenWith(index_), "model.safetensors.index.json", "\"ghost\"",
-                  "s2.safetensors", "does not contain");
+  PQ_EXPECT_ERROR(OpenWith(index_), "model.safetensors.index.json", "\"ghost\"", "s2.safetensors",
+                  "does not contain");
 }
 
 TEST_F(BadIndexTest, ShardHoldsATensorTheIndexMapsElsewhere) {
@@ -329,15 +335,13 @@ TEST_F(BadIndexTest, PathTraversalInShardNames) {
 TEST_F(BadIndexTest, MalformedIndex) {
   PQ_EXPECT_ERROR(OpenWithText("{"), "model.safetensors.index.json", "invalid JSON");
   PQ_EXPECT_ERROR(OpenWithText("[]"), "model.safetensors.index.json", "object");
-  PQ_EXPECT_ERROR(OpenWithText(R"({"metadata":{}})"), "model.safetensors.index.json",
-                  "weight_map");
+  PQ_EXPECT_ERROR(OpenWithText(R"({"metadata":{}})"), "model.safetensors.index.json", "weight_map");
   PQ_EXPECT_ERROR(OpenWithText(R"({"weight_map":{"a":1}})"), "model.safetensors.index.json",
                   "\"a\"");
-  PQ_EXPECT_ERROR(OpenWithText(R"({"weight_map":{},"metadata":3})"),
-                  "model.safetensors.index.json", "metadata");
-  PQ_EXPECT_ERROR(
-      OpenWithText(R"({"weight_map":{"a":"s1.safetensors","a":"s2.safetensors"}})"),
-      "model.safetensors.index.json", "duplicate key \"a\"");
+  PQ_EXPECT_ERROR(OpenWithText(R"({"weight_map":{},"metadata":3})"), "model.safetensors.index.json",
+                  "metadata");
+  PQ_EXPECT_ERROR(OpenWithText(R"({"weight_map":{"a":"s1.safetensors","a":"s2.safetensors"}})"),
+                  "model.safetensors.index.json", "duplicate key \"a\"");
 }
 
 TEST_F(BadIndexTest, CorruptShardNamesTheShard) {

@@ -82,9 +82,9 @@ std::string RangeString(uint64_t begin, uint64_t end) {
 
 std::string SupportedDTypes() {
   std::string s;
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2,
-                  DType::kF8E8M0, DType::kU8, DType::kI8, DType::kI32, DType::kI64, DType::kF64,
-                  DType::kBool}) {
+  for (DType t :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2, DType::kF8E8M0,
+        DType::kU8, DType::kI8, DType::kI32, DType::kI64, DType::kF64, DType::kBool}) {
     if (!s.empty()) s += ", ";
     s += DTypeName(t);
   }
@@ -144,8 +144,8 @@ Status ParseEntry(const std::string& file, const std::string& name, const json& 
   e->info.shape.clear();
   for (const json& d : shape) {
     if (!d.is_number_integer()) {
-      return DataLoss(where + "shape " + Dump(shape) + " has " + JsonTypeName(d) +
-                      " element " + Dump(d) + ", expected non-negative integers");
+      return DataLoss(where + "shape " + Dump(shape) + " has " + JsonTypeName(d) + " element " +
+                      Dump(d) + ", expected non-negative integers");
     }
     if (d.is_number_unsigned() && d.get<uint64_t>() > uint64_t{INT64_MAX}) {
       return DataLoss(where + "shape dimension " + Dump(d) + " is too large");
@@ -165,13 +165,12 @@ Status ParseEntry(const std::string& file, const std::string& name, const json& 
                     " is not a pair of non-negative integers [begin, end]");
   }
   if (e->begin > e->end) {
-    return DataLoss(where + "data_offsets " + RangeString(e->begin, e->end) +
-                    " has begin > end");
+    return DataLoss(where + "data_offsets " + RangeString(e->begin, e->end) + " has begin > end");
   }
   const std::string type_shape = std::string(DTypeName(*dt)) + " " + ShapeString(e->info.shape);
   uint64_t nbytes = 0;
-  if (numel_overflow || __builtin_mul_overflow(static_cast<uint64_t>(numel),
-                                               uint64_t{DTypeSize(*dt)}, &nbytes)) {
+  if (numel_overflow ||
+      __builtin_mul_overflow(static_cast<uint64_t>(numel), uint64_t{DTypeSize(*dt)}, &nbytes)) {
     return DataLoss(where + type_shape + " has too many elements (size overflows 64 bits)");
   }
   if (e->end - e->begin != nbytes) {
@@ -219,13 +218,12 @@ Status CheckTiling(const std::string& file, std::vector<Entry*> sorted, uint64_t
   for (const Entry* e : sorted) {
     if (e->begin < expected) {
       return DataLoss(file + ": tensor " + Quote(e->info.name) + " data_offsets " +
-                      RangeString(e->begin, e->end) + " overlap tensor " +
-                      Quote(prev->info.name) + " " + RangeString(prev->begin, prev->end));
+                      RangeString(e->begin, e->end) + " overlap tensor " + Quote(prev->info.name) +
+                      " " + RangeString(prev->begin, prev->end));
     }
     if (e->begin > expected) {
-      return DataLoss(file + ": hole of " + std::to_string(e->begin - expected) +
-                      " unused bytes " + RangeString(expected, e->begin) + " before tensor " +
-                      Quote(e->info.name) +
+      return DataLoss(file + ": hole of " + std::to_string(e->begin - expected) + " unused bytes " +
+                      RangeString(expected, e->begin) + " before tensor " + Quote(e->info.name) +
                       (prev ? " (after tensor " + Quote(prev->info.name) + ")" : "") +
                       "; tensors must tile the data buffer");
     }
@@ -277,8 +275,8 @@ Result<std::vector<TensorInfo>> ParseSafetensorsHeader(
   }
   if (n > size - 8) {
     return DataLoss(file_name + ": header length " + std::to_string(n) + " needs " +
-                    std::to_string(8 + n) + " bytes but the file has only " +
-                    std::to_string(size) + " (truncated?)");
+                    std::to_string(8 + n) + " bytes but the file has only " + std::to_string(size) +
+                    " (truncated?)");
   }
   std::string_view text(reinterpret_cast<const char*>(file_bytes.data()) + 8,
                         static_cast<size_t>(n));
@@ -410,8 +408,8 @@ Status CheckpointReader::OpenIndexed(const std::string& index_path) {
     }
     const std::string& s = shard.get_ref<const std::string&>();
     if (std::string bad = BadShardName(s); !bad.empty()) {
-      return DataLoss(index_path + ": shard name " + Quote(s) + " for tensor " + Quote(name) +
-                      " " + bad);
+      return DataLoss(index_path + ": shard name " + Quote(s) + " for tensor " + Quote(name) + " " +
+                      bad);
     }
     weight_map[name] = s;
     by_shard[s].push_back(name);

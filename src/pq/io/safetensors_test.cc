@@ -128,7 +128,7 @@ TEST(SafetensorsRoundTrip, ReadAsF32ConvertsEveryDType) {
   add("f32", DType::kF32, {2}, std::string(reinterpret_cast<const char*>(f32), 8));
   add("f64", DType::kF64, {}, std::string(reinterpret_cast<const char*>(&f64), 8));
   add("bf16", DType::kBF16, {2}, Bytes({0xc0, 0x3f, 0x00, 0xc0}));  // 1.5, -2
-  add("f16", DType::kF16, {1}, Bytes({0x00, 0x3e}));                 // 1.5
+  add("f16", DType::kF16, {1}, Bytes({0x00, 0x3e}));                // 1.5
   add("e4m3", DType::kF8E4M3, {3}, Bytes({0x7e, 0x73, 0xeb}));      // 448, 176, -88
   add("e5m2", DType::kF8E5M2, {2}, Bytes({0x3c, 0xc0}));            // 1, -2
   add("u8", DType::kU8, {1}, Bytes({200}));
@@ -140,11 +140,18 @@ TEST(SafetensorsRoundTrip, ReadAsF32ConvertsEveryDType) {
   ASSERT_TRUE(w->Commit().ok());
   auto r = MustOpen(tmp / "c");
   ASSERT_NE(r, nullptr);
-  const std::map<std::string, std::vector<float>> want = {
-      {"f32", {1.5f, -2.25f}}, {"f64", {2.5f}},   {"bf16", {1.5f, -2.0f}},
-      {"f16", {1.5f}},         {"e4m3", {448, 176, -88}}, {"e5m2", {1, -2}},
-      {"u8", {200}},           {"i8", {-5}},      {"i32", {-7}},
-      {"i64", {1099511627776.0f}}, {"bool", {0, 1}}, {"empty", {}}};
+  const std::map<std::string, std::vector<float>> want = {{"f32", {1.5f, -2.25f}},
+                                                          {"f64", {2.5f}},
+                                                          {"bf16", {1.5f, -2.0f}},
+                                                          {"f16", {1.5f}},
+                                                          {"e4m3", {448, 176, -88}},
+                                                          {"e5m2", {1, -2}},
+                                                          {"u8", {200}},
+                                                          {"i8", {-5}},
+                                                          {"i32", {-7}},
+                                                          {"i64", {1099511627776.0f}},
+                                                          {"bool", {0, 1}},
+                                                          {"empty", {}}};
   for (const auto& [name, values] : want) {
     auto t = r->Get(name);
     ASSERT_TRUE(t.ok()) << name;
@@ -172,13 +179,12 @@ TEST(SafetensorsWriter, GoldenBytes) {
   ASSERT_TRUE(w->AddTensor("s", DType::kI64, {}, AsBytes(Bytes({5, 0, 0, 0, 0, 0, 0, 0}))).ok());
   ASSERT_TRUE(w->Commit().ok());
 
-  const std::string header =
-      R"({"__metadata__":{"format":"pt"},)"
-      R"("s":{"dtype":"I64","shape":[],"data_offsets":[0,8]},)"
-      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},)"
-      R"("c":{"dtype":"BF16","shape":[2],"data_offsets":[12,16]},)"
-      R"("e":{"dtype":"F16","shape":[0,3],"data_offsets":[16,16]},)"
-      R"("a":{"dtype":"U8","shape":[3],"data_offsets":[16,19]}})";
+  const std::string header = R"({"__metadata__":{"format":"pt"},)"
+                             R"("s":{"dtype":"I64","shape":[],"data_offsets":[0,8]},)"
+                             R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},)"
+                             R"("c":{"dtype":"BF16","shape":[2],"data_offsets":[12,16]},)"
+                             R"("e":{"dtype":"F16","shape":[0,3],"data_offsets":[16,16]},)"
+                             R"("a":{"dtype":"U8","shape":[3],"data_offsets":[16,19]}})";
   ASSERT_EQ(header.size(), 305u);
   const std::string expected = Bytes({0x38, 0x01, 0, 0, 0, 0, 0, 0}) +  // N = 312
                                header + std::string(7, ' ') +
@@ -196,7 +202,8 @@ TEST(SafetensorsWriter, OutputIsIndependentOfInsertionOrder) {
   for (const char* dir : {"fwd", "rev"}) {
     auto w = MakeWriter(tmp / dir);
     ASSERT_NE(w, nullptr);
-    for (const Spec& s : specs) ASSERT_TRUE(w->AddTensor(s.name, s.dtype, s.shape, AsBytes(s.bytes)).ok());
+    for (const Spec& s : specs)
+      ASSERT_TRUE(w->AddTensor(s.name, s.dtype, s.shape, AsBytes(s.bytes)).ok());
     ASSERT_TRUE(w->Commit().ok());
     std::reverse(specs.begin(), specs.end());
   }
@@ -225,7 +232,8 @@ TEST(SafetensorsWriter, HeaderIsPaddedWithSpacesAndTensorsAreAligned) {
     // A name of varying length makes the unpadded header length take every value mod 8.
     std::vector<Spec> all = specs;
     all.push_back({std::string("n").append(pad, 'x'), DType::kU8, {1}, "A"});
-    for (const Spec& s : all) ASSERT_TRUE(w->AddTensor(s.name, s.dtype, s.shape, AsBytes(s.bytes)).ok());
+    for (const Spec& s : all)
+      ASSERT_TRUE(w->AddTensor(s.name, s.dtype, s.shape, AsBytes(s.bytes)).ok());
     ASSERT_TRUE(w->Commit().ok());
 
     const std::string file = ReadBytes(dir + "/model.safetensors");
@@ -262,12 +270,15 @@ TEST(SafetensorsWriter, ShardsWithIndexAndReadsBack) {
   ASSERT_NE(w, nullptr);
   std::vector<Spec> specs;
   for (int i = 0; i < 10; ++i) {  // 40 bytes each: two per shard
-    specs.push_back({"layer." + std::to_string(i) + ".weight", DType::kF32, {10},
+    specs.push_back({"layer." + std::to_string(i) + ".weight",
+                     DType::kF32,
+                     {10},
                      RandomBytes(40, 100 + static_cast<uint32_t>(i))});
   }
   specs.push_back({"big", DType::kBF16, {150}, RandomBytes(300, 7)});  // alone in a shard
   specs.push_back({"tail", DType::kU8, {0}, ""});
-  for (const Spec& s : specs) ASSERT_TRUE(w->AddTensor(s.name, s.dtype, s.shape, AsBytes(s.bytes)).ok());
+  for (const Spec& s : specs)
+    ASSERT_TRUE(w->AddTensor(s.name, s.dtype, s.shape, AsBytes(s.bytes)).ok());
   EXPECT_EQ(w->total_tensor_bytes(), 700u);
   ASSERT_TRUE(w->Commit().ok());
 
@@ -394,8 +405,7 @@ TEST(SafetensorsWriter, RejectsBadTensorsAndStaysUsable) {
   auto w = MakeWriter(tmp / "o");
   ASSERT_NE(w, nullptr);
   ASSERT_TRUE(w->AddTensor("x.weight", DType::kBF16, {2, 3}, AsBytes(RandomBytes(12, 1))).ok());
-  PQ_EXPECT_ERROR(w->AddTensor("x.weight", DType::kU8, {1}, AsBytes("a")), "\"x.weight\"",
-                  "twice");
+  PQ_EXPECT_ERROR(w->AddTensor("x.weight", DType::kU8, {1}, AsBytes("a")), "\"x.weight\"", "twice");
   PQ_EXPECT_ERROR(w->AddTensor("y", DType::kBF16, {2, 3}, AsBytes(RandomBytes(10, 1))), "\"y\"",
                   "12 bytes", "10");
   PQ_EXPECT_ERROR(w->AddTensor("neg", DType::kU8, {-1}, {}), "\"neg\"", "negative");
@@ -433,7 +443,7 @@ TEST(SafetensorsWriter, AddsAndCopiesOtherFiles) {
   EXPECT_EQ(ReadBytes(o + "/tokenizer.json"), R"({"vocab": 3})");
   EXPECT_EQ(ReadBytes(o + "/sub/copy.json"), R"({"vocab": 3})");
   EXPECT_EQ(ListDir(o), (std::vector<std::string>{"config.json", "model.safetensors", "sub",
-                                                   "tokenizer.json"}));
+                                                  "tokenizer.json"}));
 }
 
 // ---------------------------------------------------------------------------------------

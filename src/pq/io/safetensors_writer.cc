@@ -95,8 +95,8 @@ std::string BuildHeader(const std::vector<const PendingTensor*>& layout) {
       if (i > 0) h += ",";
       h += std::to_string(t->shape[i]);
     }
-    h += R"(],"data_offsets":[)" + std::to_string(offset) + "," +
-         std::to_string(offset + t->size) + "]}";
+    h += R"(],"data_offsets":[)" + std::to_string(offset) + "," + std::to_string(offset + t->size) +
+         "]}";
     offset += t->size;
   }
   h += "}";
@@ -216,9 +216,9 @@ struct CheckpointWriter::Impl {
     }
     if (n > 1) {
       json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-      PQ_RETURN_IF_ERROR(WriteFile(TmpPath("model.safetensors.index.json"),
-                                   index.dump(2, ' ', false, json::error_handler_t::replace) +
-                                       "\n"));
+      PQ_RETURN_IF_ERROR(
+          WriteFile(TmpPath("model.safetensors.index.json"),
+                    index.dump(2, ' ', false, json::error_handler_t::replace) + "\n"));
     }
     return FsyncPath(tmp.string());
   }
@@ -264,8 +264,8 @@ struct CheckpointWriter::Impl {
   Result<std::string> PrepareFile(const std::string& rel, std::string_view op) {
     PQ_RETURN_IF_ERROR(CheckUsable(op));
     if (std::string bad = BadRelativeName(rel); !bad.empty()) {
-      return InvalidArgument(out_name + ": " + std::string(op) + ": file name " + Quote(rel) +
-                             " " + bad);
+      return InvalidArgument(out_name + ": " + std::string(op) + ": file name " + Quote(rel) + " " +
+                             bad);
     }
     if (file_names.contains(rel)) {
       return InvalidArgument(out_name + ": " + std::string(op) + ": file " + Quote(rel) +
@@ -314,8 +314,8 @@ Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const std::st
   if (ec) {
     return IoError(out.parent_path().string() + ": cannot create directory: " + ec.message());
   }
-  const std::string prefix = "." + out.filename().string() + ".tmp-" +
-                             std::to_string(::getpid()) + "-";
+  const std::string prefix =
+      "." + out.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-";
   for (int attempt = 0; attempt < 16 && impl->tmp.empty(); ++attempt) {
     const fs::path tmp = out.parent_path() / (prefix + RandomHex(8));
     if (::mkdir(tmp.c_str(), 0755) == 0) {
@@ -328,8 +328,8 @@ Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const std::st
   return std::unique_ptr<CheckpointWriter>(new CheckpointWriter(std::move(impl)));
 }
 
-Status CheckpointWriter::AddTensor(const std::string& name, DType dtype,
-                                   std::vector<int64_t> shape, std::span<const uint8_t> bytes) {
+Status CheckpointWriter::AddTensor(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                   std::span<const uint8_t> bytes) {
   Impl& w = *impl_;
   PQ_RETURN_IF_ERROR(w.CheckUsable("AddTensor"));
   const std::string where = w.out_name + ": tensor " + Quote(name) + ": ";
@@ -337,8 +337,9 @@ Status CheckpointWriter::AddTensor(const std::string& name, DType dtype,
     return InvalidArgument(where + "invalid name (must be non-empty UTF-8, not __metadata__)");
   }
   if (dtype == DType::kF8E8M0) {
-    return InvalidArgument(where + "F8_E8M0 is read-only; store E8M0 scales as U8 (vLLM loads "
-                                   "MX scales as uint8)");
+    return InvalidArgument(where +
+                           "F8_E8M0 is read-only; store E8M0 scales as U8 (vLLM loads "
+                           "MX scales as uint8)");
   }
   int64_t numel = 1;
   bool overflow = false;
@@ -353,8 +354,8 @@ Status CheckpointWriter::AddTensor(const std::string& name, DType dtype,
   }
   if (nbytes != bytes.size()) {
     return InvalidArgument(where + std::string(DTypeName(dtype)) + " shape needs " +
-                           std::to_string(nbytes) + " bytes but " +
-                           std::to_string(bytes.size()) + " were given");
+                           std::to_string(nbytes) + " bytes but " + std::to_string(bytes.size()) +
+                           " were given");
   }
   if (w.tensor_names.contains(name)) return InvalidArgument(where + "added twice");
   PQ_RETURN_IF_ERROR(w.Sticky(w.AppendToShard(name, dtype, std::move(shape), bytes)));
