@@ -25,6 +25,6 @@ function(pq_add_layer name)
     target_compile_definitions(pq_${name}_test PRIVATE
         PQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
     gtest_discover_tests(pq_${name}_test DISCOVERY_TIMEOUT 60
-        PROPERTIES LABELS "unit;${name}")
+        PROPERTIES LABELS ${name})
   endif()
 endfunction()

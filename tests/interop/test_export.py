@@ -284,3 +284,26 @@ def test_dequantized_checkpoint_passthrough(case: Case):
             probs.append(str(mm))
     if probs:
         _fail(f"{case.model} {case.fmt}: dequantized checkpoint", probs)
+
+
+# Per-Linear relative RMS error of our dequantization against the source weight: a loose
+# sanity bound (a gross error shared by ct and us, e.g. the wrong tensor, passes the
+# bit-exact checks but not this). Measured on these Gaussian-ish test weights: NVFP4 0.10,
+# MXFP4 0.13, INT4 g128 0.11, FP8/MXFP8 0.027, INT8 0.019.
+REL_RMS_BOUND = {"NVFP4A16": 0.14, "MXFP4": 0.17, "INT4": 0.15, "FP8": 0.04, "MXFP8": 0.04,
+                 "INT8": 0.03}
+
+
+@_params
+def test_dequantized_error_is_plausible(case: Case):
+    if case.model == "llama-awkward":
+        pytest.skip("extreme values: no meaningful error bound")
+    probs = []
+    for m in case.expect_q:
+        w = case.linears[m].double()
+        d = _deq_weight(case, m).double()
+        rel = ((d - w).pow(2).mean().sqrt() / w.pow(2).mean().sqrt()).item()
+        if not rel < REL_RMS_BOUND[case.fmt]:
+            probs.append(f"{m}: relative RMS error {rel:.4f} >= {REL_RMS_BOUND[case.fmt]}")
+    if probs:
+        _fail(f"{case.model} {case.fmt}: dequantized vs source", probs)
