@@ -117,6 +117,12 @@ def _broken_copies(out, work_dir, fmt):
     if fmt == "NVFP4A16":
         make("sibling-global-scale",
              replace(f"{victim}.weight_global_scale", lambda v: v * 2))
+        # siblings still agree, but the value is unusable (vLLM divides by it)
+        for label, value in (("global-scale-inf", float("inf")), ("global-scale-zero", 0.0),
+                             ("global-scale-nan", float("nan"))):
+            make(label, lambda t, value=value: {
+                k: (torch.full_like(v, value) if k.endswith(".weight_global_scale") else v)
+                for k, v in t.items()})
     if "weight_packed" in ref.TENSORS[fmt]:
         make("scale-dtype-f32", replace(f"{victim}.weight_scale", lambda v: v.to(torch.float32)))
         make("packed-shape", replace(f"{victim}.weight_packed", lambda v: v[:, :-1].contiguous()))

@@ -19,10 +19,13 @@ struct ExportArgs {
 Status Run(const ExportArgs& a) {
   pipeline::UniformExportOptions o;
   if (a.uniform.empty())
-    return InvalidArgument("export needs --uniform FORMAT (the calibrated per-Linear export "
-                           "from a work dir comes with `probe`/`allocate`)");
+    return InvalidArgument(
+        "export needs --uniform FORMAT (the calibrated per-Linear export "
+        "from a work dir comes with `probe`/`allocate`)");
   auto fmt = formats::ParseFormat(a.uniform);
-  if (!fmt) return InvalidArgument("unknown format \"" + a.uniform + "\"; one of " + formats::FormatNameList());
+  if (!fmt)
+    return InvalidArgument("unknown format \"" + a.uniform + "\"; one of " +
+                           formats::FormatNameList());
   auto head = formats::ParseFormat(a.lm_head);
   if (!head) return InvalidArgument("unknown --lm-head format \"" + a.lm_head + "\"");
   o.format = *fmt;
@@ -47,9 +50,11 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
       "Quantize a dense Hugging Face checkpoint (Llama, Qwen2, Qwen3, Qwen3-MoE) into a\n"
       "compressed-tensors checkpoint. Data-free: --uniform FORMAT puts every Linear in FORMAT\n"
       "(embeddings and norms stay BF16; Linears whose shape FORMAT cannot hold stay BF16 and are\n"
-      "listed). Formats: " + formats::FormatNameList() + " (NVFP4 W4A4 needs calibration: use\n"
-      "NVFP4A16 here).\n"
-      "Example: prismaquant export models/stories260K --uniform NVFP4A16 -o out/stories-nvfp4");
+      "listed). Formats: " +
+          formats::FormatNameList() +
+          " (NVFP4 W4A4 needs calibration: use\n"
+          "NVFP4A16 here).\n"
+          "Example: prismaquant export models/stories260K --uniform NVFP4A16 -o out/stories-nvfp4");
   sub->add_option("model", args->model, "Hugging Face model directory or .safetensors file")
       ->required();
   sub->add_option("-o,--out", args->out, "Output directory (written atomically)")->required();

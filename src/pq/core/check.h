@@ -13,7 +13,7 @@ namespace pq::internal {
 }
 }  // namespace pq::internal
 
-#define PQ_CHECK(cond, msg)                                                  \
-  do {                                                                       \
+#define PQ_CHECK(cond, msg)                                                   \
+  do {                                                                        \
     if (!(cond)) ::pq::internal::CheckFailed(__FILE__, __LINE__, #cond, msg); \
   } while (0)

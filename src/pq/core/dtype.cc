@@ -62,8 +62,12 @@ std::optional<DType> ParseDType(std::string_view name) {
 void ConvertToF32(DType t, const void* src, size_t n, float* dst) {
   const auto* b = static_cast<const uint8_t*>(src);
   switch (t) {
-    case DType::kF32: std::memcpy(dst, src, n * 4); return;
-    case DType::kF64: CastLoop<double>(src, n, dst); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
+    case DType::kF64:
+      CastLoop<double>(src, n, dst);
+      return;
     case DType::kBF16:
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
@@ -87,11 +91,21 @@ void ConvertToF32(DType t, const void* src, size_t n, float* dst) {
     case DType::kF8E8M0:
       for (size_t i = 0; i < n; ++i) dst[i] = E8M0Decode(b[i]);
       return;
-    case DType::kU8: CastLoop<uint8_t>(src, n, dst); return;
-    case DType::kBool: CastLoop<uint8_t>(src, n, dst); return;
-    case DType::kI8: CastLoop<int8_t>(src, n, dst); return;
-    case DType::kI32: CastLoop<int32_t>(src, n, dst); return;
-    case DType::kI64: CastLoop<int64_t>(src, n, dst); return;
+    case DType::kU8:
+      CastLoop<uint8_t>(src, n, dst);
+      return;
+    case DType::kBool:
+      CastLoop<uint8_t>(src, n, dst);
+      return;
+    case DType::kI8:
+      CastLoop<int8_t>(src, n, dst);
+      return;
+    case DType::kI32:
+      CastLoop<int32_t>(src, n, dst);
+      return;
+    case DType::kI64:
+      CastLoop<int64_t>(src, n, dst);
+      return;
   }
 }
 

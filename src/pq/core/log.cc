@@ -9,8 +9,7 @@ namespace pq {
 namespace {
 LogLevel g_level = LogLevel::kInfo;
 double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 }  // namespace
 
@@ -45,7 +44,8 @@ void Progress::Draw(bool final) {
   if (g_level < LogLevel::kInfo) return;
   const bool tty = isatty(STDERR_FILENO);
   if (!tty && !final) return;  // in logs, only the final line
-  const double pct = total_ ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
+  const double pct =
+      total_ ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
   std::fprintf(stderr, "%s%s  %zu/%zu  %3.0f%%  %.1fs%s", tty ? "\r" : "", label_.c_str(), done_,
                total_, pct, NowSeconds() - start_s_, final ? "\n" : "");
   std::fflush(stderr);

@@ -30,9 +30,12 @@ struct MinifloatSpec {
   // Largest finite magnitude code.
   constexpr uint32_t max_code() const {
     switch (policy) {
-      case SpecialPolicy::kIeee: return ((1u << exp_bits) - 2) << man_bits | ((1u << man_bits) - 1);
-      case SpecialPolicy::kNanOnlyOnes: return magnitude_mask() - 1;
-      case SpecialPolicy::kNone: return magnitude_mask();
+      case SpecialPolicy::kIeee:
+        return ((1u << exp_bits) - 2) << man_bits | ((1u << man_bits) - 1);
+      case SpecialPolicy::kNanOnlyOnes:
+        return magnitude_mask() - 1;
+      case SpecialPolicy::kNone:
+        return magnitude_mask();
     }
     return 0;
   }
@@ -53,8 +56,7 @@ inline float MinifloatDecode(uint32_t code) {
   const uint32_t m = mag & ((1u << S.man_bits) - 1);
   double v;
   if (S.policy == SpecialPolicy::kIeee && e == (1u << S.exp_bits) - 1) {
-    v = m == 0 ? std::numeric_limits<double>::infinity()
-               : std::numeric_limits<double>::quiet_NaN();
+    v = m == 0 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
   } else if (S.policy == SpecialPolicy::kNanOnlyOnes && mag == S.magnitude_mask()) {
     v = std::numeric_limits<double>::quiet_NaN();
   } else if (e == 0) {
@@ -150,6 +152,8 @@ inline uint16_t F32ToBf16(float f) {
 }
 inline float RoundBf16(float f) { return Bf16ToF32(F32ToBf16(f)); }
 inline float F16ToF32(uint16_t h) { return MinifloatDecode<kSpecFP16>(h); }
-inline uint16_t F32ToF16(float f) { return static_cast<uint16_t>(MinifloatEncode<kSpecFP16>(f, false)); }
+inline uint16_t F32ToF16(float f) {
+  return static_cast<uint16_t>(MinifloatEncode<kSpecFP16>(f, false));
+}
 
 }  // namespace pq

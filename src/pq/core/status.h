@@ -54,7 +54,7 @@ inline Status Internal(std::string m) { return Status(StatusCode::kInternal, std
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -77,9 +77,9 @@ class [[nodiscard]] Result {
 #define PQ_CONCAT(a, b) PQ_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if `expr` is not ok.
-#define PQ_RETURN_IF_ERROR(expr)         \
-  do {                                   \
-    ::pq::Status pq_status_ = (expr);    \
+#define PQ_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::pq::Status pq_status_ = (expr);        \
     if (!pq_status_.ok()) return pq_status_; \
   } while (0)
 

@@ -1,13 +1,14 @@
 // Minifloat codecs: every code decoded against an independently computed table,
 // encode(decode(c)) == c, ties to even at every midpoint, -0 and NaN, and the fast
 // codecs used by the quantizers against the generic one.
+#include "pq/formats/codecs.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
 #include "pq/core/minifloat.h"
-#include "pq/formats/codecs.h"
 
 namespace pq::formats {
 namespace {
@@ -181,8 +182,7 @@ TEST(Codecs, FastE2M1MatchesGeneric) {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-8.0f, 8.0f);
   for (int i = 0; i < 500000; ++i) check(u(rng));
-  for (uint8_t n = 0; n < 16; ++n)
-    EXPECT_EQ(E2M1Decode(n), MinifloatDecode<kSpecE2M1>(n));
+  for (uint8_t n = 0; n < 16; ++n) EXPECT_EQ(E2M1Decode(n), MinifloatDecode<kSpecE2M1>(n));
 }
 
 }  // namespace

@@ -9,19 +9,20 @@ using nlohmann::json;
 
 json Args(int bits, const char* type, const char* strategy, json group_size, json dynamic,
           json scale_dtype, json observer) {
-  return json{{"num_bits", bits},         {"type", type},
-              {"symmetric", true},        {"strategy", strategy},
-              {"group_size", group_size}, {"block_structure", nullptr},
-              {"dynamic", dynamic},       {"actorder", nullptr},
+  return json{{"num_bits", bits},           {"type", type},
+              {"symmetric", true},          {"strategy", strategy},
+              {"group_size", group_size},   {"block_structure", nullptr},
+              {"dynamic", dynamic},         {"actorder", nullptr},
               {"scale_dtype", scale_dtype}, {"zp_dtype", nullptr},
-              {"observer", observer},     {"observer_kwargs", json::object()}};
+              {"observer", observer},       {"observer_kwargs", json::object()}};
 }
 
 }  // namespace
 
 json WeightArgs(FormatId id) {
   switch (id) {
-    case FormatId::kBF16: return nullptr;
+    case FormatId::kBF16:
+      return nullptr;
     case FormatId::kNVFP4:
     case FormatId::kNVFP4A16:
       return Args(4, "float", "tensor_group", 16, false, "torch.float8_e4m3fn", "static_minmax");
@@ -31,8 +32,10 @@ json WeightArgs(FormatId id) {
       return Args(4, "float", "group", 32, false, "torch.uint8", "memoryless_minmax");
     case FormatId::kFP8:
       return Args(8, "float", "channel", nullptr, false, nullptr, "memoryless_minmax");
-    case FormatId::kINT4: return Args(4, "int", "group", 128, false, nullptr, "memoryless_minmax");
-    case FormatId::kINT8: return Args(8, "int", "channel", nullptr, false, nullptr, "memoryless_minmax");
+    case FormatId::kINT4:
+      return Args(4, "int", "group", 128, false, nullptr, "memoryless_minmax");
+    case FormatId::kINT8:
+      return Args(8, "int", "channel", nullptr, false, nullptr, "memoryless_minmax");
   }
   return nullptr;
 }
@@ -41,10 +44,14 @@ json InputArgs(FormatId id) {
   switch (id) {
     case FormatId::kNVFP4:
       return Args(4, "float", "tensor_group", 16, "local", "torch.float8_e4m3fn", "static_minmax");
-    case FormatId::kMXFP8: return Args(8, "float", "group", 32, true, "torch.uint8", nullptr);
-    case FormatId::kMXFP4: return Args(4, "float", "group", 32, true, "torch.uint8", nullptr);
-    case FormatId::kFP8: return Args(8, "float", "token", nullptr, true, nullptr, nullptr);
-    default: return nullptr;
+    case FormatId::kMXFP8:
+      return Args(8, "float", "group", 32, true, "torch.uint8", nullptr);
+    case FormatId::kMXFP4:
+      return Args(4, "float", "group", 32, true, "torch.uint8", nullptr);
+    case FormatId::kFP8:
+      return Args(8, "float", "token", nullptr, true, nullptr, nullptr);
+    default:
+      return nullptr;
   }
 }
 

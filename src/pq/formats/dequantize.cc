@@ -134,7 +134,8 @@ Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> 
       for (size_t r = 0; r < n; ++r)
         for (size_t c = 0; c < k; ++c) {
           const uint32_t word = Load<uint32_t>(p, r * static_cast<size_t>(words) + c / per_word);
-          const auto u = static_cast<int>((word >> (static_cast<size_t>(bits) * (c % per_word))) & mask);
+          const auto u =
+              static_cast<int>((word >> (static_cast<size_t>(bits) * (c % per_word))) & mask);
           const float q = static_cast<float>(u - (1 << (bits - 1)));
           w[r * k + c] = q * Bf16ToF32(Load<uint16_t>(s, r * (k / group) + c / group));
         }

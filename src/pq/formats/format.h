@@ -79,9 +79,8 @@ struct QuantizeOptions {
 // Round-to-nearest quantization exactly as compressed-tensors does it for bf16 weights.
 // `weight`: [rows, cols] values, which must be bf16-representable (the caller rounds);
 // non-finite values are an error. Returns the on-disk tensors in Spec order.
-Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight,
-                                         int64_t rows, int64_t cols,
-                                         const QuantizeOptions& options = {});
+Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight, int64_t rows,
+                                         int64_t cols, const QuantizeOptions& options = {});
 
 // A read-only view of one stored tensor (from a checkpoint or a QTensor).
 struct QTensorView {

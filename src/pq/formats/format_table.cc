@@ -69,37 +69,53 @@ Status CheckShape(FormatId id, int64_t rows, int64_t cols) {
     return InvalidArgument(std::string(f.name) + " needs in_features divisible by " +
                            std::to_string(f.group_size) + ", got " + std::to_string(cols));
   if (f.element_bits == 4 && cols % 2 != 0)
-    return InvalidArgument(std::string(f.name) + " packs two values per byte and needs even "
-                           "in_features, got " + std::to_string(cols));
+    return InvalidArgument(std::string(f.name) +
+                           " packs two values per byte and needs even "
+                           "in_features, got " +
+                           std::to_string(cols));
   return Status::Ok();
 }
 
 uint64_t BytesOnDisk(FormatId id, int64_t rows, int64_t cols) {
   const uint64_t n = U(rows), k = U(cols);
   switch (id) {
-    case FormatId::kBF16: return n * k * 2;
-    case FormatId::kNVFP4A16: return n * k / 2 + n * (k / 16) + 4;
-    case FormatId::kNVFP4: return n * k / 2 + n * (k / 16) + 4 + 4;
-    case FormatId::kMXFP8: return n * k + n * (k / 32);
-    case FormatId::kMXFP4: return n * k / 2 + n * (k / 32);
-    case FormatId::kFP8: return n * k + n * 2;
-    case FormatId::kINT4: return n * ((k * 4 + 31) / 32) * 4 + n * (k / 128) * 2 + 2 * 8;
-    case FormatId::kINT8: return n * ((k * 8 + 31) / 32) * 4 + n * 2 + 2 * 8;
+    case FormatId::kBF16:
+      return n * k * 2;
+    case FormatId::kNVFP4A16:
+      return n * k / 2 + n * (k / 16) + 4;
+    case FormatId::kNVFP4:
+      return n * k / 2 + n * (k / 16) + 4 + 4;
+    case FormatId::kMXFP8:
+      return n * k + n * (k / 32);
+    case FormatId::kMXFP4:
+      return n * k / 2 + n * (k / 32);
+    case FormatId::kFP8:
+      return n * k + n * 2;
+    case FormatId::kINT4:
+      return n * ((k * 4 + 31) / 32) * 4 + n * (k / 128) * 2 + 2 * 8;
+    case FormatId::kINT8:
+      return n * ((k * 8 + 31) / 32) * 4 + n * 2 + 2 * 8;
   }
   return 0;
 }
 
 std::vector<std::string_view> TensorSuffixes(FormatId id) {
   switch (id) {
-    case FormatId::kBF16: return {"weight"};
+    case FormatId::kBF16:
+      return {"weight"};
     case FormatId::kNVFP4:
       return {"weight_packed", "weight_scale", "weight_global_scale", "input_global_scale"};
-    case FormatId::kNVFP4A16: return {"weight_packed", "weight_scale", "weight_global_scale"};
-    case FormatId::kMXFP8: return {"weight", "weight_scale"};
-    case FormatId::kMXFP4: return {"weight_packed", "weight_scale"};
-    case FormatId::kFP8: return {"weight", "weight_scale"};
+    case FormatId::kNVFP4A16:
+      return {"weight_packed", "weight_scale", "weight_global_scale"};
+    case FormatId::kMXFP8:
+      return {"weight", "weight_scale"};
+    case FormatId::kMXFP4:
+      return {"weight_packed", "weight_scale"};
+    case FormatId::kFP8:
+      return {"weight", "weight_scale"};
     case FormatId::kINT4:
-    case FormatId::kINT8: return {"weight_packed", "weight_scale", "weight_shape"};
+    case FormatId::kINT8:
+      return {"weight_packed", "weight_scale", "weight_shape"};
   }
   return {};
 }

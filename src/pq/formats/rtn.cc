@@ -16,7 +16,6 @@
 namespace pq::formats {
 namespace {
 
-
 template <typename T>
 void PutLE(std::vector<uint8_t>& out, size_t index, T value) {
   std::memcpy(out.data() + index * sizeof(T), &value, sizeof(T));
@@ -60,9 +59,8 @@ float NvFp4GlobalScale(float amax) {
   return RoundBf16(kFp8Max * kFp4Max / amax);
 }
 
-Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight,
-                                         int64_t rows, int64_t cols,
-                                         const QuantizeOptions& options) {
+Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight, int64_t rows,
+                                         int64_t cols, const QuantizeOptions& options) {
   PQ_RETURN_IF_ERROR(CheckShape(id, rows, cols));
   if (weight.size() != static_cast<size_t>(rows * cols))
     return InvalidArgument("weight has " + std::to_string(weight.size()) + " values, shape [" +
@@ -83,10 +81,10 @@ Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> wei
     case FormatId::kNVFP4:
     case FormatId::kNVFP4A16: {
       if (id == FormatId::kNVFP4 && !options.input_global_scale)
-        return InvalidArgument("NVFP4 (W4A4) needs a calibrated input_global_scale; use "
-                               "NVFP4A16 for weight-only quantization without calibration");
-      const float gs = options.weight_global_scale.value_or(
-          NvFp4GlobalScale(AbsMax(w, n * k)));
+        return InvalidArgument(
+            "NVFP4 (W4A4) needs a calibrated input_global_scale; use "
+            "NVFP4A16 for weight-only quantization without calibration");
+      const float gs = options.weight_global_scale.value_or(NvFp4GlobalScale(AbsMax(w, n * k)));
       QTensor packed = MakeTensor("weight_packed", DType::kU8, {rows, cols / 2});
       QTensor scale = MakeTensor("weight_scale", DType::kF8E4M3, {rows, cols / 16});
       ParallelFor(n, threads, [&](size_t b, size_t e) {
@@ -142,10 +140,10 @@ Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> wei
       const bool int4 = id == FormatId::kINT4;
       const int per_word = int4 ? 8 : 4;
       const size_t group = int4 ? 128 : k;
-      QTensor packed = MakeTensor("weight_packed", DType::kI32,
-                                  {rows, (cols + per_word - 1) / per_word});
-      QTensor scale = MakeTensor("weight_scale", DType::kBF16,
-                                 {rows, static_cast<int64_t>(k / group)});
+      QTensor packed =
+          MakeTensor("weight_packed", DType::kI32, {rows, (cols + per_word - 1) / per_word});
+      QTensor scale =
+          MakeTensor("weight_scale", DType::kBF16, {rows, static_cast<int64_t>(k / group)});
       auto* words = reinterpret_cast<uint32_t*>(packed.bytes.data());
       auto* s = reinterpret_cast<uint16_t*>(scale.bytes.data());
       ParallelFor(n, threads, [&](size_t b, size_t e) {

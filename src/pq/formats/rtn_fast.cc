@@ -29,7 +29,7 @@ inline uint8_t E4M3SatFinite(float x) {
   const uint32_t over = MaskIf(static_cast<int32_t>(a) > 0x43e00000);  // saturate at 448
   a = (a & ~over) | (0x43e00000u & over);
   const uint32_t normal = (a + 0xc4000000u + 0x7ffffu + ((a >> 20) & 1u)) >> 20;  // rebias 127->7
-  const uint32_t sub = FloatBits(BitsFloat(a) * 512.0f + 8388608.0f) & 0x7fu;  // n * 2^-9
+  const uint32_t sub = FloatBits(BitsFloat(a) * 512.0f + 8388608.0f) & 0x7fu;     // n * 2^-9
   const uint32_t is_sub = MaskIf(static_cast<int32_t>(a) < 0x3c800000);
   return static_cast<uint8_t>(sign | (sub & is_sub) | (normal & ~is_sub));
 }
@@ -85,8 +85,7 @@ void NvFp4Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, fl
       scales[r * groups + g] = code;
       const float eff = E4M3Decode(code) / gs;
       uint8_t codes[16];
-      for (size_t j = 0; j < 16; ++j)
-        codes[j] = E2M1Finite(x[j] / eff);
+      for (size_t j = 0; j < 16; ++j) codes[j] = E2M1Finite(x[j] / eff);
       PackNibbles<16>(codes, packed + r * (cols / 2) + g * 8);
     }
   }
@@ -106,8 +105,7 @@ void MxRows(bool fp4, const float* w, size_t row_begin, size_t row_end, size_t c
       const float inv = std::ldexp(1.0f, 127 - static_cast<int>(e));
       if (fp4) {
         uint8_t codes[32];
-        for (size_t j = 0; j < 32; ++j)
-          codes[j] = E2M1Finite(x[j] * inv);
+        for (size_t j = 0; j < 32; ++j) codes[j] = E2M1Finite(x[j] * inv);
         PackNibbles<32>(codes, elements + r * (cols / 2) + g * 16);
       } else {
         uint8_t* out = elements + r * cols + g * 32;
@@ -170,8 +168,8 @@ void IntRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols, siz
 
 }  // namespace
 
-void IntRows(int bits, const float* w, size_t row_begin, size_t row_end, size_t cols,
-             size_t group, uint32_t* words, uint16_t* scales) {
+void IntRows(int bits, const float* w, size_t row_begin, size_t row_end, size_t cols, size_t group,
+             uint32_t* words, uint16_t* scales) {
   if (bits == 4)
     IntRowsT<4>(w, row_begin, row_end, cols, group, words, scales);
   else

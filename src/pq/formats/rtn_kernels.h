@@ -12,18 +12,18 @@ inline constexpr float kFp8Max = 448.0f;
 inline constexpr float kFp4Max = 6.0f;
 inline constexpr float kBf16Eps = 0.0078125f;  // torch.finfo(torch.bfloat16).eps
 
-#define PQ_RTN_KERNELS                                                                        \
-  /* packed [rows, cols/2] u8, scales [rows, cols/16] e4m3; gs = NVFP4 global scale */        \
-  void NvFp4Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, float gs,      \
-                 uint8_t* packed, uint8_t* scales);                                            \
-  /* elements [rows, cols] e4m3 or [rows, cols/2] packed e2m1; scales [rows, cols/32] e8m0 */ \
-  void MxRows(bool fp4, const float* w, size_t row_begin, size_t row_end, size_t cols,         \
-              uint8_t* elements, uint8_t* scales);                                             \
-  /* elements [rows, cols] e4m3, scales [rows] bf16 */                                         \
-  void Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols,                  \
-               uint8_t* elements, uint16_t* scales);                                           \
-  /* words [rows, ceil(cols*bits/32)] int32, scales [rows, cols/group] bf16 */                 \
-  void IntRows(int bits, const float* w, size_t row_begin, size_t row_end, size_t cols,        \
+#define PQ_RTN_KERNELS                                                                           \
+  /* packed [rows, cols/2] u8, scales [rows, cols/16] e4m3; gs = NVFP4 global scale */           \
+  void NvFp4Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, float gs,        \
+                 uint8_t* packed, uint8_t* scales);                                              \
+  /* elements [rows, cols] e4m3 or [rows, cols/2] packed e2m1; scales [rows, cols/32] e8m0 */    \
+  void MxRows(bool fp4, const float* w, size_t row_begin, size_t row_end, size_t cols,           \
+              uint8_t* elements, uint8_t* scales);                                               \
+  /* elements [rows, cols] e4m3, scales [rows] bf16 */                                           \
+  void Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements, \
+               uint16_t* scales);                                                                \
+  /* words [rows, ceil(cols*bits/32)] int32, scales [rows, cols/group] bf16 */                   \
+  void IntRows(int bits, const float* w, size_t row_begin, size_t row_end, size_t cols,          \
                size_t group, uint32_t* words, uint16_t* scales);
 
 namespace ref {

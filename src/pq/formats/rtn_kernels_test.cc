@@ -18,11 +18,20 @@ std::vector<float> AdversarialWeights(size_t n, uint32_t seed) {
   std::vector<float> w(n);
   for (float& x : w) {
     switch (kind(rng)) {
-      case 0: x = 0.0f; break;
-      case 1: x = -0.0f; break;
-      case 2: x = std::ldexp(g(rng), exp(rng)); break;   // any magnitude, incl. subnormal
-      case 3: x = static_cast<float>(static_cast<int>(g(rng) * 8)) * 0.25f; break;  // ties
-      default: x = g(rng) * 0.05f;
+      case 0:
+        x = 0.0f;
+        break;
+      case 1:
+        x = -0.0f;
+        break;
+      case 2:
+        x = std::ldexp(g(rng), exp(rng));
+        break;  // any magnitude, incl. subnormal
+      case 3:
+        x = static_cast<float>(static_cast<int>(g(rng) * 8)) * 0.25f;
+        break;  // ties
+      default:
+        x = g(rng) * 0.05f;
     }
     x = RoundBf16(x);
   }
@@ -42,7 +51,8 @@ TEST(RtnKernels, FastEqualsReferenceEveryFormat) {
       ASSERT_TRUE(a.ok() && b.ok()) << f.name;
       ASSERT_EQ(a->size(), b->size());
       for (size_t i = 0; i < a->size(); ++i)
-        EXPECT_EQ((*a)[i].bytes, (*b)[i].bytes) << f.name << " " << (*a)[i].suffix << " seed " << seed;
+        EXPECT_EQ((*a)[i].bytes, (*b)[i].bytes)
+            << f.name << " " << (*a)[i].suffix << " seed " << seed;
     }
   }
 }

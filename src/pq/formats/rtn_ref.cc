@@ -22,7 +22,7 @@ float AbsMax(const float* x, size_t n) {
 // weight_scale = e4m3(clamp(f32(gs * bf16(amax_g / 6)))) (0 -> 0.125 as ct's eps);
 // element = e2m1(x / f32(f32(scale) / gs)).
 void NvFp4Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, float gs,
-                       uint8_t* packed, uint8_t* scales) {
+               uint8_t* packed, uint8_t* scales) {
   const size_t groups = cols / 16;
   for (size_t r = row_begin; r < row_end; ++r) {
     for (size_t g = 0; g < groups; ++g) {
@@ -52,8 +52,8 @@ uint8_t MxScaleCodeRef(float amax, int elem_emax) {
 }
 
 template <bool kFp4>
-void MxRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols,
-                    uint8_t* elements, uint8_t* scales) {
+void MxRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
+             uint8_t* scales) {
   const size_t groups = cols / 32;
   for (size_t r = row_begin; r < row_end; ++r) {
     for (size_t g = 0; g < groups; ++g) {
@@ -78,15 +78,16 @@ void MxRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols,
 
 // ---------------------------------------------------------------- FP8 per channel
 // scale = bf16(amax_row / 448) (0 -> bf16 eps); q = e4m3(clamp(bf16(x / scale))).
-void Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols,
-                     uint8_t* elements, uint16_t* scales) {
+void Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
+             uint16_t* scales) {
   for (size_t r = row_begin; r < row_end; ++r) {
     const float* x = w + r * cols;
     float scale = RoundBf16(AbsMax(x, cols) / kFp8Max);
     if (scale == 0.0f) scale = kBf16Eps;
     scales[r] = F32ToBf16(scale);
     for (size_t i = 0; i < cols; ++i)
-      elements[r * cols + i] = E4M3EncodeSat(std::clamp(RoundBf16(x[i] / scale), -kFp8Max, kFp8Max));
+      elements[r * cols + i] =
+          E4M3EncodeSat(std::clamp(RoundBf16(x[i] / scale), -kFp8Max, kFp8Max));
   }
 }
 
@@ -94,8 +95,8 @@ void Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols,
 // scale = bf16(amax_g / ((2^b - 1) / 2)) (0 -> bf16 eps); q = rne(clamp(bf16(x / scale))).
 // Packed little-endian into int32 words, element i at bits [b*i, b*i + b), offset by 2^(b-1).
 template <int kBits>
-void IntRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols,
-                     size_t group, uint32_t* words, uint16_t* scales) {
+void IntRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols, size_t group,
+              uint32_t* words, uint16_t* scales) {
   constexpr float kQMax = static_cast<float>((1 << (kBits - 1)) - 1);
   constexpr float kQMin = -static_cast<float>(1 << (kBits - 1));
   constexpr float kHalfRange = static_cast<float>((1 << kBits) - 1) / 2.0f;
@@ -130,8 +131,8 @@ void MxRows(bool fp4, const float* w, size_t row_begin, size_t row_end, size_t c
   else
     MxRowsT<false>(w, row_begin, row_end, cols, elements, scales);
 }
-void IntRows(int bits, const float* w, size_t row_begin, size_t row_end, size_t cols,
-             size_t group, uint32_t* words, uint16_t* scales) {
+void IntRows(int bits, const float* w, size_t row_begin, size_t row_end, size_t cols, size_t group,
+             uint32_t* words, uint16_t* scales) {
   if (bits == 4)
     IntRowsT<4>(w, row_begin, row_end, cols, group, words, scales);
   else

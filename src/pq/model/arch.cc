@@ -2,8 +2,8 @@
 
 #include <cstring>
 #include <fstream>
-#include <optional>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -58,11 +58,20 @@ std::vector<TensorSpec> Globals() {
 
 const std::vector<ArchDescriptor>& Table() {
   static const std::vector<ArchDescriptor> table = {
-      {"llama", {"LlamaForCausalLM"}, Globals(), Concat(AttentionLayer(false, false), DenseMlp()),
+      {"llama",
+       {"LlamaForCausalLM"},
+       Globals(),
+       Concat(AttentionLayer(false, false), DenseMlp()),
        {}},
-      {"qwen2", {"Qwen2ForCausalLM"}, Globals(), Concat(AttentionLayer(true, false), DenseMlp()),
+      {"qwen2",
+       {"Qwen2ForCausalLM"},
+       Globals(),
+       Concat(AttentionLayer(true, false), DenseMlp()),
        {}},
-      {"qwen3", {"Qwen3ForCausalLM"}, Globals(), Concat(AttentionLayer(false, true), DenseMlp()),
+      {"qwen3",
+       {"Qwen3ForCausalLM"},
+       Globals(),
+       Concat(AttentionLayer(false, true), DenseMlp()),
        {}},
       {"qwen3_moe",
        {"Qwen3MoeForCausalLM"},
@@ -86,10 +95,16 @@ std::string Expand(std::string_view pattern, int layer, int expert) {
 }
 
 // Every tensor a Linear module may hold, dense or compressed-tensors (format reference §2).
-constexpr std::string_view kLinearSuffixes[] = {
-    "weight",       "weight_packed",     "weight_scale",       "weight_global_scale",
-    "input_global_scale", "weight_shape", "weight_zero_point", "weight_g_idx",
-    "input_scale",  "bias"};
+constexpr std::string_view kLinearSuffixes[] = {"weight",
+                                                "weight_packed",
+                                                "weight_scale",
+                                                "weight_global_scale",
+                                                "input_global_scale",
+                                                "weight_shape",
+                                                "weight_zero_point",
+                                                "weight_g_idx",
+                                                "input_scale",
+                                                "bias"};
 
 std::string ModuleOf(const std::string& weight_name) {
   return weight_name.substr(0, weight_name.rfind('.'));
@@ -173,7 +188,8 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
   layout.num_layers = IntField(config, "num_hidden_layers", -1);
   if (layout.num_layers <= 0)
     return InvalidArgument("config.json: num_hidden_layers missing or not positive");
-  layout.num_experts = layout.arch->expert_tensors.empty() ? 0 : IntField(config, "num_experts", -1);
+  layout.num_experts =
+      layout.arch->expert_tensors.empty() ? 0 : IntField(config, "num_experts", -1);
   if (!layout.arch->expert_tensors.empty() && layout.num_experts <= 0)
     return InvalidArgument("config.json: num_experts missing for an MoE architecture");
   layout.tie_word_embeddings = config.value("tie_word_embeddings", false);
@@ -188,9 +204,9 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
       if (li) {
         li->layer = layer;
         li->is_lm_head = spec.role == R::kLmHead;
-        li->unit = spec.sibling.empty() ? li->module
-                                        : "model.layers." + std::to_string(layer) + "." +
-                                              std::string(spec.sibling);
+        li->unit = spec.sibling.empty()
+                       ? li->module
+                       : "model.layers." + std::to_string(layer) + "." + std::string(spec.sibling);
         layout.linears.push_back(std::move(*li));
       }
       return Status::Ok();
@@ -225,7 +241,8 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
     if (!layout.tie_word_embeddings)
       return NotFound("checkpoint has no lm_head.weight and tie_word_embeddings is false");
     const io::TensorInfo* e = ckpt.Find("model.embed_tokens.weight");
-    layout.linears.push_back({"lm_head", -1, e->shape[0], e->shape[1], "lm_head", false, true, true});
+    layout.linears.push_back(
+        {"lm_head", -1, e->shape[0], e->shape[1], "lm_head", false, true, true});
   }
   for (const auto& name : ckpt.names())
     if (!seen.count(name))

@@ -3,11 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pq/core/status.h"
 #include "pq/io/safetensors.h"
@@ -37,7 +36,7 @@ struct TensorSpec {
 };
 
 struct ArchDescriptor {
-  std::string_view name;                         // "llama", "qwen2", "qwen3", "qwen3_moe"
+  std::string_view name;                           // "llama", "qwen2", "qwen3", "qwen3_moe"
   std::vector<std::string_view> hf_architectures;  // config.json "architectures" values
   std::vector<TensorSpec> global_tensors;
   std::vector<TensorSpec> layer_tensors;
@@ -49,14 +48,14 @@ std::string ArchitectureNameList();
 
 // One quantizable Linear of a concrete checkpoint.
 struct LinearInfo {
-  std::string module;      // e.g. "model.layers.3.self_attn.q_proj" (weight at module + ".weight")
-  int layer = -1;          // -1 for lm_head
-  int64_t rows = 0;        // out_features
-  int64_t cols = 0;        // in_features
-  std::string unit;        // decision unit: Linears with equal `unit` must share a format
+  std::string module;  // e.g. "model.layers.3.self_attn.q_proj" (weight at module + ".weight")
+  int layer = -1;      // -1 for lm_head
+  int64_t rows = 0;    // out_features
+  int64_t cols = 0;    // in_features
+  std::string unit;    // decision unit: Linears with equal `unit` must share a format
   bool has_bias = false;
   bool is_lm_head = false;
-  bool tied = false;       // lm_head that is the embedding (tie_word_embeddings)
+  bool tied = false;  // lm_head that is the embedding (tie_word_embeddings)
 };
 
 // The resolved layout of one checkpoint.

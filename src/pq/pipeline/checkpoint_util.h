@@ -1,10 +1,9 @@
 // Small helpers shared by the pipeline stages that read and write checkpoints.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pq/core/status.h"
 #include "pq/io/safetensors.h"

@@ -42,9 +42,9 @@ Result<size_t> DequantizeCheckpoint(const std::string& in, const std::string& ou
       if (!d.ok()) return d.status().WithContext(li.module);
       w = std::move(*d);
     }
-    PQ_RETURN_IF_ERROR(writer->AddTensor(
-        li.module + ".weight", DType::kF32, {li.rows, li.cols},
-        {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}));
+    PQ_RETURN_IF_ERROR(
+        writer->AddTensor(li.module + ".weight", DType::kF32, {li.rows, li.cols},
+                          {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}));
     count += fmt != formats::FormatId::kBF16;
   }
   for (const auto& name : ckpt->names()) {

@@ -23,7 +23,8 @@ Status RefuseCalibratedFormat(FormatId id, const char* flag) {
       std::string(flag) + " " + std::string(formats::Spec(id).name) +
       ": NVFP4 (W4A4) quantizes activations at run time and needs a calibrated "
       "input_global_scale, which a data-free export cannot measure. Use NVFP4A16 (the same "
-      "NVFP4 weights, bf16 activations) now, or the calibrated pipeline (`prismaquant quantize`, not in this version yet) for W4A4.");
+      "NVFP4 weights, bf16 activations) now, or the calibrated pipeline (`prismaquant quantize`, "
+      "not in this version yet) for W4A4.");
 }
 
 // The format each Linear gets: the requested one, unless some member of its decision unit
@@ -117,8 +118,7 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
 
   std::map<std::string, FormatId> unit_fmt;
   const auto fallbacks = ChooseUnitFallbacks(layout, o, &unit_fmt);
-  for (const auto& [unit, why] : fallbacks)
-    LogWarning("keeping " + unit + " in BF16: " + why);
+  for (const auto& [unit, why] : fallbacks) LogWarning("keeping " + unit + " in BF16: " + why);
 
   io::WriterOptions wo;
   wo.max_shard_bytes = o.max_shard_bytes;
@@ -146,8 +146,8 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
       module_formats["lm_head"] = fmt;
     } else {
       const auto fb = fallbacks.find(li.unit);
-      PQ_RETURN_IF_ERROR(WriteUnit(*ckpt, u, fmt, fb == fallbacks.end() ? "" : fb->second, o,
-                                   *writer, summary));
+      PQ_RETURN_IF_ERROR(
+          WriteUnit(*ckpt, u, fmt, fb == fallbacks.end() ? "" : fb->second, o, *writer, summary));
       for (const auto* m : u.members) module_formats[m->module] = fmt;
     }
     const size_t done = u.members.size();

@@ -2,10 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pq/core/status.h"
 #include "pq/formats/format.h"
@@ -24,8 +23,8 @@ struct ExportedLinear {
   std::string module;
   formats::FormatId format;
   int64_t params = 0;
-  uint64_t bytes = 0;       // on disk, all tensors of the weight (bias excluded)
-  std::string fallback;     // why it stayed BF16 although another format was asked
+  uint64_t bytes = 0;    // on disk, all tensors of the weight (bias excluded)
+  std::string fallback;  // why it stayed BF16 although another format was asked
 };
 
 struct ExportSummary {

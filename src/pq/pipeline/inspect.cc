@@ -63,7 +63,8 @@ std::map<std::string, InspectedLinear> ResolveFormats(const json& config,
                               std::to_string(hits.size()) + " groups" +
                               (ignored ? " + ignore" : "") + "); targets must be disjoint");
       if (!ignored && hits.empty() && !li.is_lm_head)
-        violations->push_back(li.module + ": not targeted by any config group and not ignored "
+        violations->push_back(li.module +
+                              ": not targeted by any config group and not ignored "
                               "(vLLM: \"Unable to find matching target\")");
       if (!ignored && !hits.empty()) {
         r.group = hits.front();

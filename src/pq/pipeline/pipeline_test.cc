@@ -60,8 +60,8 @@ TEST_F(PipelineTest, UniformExportEveryFormatPassesInspect) {
       quantized += l.format != FormatId::kBF16;
     }
     // stories260K: down_proj (in 172) fits no grouped format; INT4 g128 fits nothing (K 64).
-    const size_t expect = f.id == FormatId::kBF16   ? 0
-                          : f.id == FormatId::kINT4 ? 0
+    const size_t expect = f.id == FormatId::kBF16                          ? 0
+                          : f.id == FormatId::kINT4                        ? 0
                           : f.scale_layout == formats::ScaleLayout::kGroup ? 30
                                                                            : 35;
     EXPECT_EQ(quantized, expect) << f.name;

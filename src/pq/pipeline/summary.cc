@@ -38,9 +38,10 @@ nlohmann::json ExportSummary::ToJson() const {
   Totals all, quantized;
   nlohmann::json formats_j = nlohmann::json::object();
   for (const auto& [fmt, t] : ByFormat(linears)) {
-    formats_j[std::string(formats::Spec(fmt).name)] = {
-        {"linears", t.count}, {"params", t.params}, {"bytes", t.bytes},
-        {"bits_per_param", Bpp(t.bytes, t.params)}};
+    formats_j[std::string(formats::Spec(fmt).name)] = {{"linears", t.count},
+                                                       {"params", t.params},
+                                                       {"bytes", t.bytes},
+                                                       {"bits_per_param", Bpp(t.bytes, t.params)}};
     all.params += t.params;
     all.bytes += t.bytes;
     if (fmt != formats::FormatId::kBF16) {
@@ -55,7 +56,8 @@ nlohmann::json ExportSummary::ToJson() const {
   j["quantized_bits_per_param"] = Bpp(quantized.bytes, quantized.params);
   nlohmann::json fb = nlohmann::json::array();
   for (const auto& l : linears)
-    if (!l.fallback.empty() && l.bytes > 0) fb.push_back({{"module", l.module}, {"reason", l.fallback}});
+    if (!l.fallback.empty() && l.bytes > 0)
+      fb.push_back({{"module", l.module}, {"reason", l.fallback}});
   j["kept_bf16"] = fb;
   return j;
 }
@@ -79,7 +81,8 @@ std::string ExportSummary::ToText() const {
                 "checkpoint tensors: %llu bytes\n",
                 static_cast<long long>(j["linear_params"].get<int64_t>()),
                 static_cast<unsigned long long>(j["linear_bytes"].get<uint64_t>()),
-                j["linear_bits_per_param"].get<double>(), j["quantized_bits_per_param"].get<double>(),
+                j["linear_bits_per_param"].get<double>(),
+                j["quantized_bits_per_param"].get<double>(),
                 static_cast<unsigned long long>(total_bytes));
   s += line;
   if (!j["kept_bf16"].empty()) {
