@@ -27,12 +27,15 @@ def _tokens(vocab: int) -> torch.Tensor:
     return torch.randint(0, vocab, (2, 24), generator=g)
 
 
-def _load_quantized(path: Path):
+def _load_quantized(path: Path, dequantize: bool = True):
+    """dequantize=True: decompressed while loading (one scheme for all dense modules in
+    transformers 5.23, so uniform checkpoints only); False (the default): ct's compressed
+    modules, decompressed per module (own scheme) on the first forward."""
     from transformers import AutoModelForCausalLM
     from transformers.utils.quantization_config import CompressedTensorsConfig
     return AutoModelForCausalLM.from_pretrained(
         str(path), dtype=BF,
-        quantization_config=CompressedTensorsConfig(dequantize=True)).eval()
+        quantization_config=CompressedTensorsConfig(dequantize=dequantize)).eval()
 
 
 def _build_dense(config_dir: Path, weights: dict[str, torch.Tensor]):
@@ -57,12 +60,15 @@ def _logits(model, tokens):
         return model(input_ids=tokens).logits.float()
 
 
+@pytest.mark.parametrize("mode", ["dequantize", "compressed"])
 @pytest.mark.parametrize("model,fmt", CASES, ids=[f"{m}-{f}" for m, f in CASES])
-def test_transformers_loads_export(model, fmt, exports, sources):
+def test_transformers_loads_export(model, fmt, mode, exports, sources):
     out, deq_dir = exports.get(model, fmt)
     src = sources(model)
     deq = pqtest.load_checkpoint(deq_dir)
-    quantized = _load_quantized(out)
+    quantized = _load_quantized(out, dequantize=(mode == "dequantize"))
+    tokens = _tokens(quantized.config.vocab_size)
+    lq = _logits(quantized, tokens)   # first forward: decompresses in "compressed" mode
 
     # Loaded Linear weights == our dequantization, rounded to bf16 (ct decompresses to bf16).
     probs = []
@@ -85,8 +91,7 @@ def test_transformers_loads_export(model, fmt, exports, sources):
     assert not probs, "\n".join(probs[:12])
 
     dense = _build_dense(out, deq.tensors)
-    tokens = _tokens(quantized.config.vocab_size)
-    lq, ld = _logits(quantized, tokens), _logits(dense, tokens)
+    ld = _logits(dense, tokens)
     assert torch.isfinite(lq).all()
     # Same weights, same code: any difference is a real one (bf16 logits step >= 2^-8 rel).
     torch.testing.assert_close(lq, ld, rtol=0.0, atol=1e-5)

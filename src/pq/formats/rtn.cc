@@ -29,18 +29,6 @@ QTensor MakeTensor(std::string suffix, DType dtype, std::vector<int64_t> shape) 
   return t;
 }
 
-// Eight lanes so the compiler vectorizes it.
-float AbsMax(const float* x, size_t n) {
-  float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (size_t j = 0; j < 8; ++j) m[j] = std::max(m[j], std::fabs(x[i + j]));
-  float r = 0;
-  for (; i < n; ++i) r = std::max(r, std::fabs(x[i]));
-  for (float v : m) r = std::max(r, v);
-  return r;
-}
-
 Status CheckFinite(std::span<const float> w) {
   uint32_t any = 0;  // a branch-free pass first; locate the bad element only if there is one
   for (float x : w) any |= static_cast<uint32_t>((FloatBits(x) & 0x7f800000u) == 0x7f800000u);
@@ -84,7 +72,8 @@ Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> wei
         return InvalidArgument(
             "NVFP4 (W4A4) needs a calibrated input_global_scale; use "
             "NVFP4A16 for weight-only quantization without calibration");
-      const float gs = options.weight_global_scale.value_or(NvFp4GlobalScale(AbsMax(w, n * k)));
+      const float gs =
+          options.weight_global_scale.value_or(NvFp4GlobalScale(fast::AbsMax(w, n * k)));
       QTensor packed = MakeTensor("weight_packed", DType::kU8, {rows, cols / 2});
       QTensor scale = MakeTensor("weight_scale", DType::kF8E4M3, {rows, cols / 16});
       ParallelFor(n, threads, [&](size_t b, size_t e) {

@@ -53,6 +53,14 @@ inline float AbsMaxN(const float* x) {
   return r;
 }
 
+template <size_t kN>
+inline void PackNibbles(const uint8_t* codes, uint8_t* out) {
+  for (size_t j = 0; j < kN / 2; ++j)
+    out[j] = static_cast<uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
+}
+
+}  // namespace
+
 float AbsMax(const float* x, size_t n) {
   float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
@@ -63,14 +71,6 @@ float AbsMax(const float* x, size_t n) {
   for (float v : m) r = std::max(r, v);
   return r;
 }
-
-template <size_t kN>
-inline void PackNibbles(const uint8_t* codes, uint8_t* out) {
-  for (size_t j = 0; j < kN / 2; ++j)
-    out[j] = static_cast<uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
-}
-
-}  // namespace
 
 void NvFp4Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, float gs,
                uint8_t* packed, uint8_t* scales) {

@@ -31,6 +31,8 @@ PQ_RTN_KERNELS
 }  // namespace ref
 namespace fast {
 PQ_RTN_KERNELS
+// max |x[i]| over n values (vectorized).
+float AbsMax(const float* x, size_t n);
 }  // namespace fast
 
 #undef PQ_RTN_KERNELS

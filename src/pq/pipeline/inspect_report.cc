@@ -3,31 +3,18 @@
 #include <map>
 
 #include "pq/pipeline/inspect.h"
+#include "pq/pipeline/linear_totals.h"
 
 namespace pq::pipeline {
 namespace {
 
-struct Totals {
-  size_t count = 0;
-  int64_t params = 0;
-  uint64_t bytes = 0;
-};
-
-double Bpp(uint64_t bytes, int64_t params) {
-  return params ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0;
-}
-
-std::map<std::string, Totals> ByFormat(const std::vector<InspectedLinear>& ls, Totals* all) {
-  std::map<std::string, Totals> m;
+std::map<std::string, LinearTotals> ByFormat(const std::vector<InspectedLinear>& ls,
+                                             LinearTotals* all) {
+  std::map<std::string, LinearTotals> m;
   for (const auto& l : ls) {
     if (l.bytes == 0) continue;  // tied head
-    auto& t = m[std::string(formats::Spec(l.format).name)];
-    ++t.count;
-    t.params += l.params;
-    t.bytes += l.bytes;
-    ++all->count;
-    all->params += l.params;
-    all->bytes += l.bytes;
+    m[std::string(formats::Spec(l.format).name)].Add(l.params, l.bytes);
+    all->Add(l.params, l.bytes);
   }
   return m;
 }
@@ -35,13 +22,13 @@ std::map<std::string, Totals> ByFormat(const std::vector<InspectedLinear>& ls, T
 }  // namespace
 
 nlohmann::json InspectReport::ToJson() const {
-  Totals all;
+  LinearTotals all;
   nlohmann::json fj = nlohmann::json::object();
   for (const auto& [name, t] : ByFormat(linears, &all))
     fj[name] = {{"linears", t.count},
                 {"params", t.params},
                 {"bytes", t.bytes},
-                {"bits_per_param", Bpp(t.bytes, t.params)}};
+                {"bits_per_param", t.BitsPerParam()}};
   nlohmann::json lj = nlohmann::json::array();
   for (const auto& l : linears)
     lj.push_back({{"module", l.module},
@@ -57,14 +44,14 @@ nlohmann::json InspectReport::ToJson() const {
           {"formats", fj},
           {"linear_params", all.params},
           {"linear_bytes", all.bytes},
-          {"linear_bits_per_param", Bpp(all.bytes, all.params)},
+          {"linear_bits_per_param", all.BitsPerParam()},
           {"total_bytes", total_bytes},
           {"num_tensors", num_tensors},
           {"linears", lj}};
 }
 
 std::string InspectReport::ToText() const {
-  Totals all;
+  LinearTotals all;
   const auto by_format = ByFormat(linears, &all);
   std::string s;
   char line[512];
@@ -78,12 +65,12 @@ std::string InspectReport::ToText() const {
   for (const auto& [name, t] : by_format) {
     std::snprintf(line, sizeof line, "%-10s %8zu %14lld %14llu %10.3f\n", name.c_str(), t.count,
                   static_cast<long long>(t.params), static_cast<unsigned long long>(t.bytes),
-                  Bpp(t.bytes, t.params));
+                  t.BitsPerParam());
     s += line;
   }
   std::snprintf(line, sizeof line, "%-10s %8zu %14lld %14llu %10.3f\n", "all", all.count,
                 static_cast<long long>(all.params), static_cast<unsigned long long>(all.bytes),
-                Bpp(all.bytes, all.params));
+                all.BitsPerParam());
   s += line;
   if (violations.empty()) {
     s += "\nvLLM loader rules: OK\n";

@@ -3,28 +3,16 @@
 #include <map>
 
 #include "pq/pipeline/export_uniform.h"
+#include "pq/pipeline/linear_totals.h"
 
 namespace pq::pipeline {
 namespace {
 
-struct Totals {
-  size_t count = 0;
-  int64_t params = 0;
-  uint64_t bytes = 0;
-};
-
-double Bpp(uint64_t bytes, int64_t params) {
-  return params ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0;
-}
-
-std::map<formats::FormatId, Totals> ByFormat(const std::vector<ExportedLinear>& ls) {
-  std::map<formats::FormatId, Totals> m;
+std::map<formats::FormatId, LinearTotals> ByFormat(const std::vector<ExportedLinear>& ls) {
+  std::map<formats::FormatId, LinearTotals> m;
   for (const auto& l : ls) {
     if (l.bytes == 0) continue;  // tied head: stored once, as the embedding
-    auto& t = m[l.format];
-    ++t.count;
-    t.params += l.params;
-    t.bytes += l.bytes;
+    m[l.format].Add(l.params, l.bytes);
   }
   return m;
 }
@@ -35,25 +23,23 @@ nlohmann::json ExportSummary::ToJson() const {
   nlohmann::json j;
   j["out_dir"] = out_dir;
   j["total_bytes"] = total_bytes;
-  Totals all, quantized;
+  LinearTotals all, quantized;
   nlohmann::json formats_j = nlohmann::json::object();
   for (const auto& [fmt, t] : ByFormat(linears)) {
     formats_j[std::string(formats::Spec(fmt).name)] = {{"linears", t.count},
                                                        {"params", t.params},
                                                        {"bytes", t.bytes},
-                                                       {"bits_per_param", Bpp(t.bytes, t.params)}};
-    all.params += t.params;
-    all.bytes += t.bytes;
+                                                       {"bits_per_param", t.BitsPerParam()}};
+    all.Add(t.params, t.bytes);
     if (fmt != formats::FormatId::kBF16) {
-      quantized.params += t.params;
-      quantized.bytes += t.bytes;
+      quantized.Add(t.params, t.bytes);
     }
   }
   j["formats"] = formats_j;
   j["linear_params"] = all.params;
   j["linear_bytes"] = all.bytes;
-  j["linear_bits_per_param"] = Bpp(all.bytes, all.params);
-  j["quantized_bits_per_param"] = Bpp(quantized.bytes, quantized.params);
+  j["linear_bits_per_param"] = all.BitsPerParam();
+  j["quantized_bits_per_param"] = quantized.BitsPerParam();
   nlohmann::json fb = nlohmann::json::array();
   for (const auto& l : linears)
     if (!l.fallback.empty() && l.bytes > 0)
