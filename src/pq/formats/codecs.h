@@ -12,14 +12,15 @@ namespace pq::formats {
 // E2M1 magnitudes by code 0..7.
 inline constexpr float kE2M1Values[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 
-// FP4 E2M1 nibble for x: clamp to [-6, 6], round to nearest, ties to even code; the sign
-// is kept, so small negatives become -0 (0x8) as compressed-tensors writes them.
+// FP4 E2M1 nibble for x as compressed-tensors packs it: clamp to [-6, 6], round to nearest,
+// ties to even code; the sign comes from torch.sign, so negative values that round to zero
+// give -0 (0x8) but an exact -0.0 gives +0 (0x0). (The generic codec keeps -0.0's sign.)
 // NaN encodes as +0 (callers reject non-finite weights before quantizing).
 inline uint8_t E2M1Encode(float x) {
   const float a = std::fabs(x);
   const int code = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
                    (a >= 3.5f) + (a > 5.0f);
-  return static_cast<uint8_t>(code | (std::signbit(x) && !std::isnan(x) ? 8 : 0));
+  return static_cast<uint8_t>(code | (x < 0.0f ? 8 : 0));
 }
 inline float E2M1Decode(uint8_t nibble) {
   const float v = kE2M1Values[nibble & 7];

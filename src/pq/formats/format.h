@@ -100,7 +100,8 @@ std::vector<QTensorView> Views(const std::vector<QTensor>& tensors);
 std::vector<std::string_view> TensorSuffixes(FormatId id);
 
 // NVFP4 global scale for a tensor (or sibling group) whose absolute maximum is `amax`:
-// bf16(2688 / amax) as float32, 1.0 when amax is zero or not finite.
+// bf16(bf16(1 / amax) * 2688) as float32 (compressed-tensors' exact arithmetic), 1.0 when
+// that is not finite (amax zero or below ~1e-35).
 float NvFp4GlobalScale(float amax);
 
 }  // namespace pq::formats

@@ -42,9 +42,11 @@ Status CheckFinite(std::span<const float> w) {
 
 }  // namespace
 
+// compressed-tensors evaluates `2688.0 / amax` on a bf16 tensor as reciprocal-then-multiply,
+// each step rounded to bf16, and replaces a non-finite result (amax 0 or tiny) by 1.0.
 float NvFp4GlobalScale(float amax) {
-  if (!(amax > 0.0f) || !std::isfinite(amax)) return 1.0f;
-  return RoundBf16(kFp8Max * kFp4Max / amax);
+  const float gs = RoundBf16(RoundBf16(1.0f / amax) * (kFp8Max * kFp4Max));
+  return std::isfinite(gs) && gs > 0.0f ? gs : 1.0f;
 }
 
 Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight, int64_t rows,

@@ -40,7 +40,7 @@ inline uint8_t E2M1Finite(float y) {
   const float a = std::fabs(y);
   const int code = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
                    (a >= 3.5f) + (a > 5.0f);
-  return static_cast<uint8_t>(code | ((FloatBits(y) >> 28) & 8u));
+  return static_cast<uint8_t>(code | ((y < 0.0f) << 3));  // torch.sign: -0.0 packs as +0
 }
 
 template <size_t kN>

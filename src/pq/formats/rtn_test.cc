@@ -219,3 +219,19 @@ TEST(Formats, ParallelQuantizationIsIdentical) {
 
 }  // namespace
 }  // namespace pq::formats
+
+namespace pq::formats {
+namespace {
+
+// compressed-tensors' global scale: bf16(bf16(1/amax) * 2688), non-finite -> 1.0
+// (values taken from compressed-tensors 0.20 itself, see tests/interop/CT_NOTES.md).
+TEST(Rtn, NvFp4GlobalScaleArithmetic) {
+  EXPECT_EQ(NvFp4GlobalScale(0.5f), 5376.0f);
+  EXPECT_EQ(NvFp4GlobalScale(7.5f), 360.0f);  // bf16(2688/7.5) would be 358
+  EXPECT_EQ(NvFp4GlobalScale(0.09326171875f), 28928.0f);
+  EXPECT_EQ(NvFp4GlobalScale(0.0f), 1.0f);
+  EXPECT_EQ(NvFp4GlobalScale(1e-37f), 1.0f);
+}
+
+}  // namespace
+}  // namespace pq::formats

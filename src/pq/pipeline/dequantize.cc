@@ -27,6 +27,7 @@ Result<size_t> DequantizeCheckpoint(const std::string& in, const std::string& ou
   for (const auto& li : layout.linears) {
     if (li.tied) continue;
     const formats::FormatId fmt = formats_by_module.at(li.module).format;
+    if (fmt == formats::FormatId::kBF16) continue;  // dense already: copied as it is below
     std::vector<formats::QTensorView> views;
     for (auto suffix : formats::TensorSuffixes(fmt)) {
       const std::string name = li.module + "." + std::string(suffix);
@@ -34,18 +35,12 @@ Result<size_t> DequantizeCheckpoint(const std::string& in, const std::string& ou
       views.push_back({suffix, t->dtype, t->shape, t->bytes});
       written.insert(name);
     }
-    std::vector<float> w;
-    if (fmt == formats::FormatId::kBF16 && views[0].dtype != DType::kBF16) {
-      PQ_ASSIGN_OR_RETURN(w, io::ReadAsF32(*ckpt->Find(li.module + ".weight")));
-    } else {
-      auto d = formats::Dequantize(fmt, views, li.rows, li.cols);
-      if (!d.ok()) return d.status().WithContext(li.module);
-      w = std::move(*d);
-    }
-    PQ_RETURN_IF_ERROR(
-        writer->AddTensor(li.module + ".weight", DType::kF32, {li.rows, li.cols},
-                          {reinterpret_cast<const uint8_t*>(w.data()), w.size() * sizeof(float)}));
-    count += fmt != formats::FormatId::kBF16;
+    auto w = formats::Dequantize(fmt, views, li.rows, li.cols);
+    if (!w.ok()) return w.status().WithContext(li.module);
+    PQ_RETURN_IF_ERROR(writer->AddTensor(
+        li.module + ".weight", DType::kF32, {li.rows, li.cols},
+        {reinterpret_cast<const uint8_t*>(w->data()), w->size() * sizeof(float)}));
+    ++count;
   }
   for (const auto& name : ckpt->names()) {
     if (written.count(name)) continue;

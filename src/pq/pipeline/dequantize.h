@@ -1,5 +1,6 @@
 // `prismaquant dequantize`: a compressed-tensors checkpoint back to a dense one, every
-// quantized Linear replaced by our own dequantization as F32 `M.weight`.
+// quantized Linear replaced by our own dequantization as F32 `M.weight`; every other tensor
+// (BF16 Linears included) copied unchanged.
 #pragma once
 
 #include <string>

@@ -1,5 +1,6 @@
 #include "pq/pipeline/inspect.h"
 
+#include <cmath>
 #include <cstring>
 #include <regex>
 #include <set>
@@ -139,6 +140,11 @@ Result<InspectReport> Inspect(const std::string& path) {
     if (formats::Spec(r.format).group_size == 16) {  // NVFP4: siblings share global scales
       for (const auto& v : views) {
         if (v.suffix != "weight_global_scale" && v.suffix != "input_global_scale") continue;
+        float value = 0.0f;
+        if (v.bytes.size() == sizeof value) std::memcpy(&value, v.bytes.data(), sizeof value);
+        if (!(value > 0.0f) || !std::isfinite(value))
+          rep.violations.push_back(li.module + "." + std::string(v.suffix) + " is " +
+                                   std::to_string(value) + "; a global scale must be finite and > 0");
         const std::string key = li.unit + "/" + std::string(v.suffix);
         std::vector<uint8_t> bytes(v.bytes.begin(), v.bytes.end());
         auto [g, new_unit] = unit_global.emplace(key, std::pair{bytes, li.module});
