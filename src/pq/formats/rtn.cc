@@ -29,10 +29,9 @@ QTensor MakeTensor(std::string suffix, DType dtype, std::vector<int64_t> shape) 
   return t;
 }
 
-Status CheckFinite(std::span<const float> w) {
-  uint32_t any = 0;  // a branch-free pass first; locate the bad element only if there is one
-  for (float x : w) any |= static_cast<uint32_t>((FloatBits(x) & 0x7f800000u) == 0x7f800000u);
-  if (!any) return Status::Ok();
+// `amax` = fast::AbsMax(w): non-finite exactly when some element is; then locate it.
+Status CheckFinite(std::span<const float> w, float amax) {
+  if (std::isfinite(amax)) return Status::Ok();
   for (size_t i = 0; i < w.size(); ++i)
     if (!std::isfinite(w[i]))
       return InvalidArgument("weight element " + std::to_string(i) +
@@ -56,9 +55,10 @@ Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> wei
     return InvalidArgument("weight has " + std::to_string(weight.size()) + " values, shape [" +
                            std::to_string(rows) + ", " + std::to_string(cols) + "] needs " +
                            std::to_string(rows * cols));
-  PQ_RETURN_IF_ERROR(CheckFinite(weight));
   const size_t n = static_cast<size_t>(rows), k = static_cast<size_t>(cols);
   const float* w = weight.data();
+  const float amax = fast::AbsMax(w, n * k);
+  PQ_RETURN_IF_ERROR(CheckFinite(weight, amax));
   const int threads = options.num_threads;
   std::vector<QTensor> out;
   switch (id) {
@@ -74,8 +74,7 @@ Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> wei
         return InvalidArgument(
             "NVFP4 (W4A4) needs a calibrated input_global_scale; use "
             "NVFP4A16 for weight-only quantization without calibration");
-      const float gs =
-          options.weight_global_scale.value_or(NvFp4GlobalScale(fast::AbsMax(w, n * k)));
+      const float gs = options.weight_global_scale.value_or(NvFp4GlobalScale(amax));
       QTensor packed = MakeTensor("weight_packed", DType::kU8, {rows, cols / 2});
       QTensor scale = MakeTensor("weight_scale", DType::kF8E4M3, {rows, cols / 16});
       ParallelFor(n, threads, [&](size_t b, size_t e) {

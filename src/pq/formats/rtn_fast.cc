@@ -9,6 +9,16 @@
 #include "pq/formats/codecs.h"
 #include "pq/formats/rtn_kernels.h"
 
+// On x86-64 each kernel is also compiled for AVX2 and picked at load time (GCC function
+// multiversioning); elsewhere the portable build is used. Results are identical: the
+// arithmetic is the same IEEE single precision, only the vector width changes.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define PQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define PQ_MULTIVERSION
+#endif
+
 namespace pq::formats::fast {
 namespace {
 
@@ -53,70 +63,82 @@ inline float AbsMaxN(const float* x) {
   return r;
 }
 
-template <size_t kN>
-inline void PackNibbles(const uint8_t* codes, uint8_t* out) {
-  for (size_t j = 0; j < kN / 2; ++j)
-    out[j] = static_cast<uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
-}
-
 }  // namespace
 
-float AbsMax(const float* x, size_t n) {
-  float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// Integer max over the magnitude bits: for finite values the same order as |x|, and any
+// Inf or NaN yields a result >= 0x7f800000 (Inf or NaN), so callers detect non-finite input
+// from the result without another pass.
+PQ_MULTIVERSION float AbsMax(const float* x, size_t n) {
+  int32_t m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (size_t j = 0; j < 8; ++j) m[j] = std::max(m[j], std::fabs(x[i + j]));
-  float r = 0;
-  for (; i < n; ++i) r = std::max(r, std::fabs(x[i]));
-  for (float v : m) r = std::max(r, v);
-  return r;
+    for (size_t j = 0; j < 8; ++j)
+      m[j] = std::max(m[j], static_cast<int32_t>(FloatBits(x[i + j]) & 0x7fffffffu));
+  int32_t r = 0;
+  for (; i < n; ++i) r = std::max(r, static_cast<int32_t>(FloatBits(x[i]) & 0x7fffffffu));
+  for (int32_t v : m) r = std::max(r, v);
+  return BitsFloat(static_cast<uint32_t>(r));
 }
 
-void NvFp4Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, float gs,
-               uint8_t* packed, uint8_t* scales) {
+// The grouped kernels work a row at a time in two phases: the group scales first (short
+// loops over each group), then the elements in one long loop over the row against a
+// per-element copy of their group's divisor, which vectorizes far better than 16- or
+// 32-element inner loops.
+PQ_MULTIVERSION void NvFp4Rows(const float* w, size_t row_begin, size_t row_end, size_t cols,
+                               float gs, uint8_t* packed, uint8_t* scales) {
   const size_t groups = cols / 16;
   const uint8_t eps_code = E4M3EncodeSat(0.125f);
+  std::vector<float> eff(cols);
+  std::vector<uint8_t> codes(cols);
   for (size_t r = row_begin; r < row_end; ++r) {
+    const float* x = w + r * cols;
     for (size_t g = 0; g < groups; ++g) {
-      const float* x = w + r * cols + g * 16;
-      const float s = RoundBf16Finite(AbsMaxN<16>(x) / kFp4Max);
+      const float s = RoundBf16Finite(AbsMaxN<16>(x + g * 16) / kFp4Max);
       uint8_t code = E4M3SatFinite(std::min(gs * s, kFp8Max));
       if (code == 0) code = eps_code;
       scales[r * groups + g] = code;
-      const float eff = E4M3Decode(code) / gs;
-      uint8_t codes[16];
-      for (size_t j = 0; j < 16; ++j) codes[j] = E2M1Finite(x[j] / eff);
-      PackNibbles<16>(codes, packed + r * (cols / 2) + g * 8);
+      const float e = E4M3Decode(code) / gs;
+      for (size_t j = 0; j < 16; ++j) eff[g * 16 + j] = e;
     }
+    for (size_t i = 0; i < cols; ++i) codes[i] = E2M1Finite(x[i] / eff[i]);
+    uint8_t* out = packed + r * (cols / 2);
+    for (size_t j = 0; j < cols / 2; ++j)
+      out[j] = static_cast<uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
   }
 }
 
-void MxRows(bool fp4, const float* w, size_t row_begin, size_t row_end, size_t cols,
-            uint8_t* elements, uint8_t* scales) {
+PQ_MULTIVERSION void MxRows(bool fp4, const float* w, size_t row_begin, size_t row_end, size_t cols,
+                            uint8_t* elements, uint8_t* scales) {
   const size_t groups = cols / 32;
   const int elem_emax = fp4 ? 2 : 8;
+  std::vector<float> inv(cols);
+  std::vector<uint8_t> codes(cols);
   for (size_t r = row_begin; r < row_end; ++r) {
+    const float* x = w + r * cols;
     for (size_t g = 0; g < groups; ++g) {
-      const float* x = w + r * cols + g * 32;
-      const uint32_t bumped = FloatBits(AbsMaxN<32>(x)) + 0x00200000u;
+      const uint32_t bumped = FloatBits(AbsMaxN<32>(x + g * 32)) + 0x00200000u;
       const uint8_t e =
           E8M0FromExponent(static_cast<int>((bumped >> 23) & 0xffu) - 127 - elem_emax);
       scales[r * groups + g] = e;
-      const float inv = std::ldexp(1.0f, 127 - static_cast<int>(e));
-      if (fp4) {
-        uint8_t codes[32];
-        for (size_t j = 0; j < 32; ++j) codes[j] = E2M1Finite(x[j] * inv);
-        PackNibbles<32>(codes, elements + r * (cols / 2) + g * 16);
-      } else {
-        uint8_t* out = elements + r * cols + g * 32;
-        for (size_t j = 0; j < 32; ++j) out[j] = E4M3SatFinite(x[j] * inv);
-      }
+      // 1 / scale = 2^(127 - e), built from bits (2^-127 is the subnormal 0x00400000).
+      const float v =
+          e < 254 ? BitsFloat(static_cast<uint32_t>(254 - e) << 23) : BitsFloat(0x00400000u);
+      for (size_t j = 0; j < 32; ++j) inv[g * 32 + j] = v;
+    }
+    if (fp4) {
+      for (size_t i = 0; i < cols; ++i) codes[i] = E2M1Finite(x[i] * inv[i]);
+      uint8_t* out = elements + r * (cols / 2);
+      for (size_t j = 0; j < cols / 2; ++j)
+        out[j] = static_cast<uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
+    } else {
+      uint8_t* out = elements + r * cols;
+      for (size_t i = 0; i < cols; ++i) out[i] = E4M3SatFinite(x[i] * inv[i]);
     }
   }
 }
 
-void Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
-             uint16_t* scales) {
+PQ_MULTIVERSION void Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols,
+                             uint8_t* elements, uint16_t* scales) {
   for (size_t r = row_begin; r < row_end; ++r) {
     const float* x = w + r * cols;
     float scale = RoundBf16Finite(AbsMax(x, cols) / kFp8Max);
@@ -132,8 +154,8 @@ namespace {
 // Groups start on word boundaries (INT4: 128 per group; INT8: one group per row), so each
 // group is rounded into `u` (vectorized) and then packed word by word.
 template <int kBits>
-void IntRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols, size_t group,
-              uint32_t* words, uint16_t* scales) {
+PQ_MULTIVERSION void IntRowsT(const float* w, size_t row_begin, size_t row_end, size_t cols,
+                              size_t group, uint32_t* words, uint16_t* scales) {
   constexpr int kQMax = (1 << (kBits - 1)) - 1, kQMin = -(1 << (kBits - 1));
   constexpr float kHalfRange = static_cast<float>((1 << kBits) - 1) / 2.0f;
   constexpr size_t kPerWord = 32 / kBits;

@@ -31,7 +31,7 @@ PQ_RTN_KERNELS
 }  // namespace ref
 namespace fast {
 PQ_RTN_KERNELS
-// max |x[i]| over n values (vectorized).
+// max |x[i]| over n values (vectorized); Inf or NaN if any value is not finite.
 float AbsMax(const float* x, size_t n);
 }  // namespace fast
 

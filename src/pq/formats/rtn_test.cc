@@ -181,6 +181,10 @@ TEST(Rtn, ShapeRules) {
   EXPECT_FALSE(QuantizeRtn(FormatId::kFP8, w, 3, 172).ok());  // wrong element count
   w[3] = NAN;
   EXPECT_FALSE(QuantizeRtn(FormatId::kFP8, w, 2, 172).ok());
+  w[3] = -INFINITY;
+  auto bad = QuantizeRtn(FormatId::kINT8, w, 2, 172);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("element 3"), std::string::npos);
 }
 
 TEST(Rtn, DequantizeRejectsWrongTensors) {
