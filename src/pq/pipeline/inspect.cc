@@ -144,7 +144,8 @@ Result<InspectReport> Inspect(const std::string& path) {
         if (v.bytes.size() == sizeof value) std::memcpy(&value, v.bytes.data(), sizeof value);
         if (!(value > 0.0f) || !std::isfinite(value))
           rep.violations.push_back(li.module + "." + std::string(v.suffix) + " is " +
-                                   std::to_string(value) + "; a global scale must be finite and > 0");
+                                   std::to_string(value) +
+                                   "; a global scale must be finite and > 0");
         const std::string key = li.unit + "/" + std::string(v.suffix);
         std::vector<uint8_t> bytes(v.bytes.begin(), v.bytes.end());
         auto [g, new_unit] = unit_global.emplace(key, std::pair{bytes, li.module});

@@ -169,5 +169,76 @@ TEST_F(PipelineTest, DequantizeMatchesFormatDequantization) {
   EXPECT_EQ(*expect, *got);
 }
 
+// A tiny Qwen3-MoE checkpoint (1 layer, 2 experts) written with our own writer.
+void WriteTinyMoe(const std::string& dir) {
+  auto w = io::CheckpointWriter::Create(dir);
+  ASSERT_TRUE(w.ok());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.0f, 0.1f);
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = g(rng);
+    ASSERT_TRUE((*w)->AddTensor(name, DType::kF32, shape,
+                                {reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4})
+                    .ok());
+  };
+  add("model.embed_tokens.weight", {64, 32});
+  add("model.norm.weight", {32});
+  const std::string l = "model.layers.0.";
+  for (const char* n : {"input_layernorm", "post_attention_layernorm"})
+    add(l + n + ".weight", {32});
+  for (const char* n : {"q_norm", "k_norm"}) add(l + "self_attn." + n + ".weight", {8});
+  for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"})
+    add(l + "self_attn." + n + ".weight", {32, 32});
+  add(l + "mlp.gate.weight", {2, 32});
+  for (int e = 0; e < 2; ++e)
+    for (const char* n : {"gate_proj", "up_proj", "down_proj"})
+      add(l + "mlp.experts." + std::to_string(e) + "." + n + ".weight", {32, 32});
+  const nlohmann::json config = {{"architectures", {"Qwen3MoeForCausalLM"}},
+                                 {"model_type", "qwen3_moe"},
+                                 {"num_hidden_layers", 1},
+                                 {"num_experts", 2},
+                                 {"tie_word_embeddings", true}};
+  ASSERT_TRUE((*w)->AddFile("config.json", config.dump()).ok());
+  ASSERT_TRUE((*w)->Commit().ok());
+}
+
+TEST_F(PipelineTest, MoeExpertsShareOneScheme) {
+  WriteTinyMoe(Out("moe"));
+  UniformExportOptions o;
+  o.format = FormatId::kMXFP8;
+  auto s = ExportUniform(Out("moe"), Out("moe-mx"), o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto rep = Inspect(Out("moe-mx"));
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->ok());
+  EXPECT_EQ(rep->architecture, "qwen3_moe");
+  size_t experts = 0;
+  for (const auto& l : rep->linears)
+    experts += l.module.find(".experts.") != std::string::npos && l.format == FormatId::kMXFP8;
+  EXPECT_EQ(experts, 6u);
+  // The router stays BF16 and is not a Linear we quantize.
+  auto ckpt = io::CheckpointReader::Open(Out("moe-mx"));
+  ASSERT_TRUE(ckpt.ok());
+  EXPECT_EQ((*ckpt)->Find("model.layers.0.mlp.gate.weight")->dtype, DType::kBF16);
+  // Move one expert's down_proj to `ignore`: the layer's experts no longer share a scheme.
+  std::ifstream in(Out("moe-mx") + "/config.json");
+  nlohmann::json c = nlohmann::json::parse(in);
+  auto& q = c["quantization_config"];
+  const std::string victim = "model.layers.0.mlp.experts.1.down_proj";
+  auto& targets = q["config_groups"]["group_0"]["targets"];
+  targets.erase(std::find(targets.begin(), targets.end(), victim));
+  q["ignore"].push_back(victim);
+  std::ofstream(Out("moe-mx") + "/config.json") << c.dump();
+  rep = Inspect(Out("moe-mx"));
+  ASSERT_TRUE(rep.ok());
+  ASSERT_FALSE(rep->ok());
+  bool named = false;
+  for (const auto& v : rep->violations) named |= v.find(victim) != std::string::npos;
+  EXPECT_TRUE(named);
+}
+
 }  // namespace
 }  // namespace pq::pipeline

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The CLI end to end on bad input: each case must exit non-zero with a message naming the
+# problem, and must leave no output behind. Prints "N passed, N failed".
+set -uo pipefail
+bin="${PQ_BIN:?set PQ_BIN}"
+src="${PQ_SOURCE_DIR:?set PQ_SOURCE_DIR}"
+model="$src/models/stories260K"
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+pass=0; fail=0
+
+# expect CODE PATTERN -- command...: exit code CODE and output (stdout+stderr) matching PATTERN.
+expect() {
+  local code="$1" pattern="$2"; shift 3
+  local err rc
+  err="$("$@" 2>&1)"; rc=$?
+  if [[ $rc -eq $code && "$err" =~ $pattern ]]; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: $* -> rc=$rc (want $code), stderr: $err" >&2
+  fi
+}
+absent() {
+  if [[ -e "$1" ]]; then fail=$((fail + 1)); echo "FAIL: $1 exists" >&2; else pass=$((pass + 1)); fi
+}
+
+# A truncated copy, a corrupt header, a missing shard.
+mkdir -p "$work/trunc" "$work/corrupt" "$work/sharded"
+cp "$model/config.json" "$work/trunc/"; head -c 5000 "$model/model.safetensors" > "$work/trunc/model.safetensors"
+cp "$model/config.json" "$work/corrupt/"
+{ printf '\x10\x00\x00\x00\x00\x00\x00\x00{"a": [1, 2, 3'; } > "$work/corrupt/model.safetensors"
+cp "$model/config.json" "$work/sharded/"
+printf '{"metadata": {}, "weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}}' \
+  > "$work/sharded/model.safetensors.index.json"
+
+expect 2 "model.safetensors" -- "$bin" export "$work/trunc" --uniform FP8 -o "$work/o1"
+absent "$work/o1"
+expect 2 "model.safetensors" -- "$bin" export "$work/corrupt" --uniform FP8 -o "$work/o2"
+absent "$work/o2"
+expect 2 "model-00001-of-00002" -- "$bin" export "$work/sharded" --uniform FP8 -o "$work/o3"
+absent "$work/o3"
+expect 2 "NVFP4A16" -- "$bin" export "$model" --uniform NVFP4 -o "$work/o4"
+absent "$work/o4"
+expect 2 "unknown format" -- "$bin" export "$model" --uniform FP4 -o "$work/o5"
+expect 2 "safetensors" -- "$bin" export "$work" --uniform FP8 -o "$work/o6"
+expect 2 "trunc" -- "$bin" inspect "$work/trunc"
+expect 2 "." -- "$bin" export "$model"                      # missing -o
+expect 2 "stories260K.bin|No such|cannot open|not found" -- "$bin" import-llama2c "$work/none.bin" --tokenizer "$work/none" -o "$work/o7"
+absent "$work/o7"
+
+# A good export, then an existing output refused without --overwrite.
+"$bin" -q export "$model" --uniform MXFP8 -o "$work/ok" > /dev/null 2>&1
+expect 2 "overwrite" -- "$bin" export "$model" --uniform MXFP8 -o "$work/ok"
+if "$bin" inspect "$work/ok" > /dev/null; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: inspect ok" >&2; fi
+# A checkpoint whose config targets a module that lost its scale: inspect exits 1.
+mkdir -p "$work/broken"
+cp "$work/ok/config.json" "$work/broken/"
+"$bin" -q dequantize "$work/ok" -o "$work/dense" > /dev/null
+cp "$work/dense/model.safetensors" "$work/broken/"
+expect 1 "violation" -- "$bin" inspect "$work/broken"
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
