@@ -17,5 +17,6 @@ void AddExportCommand(CLI::App& app, int* exit_code);
 void AddDequantizeCommand(CLI::App& app, int* exit_code);
 void AddInspectCommand(CLI::App& app, int* exit_code);
 void AddImportLlama2cCommand(CLI::App& app, int* exit_code);
+void AddEvalCommand(CLI::App& app, int* exit_code);
 
 }  // namespace pq::cli

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   pq::cli::AddDequantizeCommand(app, &exit_code);
   pq::cli::AddInspectCommand(app, &exit_code);
   pq::cli::AddImportLlama2cCommand(app, &exit_code);
+  pq::cli::AddEvalCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);

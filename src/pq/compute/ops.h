@@ -19,64 +19,63 @@ struct RopeSpec {
   int rot_dim = 0;   // leading dims rotated (== head_dim unless partial rotary); even
 };
 
-#define PQ_COMPUTE_OPS(T_)                                                                   \
-  /* y[T,N] = x[T,K] . w[N,K]^T + b[N]  (b may be empty) */                                   \
-  void MatMul(std::span<const T_> x, std::span<const T_> w, std::span<const T_> b,           \
-              std::span<T_> y, int64_t tokens, int64_t k, int64_t n);                         \
-  /* dx[T,K] += dy[T,N] . w[N,K];  dw[N,K] += dy^T . x;  db[N] += sum_t dy */                \
-  void MatMulBackward(std::span<const T_> dy, std::span<const T_> x, std::span<const T_> w, \
-                      std::span<T_> dx, std::span<T_> dw, std::span<T_> db, int64_t tokens,  \
-                      int64_t k, int64_t n);                                                  \
-  /* y[T,D] = (w + offset) * x * rstd,  rstd[T] = 1/sqrt(mean(x^2) + eps) (saved).           \
-     offset 0: plain RMSNorm; 1: zero-centred (1+w). */                                      \
-  void RmsNorm(std::span<const T_> x, std::span<const T_> w, float eps, float offset,         \
-               std::span<T_> y, std::span<T_> rstd, int64_t tokens, int64_t dim);             \
-  void RmsNormBackward(std::span<const T_> dy, std::span<const T_> x, std::span<const T_> w,  \
-                       std::span<const T_> rstd, float offset, std::span<T_> dx,             \
-                       std::span<T_> dw, int64_t tokens, int64_t dim);                        \
-  /* In place on x[T, heads, Dh]: rotate-half RoPE on the first rot_dim dims of each head,  \
-     pairs (i, i + rot_dim/2), with cos/sin[T, rot_dim/2]. */                                \
-  void Rope(std::span<T_> x, std::span<const float> cos, std::span<const float> sin,         \
-            int64_t tokens, int64_t heads, RopeSpec spec);                                   \
-  /* In place on dx: the transpose (inverse rotation). */                                    \
-  void RopeBackward(std::span<T_> dx, std::span<const float> cos, std::span<const float> sin, \
-                    int64_t tokens, int64_t heads, RopeSpec spec);                           \
-  /* Causal GQA attention: q[T,H,Dh], k/v[T,Hkv,Dh] -> o[T,H,Dh]; query head h reads kv   \
-     head h / (H/Hkv). probs[H,T,T] (softmax rows, saved for backward). */                   \
-  void Attention(std::span<const T_> q, std::span<const T_> k, std::span<const T_> v,       \
-                 std::span<T_> o, std::span<T_> probs, int64_t tokens, int64_t heads,         \
-                 int64_t kv_heads, int64_t head_dim, float scale);                           \
-  void AttentionBackward(std::span<const T_> d_o, std::span<const T_> q,                     \
-                         std::span<const T_> k, std::span<const T_> v,                       \
-                         std::span<const T_> probs, std::span<T_> dq, std::span<T_> dk,      \
-                         std::span<T_> dv, int64_t tokens, int64_t heads, int64_t kv_heads,  \
-                         int64_t head_dim, float scale);                                     \
-  /* h[n] = silu(g[n]) * u[n] */                                                              \
-  void SwiGlu(std::span<const T_> g, std::span<const T_> u, std::span<T_> h);                \
-  void SwiGluBackward(std::span<const T_> dh, std::span<const T_> g, std::span<const T_> u,  \
-                      std::span<T_> dg, std::span<T_> du);                                   \
-  /* MoE router: probs[T,E] = softmax(logits[T,E]) (saved); per token the top-k experts     \
-     idx[T,K] (descending prob, ties -> lower index) and weights[T,K] = their probs,         \
-     divided by their sum when norm_topk. */                                                 \
-  void RouterTopK(std::span<const T_> logits, std::span<T_> probs, std::span<int32_t> idx,  \
-                  std::span<T_> weights, int64_t tokens, int64_t experts, int64_t top_k,     \
-                  bool norm_topk);                                                           \
-  /* dlogits[T,E] += d(weights)/d(logits)^T . dweights[T,K] (selection held fixed). */     \
-  void RouterTopKBackward(std::span<const T_> dweights, std::span<const T_> probs,          \
-                          std::span<const int32_t> idx, std::span<T_> dlogits,               \
-                          int64_t tokens, int64_t experts, int64_t top_k, bool norm_topk);   \
-  /* y[T,D] = table[ids[t], :] */                                                            \
-  void Embedding(std::span<const T_> table, std::span<const int32_t> ids, std::span<T_> y,  \
-                 int64_t dim);                                                               \
-  void EmbeddingBackward(std::span<const T_> dy, std::span<const int32_t> ids,              \
-                         std::span<T_> dtable, int64_t dim);                                 \
-  /* Per-token NLL of targets[T] under logits[T,V] (targets < 0 ignored: nll 0).           \
-     Also writes logsumexp[T] (saved). */                                                    \
-  void CrossEntropy(std::span<const T_> logits, std::span<const int32_t> targets,           \
-                    std::span<T_> nll, std::span<T_> logsumexp, int64_t tokens, int64_t vocab); \
-  /* dlogits[T,V] += scale * (softmax(logits) - onehot(target)) for non-ignored tokens. */  \
-  void CrossEntropyBackward(std::span<const T_> logits, std::span<const int32_t> targets,   \
-                            std::span<const T_> logsumexp, T_ scale, std::span<T_> dlogits,  \
+#define PQ_COMPUTE_OPS(T_)                                                                         \
+  /* y[T,N] = x[T,K] . w[N,K]^T + b[N]  (b may be empty) */                                        \
+  void MatMul(std::span<const T_> x, std::span<const T_> w, std::span<const T_> b,                 \
+              std::span<T_> y, int64_t tokens, int64_t k, int64_t n);                              \
+  /* dx[T,K] += dy[T,N] . w[N,K];  dw[N,K] += dy^T . x;  db[N] += sum_t dy */                      \
+  void MatMulBackward(std::span<const T_> dy, std::span<const T_> x, std::span<const T_> w,        \
+                      std::span<T_> dx, std::span<T_> dw, std::span<T_> db, int64_t tokens,        \
+                      int64_t k, int64_t n);                                                       \
+  /* y[T,D] = (w + offset) * x * rstd,  rstd[T] = 1/sqrt(mean(x^2) + eps) (saved).                 \
+     offset 0: plain RMSNorm; 1: zero-centred (1+w). */                                            \
+  void RmsNorm(std::span<const T_> x, std::span<const T_> w, float eps, float offset,              \
+               std::span<T_> y, std::span<T_> rstd, int64_t tokens, int64_t dim);                  \
+  void RmsNormBackward(std::span<const T_> dy, std::span<const T_> x, std::span<const T_> w,       \
+                       std::span<const T_> rstd, float offset, std::span<T_> dx, std::span<T_> dw, \
+                       int64_t tokens, int64_t dim);                                               \
+  /* In place on x[T, heads, Dh]: rotate-half RoPE on the first rot_dim dims of each head,         \
+     pairs (i, i + rot_dim/2), with cos/sin[T, rot_dim/2]. */                                      \
+  void Rope(std::span<T_> x, std::span<const float> cos, std::span<const float> sin,               \
+            int64_t tokens, int64_t heads, RopeSpec spec);                                         \
+  /* In place on dx: the transpose (inverse rotation). */                                          \
+  void RopeBackward(std::span<T_> dx, std::span<const float> cos, std::span<const float> sin,      \
+                    int64_t tokens, int64_t heads, RopeSpec spec);                                 \
+  /* Causal GQA attention: q[T,H,Dh], k/v[T,Hkv,Dh] -> o[T,H,Dh]; query head h reads kv            \
+     head h / (H/Hkv). probs[H,T,T] (softmax rows, saved for backward). */                         \
+  void Attention(std::span<const T_> q, std::span<const T_> k, std::span<const T_> v,              \
+                 std::span<T_> o, std::span<T_> probs, int64_t tokens, int64_t heads,              \
+                 int64_t kv_heads, int64_t head_dim, float scale);                                 \
+  void AttentionBackward(std::span<const T_> d_o, std::span<const T_> q, std::span<const T_> k,    \
+                         std::span<const T_> v, std::span<const T_> probs, std::span<T_> dq,       \
+                         std::span<T_> dk, std::span<T_> dv, int64_t tokens, int64_t heads,        \
+                         int64_t kv_heads, int64_t head_dim, float scale);                         \
+  /* h[n] = silu(g[n]) * u[n] */                                                                   \
+  void SwiGlu(std::span<const T_> g, std::span<const T_> u, std::span<T_> h);                      \
+  void SwiGluBackward(std::span<const T_> dh, std::span<const T_> g, std::span<const T_> u,        \
+                      std::span<T_> dg, std::span<T_> du);                                         \
+  /* MoE router: probs[T,E] = softmax(logits[T,E]) (saved); per token the top-k experts            \
+     idx[T,K] (descending prob, ties -> lower index) and weights[T,K] = their probs,               \
+     divided by their sum when norm_topk. */                                                       \
+  void RouterTopK(std::span<const T_> logits, std::span<T_> probs, std::span<int32_t> idx,         \
+                  std::span<T_> weights, int64_t tokens, int64_t experts, int64_t top_k,           \
+                  bool norm_topk);                                                                 \
+  /* dlogits[T,E] += d(weights)/d(logits)^T . dweights[T,K] (selection held fixed). */             \
+  void RouterTopKBackward(std::span<const T_> dweights, std::span<const T_> probs,                 \
+                          std::span<const int32_t> idx, std::span<T_> dlogits, int64_t tokens,     \
+                          int64_t experts, int64_t top_k, bool norm_topk);                         \
+  /* y[T,D] = table[ids[t], :] */                                                                  \
+  void Embedding(std::span<const T_> table, std::span<const int32_t> ids, std::span<T_> y,         \
+                 int64_t dim);                                                                     \
+  void EmbeddingBackward(std::span<const T_> dy, std::span<const int32_t> ids,                     \
+                         std::span<T_> dtable, int64_t dim);                                       \
+  /* Per-token NLL of targets[T] under logits[T,V] (targets < 0 ignored: nll 0).                   \
+     Also writes logsumexp[T] (saved). */                                                          \
+  void CrossEntropy(std::span<const T_> logits, std::span<const int32_t> targets,                  \
+                    std::span<T_> nll, std::span<T_> logsumexp, int64_t tokens, int64_t vocab);    \
+  /* dlogits[T,V] += scale * (softmax(logits) - onehot(target)) for non-ignored tokens. */         \
+  void CrossEntropyBackward(std::span<const T_> logits, std::span<const int32_t> targets,          \
+                            std::span<const T_> logsumexp, T_ scale, std::span<T_> dlogits,        \
                             int64_t tokens, int64_t vocab);
 
 namespace ref {

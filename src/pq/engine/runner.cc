@@ -1,1 +1,122 @@
-// placeholder
+#include "pq/engine/runner.h"
+
+#include <algorithm>
+
+#include "pq/compute/ops.h"
+#include "pq/core/log.h"
+
+namespace pq::engine {
+namespace {
+
+namespace ops = compute::cpu;
+
+std::span<float> Rows(std::vector<float>& v, size_t off, int64_t t, int64_t d) {
+  return std::span<float>(v).subspan(off * static_cast<size_t>(d), static_cast<size_t>(t * d));
+}
+
+}  // namespace
+
+Runner::Runner(const model::WeightSource& source, std::span<const Sequence> seqs, RunnerOptions o)
+    : src_(source), seqs_(seqs.begin(), seqs.end()), opt_(std::move(o)) {
+  for (const auto& s : seqs_) {
+    offsets_.push_back(static_cast<size_t>(total_tokens_));
+    total_tokens_ += static_cast<int64_t>(s.ids.size());
+    max_tokens_ = std::max(max_tokens_, static_cast<int64_t>(s.ids.size()));
+  }
+}
+
+Status Runner::Forward(bool keep_all) {
+  const model::ModelConfig& c = src_.config();
+  const int64_t d = c.hidden, layers = c.num_layers;
+  if (keep_all) {
+    PQ_ASSIGN_OR_RETURN(store_, BoundaryStore::Create(layers, total_tokens_ * d,
+                                                      opt_.memory_budget_bytes, opt_.work_dir));
+  }
+  std::vector<float> h(static_cast<size_t>(total_tokens_ * d)), next(h.size());
+  for (size_t s = 0; s < seqs_.size(); ++s)
+    PQ_RETURN_IF_ERROR(src_.Embed(seqs_[s].ids, Rows(h, offsets_[s], static_cast<int64_t>(seqs_[s].ids.size()), d)));
+  const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
+  Progress progress("forward", static_cast<size_t>(layers));
+  for (int64_t l = 0; l < layers; ++l) {
+    if (keep_all) PQ_RETURN_IF_ERROR(store_.Put(l, h));
+    PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
+    for (size_t s = 0; s < seqs_.size(); ++s) {
+      const auto t = static_cast<int64_t>(seqs_[s].ids.size());
+      model::DecoderLayerForward(c, w, rope, Rows(h, offsets_[s], t, d), Rows(next, offsets_[s], t, d), t, nullptr);
+    }
+    h.swap(next);
+    if (opt_.progress) progress.Advance();
+  }
+  if (opt_.progress) progress.Finish();
+  final_ = std::move(h);
+  return Status::Ok();
+}
+
+Status Runner::Boundary(int64_t b, std::span<float> out) const {
+  if (b == src_.config().num_layers) {
+    std::copy(final_.begin(), final_.end(), out.begin());
+    return Status::Ok();
+  }
+  return store_.Get(b, out);
+}
+
+Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double loss_scale,
+                                model::LinearObserver* observer) {
+  const model::ModelConfig& c = src_.config();
+  const int64_t d = c.hidden, v = c.vocab;
+  PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, src_.LoadHead());
+  HeadResult r;
+  if (backward) d_final_.assign(final_.size(), 0.0f);
+  for (size_t s = 0; s < seqs_.size(); ++s) {
+    const Sequence& seq = seqs_[s];
+    const auto t = static_cast<int64_t>(seq.ids.size());
+    std::vector<float> n(static_cast<size_t>(t * d)), rstd(static_cast<size_t>(t));
+    std::vector<float> logits(static_cast<size_t>(t * v)), nll(static_cast<size_t>(t)), lse(nll.size());
+    const auto x = Rows(final_, offsets_[s], t, d);
+    ops::RmsNorm(x, hw.final_norm, static_cast<float>(c.rms_eps), 0.0f, n, rstd, t, d);
+    ops::MatMul(n, hw.lm_head.w, hw.lm_head.b, logits, t, d, v);
+    if (on_logits) PQ_RETURN_IF_ERROR(on_logits(s, logits));
+    ops::CrossEntropy(logits, seq.targets, nll, lse, t, v);
+    for (int64_t i = 0; i < t; ++i) {
+      if (seq.targets[static_cast<size_t>(i)] < 0) continue;
+      r.nll_sum += nll[static_cast<size_t>(i)];
+      ++r.scored;
+    }
+    if (!backward) continue;
+    std::vector<float> dlogits(logits.size(), 0.0f), dn(n.size(), 0.0f);
+    ops::CrossEntropyBackward(logits, seq.targets, lse, static_cast<float>(loss_scale), dlogits, t, v);
+    if (observer) observer->OnLinear(hw.lm_head, n, dlogits, t);
+    ops::MatMulBackward(dlogits, n, hw.lm_head.w, dn, {}, {}, t, d, v);
+    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, 0.0f, Rows(d_final_, offsets_[s], t, d), {}, t, d);
+  }
+  return r;
+}
+
+Status Runner::Backward(model::LinearObserver* observer, const BoundaryGradFn& on_grad) {
+  const model::ModelConfig& c = src_.config();
+  const int64_t d = c.hidden;
+  if (d_final_.size() != final_.size()) return Internal("Backward needs Head(..., backward=true)");
+  std::vector<float> x(final_.size()), dy = d_final_, dx(final_.size());
+  const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
+  Progress progress("backward", static_cast<size_t>(c.num_layers));
+  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+    PQ_RETURN_IF_ERROR(store_.Get(l, x));
+    PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
+    for (size_t s = 0; s < seqs_.size(); ++s) {
+      const auto t = static_cast<int64_t>(seqs_[s].ids.size());
+      model::LayerActs acts;
+      std::vector<float> y(static_cast<size_t>(t * d));
+      const auto xs = Rows(x, offsets_[s], t, d);
+      model::DecoderLayerForward(c, w, rope, xs, y, t, &acts);  // recompute from the saved input
+      model::DecoderLayerBackward(c, w, rope, xs, acts, Rows(dy, offsets_[s], t, d),
+                                  Rows(dx, offsets_[s], t, d), t, observer);
+    }
+    if (on_grad) on_grad(l, dx);
+    dy.swap(dx);
+    if (opt_.progress) progress.Advance();
+  }
+  if (opt_.progress) progress.Finish();
+  return Status::Ok();
+}
+
+}  // namespace pq::engine

@@ -83,6 +83,11 @@ Result<std::vector<TensorInfo>> ParseSafetensorsHeader(
     std::span<const uint8_t> file_bytes, const std::string& file_name,
     std::map<std::string, std::string>* metadata);
 
+// Tells the kernel the tensor's mmap'd pages are not needed now (madvise DONTNEED): they are
+// dropped from this process's resident set and re-read from the file if touched again. The
+// streaming engine calls it after converting a layer so resident memory stays one layer.
+void ReleaseTensorPages(const TensorInfo& t);
+
 // Reads any float/int tensor as float32 values (row-major).
 Result<std::vector<float>> ReadAsF32(const TensorInfo& t);
 

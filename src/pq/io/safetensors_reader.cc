@@ -480,4 +480,12 @@ Result<const TensorInfo*> CheckpointReader::Get(std::string_view name) const {
   return NotFound(where + ": no tensor " + Quote(name) + " in this checkpoint");
 }
 
+void ReleaseTensorPages(const TensorInfo& t) {
+  if (t.bytes.empty()) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(t.bytes.data()) & ~(page - 1);
+  const auto end = reinterpret_cast<uintptr_t>(t.bytes.data() + t.bytes.size());
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advisory: ignore errors
+}
+
 }  // namespace pq::io

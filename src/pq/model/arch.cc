@@ -155,6 +155,33 @@ Result<std::optional<LinearInfo>> ResolveLinear(const io::CheckpointReader& ckpt
   return std::optional<LinearInfo>(std::move(li));
 }
 
+// transformers v5 stores an MoE layer's experts packed: mlp.experts.gate_up_proj [E, 2I, D]
+// (gate rows first, then up) and mlp.experts.down_proj [E, D, I]. Adds one LinearInfo per
+// expert projection when present; false when the layer stores experts 2-D.
+Result<bool> AddPackedExperts(const io::CheckpointReader& ckpt, int layer, int experts,
+                              ModelLayout* layout, std::set<std::string>* seen) {
+  const std::string p = "model.layers." + std::to_string(layer) + ".mlp.experts.";
+  const io::TensorInfo* gu = ckpt.Find(p + "gate_up_proj");
+  const io::TensorInfo* dn = ckpt.Find(p + "down_proj");
+  if (!gu && !dn) return false;
+  if (!gu || !dn || gu->shape.size() != 3 || dn->shape.size() != 3 || gu->shape[0] != experts ||
+      dn->shape[0] != experts || gu->shape[1] % 2 != 0 || dn->shape[2] * 2 != gu->shape[1] ||
+      dn->shape[1] != gu->shape[2])
+    return InvalidArgument(p + "{gate_up_proj,down_proj}: expected packed experts [E, 2I, D] and "
+                           "[E, D, I] with E = num_experts");
+  seen->insert(gu->name);
+  seen->insert(dn->name);
+  const int64_t inter = dn->shape[2], hidden = dn->shape[1];
+  const std::string unit = "model.layers." + std::to_string(layer) + ".experts";
+  for (int e = 0; e < experts; ++e) {
+    const std::string m = "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(e) + ".";
+    layout->linears.push_back({m + "gate_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, 0});
+    layout->linears.push_back({m + "up_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, inter});
+    layout->linears.push_back({m + "down_proj", layer, hidden, inter, unit, false, false, false, dn->name, e, 0});
+  }
+  return true;
+}
+
 int IntField(const nlohmann::json& c, const char* key, int fallback) {
   return c.contains(key) && c[key].is_number_integer() ? c[key].get<int>() : fallback;
 }
@@ -231,6 +258,9 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
   };
   for (int l = 0; l < layout.num_layers; ++l) {
     for (const auto& s : layout.arch->layer_tensors) PQ_RETURN_IF_ERROR(visit(s, l, 0));
+    if (layout.num_experts == 0) continue;
+    PQ_ASSIGN_OR_RETURN(bool packed, AddPackedExperts(ckpt, l, layout.num_experts, &layout, &seen));
+    if (packed) continue;
     for (int e = 0; e < layout.num_experts; ++e)
       for (const auto& s : layout.arch->expert_tensors) PQ_RETURN_IF_ERROR(visit(s, l, e));
   }
@@ -242,7 +272,7 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
       return NotFound("checkpoint has no lm_head.weight and tie_word_embeddings is false");
     const io::TensorInfo* e = ckpt.Find("model.embed_tokens.weight");
     layout.linears.push_back(
-        {"lm_head", -1, e->shape[0], e->shape[1], "lm_head", false, true, true});
+        {"lm_head", -1, e->shape[0], e->shape[1], "lm_head", false, true, true, "", -1, 0});
   }
   for (const auto& name : ckpt.names())
     if (!seen.count(name))
@@ -261,6 +291,35 @@ Result<nlohmann::json> ReadConfig(const std::string& model_dir) {
   nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return DataLoss(path + ": not a JSON object");
   return j;
+}
+
+}  // namespace pq::model
+
+namespace pq::model {
+
+Result<std::vector<float>> ReadDenseLinear(const io::CheckpointReader& ckpt, const LinearInfo& li) {
+  const std::string name = li.tied ? "model.embed_tokens.weight"
+                           : li.packed_tensor.empty() ? li.module + ".weight"
+                                                      : li.packed_tensor;
+  PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt.Get(name));
+  const auto n = static_cast<size_t>(li.rows * li.cols);
+  if (li.packed_tensor.empty()) {
+    if (t->numel() != li.rows * li.cols)
+      return InvalidArgument("tensor \"" + name + "\" does not have the Linear's shape");
+    auto v = io::ReadAsF32(*t);
+    io::ReleaseTensorPages(*t);
+    return v;
+  }
+  // Slice [packed_row, packed_row + rows) of expert packed_expert of a [E, R, C] tensor.
+  const int64_t r = t->shape[1], c = t->shape[2];
+  if (c != li.cols || li.packed_row + li.rows > r || li.packed_expert >= t->shape[0])
+    return InvalidArgument("tensor \"" + name + "\": packed slice out of range");
+  const size_t elem = DTypeSize(t->dtype);
+  const size_t first = static_cast<size_t>((li.packed_expert * r + li.packed_row) * c);
+  std::vector<float> out(n);
+  ConvertToF32(t->dtype, t->bytes.data() + first * elem, n, out.data());
+  io::ReleaseTensorPages(*t);
+  return out;
 }
 
 }  // namespace pq::model

@@ -56,6 +56,11 @@ struct LinearInfo {
   bool has_bias = false;
   bool is_lm_head = false;
   bool tied = false;  // lm_head that is the embedding (tie_word_embeddings)
+  // Experts stored packed in a 3-D tensor [E, R, C] (transformers v5 layout): this Linear is
+  // rows [packed_row, packed_row + rows) of expert `packed_expert`. Empty when stored 2-D.
+  std::string packed_tensor;
+  int64_t packed_expert = -1;
+  int64_t packed_row = 0;
 };
 
 // The resolved layout of one checkpoint.
@@ -76,6 +81,11 @@ Result<const ArchDescriptor*> DetectArchitecture(const nlohmann::json& config);
 // 2-D/1-D shape as declared, and that no unknown tensor is present (unknown ones are an
 // error naming them, so nothing is silently dropped or mis-quantized).
 Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::CheckpointReader& ckpt);
+
+// A dense Linear's weight [rows, cols] as float32, wherever it is stored (2-D `.weight`,
+// a slice of packed 3-D experts, or the embedding for a tied head). Compressed weights are
+// not handled here (see WeightSource).
+Result<std::vector<float>> ReadDenseLinear(const io::CheckpointReader& ckpt, const LinearInfo& li);
 
 // Reads and parses DIR/config.json with clear errors.
 Result<nlohmann::json> ReadConfig(const std::string& model_dir);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "pq/core/log.h"
+#include "pq/core/minifloat.h"
 #include "pq/formats/compressed_tensors.h"
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
@@ -133,9 +134,8 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
   std::map<std::string, FormatId> module_formats;
   Progress progress("export " + std::string(formats::Spec(o.format).name), layout.linears.size());
   for (const auto& li : layout.linears) {
-    const std::string weight_name = li.tied ? "model.embed_tokens.weight" : li.module + ".weight";
-    PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt->Get(weight_name));
-    PQ_ASSIGN_OR_RETURN(std::vector<float> values, ReadAsBf16Values(*t));
+    PQ_ASSIGN_OR_RETURN(std::vector<float> values, model::ReadDenseLinear(*ckpt, li));
+    for (float& x : values) x = RoundBf16(x);
     const FormatId fmt = unit_fmt.at(li.unit);
     UnitWeights& u = units[li.unit];
     u.members.push_back(&li);

@@ -1,0 +1,158 @@
+#include "pq/engine/eval.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "pq/core/log.h"
+
+namespace pq::engine {
+namespace {
+
+// log-softmax of logits[V] into out[V].
+void LogSoftmax(std::span<const float> logits, std::span<double> out) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x - mx));
+  const double lse = mx + std::log(sum);
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - lse;
+}
+
+struct ChunkStats {
+  double nll = 0, kl = 0;
+  int64_t scored = 0;
+};
+
+// Reference log-probs of every scored position of a chunk, in order.
+Result<std::vector<double>> ReferenceLogProbs(const model::WeightSource& ref,
+                                              std::span<const Sequence> chunk,
+                                              const RunnerOptions& ro) {
+  Runner r(ref, chunk, ro);
+  PQ_RETURN_IF_ERROR(r.Forward(false));
+  const auto v = static_cast<size_t>(ref.config().vocab);
+  std::vector<double> out;
+  std::vector<double> lp(v);
+  PQ_RETURN_IF_ERROR(r.Head(
+                          [&](size_t s, std::span<const float> logits) -> Status {
+                            const auto& tg = chunk[s].targets;
+                            for (size_t i = 0; i < tg.size(); ++i) {
+                              if (tg[i] < 0) continue;
+                              LogSoftmax(logits.subspan(i * v, v), lp);
+                              out.insert(out.end(), lp.begin(), lp.end());
+                            }
+                            return Status::Ok();
+                          },
+                          false, 1.0)
+                         .status());
+  return out;
+}
+
+Result<ChunkStats> RunChunk(const model::WeightSource& src, const model::WeightSource* ref,
+                            std::span<const Sequence> chunk, const RunnerOptions& ro) {
+  std::vector<double> ref_lp;
+  if (ref) {
+    PQ_ASSIGN_OR_RETURN(ref_lp, ReferenceLogProbs(*ref, chunk, ro));
+  }
+  Runner r(src, chunk, ro);
+  PQ_RETURN_IF_ERROR(r.Forward(false));
+  const auto v = static_cast<size_t>(src.config().vocab);
+  ChunkStats st;
+  size_t k = 0;
+  std::vector<double> lp(v);
+  auto on_logits = [&](size_t s, std::span<const float> logits) -> Status {
+    if (!ref) return Status::Ok();
+    const auto& tg = chunk[s].targets;
+    for (size_t i = 0; i < tg.size(); ++i) {
+      if (tg[i] < 0) continue;
+      LogSoftmax(logits.subspan(i * v, v), lp);
+      const double* q = ref_lp.data() + k * v;
+      for (size_t j = 0; j < v; ++j) st.kl += std::exp(q[j]) * (q[j] - lp[j]);
+      ++k;
+    }
+    return Status::Ok();
+  };
+  PQ_ASSIGN_OR_RETURN(HeadResult hr, r.Head(on_logits, false, 1.0));
+  st.nll = hr.nll_sum;
+  st.scored = hr.scored;
+  return st;
+}
+
+}  // namespace
+
+Result<std::vector<Sequence>> MakeWindows(const std::vector<std::vector<int32_t>>& docs,
+                                          int64_t ctx, int64_t stride) {
+  if (ctx < 2) return InvalidArgument("--ctx must be at least 2");
+  if (stride < 1 || stride >= ctx)
+    return InvalidArgument("--stride must be in [1, ctx - 1] (got " + std::to_string(stride) + ")");
+  std::vector<Sequence> out;
+  for (const auto& doc : docs) {
+    const auto n = static_cast<int64_t>(doc.size());
+    int64_t begin = 0, scored_from = 1;  // first target index not yet scored
+    while (scored_from < n) {
+      const int64_t end = std::min(begin + ctx, n);
+      Sequence s;
+      s.ids.assign(doc.begin() + begin, doc.begin() + end);
+      s.targets.assign(s.ids.size(), -1);
+      for (int64_t j = std::max(scored_from, begin + 1); j < end; ++j)
+        s.targets[static_cast<size_t>(j - 1 - begin)] = doc[static_cast<size_t>(j)];
+      scored_from = end;
+      out.push_back(std::move(s));
+      if (end == n) break;
+      begin = end - (ctx - stride);  // next window: its last `stride` targets are new
+    }
+  }
+  return out;
+}
+
+Result<EvalResult> Evaluate(const std::string& model_path,
+                            const std::vector<std::vector<int32_t>>& docs,
+                            const EvalOptions& o) {
+  PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(model_path));
+  std::unique_ptr<model::WeightSource> ref;
+  if (!o.reference.empty()) {
+    PQ_ASSIGN_OR_RETURN(ref, model::WeightSource::Open(o.reference));
+    if (ref->config().vocab != src->config().vocab)
+      return InvalidArgument("--reference has vocab " + std::to_string(ref->config().vocab) +
+                             ", the model has " + std::to_string(src->config().vocab));
+  }
+  const int64_t max_pos = src->config().max_positions;
+  const int64_t ctx = o.ctx > 0 ? o.ctx : (max_pos > 0 ? std::min<int64_t>(max_pos, 4096) : 2048);
+  const int64_t stride = o.stride > 0 ? o.stride : std::max<int64_t>(ctx / 2, 1);
+  PQ_ASSIGN_OR_RETURN(std::vector<Sequence> windows, MakeWindows(docs, ctx, stride));
+  EvalResult res;
+  res.docs = static_cast<int64_t>(docs.size());
+  res.windows = static_cast<int64_t>(windows.size());
+  res.ctx = ctx;
+  res.stride = stride;
+  double nll = 0, kl = 0;
+  RunnerOptions ro = o.runner;
+  ro.progress = false;
+  Progress progress("eval", windows.size());
+  for (size_t i = 0; i < windows.size();) {
+    size_t j = i;
+    int64_t tokens = 0;
+    while (j < windows.size() && (j == i || tokens + static_cast<int64_t>(windows[j].ids.size()) <= o.chunk_tokens))
+      tokens += static_cast<int64_t>(windows[j++].ids.size());
+    PQ_ASSIGN_OR_RETURN(ChunkStats st, RunChunk(*src, ref.get(), std::span(windows).subspan(i, j - i), ro));
+    nll += st.nll;
+    kl += st.kl;
+    res.tokens += st.scored;
+    progress.Advance(j - i);
+    i = j;
+  }
+  progress.Finish();
+  if (res.tokens == 0) return InvalidArgument("no tokens to score (is the text empty?)");
+  res.mean_nll = nll / static_cast<double>(res.tokens);
+  res.ppl = std::exp(res.mean_nll);
+  if (ref) res.mean_kl = kl / static_cast<double>(res.tokens);
+  return res;
+}
+
+nlohmann::json EvalResult::ToJson() const {
+  nlohmann::json j = {{"docs", docs},         {"windows", windows}, {"tokens", tokens},
+                      {"ctx", ctx},           {"stride", stride},
+                      {"mean_nll", mean_nll}, {"ppl", ppl}};
+  if (mean_kl) j["mean_kl"] = *mean_kl;
+  return j;
+}
+
+}  // namespace pq::engine

@@ -1,0 +1,48 @@
+// Perplexity / NLL / KL of a model over tokenized documents (the `eval` command's engine).
+//
+// Windowing: each document is scored on its own. A document of at most `ctx` tokens is one
+// window scoring every token after the first. A longer one is split into windows of `ctx`
+// tokens advancing by `stride`: the first window scores all its tokens, each later window
+// only its last `stride` tokens, so every token after the first is scored exactly once and,
+// past the first window, sees at least ctx - stride tokens of context.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pq/core/status.h"
+#include "pq/engine/runner.h"
+
+namespace pq::engine {
+
+struct EvalOptions {
+  int64_t ctx = 0;                    // 0: the model's max_position_embeddings, at most 4096
+  int64_t stride = 0;                 // 1 <= stride < ctx; 0: ctx / 2
+  std::string reference;              // model path for KL(reference || model), "" = none
+  int64_t chunk_tokens = 16384;       // windows are run in chunks of about this many tokens
+  RunnerOptions runner;
+};
+
+struct EvalResult {
+  int64_t docs = 0;
+  int64_t windows = 0;
+  int64_t tokens = 0;  // scored tokens
+  int64_t ctx = 0, stride = 0;
+  double mean_nll = 0;
+  double ppl = 0;
+  std::optional<double> mean_kl;
+  nlohmann::json ToJson() const;
+};
+
+// Splits documents into windows (sequences with per-position targets), as documented above.
+Result<std::vector<Sequence>> MakeWindows(const std::vector<std::vector<int32_t>>& docs,
+                                          int64_t ctx, int64_t stride);
+
+Result<EvalResult> Evaluate(const std::string& model_path,
+                            const std::vector<std::vector<int32_t>>& docs,
+                            const EvalOptions& options);
+
+}  // namespace pq::engine

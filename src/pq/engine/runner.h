@@ -1,0 +1,74 @@
+// The streaming layer runner (DESIGN §2): at most one decoder layer's weights resident,
+// layer-boundary hidden states kept (spilled to the work dir beyond a memory budget), a
+// forward sweep, the loss head, and a reverse sweep that recomputes each layer from its
+// saved input and backpropagates, calling observers while the layer is resident.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pq/core/status.h"
+#include "pq/engine/boundary_store.h"
+#include "pq/model/decoder.h"
+#include "pq/model/weights.h"
+
+namespace pq::engine {
+
+// One sequence: its tokens and, per position, the token that position predicts
+// (-1: not scored). Positions are 0..T-1 (each sequence is independent).
+struct Sequence {
+  std::vector<int32_t> ids;
+  std::vector<int32_t> targets;
+};
+
+struct RunnerOptions {
+  uint64_t memory_budget_bytes = 8ull << 30;  // for the stored layer boundaries
+  std::string work_dir;                       // where boundaries spill ("" = /tmp)
+  bool progress = true;
+};
+
+struct HeadResult {
+  double nll_sum = 0;     // sum over scored tokens, nats
+  int64_t scored = 0;     // number of scored tokens
+};
+
+class Runner {
+ public:
+  Runner(const model::WeightSource& source, std::span<const Sequence> seqs, RunnerOptions o);
+
+  // Forward sweep over all layers. keep_all: store every boundary (needed by Backward).
+  Status Forward(bool keep_all);
+  // Boundary b in 0..L (0 = embeddings, L = last layer's output, before the final norm) of
+  // all sequences, concatenated: [sum T, D]. All boundaries need Forward(true).
+  Status Boundary(int64_t b, std::span<float> out) const;
+
+  // Final norm + lm_head + cross-entropy per sequence. on_logits(s, logits[T, V]) is called
+  // for each sequence (may be empty). With backward, also computes dL/d(boundary L) for
+  // L = loss_scale * sum of scored NLLs.
+  using LogitsFn = std::function<Status(size_t seq, std::span<const float> logits)>;
+  // `observer` (optional, backward only) sees lm_head's input rows and output gradients.
+  Result<HeadResult> Head(const LogitsFn& on_logits, bool backward, double loss_scale,
+                          model::LinearObserver* observer = nullptr);
+
+  // Reverse sweep from the head's gradient. `observer` sees every Linear (x, dy) rows;
+  // on_grad(b, grad[sum T, D]) receives dL/d(boundary b) for b = L-1 .. 0.
+  using BoundaryGradFn = std::function<void(int64_t b, std::span<const float> grad)>;
+  Status Backward(model::LinearObserver* observer, const BoundaryGradFn& on_grad);
+
+  int64_t total_tokens() const { return total_tokens_; }
+  size_t offset(size_t seq) const { return offsets_[seq]; }
+
+ private:
+  const model::WeightSource& src_;
+  std::vector<Sequence> seqs_;
+  RunnerOptions opt_;
+  std::vector<size_t> offsets_;  // token offset of each sequence
+  int64_t total_tokens_ = 0, max_tokens_ = 0;
+  BoundaryStore store_;
+  std::vector<float> final_;     // boundary L [sum T, D]
+  std::vector<float> d_final_;   // dL/d boundary L
+};
+
+}  // namespace pq::engine

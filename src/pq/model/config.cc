@@ -1,0 +1,112 @@
+#include "pq/model/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+namespace pq::model {
+namespace {
+
+using nlohmann::json;
+
+Status GetInt(const json& c, const char* key, int64_t* out, bool required) {
+  if (!c.contains(key) || c[key].is_null()) {
+    if (required) return InvalidArgument(std::string("config.json: missing \"") + key + "\"");
+    return Status::Ok();
+  }
+  if (!c[key].is_number_integer() || c[key].get<int64_t>() < 0)
+    return InvalidArgument(std::string("config.json: \"") + key + "\" must be a non-negative integer");
+  *out = c[key].get<int64_t>();
+  return Status::Ok();
+}
+
+Status GetDouble(const json& c, const char* key, double* out) {
+  if (!c.contains(key) || c[key].is_null()) return Status::Ok();
+  if (!c[key].is_number()) return InvalidArgument(std::string("config.json: \"") + key + "\" must be a number");
+  *out = c[key].get<double>();
+  return Status::Ok();
+}
+
+// Llama-3 frequency scaling (architectures.md §1.2).
+Status ApplyRopeScaling(const json& c, std::vector<double>* inv_freq) {
+  json rs = c.contains("rope_scaling") ? c["rope_scaling"] : json();
+  if (rs.is_null() && c.contains("rope_parameters")) rs = c["rope_parameters"];
+  if (!rs.is_object()) return Status::Ok();
+  const std::string type = rs.value("rope_type", rs.value("type", std::string("default")));
+  if (type == "default") return Status::Ok();
+  if (type != "llama3")
+    return Unimplemented("config.json: rope scaling \"" + type + "\" is not supported (default, llama3)");
+  const double factor = rs.value("factor", 8.0), low = rs.value("low_freq_factor", 1.0),
+               high = rs.value("high_freq_factor", 4.0),
+               old_len = rs.value("original_max_position_embeddings", 8192.0);
+  const double low_wavelen = old_len / low, high_wavelen = old_len / high;
+  for (double& f : *inv_freq) {
+    const double wavelen = 2.0 * std::numbers::pi / f;
+    if (wavelen < high_wavelen) continue;
+    if (wavelen > low_wavelen) {
+      f /= factor;
+    } else {
+      const double smooth = (old_len / wavelen - low) / (high - low);
+      f = (1.0 - smooth) * f / factor + smooth * f;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool ModelConfig::IsMoeLayer(int64_t layer) const {
+  if (num_experts == 0) return false;
+  if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end())
+    return false;
+  return decoder_sparse_step > 0 && (layer + 1) % decoder_sparse_step == 0;
+}
+
+Result<ModelConfig> ParseModelConfig(const json& c, const std::string& arch) {
+  ModelConfig m;
+  m.arch = arch;
+  PQ_RETURN_IF_ERROR(GetInt(c, "hidden_size", &m.hidden, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "num_hidden_layers", &m.num_layers, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "num_attention_heads", &m.heads, true));
+  m.kv_heads = m.heads;
+  PQ_RETURN_IF_ERROR(GetInt(c, "num_key_value_heads", &m.kv_heads, false));
+  PQ_RETURN_IF_ERROR(GetInt(c, "vocab_size", &m.vocab, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "intermediate_size", &m.intermediate, arch != "qwen3_moe"));
+  PQ_RETURN_IF_ERROR(GetInt(c, "max_position_embeddings", &m.max_positions, false));
+  if (m.heads == 0 || m.hidden == 0 || m.kv_heads == 0 || m.heads % m.kv_heads != 0)
+    return InvalidArgument("config.json: need num_attention_heads divisible by num_key_value_heads (> 0)");
+  m.head_dim = m.hidden / m.heads;
+  PQ_RETURN_IF_ERROR(GetInt(c, "head_dim", &m.head_dim, false));
+  if (m.head_dim <= 0 || m.head_dim % 2 != 0)
+    return InvalidArgument("config.json: head_dim must be even and positive");
+  PQ_RETURN_IF_ERROR(GetDouble(c, "rms_norm_eps", &m.rms_eps));
+  PQ_RETURN_IF_ERROR(GetDouble(c, "rope_theta", &m.rope_theta));
+  if (c.contains("rope_parameters") && c["rope_parameters"].is_object())
+    PQ_RETURN_IF_ERROR(GetDouble(c["rope_parameters"], "rope_theta", &m.rope_theta));
+  m.tie_word_embeddings = c.value("tie_word_embeddings", false);
+  m.qkv_bias = arch == "qwen2" || c.value("attention_bias", false);
+  m.qk_norm = arch == "qwen3" || arch == "qwen3_moe";
+  if (arch == "qwen3_moe") {
+    PQ_RETURN_IF_ERROR(GetInt(c, "num_experts", &m.num_experts, true));
+    PQ_RETURN_IF_ERROR(GetInt(c, "num_experts_per_tok", &m.top_k, true));
+    PQ_RETURN_IF_ERROR(GetInt(c, "moe_intermediate_size", &m.moe_intermediate, true));
+    PQ_RETURN_IF_ERROR(GetInt(c, "decoder_sparse_step", &m.decoder_sparse_step, false));
+    m.norm_topk_prob = c.value("norm_topk_prob", false);
+    if (c.contains("mlp_only_layers") && c["mlp_only_layers"].is_array())
+      for (const auto& v : c["mlp_only_layers"])
+        if (v.is_number_integer()) m.mlp_only_layers.push_back(v.get<int64_t>());
+    if (m.top_k <= 0 || m.top_k > m.num_experts)
+      return InvalidArgument("config.json: num_experts_per_tok must be in [1, num_experts]");
+  }
+  if (c.contains("bos_token_id") && c["bos_token_id"].is_number_integer())
+    m.bos_id = c["bos_token_id"].get<int32_t>();
+  if (c.contains("eos_token_id") && c["eos_token_id"].is_number_integer())
+    m.eos_id = c["eos_token_id"].get<int32_t>();
+  const int64_t rot = m.head_dim;
+  for (int64_t i = 0; i < rot / 2; ++i)
+    m.inv_freq.push_back(1.0 / std::pow(m.rope_theta, static_cast<double>(2 * i) / static_cast<double>(rot)));
+  PQ_RETURN_IF_ERROR(ApplyRopeScaling(c, &m.inv_freq));
+  return m;
+}
+
+}  // namespace pq::model

@@ -1,0 +1,240 @@
+#include "pq/model/decoder.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "pq/compute/ops.h"
+#include "pq/core/check.h"
+
+namespace pq::model {
+namespace {
+
+namespace ops = compute::cpu;
+using Vec = std::vector<float>;
+
+Vec Zeros(int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); }
+
+// y[T, N] = x[T, K] W^T + b
+void Linear(std::span<const float> x, const LinearWeights& l, std::span<float> y, int64_t t) {
+  ops::MatMul(x, l.w, l.b, y, t, l.cols, l.rows);
+}
+
+// dx[T, K] += dy[T, N] W; reports (x, dy) to the observer.
+void LinearBackward(std::span<const float> dy, std::span<const float> x, const LinearWeights& l,
+                    std::span<float> dx, int64_t t, LinearObserver* obs) {
+  if (obs) obs->OnLinear(l, x, dy, t);
+  ops::MatMulBackward(dy, x, l.w, dx, {}, {}, t, l.cols, l.rows);
+}
+
+compute::RopeSpec Spec(const ModelConfig& c) { return {static_cast<int>(c.head_dim), static_cast<int>(c.head_dim)}; }
+
+float AttnScale(const ModelConfig& c) { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
+
+// ---- attention block: n1[T, D] -> attn output added into h[T, D] ----
+void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
+                      int64_t t, LayerActs& a, Vec& o) {
+  const int64_t h = c.heads, hkv = c.kv_heads, dh = c.head_dim;
+  a.q_pre = Zeros(t * h * dh);
+  a.k_pre = Zeros(t * hkv * dh);
+  a.v = Zeros(t * hkv * dh);
+  Linear(a.n1, w.q, a.q_pre, t);
+  Linear(a.n1, w.k, a.k_pre, t);
+  Linear(a.n1, w.v, a.v, t);
+  a.q = a.q_pre;
+  a.k = a.k_pre;
+  if (c.qk_norm) {  // per-head RMSNorm over Dh, before RoPE
+    a.q_rstd = Zeros(t * h);
+    a.k_rstd = Zeros(t * hkv);
+    ops::RmsNorm(a.q_pre, w.q_norm, static_cast<float>(c.rms_eps), 0.0f, a.q, a.q_rstd, t * h, dh);
+    ops::RmsNorm(a.k_pre, w.k_norm, static_cast<float>(c.rms_eps), 0.0f, a.k, a.k_rstd, t * hkv, dh);
+  }
+  ops::Rope(a.q, rope.cos, rope.sin, t, h, Spec(c));
+  ops::Rope(a.k, rope.cos, rope.sin, t, hkv, Spec(c));
+  a.attn = Zeros(t * h * dh);
+  a.probs = Zeros(h * t * t);
+  ops::Attention(a.q, a.k, a.v, a.attn, a.probs, t, h, hkv, dh, AttnScale(c));
+  o = Zeros(t * c.hidden);
+  Linear(a.attn, w.o, o, t);
+}
+
+// d_o[T, D] -> dn1[T, D] (accumulated)
+void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
+                       int64_t t, const LayerActs& a, std::span<const float> d_o, Vec& dn1,
+                       LinearObserver* obs) {
+  const int64_t h = c.heads, hkv = c.kv_heads, dh = c.head_dim;
+  Vec d_attn = Zeros(t * h * dh);
+  LinearBackward(d_o, a.attn, w.o, d_attn, t, obs);
+  Vec dq = Zeros(t * h * dh), dk = Zeros(t * hkv * dh), dv = Zeros(t * hkv * dh);
+  ops::AttentionBackward(d_attn, a.q, a.k, a.v, a.probs, dq, dk, dv, t, h, hkv, dh, AttnScale(c));
+  ops::RopeBackward(dq, rope.cos, rope.sin, t, h, Spec(c));
+  ops::RopeBackward(dk, rope.cos, rope.sin, t, hkv, Spec(c));
+  if (c.qk_norm) {
+    Vec dq_pre = Zeros(t * h * dh), dk_pre = Zeros(t * hkv * dh);
+    ops::RmsNormBackward(dq, a.q_pre, w.q_norm, a.q_rstd, 0.0f, dq_pre, {}, t * h, dh);
+    ops::RmsNormBackward(dk, a.k_pre, w.k_norm, a.k_rstd, 0.0f, dk_pre, {}, t * hkv, dh);
+    dq.swap(dq_pre);
+    dk.swap(dk_pre);
+  }
+  LinearBackward(dq, a.n1, w.q, dn1, t, obs);
+  LinearBackward(dk, a.n1, w.k, dn1, t, obs);
+  LinearBackward(dv, a.n1, w.v, dn1, t, obs);
+}
+
+// ---- dense SwiGLU MLP: n2[T, D] -> out[T, D] ----
+void MlpForward(const LayerWeights& w, int64_t t, LayerActs& a, Vec& out) {
+  const int64_t f = w.gate.rows;
+  a.g = Zeros(t * f);
+  a.u = Zeros(t * f);
+  a.m = Zeros(t * f);
+  Linear(a.n2, w.gate, a.g, t);
+  Linear(a.n2, w.up, a.u, t);
+  ops::SwiGlu(a.g, a.u, a.m);
+  out = Zeros(t * w.down.rows);
+  Linear(a.m, w.down, out, t);
+}
+
+void MlpBackward(const LayerWeights& w, int64_t t, const LayerActs& a, std::span<const float> dout,
+                 Vec& dn2, LinearObserver* obs) {
+  const int64_t f = w.gate.rows;
+  Vec dm = Zeros(t * f), dg = Zeros(t * f), du = Zeros(t * f);
+  LinearBackward(dout, a.m, w.down, dm, t, obs);
+  ops::SwiGluBackward(dm, a.g, a.u, dg, du);
+  LinearBackward(dg, a.n2, w.gate, dn2, t, obs);
+  LinearBackward(du, a.n2, w.up, dn2, t, obs);
+}
+
+// ---- routed experts: n2[T, D] -> out[T, D] = sum_k w[t,k] * Expert_idx[t,k](n2[t]) ----
+void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerActs& a, Vec& out) {
+  const int64_t d = c.hidden, e_count = c.num_experts, k = c.top_k;
+  Vec logits = Zeros(t * e_count);
+  Linear(a.n2, w.router, logits, t);
+  a.router_probs = Zeros(t * e_count);
+  a.topk_idx.assign(static_cast<size_t>(t * k), 0);
+  a.topk_w = Zeros(t * k);
+  ops::RouterTopK(logits, a.router_probs, a.topk_idx, a.topk_w, t, e_count, k, c.norm_topk_prob);
+  a.experts.assign(static_cast<size_t>(e_count), ExpertActs{});
+  for (int64_t i = 0; i < t * k; ++i) {
+    ExpertActs& ea = a.experts[static_cast<size_t>(a.topk_idx[static_cast<size_t>(i)])];
+    ea.rows.push_back(static_cast<int32_t>(i / k));
+    ea.slot.push_back(static_cast<int32_t>(i % k));
+  }
+  out = Zeros(t * d);
+  for (int64_t e = 0; e < e_count; ++e) {
+    ExpertActs& ea = a.experts[static_cast<size_t>(e)];
+    const ExpertWeights& ew = w.experts[static_cast<size_t>(e)];
+    const auto r = static_cast<int64_t>(ea.rows.size());
+    if (r == 0) continue;
+    const int64_t f = ew.gate.rows;
+    ea.x = Zeros(r * d);
+    for (int64_t i = 0; i < r; ++i)
+      std::copy_n(a.n2.begin() + ea.rows[static_cast<size_t>(i)] * d, d, ea.x.begin() + i * d);
+    ea.g = Zeros(r * f);
+    ea.u = Zeros(r * f);
+    ea.m = Zeros(r * f);
+    ea.out = Zeros(r * d);
+    Linear(ea.x, ew.gate, ea.g, r);
+    Linear(ea.x, ew.up, ea.u, r);
+    ops::SwiGlu(ea.g, ea.u, ea.m);
+    Linear(ea.m, ew.down, ea.out, r);
+    for (int64_t i = 0; i < r; ++i) {
+      const int64_t row = ea.rows[static_cast<size_t>(i)];
+      const float wt = a.topk_w[static_cast<size_t>(row * k + ea.slot[static_cast<size_t>(i)])];
+      for (int64_t j = 0; j < d; ++j) out[static_cast<size_t>(row * d + j)] += wt * ea.out[static_cast<size_t>(i * d + j)];
+    }
+  }
+}
+
+void MoeBackward(const ModelConfig& c, const LayerWeights& w, int64_t t, const LayerActs& a,
+                 std::span<const float> dout, Vec& dn2, LinearObserver* obs) {
+  const int64_t d = c.hidden, e_count = c.num_experts, k = c.top_k;
+  Vec dweights = Zeros(t * k);
+  for (int64_t e = 0; e < e_count; ++e) {
+    const ExpertActs& ea = a.experts[static_cast<size_t>(e)];
+    const ExpertWeights& ew = w.experts[static_cast<size_t>(e)];
+    const auto r = static_cast<int64_t>(ea.rows.size());
+    if (r == 0) continue;
+    const int64_t f = ew.gate.rows;
+    Vec dexp = Zeros(r * d);  // dL/d(expert output) = weight * dout
+    for (int64_t i = 0; i < r; ++i) {
+      const int64_t row = ea.rows[static_cast<size_t>(i)];
+      const size_t slot = static_cast<size_t>(row * k + ea.slot[static_cast<size_t>(i)]);
+      double dot = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        const float g = dout[static_cast<size_t>(row * d + j)];
+        dot += static_cast<double>(g) * ea.out[static_cast<size_t>(i * d + j)];
+        dexp[static_cast<size_t>(i * d + j)] = a.topk_w[slot] * g;
+      }
+      dweights[slot] += static_cast<float>(dot);
+    }
+    Vec dm = Zeros(r * f), dg = Zeros(r * f), du = Zeros(r * f), dx = Zeros(r * d);
+    LinearBackward(dexp, ea.m, ew.down, dm, r, obs);
+    ops::SwiGluBackward(dm, ea.g, ea.u, dg, du);
+    LinearBackward(dg, ea.x, ew.gate, dx, r, obs);
+    LinearBackward(du, ea.x, ew.up, dx, r, obs);
+    for (int64_t i = 0; i < r; ++i)
+      for (int64_t j = 0; j < d; ++j)
+        dn2[static_cast<size_t>(ea.rows[static_cast<size_t>(i)] * d + j)] += dx[static_cast<size_t>(i * d + j)];
+  }
+  Vec dlogits = Zeros(t * e_count);
+  ops::RouterTopKBackward(dweights, a.router_probs, a.topk_idx, dlogits, t, e_count, k, c.norm_topk_prob);
+  LinearBackward(dlogits, a.n2, w.router, dn2, t, obs);
+}
+
+}  // namespace
+
+RopeCache RopeCache::Make(const ModelConfig& c, int64_t tokens) {
+  RopeCache r;
+  r.tokens = tokens;
+  const auto half = static_cast<size_t>(c.head_dim / 2);
+  r.cos.assign(static_cast<size_t>(tokens) * half, 0.0f);
+  r.sin.assign(static_cast<size_t>(tokens) * half, 0.0f);
+  std::vector<int32_t> pos(static_cast<size_t>(tokens));
+  for (int64_t i = 0; i < tokens; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  compute::RopeTables(pos, c.inv_freq, r.cos, r.sin);
+  return r;
+}
+
+void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
+                         std::span<const float> x, std::span<float> y, int64_t t,
+                         LayerActs* acts) {
+  PQ_CHECK(rope.tokens >= t, "RoPE cache shorter than the sequence");
+  LayerActs local;
+  LayerActs& a = acts ? *acts : local;
+  const int64_t d = c.hidden;
+  const float eps = static_cast<float>(c.rms_eps);
+  a.n1 = Zeros(t * d);
+  a.rstd1 = Zeros(t);
+  ops::RmsNorm(x, w.input_norm, eps, 0.0f, a.n1, a.rstd1, t, d);
+  Vec o;
+  AttentionForward(c, w, rope, t, a, o);
+  a.h = Zeros(t * d);
+  for (size_t i = 0; i < a.h.size(); ++i) a.h[i] = x[i] + o[i];
+  a.n2 = Zeros(t * d);
+  a.rstd2 = Zeros(t);
+  ops::RmsNorm(a.h, w.post_norm, eps, 0.0f, a.n2, a.rstd2, t, d);
+  Vec f;
+  if (c.IsMoeLayer(w.layer))
+    MoeForward(c, w, t, a, f);
+  else
+    MlpForward(w, t, a, f);
+  for (size_t i = 0; i < a.h.size(); ++i) y[i] = a.h[i] + f[i];
+}
+
+void DecoderLayerBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
+                          std::span<const float> x, const LayerActs& a, std::span<const float> dy,
+                          std::span<float> dx, int64_t t, LinearObserver* obs) {
+  const int64_t d = c.hidden;
+  Vec dn2 = Zeros(t * d);
+  if (c.IsMoeLayer(w.layer))
+    MoeBackward(c, w, t, a, dy, dn2, obs);
+  else
+    MlpBackward(w, t, a, dy, dn2, obs);
+  Vec dh(dy.begin(), dy.end());  // residual
+  ops::RmsNormBackward(dn2, a.h, w.post_norm, a.rstd2, 0.0f, dh, {}, t, d);
+  Vec dn1 = Zeros(t * d);
+  AttentionBackward(c, w, rope, t, a, dh, dn1, obs);
+  std::copy(dh.begin(), dh.end(), dx.begin());  // residual
+  ops::RmsNormBackward(dn1, x, w.input_norm, a.rstd1, 0.0f, dx, {}, t, d);
+}
+
+}  // namespace pq::model

@@ -1,0 +1,65 @@
+// One decoder layer, forward and backward, written as calls to compute ops (reads like the
+// math; no SIMD or threads here). Pre-norm residual block (architectures.md §1.6):
+//   h = x + o_proj(Attention(RoPE(qk_norm(q_proj(n1))), RoPE(qk_norm(k_proj(n1))), v_proj(n1)))
+//   y = h + FFN(n2),  n1 = RmsNorm(x), n2 = RmsNorm(h),  FFN = SwiGLU MLP or routed experts.
+// Processes one sequence of T tokens at a time.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "pq/model/config.h"
+#include "pq/model/weights.h"
+
+namespace pq::model {
+
+// Receives each Linear's input rows x[R, K] and output-gradient rows dy[R, N] while the
+// layer is resident (R = the sequence's tokens; for an expert, only the tokens routed to it).
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  virtual void OnLinear(const LinearWeights& linear, std::span<const float> x,
+                        std::span<const float> dy, int64_t rows) = 0;
+};
+
+// RoPE cos/sin tables for positions 0..T-1 ([T, Dh/2] each).
+struct RopeCache {
+  int64_t tokens = 0;
+  std::vector<float> cos, sin;
+  static RopeCache Make(const ModelConfig& config, int64_t tokens);
+};
+
+// What the backward pass needs from the forward pass of one layer on one sequence.
+struct ExpertActs {
+  std::vector<int32_t> rows;      // token index of each routed row
+  std::vector<int32_t> slot;      // which top-k slot of that token chose this expert
+  std::vector<float> x, g, u, m, out;  // [R, D], [R, F], [R, F], [R, F], [R, D]
+};
+struct LayerActs {
+  std::vector<float> n1, rstd1;         // [T, D], [T]
+  std::vector<float> q_pre, k_pre;      // before q/k norm [T, H*Dh], [T, Hkv*Dh]
+  std::vector<float> q_rstd, k_rstd;    // [T*H], [T*Hkv]
+  std::vector<float> q, k, v;           // after norm + RoPE (attention inputs)
+  std::vector<float> probs;             // [H, T, T]
+  std::vector<float> attn;              // [T, H*Dh]
+  std::vector<float> h, n2, rstd2;      // [T, D], [T, D], [T]
+  std::vector<float> g, u, m;           // dense MLP [T, F]
+  std::vector<float> router_probs;      // [T, E]
+  std::vector<int32_t> topk_idx;        // [T, K]
+  std::vector<float> topk_w;            // [T, K]
+  std::vector<ExpertActs> experts;      // [E]
+};
+
+// y[T, D] = layer(x[T, D]). `acts` (optional) keeps what the backward needs.
+void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
+                         std::span<const float> x, std::span<float> y, int64_t tokens,
+                         LayerActs* acts);
+
+// dx[T, D] = dL/dx given dy[T, D] = dL/dy and the forward's `acts` (x is the layer input).
+// Calls `observer` (optional) for every Linear with its input rows and output gradients.
+void DecoderLayerBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
+                          std::span<const float> x, const LayerActs& acts,
+                          std::span<const float> dy, std::span<float> dx, int64_t tokens,
+                          LinearObserver* observer);
+
+}  // namespace pq::model
