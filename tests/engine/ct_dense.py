@@ -153,6 +153,8 @@ def main() -> int:
         from transformers.utils import logging as hf_logging
         from transformers.utils.quantization_config import CompressedTensorsConfig
         hf_logging.disable_progress_bar()
+        import warnings
+        warnings.filterwarnings("ignore", message=".*quantization_config.*")
         mdl = AutoModelForCausalLM.from_pretrained(
             str(src), dtype=torch.bfloat16, quantization_config=CompressedTensorsConfig(dequantize=True))
         params = dict(mdl.named_parameters())

@@ -122,7 +122,7 @@ def main() -> int:
                     "(default: the model's max_position_embeddings)")
     ap.add_argument("--reference", default=None, help="also report mean KL against this model")
     ap.add_argument("--per-doc", default=None, help="write per-document JSON lines here")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the models here are tiny)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--check-llama2c", dest="check", action="store_true", default=None)
     g.add_argument("--no-check-llama2c", dest="check", action="store_false")

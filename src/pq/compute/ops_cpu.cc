@@ -289,8 +289,9 @@ void CrossEntropyBackward(std::span<const float> logits, std::span<const int32_t
       const float* l = logits.data() + t * vocab;
       float* d = dlogits.data() + t * vocab;
       const float lse = logsumexp.data()[t];
-      for (int64_t i = 0; i < vocab; ++i) d[i] += scale * std::exp(l[i] - lse);
-      d[target] -= scale;
+      for (int64_t i = 0; i < vocab; ++i)
+        if (i != target) d[i] += scale * std::exp(l[i] - lse);
+      d[target] += scale * (std::exp(l[target] - lse) - 1.0f);  // p ~ 1: one rounding
     }
   });
 }
@@ -339,6 +340,7 @@ void RouterTopKBackward(std::span<const float> dweights, std::span<const float> 
                                         true);
   if (dlogits.empty()) return;
   ParallelRange(tokens, experts + top_k, [&](int64_t b, int64_t e) {
+    std::vector<double> dp(static_cast<size_t>(experts));  // d(loss)/d(probs), one token
     for (int64_t t = b; t < e; ++t) {
       const float* p = probs.data() + t * experts;
       const int32_t* sel = idx.data() + t * top_k;
@@ -350,13 +352,15 @@ void RouterTopKBackward(std::span<const float> dweights, std::span<const float> 
         s += p[sel[j]];
         gdotp += static_cast<double>(gw[j]) * p[sel[j]];
       }
-      // dp is nonzero only on the selection: pdp = sum_j p[sel_j] dp[sel_j].
       const double shift = norm_topk ? gdotp / s : 0.0, div = norm_topk ? s : 1.0;
-      double pdp = 0.0;
-      for (int64_t j = 0; j < top_k; ++j) pdp += p[sel[j]] * ((gw[j] - shift) / div);
-      for (int64_t x = 0; x < experts; ++x) d[x] -= static_cast<float>(p[x] * pdp);
-      for (int64_t j = 0; j < top_k; ++j)
-        d[sel[j]] += static_cast<float>(p[sel[j]] * ((gw[j] - shift) / div));
+      std::fill(dp.begin(), dp.end(), 0.0);
+      double pdp = 0.0;  // sum_e p_e dp_e (dp is nonzero only on the selection)
+      for (int64_t j = 0; j < top_k; ++j) {
+        dp[static_cast<size_t>(sel[j])] = (gw[j] - shift) / div;
+        pdp += p[sel[j]] * dp[static_cast<size_t>(sel[j])];
+      }
+      for (int64_t x = 0; x < experts; ++x)
+        d[x] = static_cast<float>(d[x] + p[x] * (dp[static_cast<size_t>(x)] - pdp));
     }
   });
 }

@@ -67,7 +67,7 @@ TEST(CpuOps, ZeroTokens) {
   const std::span<int32_t> ei;
   const FVec w(4, 1.0f);
   cpu::MatMul(e, w, {}, e, 0, 2, 2);
-  cpu::MatMulBackward(e, e, w, e, FVec(4).data() ? std::span<float>() : e, e, 0, 2, 2);
+  cpu::MatMulBackward(e, e, w, e, e, e, 0, 2, 2);
   cpu::RmsNorm(e, w, 1e-6f, 0.0f, e, e, 0, 4);
   cpu::Rope(e, e, e, 0, 2, {4, 4});
   cpu::Attention(e, e, e, e, e, 0, 2, 1, 4, 1.0f);
@@ -94,6 +94,18 @@ TEST(CpuOps, ZeroInnerDimension) {
   EXPECT_EQ(y, FVec(6, 0.0f));
 }
 
+TEST(CpuOps, RouterTiesPickLowerIndex) {
+  // Exact ties (equal logits give bit-equal probs), and logits that overflow exp unshifted.
+  const FVec logits = {0, 2, 2, -1, 2, 1, 1000, -1000, 999, 0, 1000, 3, 5, 5, 5, 5, 5, 5};
+  FVec probs(18), weights(9);
+  std::vector<int32_t> idx(9);
+  cpu::RouterTopK(logits, probs, idx, weights, 3, 6, 3, true);
+  EXPECT_EQ(idx, (std::vector<int32_t>{1, 2, 4, 0, 4, 2, 0, 1, 2}));
+  for (const float w : weights) EXPECT_TRUE(std::isfinite(w));
+  EXPECT_FLOAT_EQ(weights[0], 1.0f / 3.0f);
+  EXPECT_FLOAT_EQ(weights[8], 1.0f / 3.0f);
+}
+
 using CpuOpsDeathTest = ::testing::Test;
 
 TEST_F(CpuOpsDeathTest, ShapeMismatchesAbortWithTheTensorName) {
@@ -103,8 +115,7 @@ TEST_F(CpuOpsDeathTest, ShapeMismatchesAbortWithTheTensorName) {
   EXPECT_DEATH(ref::MatMul(std::span<const float>(x), w, small, y, 2, 3, 2), "MatMul: b\\[N\\]");
   EXPECT_DEATH(cpu::MatMulBackward(y, x, w, small, {}, {}, 2, 3, 2), "dx\\[T,K\\]");
   FVec probs(2 * 3 * 3), o(2 * 3 * 2);
-  EXPECT_DEATH(cpu::Attention(o, small, small, o, probs, 3, 2, 4, 2, 1.0f),
-               "multiple of kv_heads");
+  EXPECT_DEATH(cpu::Attention(o, small, small, o, probs, 3, 2, 4, 2, 1.0f), "multiple of kv_heads");
   EXPECT_DEATH(cpu::Attention(o, x, x, o, small, 3, 2, 1, 2, 1.0f), "probs\\[H,T,T\\]");
   FVec cos(3), sin(3);
   EXPECT_DEATH(cpu::Rope(x, cos, sin, 1, 1, {6, 5}), "rot_dim must be even");
@@ -115,7 +126,8 @@ TEST_F(CpuOpsDeathTest, ShapeMismatchesAbortWithTheTensorName) {
   EXPECT_DEATH(cpu::Embedding(x, ids, y, 2), "id out of range");
   std::vector<int32_t> idx(2);
   EXPECT_DEATH(cpu::RouterTopK(x, x, idx, y, 2, 3, 1, true), "weights\\[T,K\\]");
-  EXPECT_DEATH(ref::SwiGlu(std::span<const double>(), {}, std::vector<double>(2)), "SwiGlu: h");
+  std::vector<double> h(2);
+  EXPECT_DEATH(ref::SwiGlu(std::span<const double>(), {}, h), "SwiGlu: h\\[n\\]");
 }
 
 }  // namespace

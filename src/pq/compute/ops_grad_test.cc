@@ -70,8 +70,8 @@ TEST(RefGrad, Rope) {
     const std::vector<int32_t> positions = {0, 3, 7, 11, 100};
     Vec inv_freq(static_cast<size_t>(half));
     for (int64_t i = 0; i < half; ++i)
-      inv_freq[static_cast<size_t>(i)] = std::pow(10000.0, -2.0 * static_cast<double>(i) /
-                                                               static_cast<double>(spec.rot_dim));
+      inv_freq[static_cast<size_t>(i)] =
+          std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(spec.rot_dim));
     std::vector<float> cos(static_cast<size_t>(t * half)), sin(cos.size());
     RopeTables(positions, inv_freq, cos, sin);
     Vec x = Random(t * heads * spec.head_dim, rng);
@@ -96,8 +96,8 @@ TEST(RefGrad, Attention) {
     SCOPED_TRACE(::testing::Message()
                  << "T=" << c.t << " H=" << c.h << " Hkv=" << c.hkv << " Dh=" << c.dh);
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.dh));
-    Vec q = Random(c.t * c.h * c.dh, rng, -2.0, 2.0), k = Random(c.t * c.hkv * c.dh, rng, -2.0, 2.0),
-        v = Random(c.t * c.hkv * c.dh, rng);
+    Vec q = Random(c.t * c.h * c.dh, rng, -2.0, 2.0),
+        k = Random(c.t * c.hkv * c.dh, rng, -2.0, 2.0), v = Random(c.t * c.hkv * c.dh, rng);
     Vec o(q.size()), probs(static_cast<size_t>(c.h * c.t * c.t));
     auto forward = [&] {
       ref::Attention(q, k, v, o, probs, c.t, c.h, c.hkv, c.dh, scale);

@@ -18,37 +18,40 @@ using testing::FVec;
 using testing::ToFloat;
 using testing::Vec;
 
-// Tolerances (scaled error, float vs double).
+// Tolerances (scaled error, float vs double); observed maxima are 10-20x smaller.
 constexpr double kMatMulTol = 1e-5;
-constexpr double kRmsNormTol = 1e-5;
+constexpr double kRmsNormTol = 2e-6;
 constexpr double kRopeTol = 1e-6;
-constexpr double kAttentionTol = 1e-5;
-constexpr double kSwiGluTol = 1e-6;
-constexpr double kRouterTol = 1e-5;
+constexpr double kAttentionTol = 5e-6;
+constexpr double kSwiGluTol = 2e-6;
+constexpr double kRouterTol = 2e-6;
 constexpr double kEmbeddingBackwardTol = 1e-6;  // forward is an exact copy
-constexpr double kCrossEntropyTol = 1e-5;
+constexpr double kCrossEntropyTol = 1e-6;
+// Logits ~1000: the saved float logsumexp alone is off by up to ulp(1000)/2 = 3e-5, which
+// every softmax value in backward inherits. (Without max-subtraction the result is NaN.)
+constexpr double kCrossEntropyLargeLogitTol = 1e-4;
 
-#define PQ_FORWARD_OP(ns, Name)              \
-  template <typename... A>                   \
-  static void Name(A&&... a) {               \
-    ns::Name(std::forward<A>(a)...);         \
+#define PQ_FORWARD_OP(ns, Name)      \
+  template <typename... A>           \
+  static void Name(A&&... a) {       \
+    ns::Name(std::forward<A>(a)...); \
   }
-#define PQ_OP_SET(ns)                                                                     \
-  PQ_FORWARD_OP(ns, MatMul)                                                               \
-  PQ_FORWARD_OP(ns, MatMulBackward)                                                       \
-  PQ_FORWARD_OP(ns, RmsNorm)                                                              \
-  PQ_FORWARD_OP(ns, RmsNormBackward)                                                      \
-  PQ_FORWARD_OP(ns, Rope)                                                                 \
-  PQ_FORWARD_OP(ns, RopeBackward)                                                         \
-  PQ_FORWARD_OP(ns, Attention)                                                            \
-  PQ_FORWARD_OP(ns, AttentionBackward)                                                    \
-  PQ_FORWARD_OP(ns, SwiGlu)                                                               \
-  PQ_FORWARD_OP(ns, SwiGluBackward)                                                       \
-  PQ_FORWARD_OP(ns, RouterTopK)                                                           \
-  PQ_FORWARD_OP(ns, RouterTopKBackward)                                                   \
-  PQ_FORWARD_OP(ns, Embedding)                                                            \
-  PQ_FORWARD_OP(ns, EmbeddingBackward)                                                    \
-  PQ_FORWARD_OP(ns, CrossEntropy)                                                         \
+#define PQ_OP_SET(ns)                   \
+  PQ_FORWARD_OP(ns, MatMul)             \
+  PQ_FORWARD_OP(ns, MatMulBackward)     \
+  PQ_FORWARD_OP(ns, RmsNorm)            \
+  PQ_FORWARD_OP(ns, RmsNormBackward)    \
+  PQ_FORWARD_OP(ns, Rope)               \
+  PQ_FORWARD_OP(ns, RopeBackward)       \
+  PQ_FORWARD_OP(ns, Attention)          \
+  PQ_FORWARD_OP(ns, AttentionBackward)  \
+  PQ_FORWARD_OP(ns, SwiGlu)             \
+  PQ_FORWARD_OP(ns, SwiGluBackward)     \
+  PQ_FORWARD_OP(ns, RouterTopK)         \
+  PQ_FORWARD_OP(ns, RouterTopKBackward) \
+  PQ_FORWARD_OP(ns, Embedding)          \
+  PQ_FORWARD_OP(ns, EmbeddingBackward)  \
+  PQ_FORWARD_OP(ns, CrossEntropy)       \
   PQ_FORWARD_OP(ns, CrossEntropyBackward)
 
 struct CpuOps {
@@ -62,16 +65,24 @@ struct RefFloatOps {
 struct Tensor {
   Vec d;
   FVec f;
-  explicit Tensor(Vec v) : d(std::move(v)), f(ToFloat(d)) {}
+  Vec init;  // initial values (what a gradient accumulates onto)
+  explicit Tensor(Vec v) : d(std::move(v)), f(ToFloat(d)), init(d) {}
   Tensor(int64_t n, std::mt19937& rng, double lo = -1.0, double hi = 1.0)
       : Tensor(testing::Random(n, rng, lo, hi)) {}
+  // An op output (initial values overwritten): scaled by max |ref|.
   void Expect(double tol, const std::string& what) const { ExpectScaledNear(f, d, tol, what); }
+  // An accumulated gradient: scaled by the larger of the result and the op's contribution,
+  // so a sum that happens to cancel to ~0 is not judged by its own tiny size.
+  void ExpectGrad(double tol, const std::string& what) const {
+    ExpectScaledNear(f, d, tol, what,
+                     std::max(testing::MaxAbs(d), testing::MaxAbs(testing::Minus(d, init))));
+  }
 };
 
 template <class Ops>
 void MatMulCase(std::mt19937& rng, int64_t t, int64_t k, int64_t n, bool bias) {
-  SCOPED_TRACE(::testing::Message() << "MatMul T=" << t << " K=" << k << " N=" << n
-                                    << " bias=" << bias);
+  SCOPED_TRACE(::testing::Message()
+               << "MatMul T=" << t << " K=" << k << " N=" << n << " bias=" << bias);
   const Tensor x(t * k, rng), w(n * k, rng), b(bias ? n : 0, rng), dy(t * n, rng);
   Tensor y(t * n, rng), dx(t * k, rng), dw(n * k, rng), db(bias ? n : 0, rng);
   ref::MatMul(x.d, w.d, b.d, y.d, t, k, n);
@@ -79,9 +90,9 @@ void MatMulCase(std::mt19937& rng, int64_t t, int64_t k, int64_t n, bool bias) {
   y.Expect(kMatMulTol, "y");
   ref::MatMulBackward(dy.d, x.d, w.d, dx.d, dw.d, db.d, t, k, n);
   Ops::MatMulBackward(dy.f, x.f, w.f, dx.f, dw.f, db.f, t, k, n);
-  dx.Expect(kMatMulTol, "dx");
-  dw.Expect(kMatMulTol, "dw");
-  db.Expect(kMatMulTol, "db");
+  dx.ExpectGrad(kMatMulTol, "dx");
+  dw.ExpectGrad(kMatMulTol, "dw");
+  db.ExpectGrad(kMatMulTol, "db");
 }
 
 template <class Ops>
@@ -95,8 +106,8 @@ void RmsNormCase(std::mt19937& rng, int64_t t, int64_t d, float offset) {
   rstd.Expect(kRmsNormTol, "rstd");
   ref::RmsNormBackward(dy.d, x.d, w.d, rstd.d, offset, dx.d, dw.d, t, d);
   Ops::RmsNormBackward(dy.f, x.f, w.f, rstd.f, offset, dx.f, dw.f, t, d);
-  dx.Expect(kRmsNormTol, "dx");
-  dw.Expect(kRmsNormTol, "dw");
+  dx.ExpectGrad(kRmsNormTol, "dx");
+  dw.ExpectGrad(kRmsNormTol, "dw");
 }
 
 template <class Ops>
@@ -120,16 +131,16 @@ void RopeCase(std::mt19937& rng, int64_t t, int64_t heads, RopeSpec spec) {
   Tensor dx(t * heads * spec.head_dim, rng);
   ref::RopeBackward(dx.d, cos, sin, t, heads, spec);
   Ops::RopeBackward(dx.f, cos, sin, t, heads, spec);
-  dx.Expect(kRopeTol, "dx");
+  dx.ExpectGrad(kRopeTol, "dx");
 }
 
 template <class Ops>
 void AttentionCase(std::mt19937& rng, int64_t t, int64_t h, int64_t hkv, int64_t dh) {
-  SCOPED_TRACE(::testing::Message() << "Attention T=" << t << " H=" << h << " Hkv=" << hkv
-                                    << " Dh=" << dh);
+  SCOPED_TRACE(::testing::Message()
+               << "Attention T=" << t << " H=" << h << " Hkv=" << hkv << " Dh=" << dh);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  const Tensor q(t * h * dh, rng, -2.0, 2.0), k(t * hkv * dh, rng, -2.0, 2.0),
-      v(t * hkv * dh, rng), d_o(t * h * dh, rng);
+  const Tensor q(t * h * dh, rng, -2.0, 2.0), k(t * hkv * dh, rng, -2.0, 2.0), v(t * hkv * dh, rng),
+      d_o(t * h * dh, rng);
   Tensor o(t * h * dh, rng), probs(h * t * t, rng);
   ref::Attention(q.d, k.d, v.d, o.d, probs.d, t, h, hkv, dh, scale);
   Ops::Attention(q.f, k.f, v.f, o.f, probs.f, t, h, hkv, dh, scale);
@@ -138,16 +149,16 @@ void AttentionCase(std::mt19937& rng, int64_t t, int64_t h, int64_t hkv, int64_t
   Tensor dq(t * h * dh, rng), dk(t * hkv * dh, rng), dv(t * hkv * dh, rng);
   ref::AttentionBackward(d_o.d, q.d, k.d, v.d, probs.d, dq.d, dk.d, dv.d, t, h, hkv, dh, scale);
   Ops::AttentionBackward(d_o.f, q.f, k.f, v.f, probs.f, dq.f, dk.f, dv.f, t, h, hkv, dh, scale);
-  dq.Expect(kAttentionTol, "dq");
-  dk.Expect(kAttentionTol, "dk");
-  dv.Expect(kAttentionTol, "dv");
+  dq.ExpectGrad(kAttentionTol, "dq");
+  dk.ExpectGrad(kAttentionTol, "dk");
+  dv.ExpectGrad(kAttentionTol, "dv");
 }
 
 template <class Ops>
 void SwiGluCase(std::mt19937& rng, int64_t n) {
   SCOPED_TRACE(::testing::Message() << "SwiGlu n=" << n);
   Vec gv = testing::Random(n, rng, -6.0, 6.0);
-  gv[0] = -100.0;  // saturated sigmoid
+  if (n > 2) gv[1] = -100.0;  // saturated sigmoid (not alone: the metric needs a scale)
   const Tensor g(gv), u(n, rng), dh(n, rng);
   Tensor h(n, rng), dg(n, rng), du(n, rng);
   ref::SwiGlu(g.d, u.d, h.d);
@@ -155,14 +166,14 @@ void SwiGluCase(std::mt19937& rng, int64_t n) {
   h.Expect(kSwiGluTol, "h");
   ref::SwiGluBackward(dh.d, g.d, u.d, dg.d, du.d);
   Ops::SwiGluBackward(dh.f, g.f, u.f, dg.f, du.f);
-  dg.Expect(kSwiGluTol, "dg");
-  du.Expect(kSwiGluTol, "du");
+  dg.ExpectGrad(kSwiGluTol, "dg");
+  du.ExpectGrad(kSwiGluTol, "du");
 }
 
 template <class Ops>
 void RouterCase(std::mt19937& rng, int64_t t, int64_t e, int64_t k, bool norm) {
-  SCOPED_TRACE(::testing::Message() << "Router T=" << t << " E=" << e << " K=" << k
-                                    << " norm=" << norm);
+  SCOPED_TRACE(::testing::Message()
+               << "Router T=" << t << " E=" << e << " K=" << k << " norm=" << norm);
   const Tensor logits(t * e, rng, -3.0, 3.0), dw(t * k, rng);
   Tensor probs(t * e, rng), weights(t * k, rng), dl(t * e, rng);
   std::vector<int32_t> idx_d(static_cast<size_t>(t * k)), idx_f(idx_d.size());
@@ -173,7 +184,7 @@ void RouterCase(std::mt19937& rng, int64_t t, int64_t e, int64_t k, bool norm) {
   weights.Expect(kRouterTol, "weights");
   ref::RouterTopKBackward(dw.d, probs.d, idx_d, dl.d, t, e, k, norm);
   Ops::RouterTopKBackward(dw.f, probs.f, idx_f, dl.f, t, e, k, norm);
-  dl.Expect(kRouterTol, "dlogits");
+  dl.ExpectGrad(kRouterTol, "dlogits");
 }
 
 template <class Ops>
@@ -189,13 +200,14 @@ void EmbeddingCase(std::mt19937& rng, int64_t rows, int64_t d, int64_t t) {
   y.Expect(0.0, "y");
   ref::EmbeddingBackward(dy.d, ids, dt.d, d);
   Ops::EmbeddingBackward(dy.f, ids, dt.f, d);
-  dt.Expect(kEmbeddingBackwardTol, "dtable");
+  dt.ExpectGrad(kEmbeddingBackwardTol, "dtable");
 }
 
 template <class Ops>
-void CrossEntropyCase(std::mt19937& rng, int64_t t, int64_t vocab, double logit_range) {
-  SCOPED_TRACE(::testing::Message() << "CrossEntropy T=" << t << " V=" << vocab
-                                    << " range=" << logit_range);
+void CrossEntropyCase(std::mt19937& rng, int64_t t, int64_t vocab, double logit_range,
+                      double tol = kCrossEntropyTol) {
+  SCOPED_TRACE(::testing::Message()
+               << "CrossEntropy T=" << t << " V=" << vocab << " range=" << logit_range);
   std::vector<int32_t> targets(static_cast<size_t>(t));
   std::uniform_int_distribution<int32_t> target(-1, static_cast<int32_t>(vocab - 1));
   for (int32_t& i : targets) i = target(rng);
@@ -203,12 +215,12 @@ void CrossEntropyCase(std::mt19937& rng, int64_t t, int64_t vocab, double logit_
   Tensor nll(t, rng), lse(t, rng), dl(t * vocab, rng);
   ref::CrossEntropy(logits.d, targets, nll.d, lse.d, t, vocab);
   Ops::CrossEntropy(logits.f, targets, nll.f, lse.f, t, vocab);
-  nll.Expect(kCrossEntropyTol, "nll");
-  lse.Expect(kCrossEntropyTol, "logsumexp");
+  nll.Expect(tol, "nll");
+  lse.Expect(tol, "logsumexp");
   const double scale = 1.0 / static_cast<double>(t);
   ref::CrossEntropyBackward(logits.d, targets, lse.d, scale, dl.d, t, vocab);
   Ops::CrossEntropyBackward(logits.f, targets, lse.f, static_cast<float>(scale), dl.f, t, vocab);
-  dl.Expect(kCrossEntropyTol, "dlogits");
+  dl.ExpectGrad(tol, "dlogits");
 }
 
 template <class Ops>
@@ -223,7 +235,7 @@ void AllCases() {
     MatMulCase<Ops>(rng, 200, 33, 200, bias);
   }
   for (const float offset : {0.0f, 1.0f}) {
-    RmsNormCase<Ops>(rng, 1, 1, offset);
+    RmsNormCase<Ops>(rng, 1, 3, offset);  // D=1 is pure cancellation
     RmsNormCase<Ops>(rng, 1, 7, offset);
     RmsNormCase<Ops>(rng, 5, 33, offset);
     RmsNormCase<Ops>(rng, 67, 130, offset);
@@ -249,6 +261,7 @@ void AllCases() {
     RouterCase<Ops>(rng, 3, 9, 9, norm);
     RouterCase<Ops>(rng, 67, 64, 8, norm);
     RouterCase<Ops>(rng, 200, 16, 4, norm);
+    RouterCase<Ops>(rng, 512, 64, 8, norm);  // enough work to split backward too
   }
   EmbeddingCase<Ops>(rng, 1, 1, 1);
   EmbeddingCase<Ops>(rng, 11, 7, 5);
@@ -259,7 +272,7 @@ void AllCases() {
   CrossEntropyCase<Ops>(rng, 67, 257, 5.0);
   CrossEntropyCase<Ops>(rng, 3, 5000, 5.0);
   CrossEntropyCase<Ops>(rng, 64, 1100, 5.0);
-  CrossEntropyCase<Ops>(rng, 5, 300, 5000.0);  // would overflow exp without max-subtraction
+  CrossEntropyCase<Ops>(rng, 5, 300, 1000.0, kCrossEntropyLargeLogitTol);
 }
 
 TEST(CpuParity, AllOpsOneThread) {

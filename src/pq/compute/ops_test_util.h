@@ -42,26 +42,25 @@ inline double MaxAbs(const Vec& v) {
   return m;
 }
 
-// max_i |got_i - want_i| / max_i |want_i|: the error relative to the tensor's scale
-// (elementwise relative error is meaningless where a value cancels to ~0).
+// max_i |got_i - want_i| / scale, scale = max_i |want_i| unless given: the error relative to
+// the tensor's scale (elementwise relative error is meaningless where a value cancels to ~0).
 template <typename G>
-double ScaledError(const std::vector<G>& got, const Vec& want) {
+double ScaledError(const std::vector<G>& got, const Vec& want, double scale = -1.0) {
   EXPECT_EQ(got.size(), want.size());
   double err = 0.0;
   for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
     const double d = std::abs(static_cast<double>(got[i]) - want[i]);
     if (!(d <= err)) err = d;  // NaN propagates
   }
-  const double scale = MaxAbs(want);
+  if (scale < 0.0) scale = MaxAbs(want);
   return scale > 0.0 ? err / scale : err;
 }
 
 template <typename G>
 void ExpectScaledNear(const std::vector<G>& got, const Vec& want, double tol,
-                      const std::string& what) {
-  const double err = ScaledError(got, want);
-  EXPECT_LE(err, tol) << what << ": max error / max |value| = " << err << " (tolerance " << tol
-                      << ")";
+                      const std::string& what, double scale = -1.0) {
+  const double err = ScaledError(got, want, scale);
+  EXPECT_LE(err, tol) << what << ": max error / scale = " << err << " (tolerance " << tol << ")";
 }
 
 // Central differences of L(p) = sum(r . forward()) w.r.t. every element of `param` (perturbed
@@ -91,8 +90,8 @@ inline void ExpectGradient(Vec& param, const Vec& analytic, const std::function<
   }
   EXPECT_GT(MaxAbs(numeric), 1e-3) << what << ": degenerate check, gradient is ~0";
   const double err = ScaledError(analytic, numeric);
-  EXPECT_LE(err, kGradTol) << what << ": analytic vs central differences, max error / max |grad| = "
-                           << err;
+  EXPECT_LE(err, kGradTol) << what
+                           << ": analytic vs central differences, max error / max |grad| = " << err;
 }
 
 // A gradient buffer prefilled with random values, so checks also prove backward ACCUMULATES.

@@ -215,8 +215,10 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
   layout.num_layers = IntField(config, "num_hidden_layers", -1);
   if (layout.num_layers <= 0)
     return InvalidArgument("config.json: num_hidden_layers missing or not positive");
-  layout.num_experts =
-      layout.arch->expert_tensors.empty() ? 0 : IntField(config, "num_experts", -1);
+  // transformers v5 writes num_local_experts; older configs num_experts.
+  layout.num_experts = layout.arch->expert_tensors.empty()
+                           ? 0
+                           : IntField(config, "num_experts", IntField(config, "num_local_experts", -1));
   if (!layout.arch->expert_tensors.empty() && layout.num_experts <= 0)
     return InvalidArgument("config.json: num_experts missing for an MoE architecture");
   layout.tie_word_embeddings = config.value("tie_word_embeddings", false);

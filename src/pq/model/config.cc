@@ -87,7 +87,8 @@ Result<ModelConfig> ParseModelConfig(const json& c, const std::string& arch) {
   m.qkv_bias = arch == "qwen2" || c.value("attention_bias", false);
   m.qk_norm = arch == "qwen3" || arch == "qwen3_moe";
   if (arch == "qwen3_moe") {
-    PQ_RETURN_IF_ERROR(GetInt(c, "num_experts", &m.num_experts, true));
+    PQ_RETURN_IF_ERROR(GetInt(c, "num_local_experts", &m.num_experts, false));  // transformers v5
+    PQ_RETURN_IF_ERROR(GetInt(c, "num_experts", &m.num_experts, m.num_experts == 0));
     PQ_RETURN_IF_ERROR(GetInt(c, "num_experts_per_tok", &m.top_k, true));
     PQ_RETURN_IF_ERROR(GetInt(c, "moe_intermediate_size", &m.moe_intermediate, true));
     PQ_RETURN_IF_ERROR(GetInt(c, "decoder_sparse_step", &m.decoder_sparse_step, false));

@@ -49,6 +49,8 @@ Regex::Regex(std::string pattern, std::unique_ptr<Code> code)
     : pattern_(std::move(pattern)), code_(std::move(code)) {}
 
 Regex::~Regex() = default;
+Regex::Regex(Regex&&) noexcept = default;
+Regex& Regex::operator=(Regex&&) noexcept = default;
 
 namespace {
 

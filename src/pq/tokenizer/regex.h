@@ -27,8 +27,8 @@ class Regex {
   // A regex that matches `literal` exactly (what HF does for a {"String": ...} pattern).
   static Result<Regex> Literal(std::string_view literal);
 
-  Regex(Regex&&) noexcept = default;
-  Regex& operator=(Regex&&) noexcept = default;
+  Regex(Regex&&) noexcept;
+  Regex& operator=(Regex&&) noexcept;
   ~Regex();
 
   // Appends the [begin, end) byte ranges of all matches in `text` (valid UTF-8; the caller
