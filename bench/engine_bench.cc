@@ -1,7 +1,8 @@
 // Forward + backward throughput of the streaming engine on a model: a batch of sequences
 // of random token ids (seeded), loss = mean next-token cross-entropy, full reverse sweep.
 // Prints JSON lines; bench/run_engine_bench.sh pairs it with PyTorch doing the same work.
-// Usage: engine_bench MODEL [--tokens T] [--batch B] [--threads N] [--reps R]
+// Usage: engine_bench MODEL [--tokens T] [--batch B] [--threads N] [--reps R] [--budget-mb M]
+// (--budget-mb: memory for stored layer boundaries; beyond it they spill to /tmp.)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,11 +17,12 @@
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MODEL [--tokens T] [--batch B] [--threads N] [--reps R]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL [--tokens T] [--batch B] [--threads N] [--reps R] [--budget-mb M]\n", argv[0]);
     return 2;
   }
   int64_t t = 256, batch = 4;
   int threads = 1, reps = 3;
+  long budget_mb = 8192;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const long v = std::atol(argv[i + 1]);
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
     else if (k == "--batch") batch = v;
     else if (k == "--threads") threads = static_cast<int>(v);
     else if (k == "--reps") reps = static_cast<int>(v);
+    else if (k == "--budget-mb") budget_mb = v;
   }
   pq::compute::cpu::SetNumThreads(threads);
   auto src = pq::model::WeightSource::Open(argv[1]);
@@ -48,6 +51,7 @@ int main(int argc, char** argv) {
     const auto a = std::chrono::steady_clock::now();
     pq::engine::RunnerOptions o;
     o.progress = false;
+    o.memory_budget_bytes = static_cast<uint64_t>(budget_mb) << 20;
     pq::engine::Runner run(**src, seqs, o);
     if (!run.Forward(true).ok()) return 1;
     auto h = run.Head({}, true, 1.0 / static_cast<double>(batch * (t - 1)));

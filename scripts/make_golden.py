@@ -144,6 +144,8 @@ DEFINITIONS = {
 
 def _cls(name):
     import transformers
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     return getattr(transformers, name)
 
 

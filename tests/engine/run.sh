@@ -15,9 +15,12 @@
 #     NVFP4A16 on this tiny model (code * f32(s/gs) is not a bf16), so that difference is reported
 #     and bounded by 2e-3, while eval(BF16 copy) must still equal ref_nll(BF16 copy) to 1e-4.
 # (c) eval --reference models/stories260K: KL > 0 for both exports (MXFP8 < NVFP4A16), it equals
-#     the KL ref_nll.py computes (either direction accepted, the one matched is printed), and the
+#     KL(reference || model) that ref_nll.py computes (1e-5 + 1e-3 relative), and the
 #     model against itself gives KL == 0 exactly.
-# (d) scripts/make_golden.py --check: the committed tests/golden fixtures regenerate byte for byte.
+# (d) scripts/make_golden.py --check: the committed tests/golden fixtures regenerate byte for byte;
+#     tests/engine/golden_independent.py: a float64 re-implementation written from
+#     tests/golden/README.md reproduces every reference tensor of every fixture and layout.
+#     (Both also run on their own, without PQ_BIN.)
 #
 # Needs the eval subcommand; exits 1 with a clear message when the binary has none.
 # Works in a temp dir (kept with PQ_KEEP_WORK=1). Prints "N passed, N failed"; exit 1 on failure.
@@ -61,7 +64,7 @@ pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 
-# run NAME -- command...: stdout -> $work/NAME.out (last JSON line -> $work/NAME.json),
+# run NAME -- command...: stdout -> $work/NAME.out (its last JSON object -> $work/NAME.json),
 # stderr -> $work/NAME.err. Returns the command's status; a failure is counted and shown.
 # runq: the same for commands whose stdout need not hold JSON.
 run() { _run 1 "$@"; }
@@ -74,7 +77,20 @@ _run() {
     tail -n 12 "$work/$name.err" | sed 's/^/     | /'
     return 1
   fi
-  grep -E '^[[:space:]]*\{' "$work/$name.out" | tail -n 1 > "$work/$name.json" || true
+  # The JSON object may be pretty-printed over several lines and follow other output:
+  # take the last top-level object on stdout.
+  "$py" - "$work/$name.out" > "$work/$name.json" 2>/dev/null <<'EOF' || true
+import json, sys
+lines = open(sys.argv[1]).read().split("\n")
+for i in range(len(lines) - 1, -1, -1):
+    if lines[i].startswith("{"):
+        try:
+            obj, _ = json.JSONDecoder().raw_decode("\n".join(lines[i:]))
+        except ValueError:
+            continue
+        print(json.dumps(obj))
+        break
+EOF
   if [[ $want_json == 1 && ! -s "$work/$name.json" ]]; then
     bad "$name: no JSON line on stdout of: $*"
     tail -n 5 "$work/$name.out" | sed 's/^/     | /'
@@ -176,7 +192,8 @@ tol = lambda r: 1e-5 + 1e-3 * abs(r)
 if abs(k - fwd) <= tol(fwd):
     print(f"{k!r} == KL(ref||model) {fwd!r} (|diff| {abs(k - fwd):.3g})")
 elif abs(k - rev) <= tol(rev):
-    print(f"{k!r} == KL(model||ref) {rev!r} (|diff| {abs(k - rev):.3g}); note: the other direction than llama.cpp's")
+    print(f"{k!r} == KL(model||ref) {rev!r}, the wrong direction: eval documents KL(reference || model) = {fwd!r}")
+    sys.exit(1)
 else:
     print(f"{k!r} matches neither KL(ref||model) {fwd!r} nor KL(model||ref) {rev!r}")
     sys.exit(1)
@@ -203,6 +220,12 @@ if "$py" "$src/scripts/make_golden.py" --check > "$work/golden.out" 2>&1; then
   ok "scripts/make_golden.py --check: tests/golden is byte-identical to a fresh run"
 else
   bad "scripts/make_golden.py --check:"; grep -v "Loading\|Writing" "$work/golden.out" | tail -n 12 | sed 's/^/     | /'
+fi
+
+if "$py" "$src/tests/engine/golden_independent.py" > "$work/golden_ind.out" 2>&1; then
+  ok "tests/engine/golden_independent.py: $(tail -n 1 "$work/golden_ind.out") (float64 re-implementation from the README)"
+else
+  bad "tests/engine/golden_independent.py:"; grep -v "^ok" "$work/golden_ind.out" | tail -n 20 | sed 's/^/     | /'
 fi
 
 echo "$pass passed, $fail failed"

@@ -29,7 +29,7 @@ constexpr int64_t kMinWorkPerThread = 1 << 15;
 void SetNumThreads(int n) {
   PQ_CHECK(n >= 0, "SetNumThreads: n must be >= 0 (0 = all cores)");
   g_num_threads.store(n);
-  openblas_set_num_threads(NumThreads());
+  openblas_set_num_threads(1);  // we thread around sgemm ourselves (see Gemm)
 }
 
 int NumThreads() {
@@ -53,6 +53,24 @@ void ParallelRange(int64_t n, int64_t work_per_item,
               [&fn](size_t b, size_t e) { fn(static_cast<int64_t>(b), static_cast<int64_t>(e)); });
 }
 
+namespace {
+
+void GemmOne(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+             const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+             int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n),
+              static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b,
+              static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+}
+
+// Work (multiply-adds) below which one more thread does not pay for itself.
+constexpr int64_t kMinGemmWorkPerThread = 1 << 20;
+
+}  // namespace
+
+// OpenBLAS runs single-threaded (its pthread pool spins with sched_yield and fights our own
+// threads on small machines); we split C into row or column blocks, one sgemm per thread.
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   PQ_CHECK(m >= 0 && n >= 0 && k >= 0, "Gemm: negative size");
@@ -64,10 +82,29 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     return;
   }
   PQ_CHECK(std::max({m, n, k, lda, ldb, ldc}) <= INT_MAX, "Gemm: size exceeds BLAS int range");
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n),
-              static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b,
-              static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+  static const bool blas_single = (openblas_set_num_threads(1), true);  // even before SetNumThreads
+  (void)blas_single;
+  const int64_t threads = std::min<int64_t>(
+      {static_cast<int64_t>(NumThreads()), m * n * k / kMinGemmWorkPerThread + 1, std::max(m, n)});
+  if (threads <= 1) {
+    GemmOne(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (m >= n) {  // row blocks of C: rows of op(A)
+    ParallelFor(static_cast<size_t>(m), static_cast<int>(threads), [&](size_t i0, size_t i1) {
+      const auto r = static_cast<int64_t>(i0);
+      const float* a0 = trans_a ? a + r : a + r * lda;
+      GemmOne(trans_a, trans_b, static_cast<int64_t>(i1 - i0), n, k, alpha, a0, lda, b, ldb, beta,
+              c + r * ldc, ldc);
+    });
+  } else {  // column blocks of C: columns of op(B)
+    ParallelFor(static_cast<size_t>(n), static_cast<int>(threads), [&](size_t j0, size_t j1) {
+      const auto col = static_cast<int64_t>(j0);
+      const float* b0 = trans_b ? b + col * ldb : b + col;
+      GemmOne(trans_a, trans_b, m, static_cast<int64_t>(j1 - j0), k, alpha, a, lda, b0, ldb, beta,
+              c + col, ldc);
+    });
+  }
 }
 
 }  // namespace internal

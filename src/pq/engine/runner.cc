@@ -1,6 +1,7 @@
 #include "pq/engine/runner.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "pq/compute/ops.h"
 #include "pq/core/log.h"
@@ -36,7 +37,8 @@ Status Runner::Forward(bool keep_all) {
   for (size_t s = 0; s < seqs_.size(); ++s)
     PQ_RETURN_IF_ERROR(src_.Embed(seqs_[s].ids, Rows(h, offsets_[s], static_cast<int64_t>(seqs_[s].ids.size()), d)));
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
-  Progress progress("forward", static_cast<size_t>(layers));
+  std::optional<Progress> progress;
+  if (opt_.progress) progress.emplace("forward", static_cast<size_t>(layers));
   for (int64_t l = 0; l < layers; ++l) {
     if (keep_all) PQ_RETURN_IF_ERROR(store_.Put(l, h));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
@@ -45,9 +47,9 @@ Status Runner::Forward(bool keep_all) {
       model::DecoderLayerForward(c, w, rope, Rows(h, offsets_[s], t, d), Rows(next, offsets_[s], t, d), t, nullptr);
     }
     h.swap(next);
-    if (opt_.progress) progress.Advance();
+    if (progress) progress->Advance();
   }
-  if (opt_.progress) progress.Finish();
+  if (progress) progress->Finish();
   final_ = std::move(h);
   return Status::Ok();
 }
@@ -98,7 +100,8 @@ Status Runner::Backward(model::LinearObserver* observer, const BoundaryGradFn& o
   if (d_final_.size() != final_.size()) return Internal("Backward needs Head(..., backward=true)");
   std::vector<float> x(final_.size()), dy = d_final_, dx(final_.size());
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
-  Progress progress("backward", static_cast<size_t>(c.num_layers));
+  std::optional<Progress> progress;
+  if (opt_.progress) progress.emplace("backward", static_cast<size_t>(c.num_layers));
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
     PQ_RETURN_IF_ERROR(store_.Get(l, x));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
@@ -113,9 +116,9 @@ Status Runner::Backward(model::LinearObserver* observer, const BoundaryGradFn& o
     }
     if (on_grad) on_grad(l, dx);
     dy.swap(dx);
-    if (opt_.progress) progress.Advance();
+    if (progress) progress->Advance();
   }
-  if (opt_.progress) progress.Finish();
+  if (progress) progress->Finish();
   return Status::Ok();
 }
 

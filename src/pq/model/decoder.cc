@@ -48,8 +48,8 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
     ops::RmsNorm(a.q_pre, w.q_norm, static_cast<float>(c.rms_eps), 0.0f, a.q, a.q_rstd, t * h, dh);
     ops::RmsNorm(a.k_pre, w.k_norm, static_cast<float>(c.rms_eps), 0.0f, a.k, a.k_rstd, t * hkv, dh);
   }
-  ops::Rope(a.q, rope.cos, rope.sin, t, h, Spec(c));
-  ops::Rope(a.k, rope.cos, rope.sin, t, hkv, Spec(c));
+  ops::Rope(a.q, rope.Cos(t), rope.Sin(t), t, h, Spec(c));
+  ops::Rope(a.k, rope.Cos(t), rope.Sin(t), t, hkv, Spec(c));
   a.attn = Zeros(t * h * dh);
   a.probs = Zeros(h * t * t);
   ops::Attention(a.q, a.k, a.v, a.attn, a.probs, t, h, hkv, dh, AttnScale(c));
@@ -66,8 +66,8 @@ void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCa
   LinearBackward(d_o, a.attn, w.o, d_attn, t, obs);
   Vec dq = Zeros(t * h * dh), dk = Zeros(t * hkv * dh), dv = Zeros(t * hkv * dh);
   ops::AttentionBackward(d_attn, a.q, a.k, a.v, a.probs, dq, dk, dv, t, h, hkv, dh, AttnScale(c));
-  ops::RopeBackward(dq, rope.cos, rope.sin, t, h, Spec(c));
-  ops::RopeBackward(dk, rope.cos, rope.sin, t, hkv, Spec(c));
+  ops::RopeBackward(dq, rope.Cos(t), rope.Sin(t), t, h, Spec(c));
+  ops::RopeBackward(dk, rope.Cos(t), rope.Sin(t), t, hkv, Spec(c));
   if (c.qk_norm) {
     Vec dq_pre = Zeros(t * h * dh), dk_pre = Zeros(t * hkv * dh);
     ops::RmsNormBackward(dq, a.q_pre, w.q_norm, a.q_rstd, 0.0f, dq_pre, {}, t * h, dh);

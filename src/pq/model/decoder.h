@@ -27,6 +27,12 @@ struct RopeCache {
   int64_t tokens = 0;
   std::vector<float> cos, sin;
   static RopeCache Make(const ModelConfig& config, int64_t tokens);
+  // The tables of the first t positions.
+  std::span<const float> Cos(int64_t t) const { return std::span(cos).first(Rows(t)); }
+  std::span<const float> Sin(int64_t t) const { return std::span(sin).first(Rows(t)); }
+
+ private:
+  size_t Rows(int64_t t) const { return static_cast<size_t>(t) * (cos.size() / static_cast<size_t>(tokens)); }
 };
 
 // What the backward pass needs from the forward pass of one layer on one sequence.

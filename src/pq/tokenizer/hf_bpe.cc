@@ -223,7 +223,8 @@ Status BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* out) cons
     next[i] = next[j];
     if (next[j] < n) prev[next[j]] = i;
     if (prev[i] < n) {
-      if (const Merge* p = FindMerge(ids[prev[i]], ids[i])) heap.push({p->rank, prev[i], p->new_id});
+      if (const Merge* p = FindMerge(ids[prev[i]], ids[i]))
+        heap.push({p->rank, prev[i], p->new_id});
     }
     if (next[i] < n) {
       if (const Merge* q = FindMerge(ids[i], ids[next[i]])) heap.push({q->rank, i, q->new_id});

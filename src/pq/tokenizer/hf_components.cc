@@ -187,8 +187,8 @@ Status Normalizer::ParseInto(const json& j, const std::string& what, int depth,
       return DataLoss(what + ".normalizers must be an array");
     }
     for (size_t i = 0; i < it->size(); ++i) {
-      PQ_RETURN_IF_ERROR(ParseInto((*it)[i], what + ".normalizers[" + std::to_string(i) + "]",
-                                   depth + 1, steps));
+      PQ_RETURN_IF_ERROR(
+          ParseInto((*it)[i], what + ".normalizers[" + std::to_string(i) + "]", depth + 1, steps));
     }
     return Status::Ok();
   }
@@ -446,8 +446,8 @@ Status PreTokenizer::Apply(std::vector<Piece>* pieces) const {
             p.text = ReplaceLiteral(p.text, " ", step.replacement);
           }
           const bool starts = p.text.compare(0, step.replacement.size(), step.replacement) == 0;
-          if (!starts && (step.prepend == Step::kAlways ||
-                          (step.prepend == Step::kFirst && p.at_origin))) {
+          if (!starts &&
+              (step.prepend == Step::kAlways || (step.prepend == Step::kFirst && p.at_origin))) {
             p.text.insert(0, step.replacement);
           }
           if (step.split) {
@@ -484,8 +484,8 @@ Status Decoder::ParseInto(const json& j, const std::string& what, int depth,
       return DataLoss(what + ".decoders must be an array");
     }
     for (size_t i = 0; i < it->size(); ++i) {
-      PQ_RETURN_IF_ERROR(ParseInto((*it)[i], what + ".decoders[" + std::to_string(i) + "]",
-                                   depth + 1, steps));
+      PQ_RETURN_IF_ERROR(
+          ParseInto((*it)[i], what + ".decoders[" + std::to_string(i) + "]", depth + 1, steps));
     }
     return Status::Ok();
   }

@@ -55,8 +55,8 @@ class Normalizer {
  private:
   struct Step {
     enum Kind { kPrepend, kReplace, kNfc, kNfd, kStrip } kind;
-    std::string text;            // Prepend: the prefix; Replace: the replacement
-    std::optional<Regex> regex;  // Replace
+    std::string text;                  // Prepend: the prefix; Replace: the replacement
+    std::optional<Regex> regex;        // Replace
     bool left = false, right = false;  // Strip
   };
   static Status ParseInto(const nlohmann::json& j, const std::string& what, int depth,
@@ -93,8 +93,8 @@ class PreTokenizer {
 
 // Splits `s` by the matches of `re` with the given behavior (HF NormalizedString::split);
 // `invert` swaps matches and gaps. Appends the non-empty pieces to `out`.
-Status SplitByRegex(const Regex& re, PreTokenizer::Behavior behavior, bool invert,
-                    const Piece& s, std::vector<Piece>* out);
+Status SplitByRegex(const Regex& re, PreTokenizer::Behavior behavior, bool invert, const Piece& s,
+                    std::vector<Piece>* out);
 
 class Decoder {
  public:
@@ -106,9 +106,9 @@ class Decoder {
  private:
   struct Step {
     enum Kind { kByteLevel, kMetaspace, kReplace, kByteFallback, kFuse, kStrip } kind;
-    std::optional<Regex> regex;  // Replace
-    std::string text;            // Replace: replacement; Metaspace/Strip: the character
-    bool prepend_never = false;  // Metaspace
+    std::optional<Regex> regex;   // Replace
+    std::string text;             // Replace: replacement; Metaspace/Strip: the character
+    bool prepend_never = false;   // Metaspace
     int64_t start = 0, stop = 0;  // Strip
   };
   static Status ParseInto(const nlohmann::json& j, const std::string& what, int depth,

@@ -148,7 +148,8 @@ Result<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(const std::string& path,
   const std::string ctx = path + ": ";
   PQ_ASSIGN_OR_RETURN(t->model_, hf::BpeModel::Parse(*mit, ctx + "model"));
   auto part = [&doc](const char* key) { return doc.contains(key) ? doc[key] : json(); };
-  PQ_ASSIGN_OR_RETURN(t->normalizer_, hf::Normalizer::Parse(part("normalizer"), ctx + "normalizer"));
+  PQ_ASSIGN_OR_RETURN(t->normalizer_,
+                      hf::Normalizer::Parse(part("normalizer"), ctx + "normalizer"));
   PQ_ASSIGN_OR_RETURN(t->pre_tokenizer_,
                       hf::PreTokenizer::Parse(part("pre_tokenizer"), ctx + "pre_tokenizer"));
   PQ_ASSIGN_OR_RETURN(t->decoder_, hf::Decoder::Parse(part("decoder"), ctx + "decoder"));
@@ -353,7 +354,8 @@ Result<std::vector<int32_t>> HfTokenizer::Encode(std::string_view text) const {
     if (s.token >= 0) {
       out.push_back(added_[static_cast<size_t>(s.token)].id);
     } else if (s.end > s.begin) {
-      Status st = EncodeText(std::string(text.substr(s.begin, s.end - s.begin)), s.begin == 0, &out);
+      Status st =
+          EncodeText(std::string(text.substr(s.begin, s.end - s.begin)), s.begin == 0, &out);
       if (!st.ok()) return st.WithContext(path_);
     }
   }

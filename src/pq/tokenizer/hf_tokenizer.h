@@ -51,7 +51,7 @@ class HfTokenizer final : public Tokenizer {
   struct Trie {
     struct Node {
       std::vector<std::pair<unsigned char, int32_t>> children;  // sorted by byte
-      int32_t token = -1;  // index into added_, or -1
+      int32_t token = -1;                                       // index into added_, or -1
     };
     std::vector<Node> nodes{Node{}};
     void Insert(std::string_view s, int32_t token);
@@ -80,7 +80,7 @@ class HfTokenizer final : public Tokenizer {
   std::vector<AddedToken> added_;
   std::vector<std::string> normalized_content_;  // per added token (normalized ones)
   Trie raw_trie_, normalized_trie_;
-  std::optional<Regex> word_char_;  // Rust regex \w, for single_word
+  std::optional<Regex> word_char_;    // Rust regex \w, for single_word
   std::vector<int32_t> added_by_id_;  // id -> index into added_, or -1
   int32_t vocab_size_ = 0;
   std::optional<int32_t> bos_id_, eos_id_;

@@ -54,8 +54,7 @@ Regex& Regex::operator=(Regex&&) noexcept = default;
 
 namespace {
 
-Result<std::unique_ptr<Regex::Code>> CompileCode(std::string_view pattern,
-                                                        uint32_t options) {
+Result<std::unique_ptr<Regex::Code>> CompileCode(std::string_view pattern, uint32_t options) {
   int err = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),

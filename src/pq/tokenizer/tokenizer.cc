@@ -97,8 +97,9 @@ Result<std::vector<int32_t>> ReadTokenIds(const std::string& path) {
     }
   }
   if (ids.empty()) {
-    return InvalidArgument(path + ": no token ids in the file (expected decimal ids separated "
-                                  "by whitespace)");
+    return InvalidArgument(path +
+                           ": no token ids in the file (expected decimal ids separated "
+                           "by whitespace)");
   }
   return ids;
 }

@@ -112,8 +112,7 @@ TEST(TokenizerInterop, RunCases) {
     }
     out.close();
     ASSERT_TRUE(out.good()) << "writing " << out_path;
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[interop] %s %s: %zu inputs in %.2f s\n", kind.c_str(),
                 CaseString(c, kind == "nfc" ? "input" : "tokenizer").c_str(), count, s);
   }
