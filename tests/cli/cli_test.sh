@@ -59,5 +59,26 @@ cp "$work/ok/config.json" "$work/broken/"
 cp "$work/dense/model.safetensors" "$work/broken/"
 expect 1 "violation" -- "$bin" inspect "$work/broken"
 
+# eval on bad input: empty text, unknown architecture, missing tensors, shape mismatch,
+# unreadable tokenizer.
+text="$src/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
+[[ -f "$text" ]] || { head -c 3000 "$model/SOURCE.md" > "$work/text.txt"; text="$work/text.txt"; }
+: > "$work/empty.txt"
+expect 2 "no documents" -- "$bin" eval "$model" --text "$work/empty.txt"
+expect 2 "text.*cannot open|cannot open" -- "$bin" eval "$model" --text "$work/none.txt"
+for case in arch layers hidden tok; do
+  mkdir -p "$work/m-$case"; cp "$model"/* "$work/m-$case/"
+done
+sed -i 's/LlamaForCausalLM/GPT2LMHeadModel/; s/"model_type": "llama"/"model_type": "gpt2"/' "$work/m-arch/config.json"
+sed -i 's/"num_hidden_layers": 5/"num_hidden_layers": 6/' "$work/m-layers/config.json"
+sed -i 's/"hidden_size": 64/"hidden_size": 32/' "$work/m-hidden/config.json"
+printf '{"model": {"type": "BPE", "vocab": ' > "$work/m-tok/tokenizer.json"
+expect 2 "unsupported architecture" -- "$bin" eval "$work/m-arch" --text "$text" --max-docs 2 --split paragraphs
+expect 2 "model.layers.5" -- "$bin" eval "$work/m-layers" --text "$text" --max-docs 2 --split paragraphs
+expect 2 "q_proj|shape|hidden" -- "$bin" eval "$work/m-hidden" --text "$text" --max-docs 2 --split paragraphs
+expect 2 "tokenizer.json" -- "$bin" eval "$work/m-tok" --text "$text" --max-docs 2 --split paragraphs
+expect 2 "stride" -- "$bin" eval "$model" --text "$text" --ctx 16 --stride 16
+expect 2 "exactly one" -- "$bin" eval "$model"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

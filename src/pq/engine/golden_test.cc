@@ -130,3 +130,43 @@ TEST(Golden, EveryArchitectureMatchesTransformers) {
 
 }  // namespace
 }  // namespace pq::engine
+
+namespace pq::engine {
+namespace {
+
+// Boundaries spilled to a file (memory budget 0) give exactly the in-memory results.
+TEST(Runner, SpilledBoundariesMatchInMemory) {
+  const std::string model = std::string(PQ_SOURCE_DIR) + "/models/stories260K";
+  auto src = model::WeightSource::Open(model);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  std::vector<Sequence> seqs(3);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    for (int i = 0; i < 20 + static_cast<int>(s) * 7; ++i)
+      seqs[s].ids.push_back(static_cast<int32_t>((i * 37 + static_cast<int>(s) * 11) % 512));
+    seqs[s].targets.assign(seqs[s].ids.begin() + 1, seqs[s].ids.end());
+    seqs[s].targets.push_back(-1);
+  }
+  auto run = [&](uint64_t budget, bool* spilled) {
+    RunnerOptions o;
+    o.memory_budget_bytes = budget;
+    o.progress = false;
+    Runner r(**src, seqs, o);
+    EXPECT_TRUE(r.Forward(true).ok());
+    EXPECT_TRUE(r.Head({}, true, 0.01).ok());
+    std::vector<float> grads;
+    EXPECT_TRUE(r.Backward(nullptr, [&](int64_t, std::span<const float> g) {
+                   grads.insert(grads.end(), g.begin(), g.end());
+                 }).ok());
+    *spilled = r.spilled();
+    return grads;
+  };
+  bool spilled_mem = true, spilled_file = false;
+  const auto a = run(1ull << 30, &spilled_mem), b = run(0, &spilled_file);
+  EXPECT_FALSE(spilled_mem);
+  EXPECT_TRUE(spilled_file);
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace pq::engine

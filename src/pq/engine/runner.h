@@ -58,6 +58,8 @@ class Runner {
   Status Backward(model::LinearObserver* observer, const BoundaryGradFn& on_grad);
 
   int64_t total_tokens() const { return total_tokens_; }
+  // Whether the stored boundaries went to the spill file.
+  bool spilled() const { return store_.spilled(); }
   size_t offset(size_t seq) const { return offsets_[seq]; }
 
  private:
