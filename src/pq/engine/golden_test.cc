@@ -126,6 +126,19 @@ TEST(Golden, EveryArchitectureMatchesTransformers) {
         ++checked;
       }
   EXPECT_GE(checked, 6) << "expected every architecture's fixture (and the packed MoE layout)";
+  // Hub-style configs (top-level rope_theta / rope_scaling, num_experts) give the same model.
+  for (const auto& dir : fixtures) {
+    if (!fs::exists(dir + "/config_legacy.json")) continue;
+    const fs::path tmp = fs::temp_directory_path() / ("pq_golden_legacy_" + fs::path(dir).filename().string());
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    fs::copy_file(dir + "/model/model.safetensors", tmp / "model.safetensors");
+    fs::copy_file(dir + "/config_legacy.json", tmp / "config.json");
+    CheckFixture(dir, tmp.string());
+    fs::remove_all(tmp);
+    ++checked;
+  }
+  EXPECT_GE(checked, 9);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <system_error>
 #include <unordered_map>
 #include <utility>
 
@@ -42,7 +43,9 @@ std::optional<std::string> ConfigTokenName(const json& config, const char* key) 
 // before $A, RobertaProcessing/BertProcessing's cls; Sequence processors are searched in order.
 std::optional<std::string> PostProcessorBos(const json& pp, int depth, int32_t* id_out) {
   if (!pp.is_object() || depth > 8) return std::nullopt;
-  const std::string type = pp.value("type", "");
+  auto type_it = pp.find("type");
+  if (type_it == pp.end() || !type_it->is_string()) return std::nullopt;
+  const std::string type = type_it->get<std::string>();
   if (type == "Sequence") {
     auto it = pp.find("processors");
     if (it == pp.end() || !it->is_array()) return std::nullopt;
@@ -159,10 +162,11 @@ Result<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(const std::string& path,
   t->kind_ = t->pre_tokenizer_.has_byte_level() ? "byte-level"
              : t->model_.byte_fallback()        ? "SentencePiece-style"
                                                 : "plain";
-  PQ_ASSIGN_OR_RETURN(json config, config_path.empty() || !std::filesystem::exists(config_path)
-                                       ? Result<json>(json())
-                                       : io::ReadJsonFile(config_path));
-  t->ReadSpecialIds(doc, config_path);
+  std::error_code ec;
+  const bool have_config = !config_path.empty() && std::filesystem::exists(config_path, ec);
+  PQ_ASSIGN_OR_RETURN(json config,
+                      have_config ? io::ReadJsonFile(config_path) : Result<json>(json()));
+  t->ReadSpecialIds(doc);
   if (config.is_object()) {
     auto resolve = [&](const char* key) -> std::optional<int32_t> {
       auto name = ConfigTokenName(config, key);
@@ -247,7 +251,7 @@ Status HfTokenizer::ParseAddedTokens(const json& doc) {
   return Status::Ok();
 }
 
-void HfTokenizer::ReadSpecialIds(const json& doc, const std::string& /*config_path*/) {
+void HfTokenizer::ReadSpecialIds(const json& doc) {
   auto pp = doc.find("post_processor");
   if (pp == doc.end()) return;
   int32_t id = -1;

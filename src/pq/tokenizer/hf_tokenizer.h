@@ -67,7 +67,8 @@ class HfTokenizer final : public Tokenizer {
 
   HfTokenizer() = default;
   Status ParseAddedTokens(const nlohmann::json& doc);
-  void ReadSpecialIds(const nlohmann::json& doc, const std::string& config_path);
+  // bos_id_ from the post-processor (TemplateProcessing / Roberta / Bert, or a Sequence).
+  void ReadSpecialIds(const nlohmann::json& doc);
   Result<std::vector<Segment>> FindAdded(std::string_view text, const Trie& trie) const;
   Status EncodeText(std::string text, bool at_origin, std::vector<int32_t>* out) const;
 

@@ -229,6 +229,61 @@ TEST_F(TokenizerTest, LoadErrors) {
   ExpectError(LoadTokenizer(Path("tiny.bin")).status(), {Path("tiny.bin"), "259"});
 }
 
+// Malformed documents of the right overall shape give errors, never crashes or exceptions.
+TEST_F(TokenizerTest, MalformedTokenizerJson) {
+  const std::string vocab = R"("vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"])";
+  const std::vector<std::string> docs = {
+      R"({"model": 5})",
+      R"({"model": {"type": 5}})",
+      R"({"model": {"type": "BPE", "vocab": [], "merges": []}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 1e10}, "merges": []}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [5]}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a a a"]}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a"]]}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": {}}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": 3}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": "y"}})",
+      R"({"added_tokens": {}, "model": {"type": "BPE", )" + vocab + "}}",
+      R"({"added_tokens": [5], "model": {"type": "BPE", )" + vocab + "}}",
+      R"({"added_tokens": [{"id": 9}], "model": {"type": "BPE", )" + vocab + "}}",
+      R"({"added_tokens": [{"content": "x", "lstrip": 1}], "model": {"type": "BPE", )" + vocab +
+          "}}",
+      R"({"normalizer": {"type": "Sequence"}, "model": {"type": "BPE", )" + vocab + "}}",
+      R"({"normalizer": {"type": "Replace", "pattern": {"Foo": "x"}, "content": "y"},
+          "model": {"type": "BPE", )" +
+          vocab + "}}",
+      R"({"normalizer": [1], "model": {"type": "BPE", )" + vocab + "}}",
+      R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Bad"},
+          "model": {"type": "BPE", )" +
+          vocab + "}}",
+      R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "ab"},
+          "model": {"type": "BPE", )" +
+          vocab + "}}",
+      R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "_", "prepend_scheme": "x"},
+          "model": {"type": "BPE", )" +
+          vocab + "}}",
+      R"({"decoder": {"type": "Strip", "content": " ", "start": -1, "stop": 0},
+          "model": {"type": "BPE", )" +
+          vocab + "}}",
+      R"({"post_processor": {"type": 7}, "model": {"type": "BPE", )" + vocab + "}}",
+      R"({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": 1}]},
+          "model": {"type": "BPE", )" +
+          vocab + "}}",
+  };
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const std::string path = Path("bad" + std::to_string(i) + ".json");
+    WriteAll(path, docs[i]);
+    auto t = LoadTokenizer(path);
+    if (!t.ok()) {
+      EXPECT_NE(t.status().message().find(path), std::string::npos) << t.status().message();
+    } else {
+      EXPECT_TRUE((*t)->Encode("ab ab").ok()) << docs[i];
+    }
+  }
+}
+
 TEST_F(TokenizerTest, LoadPicksTokenizerBinInDirectory) {
   PQ_REQUIRE_ASSET(kTok512);
   WriteAll(Path("tokenizer.bin"), ReadAll(kTok512));
