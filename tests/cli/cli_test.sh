@@ -80,5 +80,15 @@ expect 2 "tokenizer.json" -- "$bin" eval "$work/m-tok" --text "$text" --max-docs
 expect 2 "stride" -- "$bin" eval "$model" --text "$text" --ctx 16 --stride 16
 expect 2 "exactly one" -- "$bin" eval "$model"
 
+# Pre-tokenized input: `tokenize` then `eval --tokens` gives the same numbers as `eval --text`.
+"$bin" tokenize "$model" --text "$text" --split paragraphs --max-docs 30 > "$work/ids.txt"
+a=$("$bin" eval "$model" --text "$text" --split paragraphs --max-docs 30 --json | grep -E '"(mean_nll|tokens)"')
+b=$("$bin" eval "$model" --tokens "$work/ids.txt" --json | grep -E '"(mean_nll|tokens)"')
+if [[ -n "$a" && "$a" == "$b" ]]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --tokens '$b' != --text '$a'" >&2; fi
+echo "1 2 x3" > "$work/badids.txt"
+expect 2 "x3" -- "$bin" eval "$model" --tokens "$work/badids.txt"
+echo "1 2 99999" > "$work/bigids.txt"
+expect 2 "99999" -- "$bin" eval "$model" --tokens "$work/bigids.txt"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

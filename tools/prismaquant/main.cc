@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   pq::cli::AddInspectCommand(app, &exit_code);
   pq::cli::AddImportLlama2cCommand(app, &exit_code);
   pq::cli::AddEvalCommand(app, &exit_code);
+  pq::cli::AddTokenizeCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);
