@@ -1,0 +1,1 @@
+// placeholder (the allocator implementation replaces this)
