@@ -20,9 +20,14 @@ std::span<float> Rows(std::vector<float>& v, size_t off, int64_t t, int64_t d) {
 Runner::Runner(const model::WeightSource& source, std::span<const Sequence> seqs, RunnerOptions o)
     : src_(source), seqs_(seqs.begin(), seqs.end()), opt_(std::move(o)) {
   for (const auto& s : seqs_) {
+    const auto t = static_cast<int64_t>(s.ids.size());
     offsets_.push_back(static_cast<size_t>(total_tokens_));
-    total_tokens_ += static_cast<int64_t>(s.ids.size());
-    max_tokens_ = std::max(max_tokens_, static_cast<int64_t>(s.ids.size()));
+    if (batches_.empty() || batches_.back().tokens + t > opt_.batch_tokens)
+      batches_.push_back({static_cast<size_t>(total_tokens_), 0, {}});
+    batches_.back().tokens += t;
+    batches_.back().lens.push_back(t);
+    total_tokens_ += t;
+    max_tokens_ = std::max(max_tokens_, t);
   }
 }
 
@@ -42,10 +47,9 @@ Status Runner::Forward(bool keep_all) {
   for (int64_t l = 0; l < layers; ++l) {
     if (keep_all) PQ_RETURN_IF_ERROR(store_.Put(l, h));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
-    for (size_t s = 0; s < seqs_.size(); ++s) {
-      const auto t = static_cast<int64_t>(seqs_[s].ids.size());
-      model::DecoderLayerForward(c, w, rope, Rows(h, offsets_[s], t, d), Rows(next, offsets_[s], t, d), t, nullptr);
-    }
+    for (const Batch& b : batches_)
+      model::DecoderLayerForward(c, w, rope, Rows(h, b.offset, b.tokens, d),
+                                 Rows(next, b.offset, b.tokens, d), b.lens, nullptr);
     h.swap(next);
     if (progress) progress->Advance();
   }
@@ -105,14 +109,13 @@ Status Runner::Backward(model::LinearObserver* observer, const BoundaryGradFn& o
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
     PQ_RETURN_IF_ERROR(store_.Get(l, x));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
-    for (size_t s = 0; s < seqs_.size(); ++s) {
-      const auto t = static_cast<int64_t>(seqs_[s].ids.size());
+    for (const Batch& b : batches_) {
       model::LayerActs acts;
-      std::vector<float> y(static_cast<size_t>(t * d));
-      const auto xs = Rows(x, offsets_[s], t, d);
-      model::DecoderLayerForward(c, w, rope, xs, y, t, &acts);  // recompute from the saved input
-      model::DecoderLayerBackward(c, w, rope, xs, acts, Rows(dy, offsets_[s], t, d),
-                                  Rows(dx, offsets_[s], t, d), t, observer);
+      std::vector<float> y(static_cast<size_t>(b.tokens * d));
+      const auto xs = Rows(x, b.offset, b.tokens, d);
+      model::DecoderLayerForward(c, w, rope, xs, y, b.lens, &acts);  // recompute from saved input
+      model::DecoderLayerBackward(c, w, rope, xs, acts, Rows(dy, b.offset, b.tokens, d),
+                                  Rows(dx, b.offset, b.tokens, d), b.lens, observer);
     }
     if (on_grad) on_grad(l, dx);
     dy.swap(dx);

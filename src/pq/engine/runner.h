@@ -26,6 +26,7 @@ struct Sequence {
 struct RunnerOptions {
   uint64_t memory_budget_bytes = 8ull << 30;  // for the stored layer boundaries
   std::string work_dir;                       // where boundaries spill ("" = /tmp)
+  int64_t batch_tokens = 2048;                // sequences run together up to this many tokens
   bool progress = true;
 };
 
@@ -67,6 +68,12 @@ class Runner {
   std::vector<Sequence> seqs_;
   RunnerOptions opt_;
   std::vector<size_t> offsets_;  // token offset of each sequence
+  struct Batch {
+    size_t offset = 0;           // first token row
+    int64_t tokens = 0;
+    std::vector<int64_t> lens;   // its sequences' lengths
+  };
+  std::vector<Batch> batches_;   // consecutive sequences run through a layer together
   int64_t total_tokens_ = 0, max_tokens_ = 0;
   BoundaryStore store_;
   std::vector<float> final_;     // boundary L [sum T, D]

@@ -30,9 +30,28 @@ compute::RopeSpec Spec(const ModelConfig& c) { return {static_cast<int>(c.head_d
 
 float AttnScale(const ModelConfig& c) { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
 
+std::span<float> Slice(Vec& v, size_t off, int64_t n) {
+  return std::span<float>(v).subspan(off, static_cast<size_t>(n));
+}
+std::span<const float> Slice(const Vec& v, size_t off, int64_t n) {
+  return std::span<const float>(v).subspan(off, static_cast<size_t>(n));
+}
+
+// Calls fn(T_s, q offset, k/v offset, probs offset) for each sequence of the batch.
+template <typename Fn>
+void ForEachSequence(std::span<const int64_t> lens, int64_t h, int64_t hkv, int64_t dh, Fn fn) {
+  size_t qo = 0, ko = 0, po = 0;
+  for (int64_t ts : lens) {
+    fn(ts, qo, ko, po);
+    qo += static_cast<size_t>(ts * h * dh);
+    ko += static_cast<size_t>(ts * hkv * dh);
+    po += static_cast<size_t>(h * ts * ts);
+  }
+}
+
 // ---- attention block: n1[T, D] -> attn output added into h[T, D] ----
 void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
-                      int64_t t, LayerActs& a, Vec& o) {
+                      std::span<const int64_t> lens, int64_t t, LayerActs& a, Vec& o) {
   const int64_t h = c.heads, hkv = c.kv_heads, dh = c.head_dim;
   a.q_pre = Zeros(t * h * dh);
   a.k_pre = Zeros(t * hkv * dh);
@@ -48,26 +67,40 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
     ops::RmsNorm(a.q_pre, w.q_norm, static_cast<float>(c.rms_eps), 0.0f, a.q, a.q_rstd, t * h, dh);
     ops::RmsNorm(a.k_pre, w.k_norm, static_cast<float>(c.rms_eps), 0.0f, a.k, a.k_rstd, t * hkv, dh);
   }
-  ops::Rope(a.q, rope.Cos(t), rope.Sin(t), t, h, Spec(c));
-  ops::Rope(a.k, rope.Cos(t), rope.Sin(t), t, hkv, Spec(c));
   a.attn = Zeros(t * h * dh);
-  a.probs = Zeros(h * t * t);
-  ops::Attention(a.q, a.k, a.v, a.attn, a.probs, t, h, hkv, dh, AttnScale(c));
+  int64_t probs_total = 0;
+  for (int64_t ts : lens) probs_total += h * ts * ts;
+  a.probs = Zeros(probs_total);
+  // Positions restart at 0 and attention is causal within each sequence.
+  ForEachSequence(lens, h, hkv, dh, [&](int64_t ts, size_t qo, size_t ko, size_t po) {
+    const auto q = Slice(a.q, qo, ts * h * dh), k = Slice(a.k, ko, ts * hkv * dh);
+    ops::Rope(q, rope.Cos(ts), rope.Sin(ts), ts, h, Spec(c));
+    ops::Rope(k, rope.Cos(ts), rope.Sin(ts), ts, hkv, Spec(c));
+    ops::Attention(q, k, Slice(a.v, ko, ts * hkv * dh), Slice(a.attn, qo, ts * h * dh),
+                   Slice(a.probs, po, h * ts * ts), ts, h, hkv, dh, AttnScale(c));
+  });
   o = Zeros(t * c.hidden);
   Linear(a.attn, w.o, o, t);
 }
 
 // d_o[T, D] -> dn1[T, D] (accumulated)
 void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
-                       int64_t t, const LayerActs& a, std::span<const float> d_o, Vec& dn1,
+                       std::span<const int64_t> lens, int64_t t, const LayerActs& a,
+                       std::span<const float> d_o, Vec& dn1,
                        LinearObserver* obs) {
   const int64_t h = c.heads, hkv = c.kv_heads, dh = c.head_dim;
   Vec d_attn = Zeros(t * h * dh);
   LinearBackward(d_o, a.attn, w.o, d_attn, t, obs);
   Vec dq = Zeros(t * h * dh), dk = Zeros(t * hkv * dh), dv = Zeros(t * hkv * dh);
-  ops::AttentionBackward(d_attn, a.q, a.k, a.v, a.probs, dq, dk, dv, t, h, hkv, dh, AttnScale(c));
-  ops::RopeBackward(dq, rope.Cos(t), rope.Sin(t), t, h, Spec(c));
-  ops::RopeBackward(dk, rope.Cos(t), rope.Sin(t), t, hkv, Spec(c));
+  ForEachSequence(lens, h, hkv, dh, [&](int64_t ts, size_t qo, size_t ko, size_t po) {
+    const int64_t nq = ts * h * dh, nk = ts * hkv * dh;
+    const auto dqs = Slice(dq, qo, nq), dks = Slice(dk, ko, nk);
+    ops::AttentionBackward(Slice(d_attn, qo, nq), Slice(a.q, qo, nq), Slice(a.k, ko, nk),
+                           Slice(a.v, ko, nk), Slice(a.probs, po, h * ts * ts), dqs, dks,
+                           Slice(dv, ko, nk), ts, h, hkv, dh, AttnScale(c));
+    ops::RopeBackward(dqs, rope.Cos(ts), rope.Sin(ts), ts, h, Spec(c));
+    ops::RopeBackward(dks, rope.Cos(ts), rope.Sin(ts), ts, hkv, Spec(c));
+  });
   if (c.qk_norm) {
     Vec dq_pre = Zeros(t * h * dh), dk_pre = Zeros(t * hkv * dh);
     ops::RmsNormBackward(dq, a.q_pre, w.q_norm, a.q_rstd, 0.0f, dq_pre, {}, t * h, dh);
@@ -195,9 +228,13 @@ RopeCache RopeCache::Make(const ModelConfig& c, int64_t tokens) {
 }
 
 void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
-                         std::span<const float> x, std::span<float> y, int64_t t,
-                         LayerActs* acts) {
-  PQ_CHECK(rope.tokens >= t, "RoPE cache shorter than the sequence");
+                         std::span<const float> x, std::span<float> y,
+                         std::span<const int64_t> lens, LayerActs* acts) {
+  int64_t t = 0;
+  for (int64_t ts : lens) {
+    PQ_CHECK(rope.tokens >= ts, "RoPE cache shorter than a sequence");
+    t += ts;
+  }
   LayerActs local;
   LayerActs& a = acts ? *acts : local;
   const int64_t d = c.hidden;
@@ -206,7 +243,7 @@ void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const Rope
   a.rstd1 = Zeros(t);
   ops::RmsNorm(x, w.input_norm, eps, 0.0f, a.n1, a.rstd1, t, d);
   Vec o;
-  AttentionForward(c, w, rope, t, a, o);
+  AttentionForward(c, w, rope, lens, t, a, o);
   a.h = Zeros(t * d);
   for (size_t i = 0; i < a.h.size(); ++i) a.h[i] = x[i] + o[i];
   a.n2 = Zeros(t * d);
@@ -222,8 +259,11 @@ void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const Rope
 
 void DecoderLayerBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                           std::span<const float> x, const LayerActs& a, std::span<const float> dy,
-                          std::span<float> dx, int64_t t, LinearObserver* obs) {
+                          std::span<float> dx, std::span<const int64_t> lens,
+                          LinearObserver* obs) {
   const int64_t d = c.hidden;
+  int64_t t = 0;
+  for (int64_t ts : lens) t += ts;
   Vec dn2 = Zeros(t * d);
   if (c.IsMoeLayer(w.layer))
     MoeBackward(c, w, t, a, dy, dn2, obs);
@@ -232,7 +272,7 @@ void DecoderLayerBackward(const ModelConfig& c, const LayerWeights& w, const Rop
   Vec dh(dy.begin(), dy.end());  // residual
   ops::RmsNormBackward(dn2, a.h, w.post_norm, a.rstd2, 0.0f, dh, {}, t, d);
   Vec dn1 = Zeros(t * d);
-  AttentionBackward(c, w, rope, t, a, dh, dn1, obs);
+  AttentionBackward(c, w, rope, lens, t, a, dh, dn1, obs);
   std::copy(dh.begin(), dh.end(), dx.begin());  // residual
   ops::RmsNormBackward(dn1, x, w.input_norm, a.rstd1, 0.0f, dx, {}, t, d);
 }

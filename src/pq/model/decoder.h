@@ -2,7 +2,9 @@
 // math; no SIMD or threads here). Pre-norm residual block (architectures.md §1.6):
 //   h = x + o_proj(Attention(RoPE(qk_norm(q_proj(n1))), RoPE(qk_norm(k_proj(n1))), v_proj(n1)))
 //   y = h + FFN(n2),  n1 = RmsNorm(x), n2 = RmsNorm(h),  FFN = SwiGLU MLP or routed experts.
-// Processes one sequence of T tokens at a time.
+// Processes a batch of independent sequences at once: the token rows of all sequences are
+// concatenated ([T, D], T = sum of `lens`) so the Linears run as one large matmul; RoPE
+// positions and causal attention are per sequence.
 #pragma once
 
 #include <span>
@@ -14,7 +16,7 @@
 namespace pq::model {
 
 // Receives each Linear's input rows x[R, K] and output-gradient rows dy[R, N] while the
-// layer is resident (R = the sequence's tokens; for an expert, only the tokens routed to it).
+// layer is resident (R = the batch's tokens; for an expert, only the tokens routed to it).
 class LinearObserver {
  public:
   virtual ~LinearObserver() = default;
@@ -46,7 +48,7 @@ struct LayerActs {
   std::vector<float> q_pre, k_pre;      // before q/k norm [T, H*Dh], [T, Hkv*Dh]
   std::vector<float> q_rstd, k_rstd;    // [T*H], [T*Hkv]
   std::vector<float> q, k, v;           // after norm + RoPE (attention inputs)
-  std::vector<float> probs;             // [H, T, T]
+  std::vector<float> probs;             // per sequence [H, T_s, T_s], concatenated
   std::vector<float> attn;              // [T, H*Dh]
   std::vector<float> h, n2, rstd2;      // [T, D], [T, D], [T]
   std::vector<float> g, u, m;           // dense MLP [T, F]
@@ -56,16 +58,17 @@ struct LayerActs {
   std::vector<ExpertActs> experts;      // [E]
 };
 
-// y[T, D] = layer(x[T, D]). `acts` (optional) keeps what the backward needs.
+// y[T, D] = layer(x[T, D]) for sequences of lengths `lens` (sum T). `acts` (optional) keeps
+// what the backward needs.
 void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
-                         std::span<const float> x, std::span<float> y, int64_t tokens,
-                         LayerActs* acts);
+                         std::span<const float> x, std::span<float> y,
+                         std::span<const int64_t> lens, LayerActs* acts);
 
 // dx[T, D] = dL/dx given dy[T, D] = dL/dy and the forward's `acts` (x is the layer input).
 // Calls `observer` (optional) for every Linear with its input rows and output gradients.
 void DecoderLayerBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                           std::span<const float> x, const LayerActs& acts,
-                          std::span<const float> dy, std::span<float> dx, int64_t tokens,
-                          LinearObserver* observer);
+                          std::span<const float> dy, std::span<float> dx,
+                          std::span<const int64_t> lens, LinearObserver* observer);
 
 }  // namespace pq::model
