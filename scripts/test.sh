@@ -10,6 +10,6 @@ jobs="$(nproc)"
 cmake --preset release >/dev/null
 cmake --build build/release -j "$jobs"
 cmake --preset asan >/dev/null
-cmake --build build/asan -j "$jobs" --target pq_io_test pq_formats_test pq_tokenizer_test pq_compute_test
+cmake --build build/asan -j "$jobs" --target pq_io_test pq_formats_test pq_tokenizer_test pq_compute_test pq_alloc_test
 ctest --preset asan -j "$jobs"
 ctest --preset release -j "$jobs"

@@ -14,7 +14,8 @@
 namespace pq::alloc {
 namespace {
 
-constexpr double kRelTol = 1e-12;  // costs closer than kRelTol · Σ max|cost| are equal
+constexpr double kRelTol = 1e-12;    // costs closer than kRelTol · Σ max|cost| are equal
+constexpr int64_t kBeamStates = 64;  // states per stage of the heuristic beam pass
 
 // A non-dominated candidate of one unit.
 struct Point {
@@ -48,8 +49,8 @@ bool SegmentLess(const Segment& a, const Segment& b) {
 std::vector<int> LowerHull(const std::vector<Point>& pts, const std::vector<int>& idx) {
   std::vector<int> h;
   for (int i : idx) {
-    while (h.size() >= 2 && Slope(pts[h[h.size() - 2]], pts[h.back()]) >=
-                                Slope(pts[h.back()], pts[i])) {
+    while (h.size() >= 2 &&
+           Slope(pts[h[h.size() - 2]], pts[h.back()]) >= Slope(pts[h.back()], pts[i])) {
       h.pop_back();
     }
     h.push_back(i);
@@ -120,38 +121,63 @@ struct Assignment {
 };
 
 struct LpResult {
-  Assignment integral;  // the LP solution without its fractional segment
-  double bound = 0.0;   // LP optimum
-  double lambda = 0.0;  // −slope of the fractional segment (0 if none)
+  Assignment integral;        // the LP solution without its fractional segment
+  std::vector<int> hull_pos;  // [units] hull vertex of the integral part
+  size_t frac = 0;            // index of the fractional segment in Prepared::segs, or size()
+  double bound = 0.0;         // LP optimum
+  double lambda = 0.0;        // −slope of the fractional segment (0 if none)
 };
 
 LpResult SolveLp(const Prepared& p, uint64_t budget) {
   LpResult r;
   const size_t n = p.nd.size();
-  std::vector<int> hull_pos(n, 0);
+  r.hull_pos.assign(n, 0);
   uint64_t left = budget - p.min_bytes;
   double cost = 0.0;
   for (size_t u = 0; u < n; ++u) cost += p.nd[u].front().cost;
-  r.bound = cost;
-  bool fractional = false;
-  for (const Segment& s : p.segs) {
-    if (s.dbytes <= left) {
-      left -= s.dbytes;
-      cost += s.dcost;
-      hull_pos[s.unit] = s.pos + 1;
-      continue;
+  r.frac = p.segs.size();
+  for (size_t i = 0; i < p.segs.size(); ++i) {
+    const Segment& s = p.segs[i];
+    if (s.dbytes > left) {
+      r.frac = i;
+      r.lambda = -s.slope;
+      break;
     }
-    r.bound = cost + s.slope * static_cast<double>(left);
-    r.lambda = -s.slope;
-    fractional = true;
-    break;
+    left -= s.dbytes;
+    cost += s.dcost;
+    r.hull_pos[s.unit] = s.pos + 1;
   }
-  if (!fractional) r.bound = cost;
+  r.bound = cost;
+  if (r.frac < p.segs.size()) r.bound += p.segs[r.frac].slope * static_cast<double>(left);
   r.integral.at.resize(n);
   r.integral.bytes = budget - left;
   r.integral.cost = cost;
-  for (size_t u = 0; u < n; ++u) r.integral.at[u] = p.hull[u][hull_pos[u]];
+  for (size_t u = 0; u < n; ++u) r.integral.at[u] = p.hull[u][r.hull_pos[u]];
   return r;
+}
+
+// The LP solution with its fractional segment rounded up, made feasible by undoing the least
+// efficient other segments (reverse LP order). False if that cannot fit the budget.
+bool RoundUp(const Prepared& p, uint64_t budget, const LpResult& lp, Assignment* a) {
+  if (lp.frac >= p.segs.size()) return false;
+  std::vector<int> pos = lp.hull_pos;
+  const Segment& f = p.segs[lp.frac];
+  pos[f.unit] += 1;
+  uint64_t bytes = lp.integral.bytes + f.dbytes;
+  double cost = lp.integral.cost + f.dcost;
+  for (size_t i = lp.frac; i-- > 0 && bytes > budget;) {
+    const Segment& s = p.segs[i];
+    if (s.unit == f.unit || pos[s.unit] != s.pos + 1) continue;
+    pos[s.unit] = s.pos;
+    bytes -= s.dbytes;
+    cost -= s.dcost;
+  }
+  if (bytes > budget) return false;
+  a->at.resize(pos.size());
+  for (size_t u = 0; u < pos.size(); ++u) a->at[u] = p.hull[u][pos[u]];
+  a->bytes = bytes;
+  a->cost = cost;
+  return true;
 }
 
 // Applies the single change (one unit to another candidate within the leftover budget) with
@@ -200,11 +226,11 @@ bool BestPairMove(const Prepared& p, uint64_t budget, Assignment* a) {
     const int at = a->at[u];
     for (int k = 0; k < static_cast<int>(pts.size()); ++k) {
       if (k < at) {
-        down.push_back({pts[at].bytes - pts[k].bytes, pts[k].cost - pts[at].cost,
-                        static_cast<int>(u), k});
+        down.push_back(
+            {pts[at].bytes - pts[k].bytes, pts[k].cost - pts[at].cost, static_cast<int>(u), k});
       } else if (k > at) {
-        up.push_back({pts[k].bytes - pts[at].bytes, pts[at].cost - pts[k].cost,
-                      static_cast<int>(u), k});
+        up.push_back(
+            {pts[k].bytes - pts[at].bytes, pts[at].cost - pts[k].cost, static_cast<int>(u), k});
       }
     }
   }
@@ -268,65 +294,136 @@ void Improve(const Prepared& p, uint64_t budget, Assignment* a) {
   }
 }
 
-// LP relaxation of a set of units as a function of the bytes allowed on top of their minimum.
-struct LpCurve {
-  uint64_t base_bytes = 0;
-  double base_cost = 0.0;
-  std::vector<uint64_t> cum_bytes;  // [segments] Σ dbytes of segments 0..s
-  std::vector<double> cum_cost;     // [segments] Σ dcost of segments 0..s
-  std::vector<double> slope;        // [segments]
+// LP relaxation of a shrinking set of units as a function of the bytes allowed on top of
+// their minimum: their hull segments in slope order in a Fenwick tree of (Σ bytes, Σ cost), so
+// removing a unit and evaluating are O(log segments) and memory is O(segments).
+class LpTree {
+ public:
+  // segs: every segment of the set, SegmentLess order.
+  explicit LpTree(const std::vector<Segment>& segs)
+      : bytes_(segs.size() + 1, 0), cost_(segs.size() + 1, 0.0), seg_(segs) {
+    for (size_t i = 0; i < segs.size(); ++i) Add(i, segs[i].dbytes, segs[i].dcost);
+    top_ = 1;
+    while (top_ * 2 <= segs.size()) top_ *= 2;
+  }
 
-  // LP minimum cost with Σ bytes <= base_bytes + extra.
+  void Remove(size_t i) { Add(i, -seg_[i].dbytes, -seg_[i].dcost); }  // dbytes wraps mod 2^64
+
+  // LP minimum of Σ dcost over the remaining segments with Σ dbytes <= extra.
   double Eval(uint64_t extra) const {
-    const size_t s = static_cast<size_t>(
-        std::upper_bound(cum_bytes.begin(), cum_bytes.end(), extra) - cum_bytes.begin());
-    double c = base_cost;
-    uint64_t used = 0;
-    if (s > 0) {
-      c += cum_cost[s - 1];
-      used = cum_bytes[s - 1];
+    // Longest prefix whose bytes fit (removed segments weigh 0); the next one is fractional.
+    size_t pos = 0;
+    double c = 0.0;
+    for (size_t step = seg_.empty() ? 0 : top_; step > 0; step /= 2) {
+      if (pos + step < bytes_.size() && bytes_[pos + step] <= extra) {
+        pos += step;
+        extra -= bytes_[pos];
+        c += cost_[pos];
+      }
     }
-    if (s < slope.size()) c += slope[s] * static_cast<double>(extra - used);
+    if (pos < seg_.size()) c += seg_[pos].slope * static_cast<double>(extra);
     return c;
   }
+
+ private:
+  void Add(size_t i, uint64_t b, double c) {
+    for (size_t k = i + 1; k < bytes_.size(); k += k & (~k + 1)) {
+      bytes_[k] += b;
+      cost_[k] += c;
+    }
+  }
+
+  std::vector<uint64_t> bytes_;  // Fenwick, 1-based
+  std::vector<double> cost_;     // Fenwick, 1-based
+  std::vector<Segment> seg_;
+  size_t top_ = 0;  // highest power of two <= segments
 };
 
-LpCurve MakeCurve(uint64_t base_bytes, double base_cost, const std::vector<Segment>& segs) {
-  LpCurve c;
-  c.base_bytes = base_bytes;
-  c.base_cost = base_cost;
-  uint64_t b = 0;
-  double d = 0.0;
-  for (const Segment& s : segs) {
-    b += s.dbytes;
-    d += s.dcost;
-    c.cum_bytes.push_back(b);
-    c.cum_cost.push_back(d);
-    c.slope.push_back(s.slope);
+// Units left free by reduced-cost fixing, and the fixed choice of all others.
+struct Core {
+  struct Free {
+    int unit;
+    std::vector<int> opts;  // surviving points, indices into nd, bytes ascending
+  };
+  std::vector<Free> free;     // in DP order
+  std::vector<int> fixed_at;  // [units] nd index, −1 for free units
+  uint64_t fixed_bytes = 0;
+  double fixed_cost = 0.0;
+};
+
+// Reduced costs at the LP multiplier λ: rc = c + λ·b − min_k(c_k + λ·b_k) >= 0. Every solution
+// within budget costs >= L(λ) + Σ rc(chosen) with L(λ) = Σ_u min_k(c_k + λ·b_k) − λ·budget
+// (= the LP bound at the LP's λ), so a candidate with rc > ub − L cannot be part of a solution
+// cheaper than ub. Free units are ordered by byte range, largest first: few, widely spaced
+// states early; small units refine them at the end (measured: 10x fewer states than the
+// reverse).
+Core FixByReducedCost(const Prepared& p, uint64_t budget, const LpResult& lp, double ub) {
+  const size_t n = p.nd.size();
+  const double lambda = lp.lambda;
+  std::vector<double> h(n, std::numeric_limits<double>::infinity());
+  double lagrangian = -lambda * static_cast<double>(budget);
+  for (size_t u = 0; u < n; ++u) {
+    for (const Point& q : p.nd[u]) {
+      h[u] = std::min(h[u], q.cost + lambda * static_cast<double>(q.bytes));
+    }
+    lagrangian += h[u];
   }
-  return c;
+  // Rounding slack: L(λ) carries errors of order ε·λ·budget.
+  const double gap =
+      ub - std::min(lp.bound, lagrangian) + p.tol + kRelTol * lambda * static_cast<double>(budget);
+  Core core;
+  core.fixed_at.assign(n, -1);
+  for (size_t u = 0; u < n; ++u) {
+    Core::Free f{static_cast<int>(u), {}};
+    for (int k = 0; k < static_cast<int>(p.nd[u].size()); ++k) {
+      const Point& q = p.nd[u][k];
+      if (q.cost + lambda * static_cast<double>(q.bytes) - h[u] <= gap) f.opts.push_back(k);
+    }
+    if (f.opts.size() == 1) {
+      core.fixed_at[u] = f.opts[0];
+      core.fixed_bytes += p.nd[u][f.opts[0]].bytes;
+      core.fixed_cost += p.nd[u][f.opts[0]].cost;
+    } else {
+      core.free.push_back(std::move(f));
+    }
+  }
+  const auto range = [&](const Core::Free& f) {
+    return p.nd[f.unit][f.opts.back()].bytes - p.nd[f.unit][f.opts.front()].bytes;
+  };
+  std::stable_sort(core.free.begin(), core.free.end(),
+                   [&](const Core::Free& a, const Core::Free& b) { return range(a) > range(b); });
+  return core;
 }
 
-// A unit left free by reduced-cost fixing: its surviving points (indices into nd, bytes asc).
-struct CoreUnit {
-  int unit;
-  std::vector<int> opts;
-};
-
-// Partial state of the exact DP over the first t core units.
+// Partial state of the exact DP after some free units.
 struct State {
-  uint64_t bytes;  // Σ core bytes so far
-  double cost;     // Σ core cost so far
+  uint64_t bytes;  // Σ free-unit bytes so far
+  double cost;     // Σ free-unit cost so far
   double bound;    // lower bound on the total cost of any completion
   int32_t parent;  // index into the previous stage
-  int32_t opt;     // index into CoreUnit::opts
+  int32_t opt;     // index into Core::Free::opts
 };
 
-struct ExactResult {
-  bool complete = true;  // no beam truncation: the search was exhaustive
-  int core_units = 0;
-  int64_t states = 0;
-};
+// Merges child lists (each sorted by bytes ascending) into *out, keeping the Pareto-optimal
+// states: cost strictly falls as bytes grow. Equal (bytes, cost) keep the lower list index.
+void MergePareto(const std::vector<std::vector<State>>& lists, std::vector<State>* out) {
+  out->clear();
+  std::vector<size_t> head(lists.size(), 0);
+  for (;;) {
+    int best = -1;
+    for (size_t o = 0; o < lists.size(); ++o) {
+      if (head[o] == lists[o].size()) continue;
+      const State& s = lists[o][head[o]];
+      const State* b = best < 0 ? nullptr : &lists[best][head[best]];
+      if (!b || s.bytes < b->bytes || (s.bytes == b->bytes && s.cost < b->cost)) {
+        best = static_cast<int>(o);
+      }
+    }
+    if (best < 0) return;
+    const State& s = lists[best][head[best]++];
+    if (out->empty() || s.cost < out->back().cost) out->push_back(s);
+  }
+}
 
 // Keeps the `cap` states with the lowest bound (ties by position), preserving order.
 void Truncate(size_t cap, std::vector<State>* states) {
@@ -342,149 +439,94 @@ void Truncate(size_t cap, std::vector<State>* states) {
   states->resize(w);
 }
 
-// Searches for a solution cheaper than *inc by more than tol; replaces *inc if found.
-ExactResult ExactPhase(const Prepared& p, uint64_t budget, const LpResult& lp,
-                       const SolveOptions& options, Assignment* inc) {
+struct ExactResult {
+  bool complete = true;  // no truncation: the search was exhaustive
+  int core_units = 0;
+  int64_t states = 0;
+};
+
+// Searches for a solution cheaper than *inc by more than tol and replaces *inc if it finds
+// one. A DP over the free units in exact bytes: stage t holds the Pareto-optimal (bytes, cost)
+// partial choices of free units 0..t whose bound — their cost + the fixed units' cost + the LP
+// relaxation of the remaining free units in the bytes left — is below the incumbent. Each
+// stage keeps at most max(stage_floor, (total_cap − states so far) / stages left) states.
+ExactResult ExactPhase(const Prepared& p, uint64_t budget, const LpResult& lp, int64_t stage_floor,
+                       int64_t total_cap, Assignment* inc) {
   ExactResult res;
-  const size_t n = p.nd.size();
-  const double lambda = lp.lambda;
-  // Lagrangian: any solution costs >= Σ_u h_u − λ·budget + Σ_u rc_u.
-  std::vector<double> h(n);
-  double lagr = -lambda * static_cast<double>(budget);
-  for (size_t u = 0; u < n; ++u) {
-    h[u] = std::numeric_limits<double>::infinity();
-    for (const Point& q : p.nd[u]) h[u] = std::min(h[u], q.cost + lambda * static_cast<double>(q.bytes));
-    lagr += h[u];
-  }
-  const double slack = p.tol + kRelTol * lambda * static_cast<double>(budget);
-  const double gap = inc->cost - std::min(lp.bound, lagr) + slack;
   if (inc->cost - lp.bound <= p.tol) return res;
+  const Core core = FixByReducedCost(p, budget, lp, inc->cost);
+  const size_t m = core.free.size();
+  res.core_units = static_cast<int>(m);
+  if (m == 0 || core.fixed_bytes > budget) return res;
+  const uint64_t cap = budget - core.fixed_bytes;
 
-  // Reduced-cost fixing; the rest is the core.
-  std::vector<CoreUnit> core;
-  uint64_t fixed_bytes = 0;
-  double fixed_cost = 0.0;
-  std::vector<int> fixed_at(n, -1);
-  for (size_t u = 0; u < n; ++u) {
-    CoreUnit cu{static_cast<int>(u), {}};
-    for (int k = 0; k < static_cast<int>(p.nd[u].size()); ++k) {
-      const Point& q = p.nd[u][k];
-      if (q.cost + lambda * static_cast<double>(q.bytes) - h[u] <= gap) cu.opts.push_back(k);
-    }
-    if (cu.opts.size() == 1) {
-      fixed_at[u] = cu.opts[0];
-      fixed_bytes += p.nd[u][cu.opts[0]].bytes;
-      fixed_cost += p.nd[u][cu.opts[0]].cost;
-    } else {
-      core.push_back(std::move(cu));
-    }
-  }
-  res.core_units = static_cast<int>(core.size());
-  if (core.empty() || fixed_bytes > budget) return res;
-  const uint64_t cap = budget - fixed_bytes;
-  // Big units first: few, widely spaced states early; small units refine them at the end.
-  std::stable_sort(core.begin(), core.end(), [&](const CoreUnit& a, const CoreUnit& b) {
-    const auto range = [&](const CoreUnit& c) {
-      return p.nd[c.unit][c.opts.back()].bytes - p.nd[c.unit][c.opts.front()].bytes;
-    };
-    return range(a) > range(b);
-  });
-
-  // Suffix LP curves over the survivors: curves[t] covers core units t..m−1.
-  const size_t m = core.size();
-  std::vector<LpCurve> curves(m + 1);
-  std::vector<uint64_t> suffix_min(m + 1, 0);
-  {
-    std::vector<Segment> merged, mine, next;
-    double base_cost = 0.0;
-    curves[m] = MakeCurve(0, 0.0, merged);
-    for (size_t t = m; t-- > 0;) {
-      const CoreUnit& cu = core[t];
-      const std::vector<Point>& pts = p.nd[cu.unit];
-      suffix_min[t] = suffix_min[t + 1] + pts[cu.opts.front()].bytes;
-      base_cost += pts[cu.opts.front()].cost;
-      mine.clear();
-      AppendSegments(cu.unit, pts, LowerHull(pts, cu.opts), &mine);
-      next.resize(merged.size() + mine.size());
-      std::merge(merged.begin(), merged.end(), mine.begin(), mine.end(), next.begin(),
-                 SegmentLess);
-      merged.swap(next);
-      curves[t] = MakeCurve(suffix_min[t], base_cost, merged);
-    }
+  // While stage t runs, the tree holds the hull segments of free units t+1..m−1.
+  std::vector<uint64_t> suffix_min(m + 1, 0);   // Σ min bytes of free units t..m−1
+  std::vector<double> suffix_base(m + 1, 0.0);  // Σ cost of those min-bytes points
+  std::vector<Segment> segs;
+  for (size_t t = m; t-- > 0;) {
+    const Core::Free& f = core.free[t];
+    const std::vector<Point>& pts = p.nd[f.unit];
+    suffix_min[t] = suffix_min[t + 1] + pts[f.opts.front()].bytes;
+    suffix_base[t] = suffix_base[t + 1] + pts[f.opts.front()].cost;
+    AppendSegments(static_cast<int>(t), pts, LowerHull(pts, f.opts), &segs);  // unit := t
   }
   if (suffix_min[0] > cap) return res;
+  std::sort(segs.begin(), segs.end(), SegmentLess);
+  std::vector<std::vector<size_t>> seg_of(m);  // [stage] ranks of its unit's segments
+  for (size_t i = 0; i < segs.size(); ++i) seg_of[segs[i].unit].push_back(i);
+  LpTree tree(segs);
 
   const double target = inc->cost - p.tol;  // states must be able to beat this
-  const size_t max_states = static_cast<size_t>(std::max<int64_t>(1, options.max_states));
-  std::vector<State> cur{{0, 0.0, -std::numeric_limits<double>::infinity(), -1, -1}};
+  std::vector<State> cur{{0, 0.0, -std::numeric_limits<double>::infinity(), -1, -1}}, next;
   std::vector<std::vector<std::pair<int32_t, int32_t>>> back(m);  // [stage][state] parent, opt
   std::vector<std::vector<State>> lists;
-  std::vector<size_t> heads;
-  std::vector<State> merged;
   for (size_t t = 0; t < m && !cur.empty(); ++t) {
-    const CoreUnit& cu = core[t];
-    const std::vector<Point>& pts = p.nd[cu.unit];
-    // One child list per option, each sorted by bytes ascending.
-    lists.assign(cu.opts.size(), {});
-    for (size_t o = 0; o < cu.opts.size(); ++o) {
-      const Point& q = pts[cu.opts[o]];
+    const Core::Free& f = core.free[t];
+    for (size_t i : seg_of[t]) tree.Remove(i);
+    const double rest_base = core.fixed_cost + suffix_base[t + 1];
+    lists.assign(f.opts.size(), {});
+    for (size_t o = 0; o < f.opts.size(); ++o) {
+      const Point& q = p.nd[f.unit][f.opts[o]];
       for (size_t s = 0; s < cur.size(); ++s) {
         const uint64_t b = cur[s].bytes + q.bytes;
         if (b > cap || cap - b < suffix_min[t + 1]) continue;
         const double c = cur[s].cost + q.cost;
-        const double bound = fixed_cost + c + curves[t + 1].Eval(cap - b - suffix_min[t + 1]);
+        const double bound = rest_base + c + tree.Eval(cap - b - suffix_min[t + 1]);
         if (bound >= target) continue;
         lists[o].push_back({b, c, bound, static_cast<int32_t>(s), static_cast<int32_t>(o)});
       }
     }
-    // Merge, keeping only Pareto-optimal states (cost strictly falls as bytes grow).
-    merged.clear();
-    heads.assign(lists.size(), 0);
-    for (;;) {
-      int best = -1;
-      for (size_t o = 0; o < lists.size(); ++o) {
-        if (heads[o] == lists[o].size()) continue;
-        const State& s = lists[o][heads[o]];
-        if (best < 0) {
-          best = static_cast<int>(o);
-          continue;
-        }
-        const State& b = lists[best][heads[best]];
-        if (s.bytes < b.bytes || (s.bytes == b.bytes && s.cost < b.cost)) {
-          best = static_cast<int>(o);
-        }
-      }
-      if (best < 0) break;
-      const State& s = lists[best][heads[best]++];
-      if (merged.empty() || s.cost < merged.back().cost) merged.push_back(s);
+    MergePareto(lists, &next);
+    int64_t stage_cap = std::max<int64_t>(1, stage_floor);
+    if (total_cap > res.states) {
+      stage_cap = std::max(stage_cap, (total_cap - res.states) / static_cast<int64_t>(m - t));
     }
-    if (merged.size() > max_states) {
-      Truncate(max_states, &merged);
+    if (next.size() > static_cast<size_t>(stage_cap)) {
+      Truncate(static_cast<size_t>(stage_cap), &next);
       res.complete = false;
     }
-    res.states += static_cast<int64_t>(merged.size());
-    back[t].resize(merged.size());
-    for (size_t s = 0; s < merged.size(); ++s) back[t][s] = {merged[s].parent, merged[s].opt};
-    cur.swap(merged);
+    res.states += static_cast<int64_t>(next.size());
+    back[t].resize(next.size());
+    for (size_t s = 0; s < next.size(); ++s) back[t][s] = {next[s].parent, next[s].opt};
+    cur.swap(next);
   }
-  if (cur.empty() || back[m - 1].empty()) return res;
+  if (cur.empty()) return res;
   // Cheapest final state; ties keep the fewest bytes (the first).
   size_t best = 0;
   for (size_t s = 1; s < cur.size(); ++s) {
     if (cur[s].cost < cur[best].cost) best = s;
   }
-  if (fixed_cost + cur[best].cost >= target) return res;
-  Assignment a;
-  a.at = fixed_at;
+  if (core.fixed_cost + cur[best].cost >= target) return res;
+  inc->at = core.fixed_at;
   int32_t s = static_cast<int32_t>(best);
   for (size_t t = m; t-- > 0;) {
     const auto [parent, opt] = back[t][s];
-    a.at[core[t].unit] = core[t].opts[opt];
+    inc->at[core.free[t].unit] = core.free[t].opts[opt];
     s = parent;
   }
-  a.bytes = fixed_bytes + cur[best].bytes;
-  a.cost = fixed_cost + cur[best].cost;
-  *inc = std::move(a);
+  inc->bytes = core.fixed_bytes + cur[best].bytes;
+  inc->cost = core.fixed_cost + cur[best].cost;
   return res;
 }
 
@@ -497,8 +539,7 @@ std::string Bpp(uint64_t bytes, int64_t params) {
 Status CheckBudget(const Prepared& p, uint64_t budget) {
   if (budget >= p.min_bytes) return Status::Ok();
   return InvalidArgument("budget of " + std::to_string(budget) + " bytes (" +
-                         Bpp(budget, p.params) +
-                         " bits/param) is below the minimum achievable " +
+                         Bpp(budget, p.params) + " bits/param) is below the minimum achievable " +
                          std::to_string(p.min_bytes) + " bytes (" + Bpp(p.min_bytes, p.params) +
                          " bits/param, every unit at its smallest format)");
 }
@@ -508,7 +549,18 @@ Solution SolvePrepared(const Problem& problem, const Prepared& p, uint64_t budge
   const LpResult lp = SolveLp(p, budget);
   Assignment a = lp.integral;
   Improve(p, budget, &a);
-  const ExactResult ex = ExactPhase(p, budget, lp, options, &a);
+  if (Assignment up; RoundUp(p, budget, lp, &up)) {
+    Improve(p, budget, &up);
+    if (up.cost < a.cost) a = std::move(up);
+  }
+  // A narrow beam first: cheap, and its better incumbent shrinks the exact search's core.
+  const int64_t beam = std::min(kBeamStates, options.max_states);
+  ExactResult ex = ExactPhase(p, budget, lp, beam, 0, &a);
+  if (!ex.complete) {
+    const int64_t beam_states = ex.states;
+    ex = ExactPhase(p, budget, lp, beam, options.max_states, &a);
+    ex.states += beam_states;
+  }
   Solution sol;
   sol.budget = budget;
   sol.lp_bound = lp.bound;
@@ -532,6 +584,7 @@ Status Validate(const Problem& problem) {
   constexpr uint64_t kMaxU64 = std::numeric_limits<uint64_t>::max();
   uint64_t max_total = 0;
   int64_t params = 0;
+  double cost_scale = 0.0;  // Σ_u max |cost|
   for (size_t u = 0; u < problem.units.size(); ++u) {
     const Unit& unit = problem.units[u];
     const std::string where = "unit " + std::to_string(u) + " (" + unit.name + ")";
@@ -553,7 +606,13 @@ Status Validate(const Problem& problem) {
     }
     if (max_bytes > kMaxU64 - max_total) return InvalidArgument("total bytes overflow uint64");
     max_total += max_bytes;
+    double max_abs_cost = 0.0;
+    for (const Candidate& c : unit.candidates) {
+      max_abs_cost = std::max(max_abs_cost, std::fabs(c.cost));
+    }
+    cost_scale += max_abs_cost;
   }
+  if (!std::isfinite(cost_scale)) return InvalidArgument("costs too large: their sum overflows");
   return Status::Ok();
 }
 
@@ -635,40 +694,6 @@ Result<std::vector<Solution>> SolveMany(const Problem& problem, std::span<const 
     }
   }
   return out;
-}
-
-std::optional<int> KneeIndex(std::span<const double> x, std::span<const double> y) {
-  if (x.size() != y.size() || x.size() < 3) return std::nullopt;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (!std::isfinite(x[i]) || !std::isfinite(y[i])) return std::nullopt;
-  }
-  std::vector<size_t> order(x.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    if (x[a] != x[b]) return x[a] < x[b];
-    if (y[a] != y[b]) return y[a] < y[b];
-    return a < b;
-  });
-  const auto [xmin, xmax] = std::minmax_element(x.begin(), x.end());
-  const auto [ymin, ymax] = std::minmax_element(y.begin(), y.end());
-  const double xr = *xmax - *xmin, yr = *ymax - *ymin;
-  if (!(xr > 0.0) || !(yr > 0.0)) return std::nullopt;
-  const auto nx = [&](size_t i) { return (x[i] - *xmin) / xr; };
-  const auto ny = [&](size_t i) { return (y[i] - *ymin) / yr; };
-  const size_t first = order.front(), last = order.back();
-  const double x0 = nx(first), y0 = ny(first), x1 = nx(last), y1 = ny(last);
-  double best = 0.0;
-  std::optional<int> knee;
-  for (size_t j = 1; j + 1 < order.size(); ++j) {
-    const size_t i = order[j];
-    const double chord = y0 + (y1 - y0) * (nx(i) - x0) / (x1 - x0);
-    const double d = chord - ny(i);
-    if (d > best) {
-      best = d;
-      knee = static_cast<int>(i);
-    }
-  }
-  return knee;
 }
 
 }  // namespace pq::alloc

@@ -71,8 +71,9 @@ double BruteForce(const Problem& p, uint64_t budget) {
   }
 }
 
-// Independent exact DP over integer bytes (small byte values only): min cost per byte total.
-double ByteDp(const Problem& p, uint64_t budget) {
+// Independent exact DP over integer bytes (small byte values only): [b] = min cost of any
+// choice with Σ bytes <= b, for b in 0..budget.
+std::vector<double> ByteDpTable(const Problem& p, uint64_t budget) {
   std::vector<double> dp(budget + 1, kInf), next;
   dp[0] = 0.0;
   for (const Unit& u : p.units) {
@@ -85,8 +86,11 @@ double ByteDp(const Problem& p, uint64_t budget) {
     }
     dp.swap(next);
   }
-  return *std::min_element(dp.begin(), dp.end());
+  for (size_t b = 1; b <= budget; ++b) dp[b] = std::min(dp[b], dp[b - 1]);
+  return dp;
 }
+
+double ByteDp(const Problem& p, uint64_t budget) { return ByteDpTable(p, budget).back(); }
 
 // Random small problem: many ties in bytes and costs, zero and (sometimes) negative costs,
 // dominated candidates, byte values on `byte_scale`.
@@ -107,10 +111,16 @@ Problem RandomProblem(std::mt19937_64& rng, int max_units, int max_cands, uint64
     for (int c = 0; c < cands; ++c) {
       double cost = 0.0;
       switch (kind(rng)) {
-        case 0: cost = 0.0; break;
+        case 0:
+          cost = 0.0;
+          break;
         case 1:
-        case 2: cost = small(rng); break;
-        default: cost = real(rng); break;
+        case 2:
+          cost = small(rng);
+          break;
+        default:
+          cost = real(rng);
+          break;
       }
       if (negative) cost -= 5.0;
       unit.candidates.push_back({Name("f", c), by(rng) * byte_scale, cost});
@@ -185,8 +195,8 @@ TEST(Knapsack, MatchesByteDpOnMediumProblems) {
       for (int c = 0; c < k; ++c) {
         const uint64_t b = by(rng);
         // Mostly "more bytes, less loss", with noise so hulls are not trivially convex.
-        unit.candidates.push_back({"f", b, std::max(0.0, 1.0 - static_cast<double>(b) / 60.0 +
-                                                             0.3 * cost(rng))});
+        unit.candidates.push_back(
+            {"f", b, std::max(0.0, 1.0 - static_cast<double>(b) / 60.0 + 0.3 * cost(rng))});
       }
       p.units.push_back(std::move(unit));
     }
@@ -197,6 +207,27 @@ TEST(Knapsack, MatchesByteDpOnMediumProblems) {
       CheckAgainst(p, b, ByteDp(p, b), "byte dp");
       if (HasFailure()) return;
     }
+  }
+}
+
+TEST(Knapsack, MatchesByteDpOnACoarsenedMoeProblem) {
+  // The 500-unit MoE-shaped problem with bytes in MB (many equal byte counts): one byte DP
+  // gives the optimum at every budget; the solver must match it at all 11 Pareto targets.
+  const Problem original = MakeSyntheticMoeProblem(7);
+  const double targets[] = {4.25, 4.5, 4.75, 5.0, 5.25, 5.5, 6.0, 6.5, 7.0, 7.75, 8.5};
+  std::vector<uint64_t> budgets;
+  for (double t : targets) budgets.push_back(BudgetForBits(original, t).value() / 1'000'000);
+  Problem p = original;
+  for (Unit& u : p.units) {
+    for (Candidate& c : u.candidates) c.bytes = (c.bytes + 999'999) / 1'000'000;
+  }
+  const std::vector<double> table = ByteDpTable(p, budgets.back());
+  Result<std::vector<Solution>> many = SolveMany(p, budgets);
+  ASSERT_TRUE(many.ok()) << many.status().ToString();
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    ExpectConsistent(p, (*many)[i], budgets[i]);
+    EXPECT_NEAR((*many)[i].cost, table[budgets[i]], 1e-9 * CostScale(p)) << targets[i];
+    EXPECT_TRUE((*many)[i].optimal);
   }
 }
 
@@ -290,21 +321,48 @@ TEST(Knapsack, BudgetHelpers) {
   EXPECT_EQ(BitsPerParam(5, 0), 0.0);
 }
 
-TEST(Knapsack, BeamFallbackStaysFeasibleAndNoWorseThanTheIncumbent) {
+TEST(Knapsack, BeamFallbackStaysFeasibleAndMonotone) {
+  // max_states = 1 turns the exact search into a width-1 beam: answers stay feasible, above
+  // the true optimum and the LP bound, flagged non-optimal when truncated, and SolveMany still
+  // returns a monotone curve.
   std::mt19937_64 rng(7);
-  for (int trial = 0; trial < 200; ++trial) {
+  int non_optimal = 0;
+  SolveOptions tiny;
+  tiny.max_states = 1;
+  for (int trial = 0; trial < 300; ++trial) {
     const Problem p = RandomProblem(rng, 6, 5, 12, 1);
     const uint64_t min_bytes = MinBytes(p).value();
-    for (uint64_t b = min_bytes; b < min_bytes + 30; b += 3) {
-      SolveOptions tiny;
-      tiny.max_states = 1;
-      Result<Solution> r = Solve(p, b, tiny);
-      ASSERT_TRUE(r.ok());
-      ExpectConsistent(p, *r, b);
-      const double tol = 1e-9 * CostScale(p);
-      EXPECT_GE(r->cost, BruteForce(p, b) - tol);
-      EXPECT_GE(r->cost, r->lp_bound - tol);
+    const double tol = 1e-9 * CostScale(p);
+    std::vector<uint64_t> budgets;
+    for (uint64_t b = min_bytes; b < min_bytes + 40; b += 2) budgets.push_back(b);
+    Result<std::vector<Solution>> many = SolveMany(p, budgets, tiny);
+    ASSERT_TRUE(many.ok());
+    for (size_t i = 0; i < budgets.size(); ++i) {
+      const Solution& s = (*many)[i];
+      ExpectConsistent(p, s, budgets[i]);
+      const double best = BruteForce(p, budgets[i]);
+      EXPECT_GE(s.cost, best - tol);
+      EXPECT_GE(s.cost, s.lp_bound - tol);
+      if (s.optimal) {
+        EXPECT_NEAR(s.cost, best, tol);
+      } else {
+        ++non_optimal;
+      }
+      if (i > 0) {
+        EXPECT_LE(s.cost, (*many)[i - 1].cost);
+      }
     }
+  }
+  EXPECT_GT(non_optimal, 0);
+  // A dense sweep where width-1 beam answers alone are not monotone.
+  const Problem p = MakeSyntheticMoeProblem(0, 20);
+  std::vector<uint64_t> budgets;
+  for (int i = 0; i <= 420; ++i) budgets.push_back(BudgetForBits(p, 4.3 + 0.01 * i).value());
+  Result<std::vector<Solution>> many = SolveMany(p, budgets, tiny);
+  ASSERT_TRUE(many.ok());
+  for (size_t i = 1; i < budgets.size(); ++i) {
+    ExpectConsistent(p, (*many)[i], budgets[i]);
+    EXPECT_LE((*many)[i].cost, (*many)[i - 1].cost) << i;
   }
 }
 
@@ -354,10 +412,11 @@ TEST(Knapsack, SyntheticMoeLandsOnTheBitTarget) {
     EXPECT_TRUE(s.optimal) << targets[i];
     EXPECT_GE(rel_gap, -1e-12);
     EXPECT_LT(rel_gap, 1e-2) << targets[i];
-    std::printf("target %.2f bpp: %.6f bpp, cost %.6e, lp gap %.2e, optimal %d, core %d, "
-                "states %lld\n",
-                targets[i], s.bits_per_param, s.cost, rel_gap, s.optimal, s.core_units,
-                static_cast<long long>(s.dp_states));
+    std::printf(
+        "target %.2f bpp: %.6f bpp, cost %.6e, lp gap %.2e, optimal %d, core %d, "
+        "states %lld\n",
+        targets[i], s.bits_per_param, s.cost, rel_gap, s.optimal, s.core_units,
+        static_cast<long long>(s.dp_states));
     if (i > 0) {
       EXPECT_LE(s.cost, (*many)[i - 1].cost);
     }

@@ -1,10 +1,10 @@
 // Kneedle knee detection on synthetic Pareto curves with a known knee.
+#include "pq/alloc/knee.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
-
-#include "pq/alloc/knapsack.h"
 
 namespace pq::alloc {
 namespace {
@@ -46,14 +46,20 @@ TEST(Knee, NoKneeForDegenerateCurves) {
   EXPECT_EQ(KneeIndex(std::vector<double>{1, 2, 3}, std::vector<double>{2, 1}), std::nullopt);
   // Straight line, concave curve, flat y, constant x, NaN.
   EXPECT_EQ(KneeIndex(std::vector<double>{1, 2, 3}, std::vector<double>{3, 2, 1}), std::nullopt);
-  EXPECT_EQ(KneeIndex(std::vector<double>{0, 1, 2}, std::vector<double>{4, 3.5, 0}),
-            std::nullopt);
+  EXPECT_EQ(KneeIndex(std::vector<double>{0, 1, 2}, std::vector<double>{4, 3.5, 0}), std::nullopt);
   EXPECT_EQ(KneeIndex(std::vector<double>{0, 1, 2}, std::vector<double>{1, 1, 1}), std::nullopt);
   EXPECT_EQ(KneeIndex(std::vector<double>{1, 1, 1}, std::vector<double>{3, 2, 1}), std::nullopt);
   EXPECT_EQ(KneeIndex(std::vector<double>{0, 1, 2}, std::vector<double>{3, std::nan(""), 1}),
             std::nullopt);
   // Three points is enough.
   EXPECT_EQ(KneeIndex(std::vector<double>{0, 1, 2}, std::vector<double>{4, 0.5, 0}), 1);
+}
+
+TEST(Knee, ChordJoinsTheActualEndpoints) {
+  // The last point rises again: its chord is not y = 1 - x. Normalised y = 1, .070, .012, 0,
+  // .895; below the chord 1 - .105 x by .904, .936, .922 (1 - x - y would pick index 1).
+  const std::vector<double> x = {0, 1, 2, 3, 4}, y = {10, 2, 1.5, 1.4, 9};
+  EXPECT_EQ(KneeIndex(x, y), 2);
 }
 
 TEST(Knee, TiesGoToTheSmallerX) {

@@ -3,6 +3,7 @@
 // Not used by the solver itself.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -24,10 +25,9 @@ struct SyntheticFormat {
 };
 
 inline constexpr SyntheticFormat kSyntheticFormats[] = {
-    {"BF16", 16, 0, 0, 0, 0.0},       {"MXFP8", 8, 1, 32, 0, 1.3},
-    {"FP8", 8, 2, 0, 0, 1.0},         {"INT8", 8, 2, 0, 0, 0.8},
-    {"NVFP4", 4, 1, 16, 8, 1.6},      {"NVFP4A16", 4, 1, 16, 4, 1.0},
-    {"MXFP4", 4, 1, 32, 0, 1.9},      {"INT4", 4, 2, 128, 0, 1.4},
+    {"BF16", 16, 0, 0, 0, 0.0},  {"MXFP8", 8, 1, 32, 0, 1.3}, {"FP8", 8, 2, 0, 0, 1.0},
+    {"INT8", 8, 2, 0, 0, 0.8},   {"NVFP4", 4, 1, 16, 8, 1.6}, {"NVFP4A16", 4, 1, 16, 4, 1.0},
+    {"MXFP4", 4, 1, 32, 0, 1.9}, {"INT4", 4, 2, 128, 0, 1.4},
 };
 
 // Exact bytes of a [rows, cols] weight in format f (elements + scales + extras).
@@ -52,8 +52,8 @@ inline Problem MakeSyntheticMoeProblem(uint32_t seed, int num_units = 500) {
   for (int u = 0; u < num_units; ++u) {
     const double params = std::exp(std::log(1e6) + unit01(rng) * (std::log(5e8) - std::log(1e6)));
     const int64_t cols = int64_t{1024} << (rng() % 3);
-    const int64_t rows = std::max<int64_t>(128, std::llround(params / static_cast<double>(cols) /
-                                                             128.0) * 128);
+    const int64_t rows =
+        std::max<int64_t>(128, std::llround(params / static_cast<double>(cols) / 128.0) * 128);
     const double sensitivity = std::pow(10.0, -10.0 + 4.0 * unit01(rng));
     Unit unit;
     unit.name = "unit";
