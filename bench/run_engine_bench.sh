@@ -19,13 +19,21 @@ echo "== 1. forward+backward throughput (batch 4 x 256 tokens), medians of 5"
 "$py" "$root/bench/engine_torch_bench.py" --make-synthetic "$tmp/synth" >/dev/null 2>&1
 "$py" "$root/bench/engine_torch_bench.py" --model "$root/models/stories260K" --model "$tmp/synth" \
   --threads 1 "$threads_all" --batch 4 --seq 256 --reps 5 2>/dev/null > "$tmp/torch.jsonl"
-: > "$tmp/ours.jsonl"
+# Ours twice: with the environment as it is, and with OPENBLAS_CORETYPE removed so OpenBLAS
+# picks its kernel by its own CPU detection (some machines force an older kernel through it;
+# PyTorch's MKL ignores the variable).
+: > "$tmp/ours.jsonl"; : > "$tmp/ours_auto.jsonl"
 for m in "$root/models/stories260K" "$tmp/synth"; do
   for t in 1 "$threads_all"; do
     "$build/bench/engine_bench" "$m" --tokens 256 --batch 4 --threads "$t" --reps 5 >> "$tmp/ours.jsonl"
+    env -u OPENBLAS_CORETYPE "$build/bench/engine_bench" "$m" --tokens 256 --batch 4 --threads "$t" \
+      --reps 5 >> "$tmp/ours_auto.jsonl"
   done
 done
-"$py" - "$tmp/ours.jsonl" "$tmp/torch.jsonl" <<'PY'
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}"
+for f in ours ours_auto; do
+[[ $f == ours_auto ]] && echo "-- with OPENBLAS_CORETYPE unset (OpenBLAS's own detection)"
+"$py" - "$tmp/$f.jsonl" "$tmp/torch.jsonl" <<'PY'
 import json, os, sys
 ours = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 torch = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
@@ -38,6 +46,7 @@ for r in ours:
     print(f"{k[0]:14} {k[1]:7d} {r['tokens_per_s']:18.1f} {t if t else float('nan'):14.1f} "
           f"{(r['tokens_per_s'] / t) if t else float('nan'):6.2f}x")
 PY
+done
 
 echo
 echo "== 2. peak RSS of forward+backward vs depth (hidden 256, boundaries spilled: --budget-mb 0)"
