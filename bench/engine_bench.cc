@@ -17,7 +17,10 @@
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MODEL [--tokens T] [--batch B] [--threads N] [--reps R] [--budget-mb M]\n", argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s MODEL [--tokens T] [--batch B] [--threads N] [--reps R] [--budget-mb M]\n",
+        argv[0]);
     return 2;
   }
   int64_t t = 256, batch = 4;
@@ -26,11 +29,16 @@ int main(int argc, char** argv) {
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const long v = std::atol(argv[i + 1]);
-    if (k == "--tokens") t = v;
-    else if (k == "--batch") batch = v;
-    else if (k == "--threads") threads = static_cast<int>(v);
-    else if (k == "--reps") reps = static_cast<int>(v);
-    else if (k == "--budget-mb") budget_mb = v;
+    if (k == "--tokens")
+      t = v;
+    else if (k == "--batch")
+      batch = v;
+    else if (k == "--threads")
+      threads = static_cast<int>(v);
+    else if (k == "--reps")
+      reps = static_cast<int>(v);
+    else if (k == "--budget-mb")
+      budget_mb = v;
   }
   pq::compute::cpu::SetNumThreads(threads);
   auto src = pq::model::WeightSource::Open(argv[1]);

@@ -62,10 +62,13 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
       "--reference models/stories260K");
   sub->add_option("model", a->model, "Model directory or .safetensors file")->required();
   sub->add_option("--text", a->text, "UTF-8 text file");
-  sub->add_option("--tokens", a->tokens, "Pre-tokenized file: one document per line, ids separated by spaces");
-  sub->add_option("--split", a->split, "Documents: none (whole file), lines, paragraphs (default none)");
+  sub->add_option("--tokens", a->tokens,
+                  "Pre-tokenized file: one document per line, ids separated by spaces");
+  sub->add_option("--split", a->split,
+                  "Documents: none (whole file), lines, paragraphs (default none)");
   sub->add_option("--max-docs", a->max_docs, "Use only the first N documents");
-  sub->add_option("--ctx", a->ctx, "Window length in tokens (default: model max positions, <= 4096)");
+  sub->add_option("--ctx", a->ctx,
+                  "Window length in tokens (default: model max positions, <= 4096)");
   sub->add_option("--stride", a->stride, "New tokens per window after the first (default ctx/2)");
   sub->add_option("--reference", a->reference, "Reference model for KL(reference || model)");
   sub->add_option("--threads", a->threads, "Threads (default: all cores)");

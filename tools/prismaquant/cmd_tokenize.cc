@@ -17,7 +17,9 @@ void AddTokenizeCommand(CLI::App& app, int* exit_code) {
       "Print the token ids MODEL's tokenizer gives a text: one document per line, ids separated\n"
       "by spaces, no BOS (the format `eval --tokens` reads).\n"
       "Example: prismaquant tokenize models/stories260K --text story.txt --split paragraphs");
-  sub->add_option("model", a->model, "Model directory (tokenizer.json or tokenizer.bin) or tokenizer file")->required();
+  sub->add_option("model", a->model,
+                  "Model directory (tokenizer.json or tokenizer.bin) or tokenizer file")
+      ->required();
   sub->add_option("--text", a->text, "UTF-8 text file")->required();
   sub->add_option("--split", a->split, "Documents: none (whole file), lines, paragraphs");
   sub->add_option("--max-docs", a->max_docs, "Only the first N documents");

@@ -35,7 +35,8 @@ Result<BoundaryStore> BoundaryStore::Create(int64_t count, int64_t floats_each,
     s.memory_.assign(static_cast<size_t>(count), {});
     return s;
   }
-  std::string tmpl = (spill_dir.empty() ? std::string("/tmp") : spill_dir) + "/pq-boundaries-XXXXXX";
+  std::string tmpl =
+      (spill_dir.empty() ? std::string("/tmp") : spill_dir) + "/pq-boundaries-XXXXXX";
   s.fd_ = mkstemp(tmpl.data());
   if (s.fd_ < 0)
     return IoError("cannot create a spill file in " + spill_dir + ": " + std::strerror(errno) +
@@ -57,7 +58,8 @@ Status BoundaryStore::Put(int64_t slot, std::span<const float> v) {
   while (left > 0) {
     const ssize_t n = pwrite(fd_, p, left, off);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return IoError(std::string("writing the boundary spill file: ") + std::strerror(errno));
+    if (n <= 0)
+      return IoError(std::string("writing the boundary spill file: ") + std::strerror(errno));
     p += n;
     off += n;
     left -= static_cast<size_t>(n);
@@ -80,7 +82,8 @@ Status BoundaryStore::Get(int64_t slot, std::span<float> out) const {
   while (left > 0) {
     const ssize_t n = pread(fd_, p, left, off);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return IoError(std::string("reading the boundary spill file: ") + std::strerror(errno));
+    if (n <= 0)
+      return IoError(std::string("reading the boundary spill file: ") + std::strerror(errno));
     p += n;
     off += n;
     left -= static_cast<size_t>(n);

@@ -104,8 +104,7 @@ Result<std::vector<Sequence>> MakeWindows(const std::vector<std::vector<int32_t>
 }
 
 Result<EvalResult> Evaluate(const std::string& model_path,
-                            const std::vector<std::vector<int32_t>>& docs,
-                            const EvalOptions& o) {
+                            const std::vector<std::vector<int32_t>>& docs, const EvalOptions& o) {
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(model_path));
   std::unique_ptr<model::WeightSource> ref;
   if (!o.reference.empty()) {
@@ -130,9 +129,11 @@ Result<EvalResult> Evaluate(const std::string& model_path,
   for (size_t i = 0; i < windows.size();) {
     size_t j = i;
     int64_t tokens = 0;
-    while (j < windows.size() && (j == i || tokens + static_cast<int64_t>(windows[j].ids.size()) <= o.chunk_tokens))
+    while (j < windows.size() &&
+           (j == i || tokens + static_cast<int64_t>(windows[j].ids.size()) <= o.chunk_tokens))
       tokens += static_cast<int64_t>(windows[j++].ids.size());
-    PQ_ASSIGN_OR_RETURN(ChunkStats st, RunChunk(*src, ref.get(), std::span(windows).subspan(i, j - i), ro));
+    PQ_ASSIGN_OR_RETURN(ChunkStats st,
+                        RunChunk(*src, ref.get(), std::span(windows).subspan(i, j - i), ro));
     nll += st.nll;
     kl += st.kl;
     res.tokens += st.scored;
@@ -148,9 +149,8 @@ Result<EvalResult> Evaluate(const std::string& model_path,
 }
 
 nlohmann::json EvalResult::ToJson() const {
-  nlohmann::json j = {{"docs", docs},         {"windows", windows}, {"tokens", tokens},
-                      {"ctx", ctx},           {"stride", stride},
-                      {"mean_nll", mean_nll}, {"ppl", ppl}};
+  nlohmann::json j = {{"docs", docs},     {"windows", windows},   {"tokens", tokens}, {"ctx", ctx},
+                      {"stride", stride}, {"mean_nll", mean_nll}, {"ppl", ppl}};
   if (mean_kl) j["mean_kl"] = *mean_kl;
   return j;
 }

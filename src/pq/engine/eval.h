@@ -7,11 +7,10 @@
 // past the first window, sees at least ctx - stride tokens of context.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pq/core/status.h"
 #include "pq/engine/runner.h"
@@ -19,10 +18,10 @@
 namespace pq::engine {
 
 struct EvalOptions {
-  int64_t ctx = 0;                    // 0: the model's max_position_embeddings, at most 4096
-  int64_t stride = 0;                 // 1 <= stride < ctx; 0: ctx / 2
-  std::string reference;              // model path for KL(reference || model), "" = none
-  int64_t chunk_tokens = 16384;       // windows are run in chunks of about this many tokens
+  int64_t ctx = 0;               // 0: the model's max_position_embeddings, at most 4096
+  int64_t stride = 0;            // 1 <= stride < ctx; 0: ctx / 2
+  std::string reference;         // model path for KL(reference || model), "" = none
+  int64_t chunk_tokens = 16384;  // windows are run in chunks of about this many tokens
   RunnerOptions runner;
 };
 

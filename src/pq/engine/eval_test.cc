@@ -1,11 +1,11 @@
 // Windowing of eval documents: every token after the first scored exactly once, windows no
 // longer than ctx, each scored token with at least ctx - stride tokens of context past the
 // first window; bad settings refused.
+#include "pq/engine/eval.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
-
-#include "pq/engine/eval.h"
 
 namespace pq::engine {
 namespace {
@@ -32,7 +32,8 @@ TEST(EvalWindows, EveryTokenScoredOnceWithContext) {
           }
         }
       }
-      EXPECT_EQ(static_cast<int64_t>(scored.size()), std::max<int64_t>(n - 1, 0)) << n << " " << ctx;
+      EXPECT_EQ(static_cast<int64_t>(scored.size()), std::max<int64_t>(n - 1, 0))
+          << n << " " << ctx;
       for (const auto& [tok, count] : scored) EXPECT_EQ(count, 1) << tok;
     }
   }

@@ -40,7 +40,8 @@ class GradObserver : public model::LinearObserver {
                 int64_t rows) override {
     auto& g = grads[l.module];
     g.resize(static_cast<size_t>(l.rows * l.cols), 0.0f);
-    compute::ref::MatMulBackward(dy, x, std::span<const float>(l.w), {}, g, {}, rows, l.cols, l.rows);
+    compute::ref::MatMulBackward(dy, x, std::span<const float>(l.w), {}, g, {}, rows, l.cols,
+                                 l.rows);
   }
   std::map<std::string, std::vector<float>> grads;
 };
@@ -129,7 +130,8 @@ TEST(Golden, EveryArchitectureMatchesTransformers) {
   // Hub-style configs (top-level rope_theta / rope_scaling, num_experts) give the same model.
   for (const auto& dir : fixtures) {
     if (!fs::exists(dir + "/config_legacy.json")) continue;
-    const fs::path tmp = fs::temp_directory_path() / ("pq_golden_legacy_" + fs::path(dir).filename().string());
+    const fs::path tmp =
+        fs::temp_directory_path() / ("pq_golden_legacy_" + fs::path(dir).filename().string());
     fs::remove_all(tmp);
     fs::create_directories(tmp);
     fs::copy_file(dir + "/model/model.safetensors", tmp / "model.safetensors");

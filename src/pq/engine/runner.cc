@@ -40,7 +40,8 @@ Status Runner::Forward(bool keep_all) {
   }
   std::vector<float> h(static_cast<size_t>(total_tokens_ * d)), next(h.size());
   for (size_t s = 0; s < seqs_.size(); ++s)
-    PQ_RETURN_IF_ERROR(src_.Embed(seqs_[s].ids, Rows(h, offsets_[s], static_cast<int64_t>(seqs_[s].ids.size()), d)));
+    PQ_RETURN_IF_ERROR(src_.Embed(
+        seqs_[s].ids, Rows(h, offsets_[s], static_cast<int64_t>(seqs_[s].ids.size()), d)));
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
   std::optional<Progress> progress;
   if (opt_.progress) progress.emplace("forward", static_cast<size_t>(layers));
@@ -77,7 +78,8 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
     const Sequence& seq = seqs_[s];
     const auto t = static_cast<int64_t>(seq.ids.size());
     std::vector<float> n(static_cast<size_t>(t * d)), rstd(static_cast<size_t>(t));
-    std::vector<float> logits(static_cast<size_t>(t * v)), nll(static_cast<size_t>(t)), lse(nll.size());
+    std::vector<float> logits(static_cast<size_t>(t * v)), nll(static_cast<size_t>(t)),
+        lse(nll.size());
     const auto x = Rows(final_, offsets_[s], t, d);
     ops::RmsNorm(x, hw.final_norm, static_cast<float>(c.rms_eps), 0.0f, n, rstd, t, d);
     ops::MatMul(n, hw.lm_head.w, hw.lm_head.b, logits, t, d, v);
@@ -90,10 +92,12 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
     }
     if (!backward) continue;
     std::vector<float> dlogits(logits.size(), 0.0f), dn(n.size(), 0.0f);
-    ops::CrossEntropyBackward(logits, seq.targets, lse, static_cast<float>(loss_scale), dlogits, t, v);
+    ops::CrossEntropyBackward(logits, seq.targets, lse, static_cast<float>(loss_scale), dlogits, t,
+                              v);
     if (observer) observer->OnLinear(hw.lm_head, n, dlogits, t);
     ops::MatMulBackward(dlogits, n, hw.lm_head.w, dn, {}, {}, t, d, v);
-    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, 0.0f, Rows(d_final_, offsets_[s], t, d), {}, t, d);
+    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, 0.0f, Rows(d_final_, offsets_[s], t, d), {}, t,
+                         d);
   }
   return r;
 }

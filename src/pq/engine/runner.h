@@ -31,8 +31,8 @@ struct RunnerOptions {
 };
 
 struct HeadResult {
-  double nll_sum = 0;     // sum over scored tokens, nats
-  int64_t scored = 0;     // number of scored tokens
+  double nll_sum = 0;  // sum over scored tokens, nats
+  int64_t scored = 0;  // number of scored tokens
 };
 
 class Runner {
@@ -69,15 +69,15 @@ class Runner {
   RunnerOptions opt_;
   std::vector<size_t> offsets_;  // token offset of each sequence
   struct Batch {
-    size_t offset = 0;           // first token row
+    size_t offset = 0;  // first token row
     int64_t tokens = 0;
-    std::vector<int64_t> lens;   // its sequences' lengths
+    std::vector<int64_t> lens;  // its sequences' lengths
   };
-  std::vector<Batch> batches_;   // consecutive sequences run through a layer together
+  std::vector<Batch> batches_;  // consecutive sequences run through a layer together
   int64_t total_tokens_ = 0, max_tokens_ = 0;
   BoundaryStore store_;
-  std::vector<float> final_;     // boundary L [sum T, D]
-  std::vector<float> d_final_;   // dL/d boundary L
+  std::vector<float> final_;    // boundary L [sum T, D]
+  std::vector<float> d_final_;  // dL/d boundary L
 };
 
 }  // namespace pq::engine

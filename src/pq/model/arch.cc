@@ -167,17 +167,22 @@ Result<bool> AddPackedExperts(const io::CheckpointReader& ckpt, int layer, int e
   if (!gu || !dn || gu->shape.size() != 3 || dn->shape.size() != 3 || gu->shape[0] != experts ||
       dn->shape[0] != experts || gu->shape[1] % 2 != 0 || dn->shape[2] * 2 != gu->shape[1] ||
       dn->shape[1] != gu->shape[2])
-    return InvalidArgument(p + "{gate_up_proj,down_proj}: expected packed experts [E, 2I, D] and "
+    return InvalidArgument(p +
+                           "{gate_up_proj,down_proj}: expected packed experts [E, 2I, D] and "
                            "[E, D, I] with E = num_experts");
   seen->insert(gu->name);
   seen->insert(dn->name);
   const int64_t inter = dn->shape[2], hidden = dn->shape[1];
   const std::string unit = "model.layers." + std::to_string(layer) + ".experts";
   for (int e = 0; e < experts; ++e) {
-    const std::string m = "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(e) + ".";
-    layout->linears.push_back({m + "gate_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, 0});
-    layout->linears.push_back({m + "up_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, inter});
-    layout->linears.push_back({m + "down_proj", layer, hidden, inter, unit, false, false, false, dn->name, e, 0});
+    const std::string m =
+        "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(e) + ".";
+    layout->linears.push_back(
+        {m + "gate_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, 0});
+    layout->linears.push_back(
+        {m + "up_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, inter});
+    layout->linears.push_back(
+        {m + "down_proj", layer, hidden, inter, unit, false, false, false, dn->name, e, 0});
   }
   return true;
 }
@@ -216,9 +221,10 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
   if (layout.num_layers <= 0)
     return InvalidArgument("config.json: num_hidden_layers missing or not positive");
   // transformers v5 writes num_local_experts; older configs num_experts.
-  layout.num_experts = layout.arch->expert_tensors.empty()
-                           ? 0
-                           : IntField(config, "num_experts", IntField(config, "num_local_experts", -1));
+  layout.num_experts =
+      layout.arch->expert_tensors.empty()
+          ? 0
+          : IntField(config, "num_experts", IntField(config, "num_local_experts", -1));
   if (!layout.arch->expert_tensors.empty() && layout.num_experts <= 0)
     return InvalidArgument("config.json: num_experts missing for an MoE architecture");
   layout.tie_word_embeddings = config.value("tie_word_embeddings", false);
@@ -256,6 +262,7 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
       return InvalidArgument("tensor \"" + name + "\" has non-float dtype " +
                              std::string(DTypeName(t->dtype)));
     layout.other_tensors.push_back(name);
+    if (spec.role == R::kRouter) layout.always_ignored.push_back(ModuleOf(name));
     return Status::Ok();
   };
   for (int l = 0; l < layout.num_layers; ++l) {
@@ -300,7 +307,7 @@ Result<nlohmann::json> ReadConfig(const std::string& model_dir) {
 namespace pq::model {
 
 Result<std::vector<float>> ReadDenseLinear(const io::CheckpointReader& ckpt, const LinearInfo& li) {
-  const std::string name = li.tied ? "model.embed_tokens.weight"
+  const std::string name = li.tied                    ? "model.embed_tokens.weight"
                            : li.packed_tensor.empty() ? li.module + ".weight"
                                                       : li.packed_tensor;
   PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt.Get(name));

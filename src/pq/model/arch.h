@@ -72,6 +72,8 @@ struct ModelLayout {
   std::vector<LinearInfo> linears;  // body Linears in checkpoint order, then lm_head
   // Every checkpoint tensor that is not a Linear weight (embeddings, norms, biases, ...).
   std::vector<std::string> other_tensors;
+  // Modules that are Linears to vLLM but stay BF16 by rule (MoE routers): always in `ignore`.
+  std::vector<std::string> always_ignored;
 };
 
 // Picks the architecture from config.json ("architectures" then "model_type").

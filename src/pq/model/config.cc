@@ -15,14 +15,16 @@ Status GetInt(const json& c, const char* key, int64_t* out, bool required) {
     return Status::Ok();
   }
   if (!c[key].is_number_integer() || c[key].get<int64_t>() < 0)
-    return InvalidArgument(std::string("config.json: \"") + key + "\" must be a non-negative integer");
+    return InvalidArgument(std::string("config.json: \"") + key +
+                           "\" must be a non-negative integer");
   *out = c[key].get<int64_t>();
   return Status::Ok();
 }
 
 Status GetDouble(const json& c, const char* key, double* out) {
   if (!c.contains(key) || c[key].is_null()) return Status::Ok();
-  if (!c[key].is_number()) return InvalidArgument(std::string("config.json: \"") + key + "\" must be a number");
+  if (!c[key].is_number())
+    return InvalidArgument(std::string("config.json: \"") + key + "\" must be a number");
   *out = c[key].get<double>();
   return Status::Ok();
 }
@@ -35,7 +37,8 @@ Status ApplyRopeScaling(const json& c, std::vector<double>* inv_freq) {
   const std::string type = rs.value("rope_type", rs.value("type", std::string("default")));
   if (type == "default") return Status::Ok();
   if (type != "llama3")
-    return Unimplemented("config.json: rope scaling \"" + type + "\" is not supported (default, llama3)");
+    return Unimplemented("config.json: rope scaling \"" + type +
+                         "\" is not supported (default, llama3)");
   const double factor = rs.value("factor", 8.0), low = rs.value("low_freq_factor", 1.0),
                high = rs.value("high_freq_factor", 4.0),
                old_len = rs.value("original_max_position_embeddings", 8192.0);
@@ -74,7 +77,8 @@ Result<ModelConfig> ParseModelConfig(const json& c, const std::string& arch) {
   PQ_RETURN_IF_ERROR(GetInt(c, "intermediate_size", &m.intermediate, arch != "qwen3_moe"));
   PQ_RETURN_IF_ERROR(GetInt(c, "max_position_embeddings", &m.max_positions, false));
   if (m.heads == 0 || m.hidden == 0 || m.kv_heads == 0 || m.heads % m.kv_heads != 0)
-    return InvalidArgument("config.json: need num_attention_heads divisible by num_key_value_heads (> 0)");
+    return InvalidArgument(
+        "config.json: need num_attention_heads divisible by num_key_value_heads (> 0)");
   m.head_dim = m.hidden / m.heads;
   PQ_RETURN_IF_ERROR(GetInt(c, "head_dim", &m.head_dim, false));
   if (m.head_dim <= 0 || m.head_dim % 2 != 0)
@@ -105,7 +109,8 @@ Result<ModelConfig> ParseModelConfig(const json& c, const std::string& arch) {
     m.eos_id = c["eos_token_id"].get<int32_t>();
   const int64_t rot = m.head_dim;
   for (int64_t i = 0; i < rot / 2; ++i)
-    m.inv_freq.push_back(1.0 / std::pow(m.rope_theta, static_cast<double>(2 * i) / static_cast<double>(rot)));
+    m.inv_freq.push_back(
+        1.0 / std::pow(m.rope_theta, static_cast<double>(2 * i) / static_cast<double>(rot)));
   PQ_RETURN_IF_ERROR(ApplyRopeScaling(c, &m.inv_freq));
   return m;
 }

@@ -2,24 +2,23 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pq/core/status.h"
 
 namespace pq::model {
 
 struct ModelConfig {
-  std::string arch;  // ArchDescriptor::name
-  int64_t hidden = 0;             // D
-  int64_t intermediate = 0;       // F (dense MLP)
-  int64_t num_layers = 0;         // L
-  int64_t heads = 0;              // H
-  int64_t kv_heads = 0;           // Hkv
-  int64_t head_dim = 0;           // Dh
-  int64_t vocab = 0;              // V
+  std::string arch;          // ArchDescriptor::name
+  int64_t hidden = 0;        // D
+  int64_t intermediate = 0;  // F (dense MLP)
+  int64_t num_layers = 0;    // L
+  int64_t heads = 0;         // H
+  int64_t kv_heads = 0;      // Hkv
+  int64_t head_dim = 0;      // Dh
+  int64_t vocab = 0;         // V
   int64_t max_positions = 0;
   double rms_eps = 1e-6;
   double rope_theta = 10000.0;
@@ -27,8 +26,8 @@ struct ModelConfig {
   bool qkv_bias = false;
   bool qk_norm = false;
   // MoE (0 experts = dense)
-  int64_t num_experts = 0;        // E
-  int64_t top_k = 0;              // K
+  int64_t num_experts = 0;  // E
+  int64_t top_k = 0;        // K
   int64_t moe_intermediate = 0;
   bool norm_topk_prob = false;
   std::vector<int64_t> mlp_only_layers;

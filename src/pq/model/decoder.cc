@@ -26,7 +26,9 @@ void LinearBackward(std::span<const float> dy, std::span<const float> x, const L
   ops::MatMulBackward(dy, x, l.w, dx, {}, {}, t, l.cols, l.rows);
 }
 
-compute::RopeSpec Spec(const ModelConfig& c) { return {static_cast<int>(c.head_dim), static_cast<int>(c.head_dim)}; }
+compute::RopeSpec Spec(const ModelConfig& c) {
+  return {static_cast<int>(c.head_dim), static_cast<int>(c.head_dim)};
+}
 
 float AttnScale(const ModelConfig& c) { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
 
@@ -65,7 +67,8 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
     a.q_rstd = Zeros(t * h);
     a.k_rstd = Zeros(t * hkv);
     ops::RmsNorm(a.q_pre, w.q_norm, static_cast<float>(c.rms_eps), 0.0f, a.q, a.q_rstd, t * h, dh);
-    ops::RmsNorm(a.k_pre, w.k_norm, static_cast<float>(c.rms_eps), 0.0f, a.k, a.k_rstd, t * hkv, dh);
+    ops::RmsNorm(a.k_pre, w.k_norm, static_cast<float>(c.rms_eps), 0.0f, a.k, a.k_rstd, t * hkv,
+                 dh);
   }
   a.attn = Zeros(t * h * dh);
   int64_t probs_total = 0;
@@ -86,8 +89,7 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
 // d_o[T, D] -> dn1[T, D] (accumulated)
 void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                        std::span<const int64_t> lens, int64_t t, const LayerActs& a,
-                       std::span<const float> d_o, Vec& dn1,
-                       LinearObserver* obs) {
+                       std::span<const float> d_o, Vec& dn1, LinearObserver* obs) {
   const int64_t h = c.heads, hkv = c.kv_heads, dh = c.head_dim;
   Vec d_attn = Zeros(t * h * dh);
   LinearBackward(d_o, a.attn, w.o, d_attn, t, obs);
@@ -172,7 +174,8 @@ void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerAct
     for (int64_t i = 0; i < r; ++i) {
       const int64_t row = ea.rows[static_cast<size_t>(i)];
       const float wt = a.topk_w[static_cast<size_t>(row * k + ea.slot[static_cast<size_t>(i)])];
-      for (int64_t j = 0; j < d; ++j) out[static_cast<size_t>(row * d + j)] += wt * ea.out[static_cast<size_t>(i * d + j)];
+      for (int64_t j = 0; j < d; ++j)
+        out[static_cast<size_t>(row * d + j)] += wt * ea.out[static_cast<size_t>(i * d + j)];
     }
   }
 }
@@ -206,10 +209,12 @@ void MoeBackward(const ModelConfig& c, const LayerWeights& w, int64_t t, const L
     LinearBackward(du, ea.x, ew.up, dx, r, obs);
     for (int64_t i = 0; i < r; ++i)
       for (int64_t j = 0; j < d; ++j)
-        dn2[static_cast<size_t>(ea.rows[static_cast<size_t>(i)] * d + j)] += dx[static_cast<size_t>(i * d + j)];
+        dn2[static_cast<size_t>(ea.rows[static_cast<size_t>(i)] * d + j)] +=
+            dx[static_cast<size_t>(i * d + j)];
   }
   Vec dlogits = Zeros(t * e_count);
-  ops::RouterTopKBackward(dweights, a.router_probs, a.topk_idx, dlogits, t, e_count, k, c.norm_topk_prob);
+  ops::RouterTopKBackward(dweights, a.router_probs, a.topk_idx, dlogits, t, e_count, k,
+                          c.norm_topk_prob);
   LinearBackward(dlogits, a.n2, w.router, dn2, t, obs);
 }
 
@@ -259,8 +264,7 @@ void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const Rope
 
 void DecoderLayerBackward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                           std::span<const float> x, const LayerActs& a, std::span<const float> dy,
-                          std::span<float> dx, std::span<const int64_t> lens,
-                          LinearObserver* obs) {
+                          std::span<float> dx, std::span<const int64_t> lens, LinearObserver* obs) {
   const int64_t d = c.hidden;
   int64_t t = 0;
   for (int64_t ts : lens) t += ts;

@@ -34,28 +34,30 @@ struct RopeCache {
   std::span<const float> Sin(int64_t t) const { return std::span(sin).first(Rows(t)); }
 
  private:
-  size_t Rows(int64_t t) const { return static_cast<size_t>(t) * (cos.size() / static_cast<size_t>(tokens)); }
+  size_t Rows(int64_t t) const {
+    return static_cast<size_t>(t) * (cos.size() / static_cast<size_t>(tokens));
+  }
 };
 
 // What the backward pass needs from the forward pass of one layer on one sequence.
 struct ExpertActs {
-  std::vector<int32_t> rows;      // token index of each routed row
-  std::vector<int32_t> slot;      // which top-k slot of that token chose this expert
+  std::vector<int32_t> rows;           // token index of each routed row
+  std::vector<int32_t> slot;           // which top-k slot of that token chose this expert
   std::vector<float> x, g, u, m, out;  // [R, D], [R, F], [R, F], [R, F], [R, D]
 };
 struct LayerActs {
-  std::vector<float> n1, rstd1;         // [T, D], [T]
-  std::vector<float> q_pre, k_pre;      // before q/k norm [T, H*Dh], [T, Hkv*Dh]
-  std::vector<float> q_rstd, k_rstd;    // [T*H], [T*Hkv]
-  std::vector<float> q, k, v;           // after norm + RoPE (attention inputs)
-  std::vector<float> probs;             // per sequence [H, T_s, T_s], concatenated
-  std::vector<float> attn;              // [T, H*Dh]
-  std::vector<float> h, n2, rstd2;      // [T, D], [T, D], [T]
-  std::vector<float> g, u, m;           // dense MLP [T, F]
-  std::vector<float> router_probs;      // [T, E]
-  std::vector<int32_t> topk_idx;        // [T, K]
-  std::vector<float> topk_w;            // [T, K]
-  std::vector<ExpertActs> experts;      // [E]
+  std::vector<float> n1, rstd1;       // [T, D], [T]
+  std::vector<float> q_pre, k_pre;    // before q/k norm [T, H*Dh], [T, Hkv*Dh]
+  std::vector<float> q_rstd, k_rstd;  // [T*H], [T*Hkv]
+  std::vector<float> q, k, v;         // after norm + RoPE (attention inputs)
+  std::vector<float> probs;           // per sequence [H, T_s, T_s], concatenated
+  std::vector<float> attn;            // [T, H*Dh]
+  std::vector<float> h, n2, rstd2;    // [T, D], [T, D], [T]
+  std::vector<float> g, u, m;         // dense MLP [T, F]
+  std::vector<float> router_probs;    // [T, E]
+  std::vector<int32_t> topk_idx;      // [T, K]
+  std::vector<float> topk_w;          // [T, K]
+  std::vector<ExpertActs> experts;    // [E]
 };
 
 // y[T, D] = layer(x[T, D]) for sequences of lengths `lens` (sum T). `acts` (optional) keeps

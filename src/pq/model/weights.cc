@@ -68,7 +68,8 @@ Result<LayerWeights> WeightSource::LoadLayer(int64_t layer) const {
   lw.layer = layer;
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   PQ_ASSIGN_OR_RETURN(lw.input_norm, LoadVector(p + "input_layernorm.weight", c.hidden, true));
-  PQ_ASSIGN_OR_RETURN(lw.post_norm, LoadVector(p + "post_attention_layernorm.weight", c.hidden, true));
+  PQ_ASSIGN_OR_RETURN(lw.post_norm,
+                      LoadVector(p + "post_attention_layernorm.weight", c.hidden, true));
   if (c.qk_norm) {
     PQ_ASSIGN_OR_RETURN(lw.q_norm, LoadVector(p + "self_attn.q_norm.weight", c.head_dim, true));
     PQ_ASSIGN_OR_RETURN(lw.k_norm, LoadVector(p + "self_attn.k_norm.weight", c.head_dim, true));
@@ -99,7 +100,8 @@ Result<LayerWeights> WeightSource::LoadLayer(int64_t layer) const {
   lw.router.module = p + "mlp.gate";
   lw.router.rows = c.num_experts;
   lw.router.cols = c.hidden;
-  PQ_ASSIGN_OR_RETURN(lw.router.w, LoadVector(p + "mlp.gate.weight", c.num_experts * c.hidden, true));
+  PQ_ASSIGN_OR_RETURN(lw.router.w,
+                      LoadVector(p + "mlp.gate.weight", c.num_experts * c.hidden, true));
   for (int64_t e = 0; e < c.num_experts; ++e) {
     const std::string ep = p + "mlp.experts." + std::to_string(e) + ".";
     ExpertWeights ew;

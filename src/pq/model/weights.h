@@ -4,10 +4,9 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pq/core/status.h"
 #include "pq/io/safetensors.h"
@@ -34,9 +33,9 @@ struct LayerWeights {
   std::vector<float> input_norm, post_norm;  // [D]
   std::vector<float> q_norm, k_norm;         // [Dh] (Qwen3) or empty
   LinearWeights q, k, v, o;
-  LinearWeights gate, up, down;       // dense MLP
-  LinearWeights router;               // MoE: [E, D]
-  std::vector<ExpertWeights> experts; // MoE
+  LinearWeights gate, up, down;        // dense MLP
+  LinearWeights router;                // MoE: [E, D]
+  std::vector<ExpertWeights> experts;  // MoE
 };
 
 struct HeadWeights {

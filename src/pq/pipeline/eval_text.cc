@@ -101,7 +101,8 @@ Result<std::vector<std::vector<int32_t>>> LoadEvalDocuments(const std::string& m
       docs.push_back(std::move(ids));
     }
   }
-  if (in.max_docs > 0 && static_cast<int64_t>(docs.size()) > in.max_docs) docs.resize(static_cast<size_t>(in.max_docs));
+  if (in.max_docs > 0 && static_cast<int64_t>(docs.size()) > in.max_docs)
+    docs.resize(static_cast<size_t>(in.max_docs));
   if (docs.empty()) return InvalidArgument("no documents in the input (is it empty?)");
   if (in.add_bos) {
     PQ_ASSIGN_OR_RETURN(int32_t bos, BosId(model_dir, tok.get()));

@@ -22,7 +22,7 @@ struct EvalInput {
   std::string text_file;    // or
   std::string tokens_file;  // pre-tokenized (one document per line, ids separated by spaces)
   DocSplit split = DocSplit::kNone;
-  int64_t max_docs = 0;     // 0 = all
+  int64_t max_docs = 0;  // 0 = all
   bool add_bos = true;
 };
 

@@ -159,7 +159,8 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
 
   const bool untie = layout.tie_word_embeddings && o.lm_head != FormatId::kBF16;
   if (untie) config["tie_word_embeddings"] = false;
-  config["quantization_config"] = formats::QuantizationConfig(module_formats);
+  config["quantization_config"] =
+      formats::QuantizationConfig(module_formats, layout.always_ignored);
   SetBf16Dtype(config);
   PQ_RETURN_IF_ERROR(writer->AddFile("config.json", config.dump(2) + "\n"));
   PQ_RETURN_IF_ERROR(CopyNonWeightFiles(model_dir, *writer));

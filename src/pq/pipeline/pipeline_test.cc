@@ -227,6 +227,9 @@ TEST_F(PipelineTest, MoeExpertsShareOneScheme) {
   std::ifstream in(Out("moe-mx") + "/config.json");
   nlohmann::json c = nlohmann::json::parse(in);
   auto& q = c["quantization_config"];
+  // Routers stay BF16 and are listed in `ignore` (compressed-tensors-format.md §4.4).
+  EXPECT_NE(std::find(q["ignore"].begin(), q["ignore"].end(), "model.layers.0.mlp.gate"),
+            q["ignore"].end());
   const std::string victim = "model.layers.0.mlp.experts.1.down_proj";
   auto& targets = q["config_groups"]["group_0"]["targets"];
   targets.erase(std::find(targets.begin(), targets.end(), victim));
