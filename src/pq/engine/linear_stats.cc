@@ -1,0 +1,40 @@
+#include "pq/engine/linear_stats.h"
+
+#include "pq/compute/ops.h"
+
+namespace pq::engine {
+
+void LinearStatsObserver::OnLinear(const model::LinearWeights& l, std::span<const float> x,
+                                   std::span<const float> dy, int64_t rows) {
+  const int64_t n = l.rows, k = l.cols;
+  LinearStats& s = stats_[l.module];
+  if (s.samples == 0) {
+    s.rows = n;
+    s.cols = k;
+    s.g2_out.assign(static_cast<size_t>(n), 0.0);
+    s.x2_in.assign(static_cast<size_t>(k), 0.0);
+    if (hessian_) s.hessian.assign(static_cast<size_t>(k * k), 0.0f);
+  }
+  ++s.samples;
+  s.tokens += rows;
+  // Gamma_s = G_s^T X_s [N, K]; its squared Frobenius norm.
+  gamma_.assign(static_cast<size_t>(n * k), 0.0f);
+  compute::cpu::MatMulBackward(dy, x, {}, {}, gamma_, {}, rows, k, n);
+  double f = 0;
+  for (float g : gamma_) f += static_cast<double>(g) * g;
+  s.fisher_sum += f;
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t o = 0; o < n; ++o) {
+      const double g = dy[static_cast<size_t>(t * n + o)];
+      s.g2_out[static_cast<size_t>(o)] += g * g;
+    }
+    for (int64_t i = 0; i < k; ++i) {
+      const double v = x[static_cast<size_t>(t * k + i)];
+      s.x2_in[static_cast<size_t>(i)] += v * v;
+    }
+  }
+  // H += X^T X: the weight-gradient product with X in place of the output gradient.
+  if (hessian_) compute::cpu::MatMulBackward(x, x, {}, {}, s.hessian, {}, rows, k, k);
+}
+
+}  // namespace pq::engine

@@ -1,0 +1,41 @@
+// Per-Linear calibration statistics gathered through the observer hook while each layer is
+// resident (DESIGN §3 "Sensitivity"): for sample s with output gradients G_s [R, N] and
+// inputs X_s [R, K] (R = its tokens, or for an expert the tokens routed to it):
+//   fisher_sum  = sum_s ||G_s^T X_s||_F^2   (per-sample empirical Fisher, before / T_total)
+//   g2_out[o]   = sum_t G[t, o]^2,  x2_in[i] = sum_t X[t, i]^2
+//   hessian     = X^T X  [K, K]  (optional; only while the layer is resident)
+// One OnLinear call must carry exactly one sample: run the Runner with batch_tokens = 1 so
+// every batch is a single sequence.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "pq/model/decoder.h"
+
+namespace pq::engine {
+
+struct LinearStats {
+  int64_t rows = 0, cols = 0;       // N, K
+  int64_t samples = 0, tokens = 0;  // observed samples (calls) and rows
+  double fisher_sum = 0;            // sum over samples of ||G_s^T X_s||_F^2
+  std::vector<double> g2_out;       // [N]
+  std::vector<double> x2_in;        // [K]
+  std::vector<float> hessian;       // [K, K] or empty
+};
+
+class LinearStatsObserver : public model::LinearObserver {
+ public:
+  explicit LinearStatsObserver(bool hessian) : hessian_(hessian) {}
+  void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
+                std::span<const float> dy, int64_t rows) override;
+  const std::map<std::string, LinearStats>& stats() const { return stats_; }
+
+ private:
+  bool hessian_;
+  std::map<std::string, LinearStats> stats_;
+  std::vector<float> gamma_;  // scratch [N, K]
+};
+
+}  // namespace pq::engine
