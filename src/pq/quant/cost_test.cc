@@ -1,0 +1,68 @@
+// The cost estimators against hand-computed values, and their defining properties: zero for
+// Ŵ = W, quadratic in ΔW, and the Hessian estimator equal to the channel one when XᵀX is
+// diagonal (that is exactly when the two models agree).
+#include "pq/quant/cost.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+namespace pq::quant {
+namespace {
+
+TEST(Cost, HandValues) {
+  // N=2, K=2, T=2; ΔW = [[1, 0], [0, 2]].
+  const std::vector<float> w = {1, 5, 3, 4}, w_hat = {0, 5, 3, 2};
+  const std::vector<double> g2 = {4, 2}, x2 = {2, 6};
+  const std::vector<float> h = {2, 1, 1, 6};
+  CostInputs in{2, 2, 2, 10.0, g2, x2, h};
+  // trace: ½ · (10/2) · mean(1, 0, 0, 4) = ½ · 5 · 1.25
+  EXPECT_DOUBLE_EQ(*PredictedLossIncrease(CostEstimator::kTrace, in, w, w_hat), 3.125);
+  // channel: ½ · [(4/2)(2/2)·1 + (2/2)(6/2)·4] = ½ · (2 + 12)
+  EXPECT_DOUBLE_EQ(*PredictedLossIncrease(CostEstimator::kChannel, in, w, w_hat), 7.0);
+  // hessian: row0 [1,0]: H00 = 2 -> (4/2)·2/2 = 2; row1 [0,2]: 4·H11 = 24 -> (2/2)·24/2 = 12.
+  EXPECT_DOUBLE_EQ(*PredictedLossIncrease(CostEstimator::kHessian, in, w, w_hat), 7.0);
+}
+
+TEST(Cost, ZeroQuadraticAndDiagonalAgreement) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> g(0, 1);
+  const int64_t n = 5, k = 7, t = 11;
+  std::vector<float> w(n * k), w_hat(n * k), w_half(n * k);
+  for (size_t i = 0; i < w.size(); ++i) {
+    w[i] = g(rng);
+    w_hat[i] = w[i] + 0.1f * g(rng);
+    w_half[i] = w[i] + 0.5f * (w_hat[i] - w[i]);
+  }
+  std::vector<double> g2(n), x2(k);
+  for (auto& v : g2) v = std::fabs(g(rng));
+  for (auto& v : x2) v = std::fabs(g(rng)) * t;
+  std::vector<float> h(k * k, 0.0f);  // diagonal XᵀX: channel and hessian must agree
+  for (int64_t i = 0; i < k; ++i) h[i * k + i] = static_cast<float>(x2[i]);
+  CostInputs in{n, k, t, 3.0, g2, x2, h};
+  for (auto e : {CostEstimator::kTrace, CostEstimator::kChannel, CostEstimator::kHessian}) {
+    EXPECT_EQ(*PredictedLossIncrease(e, in, w, w), 0.0);
+    const double full = *PredictedLossIncrease(e, in, w, w_hat);
+    const double half = *PredictedLossIncrease(e, in, w, w_half);
+    EXPECT_GT(full, 0.0);
+    EXPECT_NEAR(half, full / 4, 1e-3 * full);  // quadratic (float rounding of w_half)
+  }
+  EXPECT_NEAR(*PredictedLossIncrease(CostEstimator::kHessian, in, w, w_hat),
+              *PredictedLossIncrease(CostEstimator::kChannel, in, w, w_hat), 1e-9);
+}
+
+TEST(Cost, BadInput) {
+  const std::vector<float> w(4), bad(3);
+  const std::vector<double> g2(2), x2(2);
+  CostInputs in{2, 2, 1, 1.0, g2, x2, {}};
+  EXPECT_FALSE(PredictedLossIncrease(CostEstimator::kTrace, in, w, bad).ok());
+  EXPECT_FALSE(PredictedLossIncrease(CostEstimator::kHessian, in, w, w).ok());  // no H
+  in.tokens = 0;
+  EXPECT_FALSE(PredictedLossIncrease(CostEstimator::kChannel, in, w, w).ok());
+  EXPECT_FALSE(ParseCostEstimator("output").ok());
+  EXPECT_EQ(*ParseCostEstimator("hessian"), CostEstimator::kHessian);
+}
+
+}  // namespace
+}  // namespace pq::quant
