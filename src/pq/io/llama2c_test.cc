@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pq/core/minifloat.h"
+#include "pq/io/io_test_util.h"
 #include "pq/io/safetensors.h"
 
 namespace pq::io {
@@ -28,15 +29,9 @@ const std::string kBin = kAssets + "/llama2c-stories260K/stories260K.bin";
 const std::string kTok = kAssets + "/llama2c-stories260K/tok512.bin";
 const std::string kDerived = kAssets + "/stories260K-hf-derived";
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void WriteAll(const std::string& path, const std::string& data) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
+// File helpers shared with the io tests.
+using io::testing::ReadBytes;
+using io::testing::WriteBytes;
 
 template <typename T>
 void Append(std::string* s, T v) {
@@ -141,7 +136,7 @@ TEST(PermuteRopeRows, InterleavedPairsBecomeHalves) {
 
 TEST_F(Llama2cTest, ParsesStories260KHeader) {
   if (!HaveAssets()) GTEST_SKIP() << "no shared assets at " << kAssets;
-  const std::string data = ReadAll(kBin);
+  const std::string data = ReadBytes(kBin);
   auto c = ParseLlama2cHeader(
       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), 28), data.size(),
       kBin);
@@ -185,13 +180,13 @@ TEST_F(Llama2cTest, ConvertsStories260KExactlyLikeTheReference) {
     EXPECT_EQ(std::memcmp(g->bytes.data(), w->bytes.data(), w->bytes.size()), 0);
   }
 
-  const json cfg = json::parse(ReadAll(out + "/config.json"));
-  const json ref = json::parse(ReadAll(kDerived + "/config.json"));
+  const json cfg = json::parse(ReadBytes(out + "/config.json"));
+  const json ref = json::parse(ReadBytes(kDerived + "/config.json"));
   EXPECT_EQ(cfg, ref);
-  EXPECT_EQ(ReadAll(out + "/config.json"), ReadAll(kDerived + "/config.json"));  // byte-exact
-  EXPECT_EQ(ReadAll(out + "/tokenizer.bin"), ReadAll(kTok));
+  EXPECT_EQ(ReadBytes(out + "/config.json"), ReadBytes(kDerived + "/config.json"));  // byte-exact
+  EXPECT_EQ(ReadBytes(out + "/tokenizer.bin"), ReadBytes(kTok));
 
-  const json tok = json::parse(ReadAll(out + "/tokenizer.json"));
+  const json tok = json::parse(ReadBytes(out + "/tokenizer.json"));
   EXPECT_EQ(tok["model"]["type"], "BPE");
   EXPECT_EQ(tok["model"]["byte_fallback"], true);
   EXPECT_EQ(tok["model"]["vocab"].size(), 512u);
@@ -199,7 +194,7 @@ TEST_F(Llama2cTest, ConvertsStories260KExactlyLikeTheReference) {
   EXPECT_EQ(tok["model"]["vocab"]["\xe2\x96\x81t"], 259);  // " t", the best-scoring merge
   EXPECT_GT(tok["model"]["merges"].size(), 100u);
   EXPECT_EQ(tok["model"]["merges"][0], json::array({"\xe2\x96\x81", "t"}));
-  const json tc = json::parse(ReadAll(out + "/tokenizer_config.json"));
+  const json tc = json::parse(ReadBytes(out + "/tokenizer_config.json"));
   EXPECT_EQ(tc["bos_token"], "<s>");
   EXPECT_EQ(tc["model_max_length"], 512);
   EXPECT_TRUE(fs::exists(out + "/special_tokens_map.json"));
@@ -230,13 +225,13 @@ TEST_F(Llama2cTest, Bf16RoundsEveryValue) {
     ASSERT_EQ(gv->size(), wv->size());
     for (size_t i = 0; i < wv->size(); ++i) ASSERT_EQ((*gv)[i], RoundBf16((*wv)[i])) << i;
   }
-  EXPECT_EQ(json::parse(ReadAll(out + "/config.json"))["torch_dtype"], "bfloat16");
+  EXPECT_EQ(json::parse(ReadBytes(out + "/config.json"))["torch_dtype"], "bfloat16");
 }
 
 TEST_F(Llama2cTest, UnsharedClassifierAndGqaPermutation) {
   const Llama2cConfig c = TinyConfig(/*shared=*/false);
-  WriteAll(Path("m.bin"), MakeBin(c));
-  WriteAll(Path("t.bin"), MakeTokenizer({"a", "aa"}));
+  WriteBytes(Path("m.bin"), MakeBin(c));
+  WriteBytes(Path("t.bin"), MakeTokenizer({"a", "aa"}));
   auto s = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(s->num_tensors, 1 + 2 * 9 + 1 + 1);
@@ -276,19 +271,19 @@ TEST_F(Llama2cTest, UnsharedClassifierAndGqaPermutation) {
   EXPECT_EQ(values("model.norm.weight")[7], Code(10, 0, 0, 7));
   EXPECT_EQ(values("model.embed_tokens.weight")[D * 260 + 7], Code(0, 0, 260, 7));
   EXPECT_EQ(values("lm_head.weight")[D * 260 + 7], Code(12, 0, 260, 7));
-  const json cfg = json::parse(ReadAll(Path("out") + "/config.json"));
+  const json cfg = json::parse(ReadBytes(Path("out") + "/config.json"));
   EXPECT_EQ(cfg["tie_word_embeddings"], false);
   EXPECT_EQ(cfg["num_key_value_heads"], 1);
   EXPECT_EQ(cfg["head_dim"], 4);
   EXPECT_EQ(cfg["vocab_size"], 261);
-  const json tok = json::parse(ReadAll(Path("out") + "/tokenizer.json"));
+  const json tok = json::parse(ReadBytes(Path("out") + "/tokenizer.json"));
   EXPECT_EQ(tok["model"]["merges"], json::parse(R"([["a", "a"]])"));
 }
 
 TEST_F(Llama2cTest, SharedTinyModelHasNoLmHead) {
   const Llama2cConfig c = TinyConfig(/*shared=*/true);
-  WriteAll(Path("m.bin"), MakeBin(c));
-  WriteAll(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
+  WriteBytes(Path("m.bin"), MakeBin(c));
+  WriteBytes(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
   auto s = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   auto r = CheckpointReader::Open(Path("out"));
@@ -308,16 +303,16 @@ void ExpectFailsNaming(const Result<ImportSummary>& r, const std::string& file,
 TEST_F(Llama2cTest, TruncatedOrExtendedCheckpointsAreRejected) {
   const Llama2cConfig c = TinyConfig(true);
   const std::string good = MakeBin(c);
-  WriteAll(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
+  WriteBytes(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
   for (size_t len : {size_t{0}, size_t{3}, size_t{27}, size_t{28}, size_t{29}, size_t{1000},
                      good.size() / 2, good.size() - 4, good.size() - 1}) {
     SCOPED_TRACE(len);
-    WriteAll(Path("m.bin"), good.substr(0, len));
+    WriteBytes(Path("m.bin"), good.substr(0, len));
     auto r = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
     ExpectFailsNaming(r, Path("m.bin"), Path("out"));
     EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
   }
-  WriteAll(Path("m.bin"), good + "x");
+  WriteBytes(Path("m.bin"), good + "x");
   ExpectFailsNaming(ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out")), Path("m.bin"),
                     Path("out"));
   // Positive vocab_size with an unshared classifier present: explained in the message.
@@ -325,7 +320,7 @@ TEST_F(Llama2cTest, TruncatedOrExtendedCheckpointsAreRejected) {
   std::string data = MakeBin(unshared);
   const int32_t positive = unshared.vocab_size;
   std::memcpy(data.data() + 20, &positive, 4);
-  WriteAll(Path("m.bin"), data);
+  WriteBytes(Path("m.bin"), data);
   auto r = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
   ExpectFailsNaming(r, Path("m.bin"), Path("out"));
   EXPECT_NE(r.status().message().find("unshared classifier"), std::string::npos);
@@ -333,16 +328,16 @@ TEST_F(Llama2cTest, TruncatedOrExtendedCheckpointsAreRejected) {
 
 TEST_F(Llama2cTest, TruncatedStories260KIsRejected) {
   if (!HaveAssets()) GTEST_SKIP() << "no shared assets at " << kAssets;
-  const std::string data = ReadAll(kBin);
+  const std::string data = ReadBytes(kBin);
   for (size_t len : {size_t{100}, data.size() - 4 * 512 * 8, data.size() - 4}) {
     SCOPED_TRACE(len);
-    WriteAll(Path("m.bin"), data.substr(0, len));
+    WriteBytes(Path("m.bin"), data.substr(0, len));
     ExpectFailsNaming(ImportLlama2c(Path("m.bin"), kTok, Path("out")), Path("m.bin"), Path("out"));
   }
 }
 
 TEST_F(Llama2cTest, BadHeadersAreRejected) {
-  WriteAll(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
+  WriteBytes(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
   struct Case {
     const char* what;
     int field;  // int32 index in the header
@@ -368,7 +363,7 @@ TEST_F(Llama2cTest, BadHeadersAreRejected) {
     SCOPED_TRACE(k.what);
     std::string data = good;
     std::memcpy(data.data() + 4 * k.field, &k.value, 4);
-    WriteAll(Path("m.bin"), data);
+    WriteBytes(Path("m.bin"), data);
     auto r = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
     ExpectFailsNaming(r, Path("m.bin"), Path("out"));
     EXPECT_NE(r.status().message().find(k.expect), std::string::npos) << r.status().message();
@@ -376,7 +371,7 @@ TEST_F(Llama2cTest, BadHeadersAreRejected) {
   // Garbage of a plausible size.
   std::string garbage(good.size(), '\0');
   for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<char>((i * 7919) >> 3);
-  WriteAll(Path("m.bin"), garbage);
+  WriteBytes(Path("m.bin"), garbage);
   ExpectFailsNaming(ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out")), Path("m.bin"),
                     Path("out"));
 }
@@ -425,19 +420,19 @@ TEST_F(Llama2cTest, NonFiniteWeightIsRejected) {
   std::string data = MakeBin(TinyConfig(true));
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(data.data() + data.size() - 100 * 4, &nan, 4);
-  WriteAll(Path("m.bin"), data);
-  WriteAll(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
+  WriteBytes(Path("m.bin"), data);
+  WriteBytes(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
   auto r = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
   ExpectFailsNaming(r, Path("m.bin"), Path("out"));
   EXPECT_NE(r.status().message().find("non-finite"), std::string::npos) << r.status().message();
 }
 
 TEST_F(Llama2cTest, TokenizerProblemsAreRejected) {
-  WriteAll(Path("m.bin"), MakeBin(TinyConfig(true)));
+  WriteBytes(Path("m.bin"), MakeBin(TinyConfig(true)));
   const std::string good = MakeTokenizer({"ab", "abc"});
   // Vocab size mismatch (260 and 262 tokens for a 261-token model).
   for (const auto& tok : {MakeTokenizer({"ab"}), MakeTokenizer({"ab", "abc", "x"})}) {
-    WriteAll(Path("t.bin"), tok);
+    WriteBytes(Path("t.bin"), tok);
     auto r = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
     ExpectFailsNaming(r, Path("t.bin"), Path("out"));
     EXPECT_NE(r.status().message().find("vocab_size 261"), std::string::npos)
@@ -446,7 +441,7 @@ TEST_F(Llama2cTest, TokenizerProblemsAreRejected) {
   // Truncated at several lengths.
   for (size_t len : {size_t{0}, size_t{2}, size_t{4}, size_t{9}, good.size() - 1}) {
     SCOPED_TRACE(len);
-    WriteAll(Path("t.bin"), good.substr(0, len));
+    WriteBytes(Path("t.bin"), good.substr(0, len));
     ExpectFailsNaming(ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out")), Path("t.bin"),
                       Path("out"));
   }
@@ -454,13 +449,13 @@ TEST_F(Llama2cTest, TokenizerProblemsAreRejected) {
   std::string bad = good;
   const int32_t one = 1;
   std::memcpy(bad.data(), &one, 4);
-  WriteAll(Path("t.bin"), bad);
+  WriteBytes(Path("t.bin"), bad);
   ExpectFailsNaming(ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out")), Path("t.bin"),
                     Path("out"));
   bad = good;
   const int32_t negative = -1;
   std::memcpy(bad.data() + 8, &negative, 4);
-  WriteAll(Path("t.bin"), bad);
+  WriteBytes(Path("t.bin"), bad);
   ExpectFailsNaming(ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out")), Path("t.bin"),
                     Path("out"));
   // Not the SentencePiece layout (byte tokens missing).
@@ -473,15 +468,15 @@ TEST_F(Llama2cTest, TokenizerProblemsAreRejected) {
     Append<int32_t>(&plain, static_cast<int32_t>(piece.size()));
     plain += piece;
   }
-  WriteAll(Path("t.bin"), plain);
+  WriteBytes(Path("t.bin"), plain);
   auto r = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"));
   ExpectFailsNaming(r, Path("t.bin"), Path("out"));
   EXPECT_NE(r.status().message().find("<unk>"), std::string::npos) << r.status().message();
 }
 
 TEST_F(Llama2cTest, MissingInputsAndExistingOutput) {
-  WriteAll(Path("m.bin"), MakeBin(TinyConfig(true)));
-  WriteAll(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
+  WriteBytes(Path("m.bin"), MakeBin(TinyConfig(true)));
+  WriteBytes(Path("t.bin"), MakeTokenizer({"ab", "abc"}));
   auto r = ImportLlama2c(Path("nope.bin"), Path("t.bin"), Path("out"));
   ExpectFailsNaming(r, Path("nope.bin"), Path("out"));
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
@@ -498,7 +493,7 @@ TEST_F(Llama2cTest, MissingInputsAndExistingOutput) {
   opts.dtype = DType::kBF16;
   r = ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out"), opts);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(json::parse(ReadAll(Path("out") + "/config.json"))["torch_dtype"], "bfloat16");
+  EXPECT_EQ(json::parse(ReadBytes(Path("out") + "/config.json"))["torch_dtype"], "bfloat16");
   opts.dtype = DType::kF16;
   EXPECT_FALSE(ImportLlama2c(Path("m.bin"), Path("t.bin"), Path("out2"), opts).ok());
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "pq/io/io_test_util.h"
 #include "pq/tokenizer/llama2c_tokenizer.h"
 
 namespace pq::tokenizer {
@@ -29,15 +30,9 @@ const std::string kStoriesDir = PQ_SOURCE_DIR "/models/stories260K";
 const std::string kTinyStories = kAssets + "/corpus-tinystories-valid-slice/tinystories_val.txt";
 const std::string kWikitext = kAssets + "/corpus-wikitext2-test/wiki.test.raw";
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void WriteAll(const std::string& path, const std::string& data) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
+// File helpers shared with the io tests.
+using io::testing::ReadBytes;
+using io::testing::WriteBytes;
 
 std::vector<std::string> Lines(const std::string& path, size_t max_lines) {
   std::vector<std::string> out;
@@ -178,15 +173,15 @@ TEST_F(TokenizerTest, LoadErrors) {
   ExpectError(LoadTokenizer(Path("nope")).status(), {Path("nope"), "no such"});
   ExpectError(LoadTokenizer(dir_.string()).status(), {dir_.string(), "tokenizer.json"});
 
-  WriteAll(Path("corrupt.json"), "{\"model\": {");
+  WriteBytes(Path("corrupt.json"), "{\"model\": {");
   ExpectError(LoadTokenizer(Path("corrupt.json")).status(), {Path("corrupt.json")});
 
-  WriteAll(Path("array.json"), "[1, 2]");
+  WriteBytes(Path("array.json"), "[1, 2]");
   ExpectError(LoadTokenizer(Path("array.json")).status(), {Path("array.json"), "object"});
 
   for (const char* type : {"Unigram", "WordPiece", "WordLevel"}) {
-    WriteAll(Path("t.json"), std::string("{\"model\": {\"type\": \"") + type +
-                                 "\", \"vocab\": {}}, \"added_tokens\": []}");
+    WriteBytes(Path("t.json"), std::string("{\"model\": {\"type\": \"") + type +
+                                   "\", \"vocab\": {}}, \"added_tokens\": []}");
     auto r = LoadTokenizer(Path("t.json"));
     ExpectError(r.status(), {Path("t.json"), type, "not supported"});
     EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented);
@@ -194,28 +189,28 @@ TEST_F(TokenizerTest, LoadErrors) {
 
   const std::string model = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2},
                                           "merges": ["a b"]})";
-  WriteAll(Path("lower.json"), "{\"normalizer\": {\"type\": \"Lowercase\"}, " + model + "}");
+  WriteBytes(Path("lower.json"), "{\"normalizer\": {\"type\": \"Lowercase\"}, " + model + "}");
   ExpectError(LoadTokenizer(Path("lower.json")).status(),
               {Path("lower.json"), "normalizer", "Lowercase", "not supported"});
-  WriteAll(Path("bert.json"),
-           "{\"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}, " + model + "}");
+  WriteBytes(Path("bert.json"),
+             "{\"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}, " + model + "}");
   ExpectError(LoadTokenizer(Path("bert.json")).status(), {"pre_tokenizer", "BertPreTokenizer"});
-  WriteAll(Path("regex.json"),
-           "{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
-           "{\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\", "
-           "\"invert\": false}, " +
-               model + "}");
+  WriteBytes(Path("regex.json"),
+             "{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+             "{\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\", "
+             "\"invert\": false}, " +
+                 model + "}");
   ExpectError(LoadTokenizer(Path("regex.json")).status(),
               {Path("regex.json"), "pre_tokenizer.pattern", "(unclosed"});
-  WriteAll(Path("merge.json"), R"({"model": {"type": "BPE", "vocab": {"a": 0},
+  WriteBytes(Path("merge.json"), R"({"model": {"type": "BPE", "vocab": {"a": 0},
                                              "merges": ["a zz"]}})");
   ExpectError(LoadTokenizer(Path("merge.json")).status(),
               {Path("merge.json"), "model.merges[0]", "zz"});
-  WriteAll(Path("dropout.json"), R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [],
+  WriteBytes(Path("dropout.json"), R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [],
                                                "dropout": 0.1}})");
   ExpectError(LoadTokenizer(Path("dropout.json")).status(), {"dropout"});
 
-  WriteAll(Path("short.bin"), std::string("\x10\x00\x00\x00\x00\x00", 6));
+  WriteBytes(Path("short.bin"), std::string("\x10\x00\x00\x00\x00\x00", 6));
   ExpectError(LoadTokenizer(Path("short.bin")).status(), {Path("short.bin"), "truncated"});
   std::string tiny("\x10\x00\x00\x00", 4);  // max_token_length 16, then 3 entries only
   for (const char* p : {"<unk>", "<s>", "</s>"}) {
@@ -225,7 +220,7 @@ TEST_F(TokenizerTest, LoadErrors) {
     tiny.append(reinterpret_cast<const char*>(&len), 4);
     tiny += p;
   }
-  WriteAll(Path("tiny.bin"), tiny);
+  WriteBytes(Path("tiny.bin"), tiny);
   ExpectError(LoadTokenizer(Path("tiny.bin")).status(), {Path("tiny.bin"), "259"});
 }
 
@@ -274,7 +269,7 @@ TEST_F(TokenizerTest, MalformedTokenizerJson) {
   };
   for (size_t i = 0; i < docs.size(); ++i) {
     const std::string path = Path("bad" + std::to_string(i) + ".json");
-    WriteAll(path, docs[i]);
+    WriteBytes(path, docs[i]);
     auto t = LoadTokenizer(path);
     if (!t.ok()) {
       EXPECT_NE(t.status().message().find(path), std::string::npos) << t.status().message();
@@ -286,12 +281,12 @@ TEST_F(TokenizerTest, MalformedTokenizerJson) {
 
 TEST_F(TokenizerTest, LoadPicksTokenizerBinInDirectory) {
   PQ_REQUIRE_ASSET(kTok512);
-  WriteAll(Path("tokenizer.bin"), ReadAll(kTok512));
+  WriteBytes(Path("tokenizer.bin"), ReadBytes(kTok512));
   auto t = LoadTokenizer(dir_.string());
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ((*t)->vocab_size(), 512);
   // A corrupt tokenizer.json beside it wins (preferred) and is reported.
-  WriteAll(Path("tokenizer.json"), "not json");
+  WriteBytes(Path("tokenizer.json"), "not json");
   ExpectError(LoadTokenizer(dir_.string()).status(), {Path("tokenizer.json")});
 }
 
@@ -305,20 +300,21 @@ TEST_F(TokenizerTest, HfRejectsInvalidUtf8) {
 }
 
 TEST_F(TokenizerTest, ReadTokenIds) {
-  WriteAll(Path("ids.txt"), "# prompt\n1 403 407\t261\n\n  378 # trailing comment\r\n2147483647\n");
+  WriteBytes(Path("ids.txt"),
+             "# prompt\n1 403 407\t261\n\n  378 # trailing comment\r\n2147483647\n");
   auto ids = ReadTokenIds(Path("ids.txt"));
   ASSERT_TRUE(ids.ok()) << ids.status().ToString();
   EXPECT_EQ(*ids, (std::vector<int32_t>{1, 403, 407, 261, 378, 2147483647}));
 
-  WriteAll(Path("bad.txt"), "1 2\n3\n4 12a 5\n");
+  WriteBytes(Path("bad.txt"), "1 2\n3\n4 12a 5\n");
   ExpectError(ReadTokenIds(Path("bad.txt")).status(), {Path("bad.txt") + ":3:", "12a"});
-  WriteAll(Path("neg.txt"), "-1\n");
+  WriteBytes(Path("neg.txt"), "-1\n");
   ExpectError(ReadTokenIds(Path("neg.txt")).status(), {":1:", "-1"});
-  WriteAll(Path("big.txt"), "5\n2147483648\n");
+  WriteBytes(Path("big.txt"), "5\n2147483648\n");
   ExpectError(ReadTokenIds(Path("big.txt")).status(), {":2:", "out of range"});
-  WriteAll(Path("huge.txt"), "99999999999999999999999999\n");
+  WriteBytes(Path("huge.txt"), "99999999999999999999999999\n");
   ExpectError(ReadTokenIds(Path("huge.txt")).status(), {":1:", "out of range"});
-  WriteAll(Path("empty.txt"), "# nothing\n\n");
+  WriteBytes(Path("empty.txt"), "# nothing\n\n");
   ExpectError(ReadTokenIds(Path("empty.txt")).status(), {Path("empty.txt"), "no token ids"});
   ExpectError(ReadTokenIds(Path("missing.txt")).status(), {Path("missing.txt")});
 }
