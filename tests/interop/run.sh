@@ -6,6 +6,8 @@
 # Registered in ctest as interop_compressed_tensors. Makes/updates the test-only venv
 # (scripts/setup_venv.sh), works in a fresh temp dir (removed at exit unless PQ_KEEP_WORK=1),
 # and exits non-zero on any failure. Extra arguments go to pytest (e.g. -k NVFP4A16 -x).
+# PQ_ACT_TOOL (default: tests/pq_act_quant_tool in PQ_BIN's build tree) is the test-only
+# bridge that test_act_quant.py runs.
 set -euo pipefail
 
 src="${PQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -16,6 +18,9 @@ if [[ ! -x "$bin" ]]; then
   exit 1
 fi
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+# The test-only activation tool (tests/CMakeLists.txt) lives in the same build tree:
+# <build>/tools/prismaquant/prismaquant -> <build>/tests/pq_act_quant_tool.
+act_tool="${PQ_ACT_TOOL:-$(dirname "$(dirname "$(dirname "$bin")")")/tests/pq_act_quant_tool}"
 
 venv=$(bash "$src/scripts/setup_venv.sh")
 
@@ -26,7 +31,7 @@ else
   trap 'rm -rf "$work"' EXIT
 fi
 
-export PQ_BIN="$bin" PQ_SOURCE_DIR="$src" PQ_WORK="$work"
+export PQ_BIN="$bin" PQ_ACT_TOOL="$act_tool" PQ_SOURCE_DIR="$src" PQ_WORK="$work"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONDONTWRITEBYTECODE=1 TRANSFORMERS_VERBOSITY=error
 

@@ -14,7 +14,7 @@ struct EvalArgs {
   int64_t max_docs = 0, ctx = 0, stride = 0;
   int threads = 0;
   double memory_gb = 8;
-  bool no_bos = false, json = false;
+  bool no_bos = false, json = false, weights_only = false;
 };
 
 Status Run(const EvalArgs& a) {
@@ -32,6 +32,7 @@ Status Run(const EvalArgs& a) {
   o.ctx = a.ctx;
   o.stride = a.stride;
   o.reference = a.reference;
+  o.weights_only = a.weights_only;
   o.runner.work_dir = a.work;
   o.runner.memory_budget_bytes = static_cast<uint64_t>(a.memory_gb * 1e9);
   PQ_ASSIGN_OR_RETURN(engine::EvalResult r, engine::Evaluate(a.model, docs, o));
@@ -56,7 +57,8 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
       "eval",
       "Mean NLL per token and perplexity of MODEL over a text (and, with --reference, the mean\n"
       "KL(reference || model) over the same tokens). MODEL is any checkpoint we read, including\n"
-      "compressed-tensors output (dequantized on load). Each document is BOS + its tokens; a\n"
+      "compressed-tensors output (weights dequantized on load; inputs of NVFP4/MXFP8/MXFP4/FP8\n"
+      "Linears quantized as the runtime does, see --weights-only). Each document is BOS + its tokens; a\n"
       "document longer than --ctx is scored in windows advancing by --stride, each token once.\n"
       "Example: prismaquant eval out/stories-nvfp4 --text valid.txt --split paragraphs "
       "--reference models/stories260K");
@@ -75,6 +77,9 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--work", a->work, "Directory for spill files (default /tmp)");
   sub->add_option("--memory-budget-gb", a->memory_gb, "Memory for stored activations (default 8)");
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
+  sub->add_flag("--weights-only", a->weights_only,
+                "Do not quantize Linear inputs at run time (by default NVFP4, MXFP8, MXFP4 and FP8\n"
+                "Linears see their inputs quantized exactly as compressed-tensors does)");
   sub->add_flag("--json", a->json, "Print the result as JSON");
   sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
 }

@@ -19,5 +19,6 @@ void AddInspectCommand(CLI::App& app, int* exit_code);
 void AddImportLlama2cCommand(CLI::App& app, int* exit_code);
 void AddEvalCommand(CLI::App& app, int* exit_code);
 void AddTokenizeCommand(CLI::App& app, int* exit_code);
+void AddProbeCommand(CLI::App& app, int* exit_code);
 
 }  // namespace pq::cli

@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   pq::cli::AddImportLlama2cCommand(app, &exit_code);
   pq::cli::AddEvalCommand(app, &exit_code);
   pq::cli::AddTokenizeCommand(app, &exit_code);
+  pq::cli::AddProbeCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);

@@ -109,10 +109,23 @@ Result<EvalResult> Evaluate(const std::string& model_path,
   std::unique_ptr<model::WeightSource> ref;
   if (!o.reference.empty()) {
     PQ_ASSIGN_OR_RETURN(ref, model::WeightSource::Open(o.reference));
-    if (ref->config().vocab != src->config().vocab)
-      return InvalidArgument("--reference has vocab " + std::to_string(ref->config().vocab) +
-                             ", the model has " + std::to_string(src->config().vocab));
   }
+  if (o.weights_only) {
+    src->set_linear_hook([](model::LinearWeights& l) {
+      l.act_format = formats::FormatId::kBF16;
+      l.input_global_scale.reset();
+      return Status::Ok();
+    });
+  }
+  return Evaluate(*src, ref.get(), docs, o);
+}
+
+Result<EvalResult> Evaluate(const model::WeightSource& model, const model::WeightSource* ref,
+                            const std::vector<std::vector<int32_t>>& docs, const EvalOptions& o) {
+  const model::WeightSource* src = &model;
+  if (ref && ref->config().vocab != src->config().vocab)
+    return InvalidArgument("--reference has vocab " + std::to_string(ref->config().vocab) +
+                           ", the model has " + std::to_string(src->config().vocab));
   const int64_t max_pos = src->config().max_positions;
   const int64_t ctx = o.ctx > 0 ? o.ctx : (max_pos > 0 ? std::min<int64_t>(max_pos, 4096) : 2048);
   const int64_t stride = o.stride > 0 ? o.stride : std::max<int64_t>(ctx / 2, 1);
@@ -133,7 +146,7 @@ Result<EvalResult> Evaluate(const std::string& model_path,
            (j == i || tokens + static_cast<int64_t>(windows[j].ids.size()) <= o.chunk_tokens))
       tokens += static_cast<int64_t>(windows[j++].ids.size());
     PQ_ASSIGN_OR_RETURN(ChunkStats st,
-                        RunChunk(*src, ref.get(), std::span(windows).subspan(i, j - i), ro));
+                        RunChunk(*src, ref, std::span(windows).subspan(i, j - i), ro));
     nll += st.nll;
     kl += st.kl;
     res.tokens += st.scored;

@@ -21,6 +21,7 @@ struct EvalOptions {
   int64_t ctx = 0;               // 0: the model's max_position_embeddings, at most 4096
   int64_t stride = 0;            // 1 <= stride < ctx; 0: ctx / 2
   std::string reference;         // model path for KL(reference || model), "" = none
+  bool weights_only = false;     // skip run-time activation quantization (path overload)
   int64_t chunk_tokens = 16384;  // windows are run in chunks of about this many tokens
   RunnerOptions runner;
 };
@@ -40,7 +41,13 @@ struct EvalResult {
 Result<std::vector<Sequence>> MakeWindows(const std::vector<std::vector<int32_t>>& docs,
                                           int64_t ctx, int64_t stride);
 
+// Opens model_path (and options.reference). Each Linear's input is quantized as its stored
+// format's runtime does (NVFP4, MXFP8, MXFP4, FP8) unless options.weights_only.
 Result<EvalResult> Evaluate(const std::string& model_path,
+                            const std::vector<std::vector<int32_t>>& docs,
+                            const EvalOptions& options);
+// The same on open sources (e.g. with a linear hook set); `ref` may be null.
+Result<EvalResult> Evaluate(const model::WeightSource& model, const model::WeightSource* ref,
                             const std::vector<std::vector<int32_t>>& docs,
                             const EvalOptions& options);
 

@@ -101,6 +101,7 @@ void CheckFixture(const std::string& dir, const std::string& model_dir) {
   std::map<int64_t, std::vector<float>> dh;
   ASSERT_TRUE(r.Backward(&obs, [&](int64_t b, std::span<const float> g) {
                  dh[b].assign(g.begin(), g.end());
+                 return Status::Ok();
                }).ok());
   for (const auto& [b, g] : dh)
     EXPECT_LE(RelErr(g, want("grad_hidden." + std::to_string(b))), kGradTol) << "grad_hidden." << b;
@@ -171,6 +172,7 @@ TEST(Runner, SpilledBoundariesMatchInMemory) {
     std::vector<float> grads;
     EXPECT_TRUE(r.Backward(nullptr, [&](int64_t, std::span<const float> g) {
                    grads.insert(grads.end(), g.begin(), g.end());
+                   return Status::Ok();
                  }).ok());
     *spilled = r.spilled();
     return grads;

@@ -37,4 +37,9 @@ void LinearStatsObserver::OnLinear(const model::LinearWeights& l, std::span<cons
   if (hessian_) compute::cpu::MatMulBackward(x, x, {}, {}, s.hessian, {}, rows, k, k);
 }
 
+LinearStats LinearStatsObserver::Take(const std::string& module) {
+  auto node = stats_.extract(module);
+  return node.empty() ? LinearStats{} : std::move(node.mapped());
+}
+
 }  // namespace pq::engine

@@ -31,6 +31,8 @@ class LinearStatsObserver : public model::LinearObserver {
   void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
                 std::span<const float> dy, int64_t rows) override;
   const std::map<std::string, LinearStats>& stats() const { return stats_; }
+  // Removes and returns one Linear's statistics (empty stats if it was never observed).
+  LinearStats Take(const std::string& module);
 
  private:
   bool hessian_;

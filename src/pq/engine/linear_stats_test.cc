@@ -14,7 +14,11 @@ namespace pq::engine {
 namespace {
 
 TEST(LinearStats, MatchesFormulasOnHandData) {
-  model::LinearWeights l{"m", 2, 3, std::vector<float>(6, 0.0f), {}};
+  model::LinearWeights l;
+  l.module = "m";
+  l.rows = 2;
+  l.cols = 3;
+  l.w.assign(6, 0.0f);
   const std::vector<float> x1 = {1, 2, 3, 0, -1, 2};  // sample 1: 2 rows of K=3
   const std::vector<float> g1 = {1, 0, 2, 1};         // 2 rows of N=2
   const std::vector<float> x2 = {1, 1, 1};            // sample 2: 1 row

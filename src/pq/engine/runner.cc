@@ -31,7 +31,7 @@ Runner::Runner(const model::WeightSource& source, std::span<const Sequence> seqs
   }
 }
 
-Status Runner::Forward(bool keep_all) {
+Status Runner::Forward(bool keep_all, model::LinearObserver* observer) {
   const model::ModelConfig& c = src_.config();
   const int64_t d = c.hidden, layers = c.num_layers;
   if (keep_all) {
@@ -50,7 +50,7 @@ Status Runner::Forward(bool keep_all) {
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
     for (const Batch& b : batches_)
       model::DecoderLayerForward(c, w, rope, Rows(h, b.offset, b.tokens, d),
-                                 Rows(next, b.offset, b.tokens, d), b.lens, nullptr);
+                                 Rows(next, b.offset, b.tokens, d), b.lens, nullptr, observer);
     h.swap(next);
     if (progress) progress->Advance();
   }
@@ -82,7 +82,7 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
         lse(nll.size());
     const auto x = Rows(final_, offsets_[s], t, d);
     ops::RmsNorm(x, hw.final_norm, static_cast<float>(c.rms_eps), 0.0f, n, rstd, t, d);
-    ops::MatMul(n, hw.lm_head.w, hw.lm_head.b, logits, t, d, v);
+    model::LinearForward(n, hw.lm_head, logits, t, observer);
     if (on_logits) PQ_RETURN_IF_ERROR(on_logits(s, logits));
     ops::CrossEntropy(logits, seq.targets, nll, lse, t, v);
     for (int64_t i = 0; i < t; ++i) {
@@ -103,16 +103,24 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
 }
 
 Status Runner::Backward(model::LinearObserver* observer, const BoundaryGradFn& on_grad) {
+  if (d_final_.size() != final_.size()) return Internal("Backward needs Head(..., backward=true)");
+  return BackwardFrom(src_.config().num_layers - 1, d_final_, observer, nullptr, on_grad);
+}
+
+Status Runner::BackwardFrom(int64_t top, std::vector<float> dy, model::LinearObserver* observer,
+                            const LayerFn& on_layer, const BoundaryGradFn& on_grad) {
   const model::ModelConfig& c = src_.config();
   const int64_t d = c.hidden;
-  if (d_final_.size() != final_.size()) return Internal("Backward needs Head(..., backward=true)");
-  std::vector<float> x(final_.size()), dy = d_final_, dx(final_.size());
+  if (top >= c.num_layers || dy.size() != final_.size())
+    return InvalidArgument("BackwardFrom: bad start layer or gradient size");
+  std::vector<float> x(final_.size()), dx(final_.size());
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
   std::optional<Progress> progress;
-  if (opt_.progress) progress.emplace("backward", static_cast<size_t>(c.num_layers));
-  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+  if (opt_.progress) progress.emplace("backward", static_cast<size_t>(top + 1));
+  for (int64_t l = top; l >= 0; --l) {
     PQ_RETURN_IF_ERROR(store_.Get(l, x));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
+    if (on_layer) PQ_RETURN_IF_ERROR(on_layer(l, w));
     for (const Batch& b : batches_) {
       model::LayerActs acts;
       std::vector<float> y(static_cast<size_t>(b.tokens * d));
@@ -121,7 +129,7 @@ Status Runner::Backward(model::LinearObserver* observer, const BoundaryGradFn& o
       model::DecoderLayerBackward(c, w, rope, xs, acts, Rows(dy, b.offset, b.tokens, d),
                                   Rows(dx, b.offset, b.tokens, d), b.lens, observer);
     }
-    if (on_grad) on_grad(l, dx);
+    if (on_grad) PQ_RETURN_IF_ERROR(on_grad(l, dx));
     dy.swap(dx);
     if (progress) progress->Advance();
   }

@@ -40,7 +40,8 @@ class Runner {
   Runner(const model::WeightSource& source, std::span<const Sequence> seqs, RunnerOptions o);
 
   // Forward sweep over all layers. keep_all: store every boundary (needed by Backward).
-  Status Forward(bool keep_all);
+  // `observer` (optional) sees every Linear's input rows (OnLinearInput).
+  Status Forward(bool keep_all, model::LinearObserver* observer = nullptr);
   // Boundary b in 0..L (0 = embeddings, L = last layer's output, before the final norm) of
   // all sequences, concatenated: [sum T, D]. All boundaries need Forward(true).
   Status Boundary(int64_t b, std::span<float> out) const;
@@ -49,14 +50,24 @@ class Runner {
   // for each sequence (may be empty). With backward, also computes dL/d(boundary L) for
   // L = loss_scale * sum of scored NLLs.
   using LogitsFn = std::function<Status(size_t seq, std::span<const float> logits)>;
-  // `observer` (optional, backward only) sees lm_head's input rows and output gradients.
+  // `observer` (optional) sees lm_head's input rows (OnLinearInput) and, with backward,
+  // its output gradients (OnLinear).
   Result<HeadResult> Head(const LogitsFn& on_logits, bool backward, double loss_scale,
                           model::LinearObserver* observer = nullptr);
 
   // Reverse sweep from the head's gradient. `observer` sees every Linear (x, dy) rows;
   // on_grad(b, grad[sum T, D]) receives dL/d(boundary b) for b = L-1 .. 0.
-  using BoundaryGradFn = std::function<void(int64_t b, std::span<const float> grad)>;
+  using BoundaryGradFn = std::function<Status(int64_t b, std::span<const float> grad)>;
   Status Backward(model::LinearObserver* observer, const BoundaryGradFn& on_grad);
+
+  // The reverse sweep from layer `top` down to 0, starting from dy = dL/d(boundary top+1)
+  // [sum T, D] (e.g. saved by an interrupted run). on_layer(l, weights) runs after layer l is
+  // loaded and before its batches; on_grad as above. Needs Forward(true).
+  using LayerFn = std::function<Status(int64_t l, const model::LayerWeights& w)>;
+  Status BackwardFrom(int64_t top, std::vector<float> dy, model::LinearObserver* observer,
+                      const LayerFn& on_layer, const BoundaryGradFn& on_grad);
+  // dL/d(boundary L) from the last Head(..., backward=true).
+  const std::vector<float>& head_grad() const { return d_final_; }
 
   int64_t total_tokens() const { return total_tokens_; }
   // Whether the stored boundaries went to the spill file.

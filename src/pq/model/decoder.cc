@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "pq/compute/ops.h"
 #include "pq/core/check.h"
+#include "pq/formats/act_quant.h"
 
 namespace pq::model {
 namespace {
@@ -14,10 +16,6 @@ using Vec = std::vector<float>;
 
 Vec Zeros(int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); }
 
-// y[T, N] = x[T, K] W^T + b
-void Linear(std::span<const float> x, const LinearWeights& l, std::span<float> y, int64_t t) {
-  ops::MatMul(x, l.w, l.b, y, t, l.cols, l.rows);
-}
 
 // dx[T, K] += dy[T, N] W; reports (x, dy) to the observer.
 void LinearBackward(std::span<const float> dy, std::span<const float> x, const LinearWeights& l,
@@ -53,14 +51,15 @@ void ForEachSequence(std::span<const int64_t> lens, int64_t h, int64_t hkv, int6
 
 // ---- attention block: n1[T, D] -> attn output added into h[T, D] ----
 void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
-                      std::span<const int64_t> lens, int64_t t, LayerActs& a, Vec& o) {
+                      std::span<const int64_t> lens, int64_t t, LayerActs& a, Vec& o,
+                      LinearObserver* obs) {
   const int64_t h = c.heads, hkv = c.kv_heads, dh = c.head_dim;
   a.q_pre = Zeros(t * h * dh);
   a.k_pre = Zeros(t * hkv * dh);
   a.v = Zeros(t * hkv * dh);
-  Linear(a.n1, w.q, a.q_pre, t);
-  Linear(a.n1, w.k, a.k_pre, t);
-  Linear(a.n1, w.v, a.v, t);
+  LinearForward(a.n1, w.q, a.q_pre, t, obs);
+  LinearForward(a.n1, w.k, a.k_pre, t, obs);
+  LinearForward(a.n1, w.v, a.v, t, obs);
   a.q = a.q_pre;
   a.k = a.k_pre;
   if (c.qk_norm) {  // per-head RMSNorm over Dh, before RoPE
@@ -83,7 +82,7 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
                    Slice(a.probs, po, h * ts * ts), ts, h, hkv, dh, AttnScale(c));
   });
   o = Zeros(t * c.hidden);
-  Linear(a.attn, w.o, o, t);
+  LinearForward(a.attn, w.o, o, t, obs);
 }
 
 // d_o[T, D] -> dn1[T, D] (accumulated)
@@ -116,16 +115,16 @@ void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCa
 }
 
 // ---- dense SwiGLU MLP: n2[T, D] -> out[T, D] ----
-void MlpForward(const LayerWeights& w, int64_t t, LayerActs& a, Vec& out) {
+void MlpForward(const LayerWeights& w, int64_t t, LayerActs& a, Vec& out, LinearObserver* obs) {
   const int64_t f = w.gate.rows;
   a.g = Zeros(t * f);
   a.u = Zeros(t * f);
   a.m = Zeros(t * f);
-  Linear(a.n2, w.gate, a.g, t);
-  Linear(a.n2, w.up, a.u, t);
+  LinearForward(a.n2, w.gate, a.g, t, obs);
+  LinearForward(a.n2, w.up, a.u, t, obs);
   ops::SwiGlu(a.g, a.u, a.m);
   out = Zeros(t * w.down.rows);
-  Linear(a.m, w.down, out, t);
+  LinearForward(a.m, w.down, out, t, obs);
 }
 
 void MlpBackward(const LayerWeights& w, int64_t t, const LayerActs& a, std::span<const float> dout,
@@ -139,10 +138,11 @@ void MlpBackward(const LayerWeights& w, int64_t t, const LayerActs& a, std::span
 }
 
 // ---- routed experts: n2[T, D] -> out[T, D] = sum_k w[t,k] * Expert_idx[t,k](n2[t]) ----
-void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerActs& a, Vec& out) {
+void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerActs& a, Vec& out,
+                LinearObserver* obs) {
   const int64_t d = c.hidden, e_count = c.num_experts, k = c.top_k;
   Vec logits = Zeros(t * e_count);
-  Linear(a.n2, w.router, logits, t);
+  LinearForward(a.n2, w.router, logits, t, obs);
   a.router_probs = Zeros(t * e_count);
   a.topk_idx.assign(static_cast<size_t>(t * k), 0);
   a.topk_w = Zeros(t * k);
@@ -167,10 +167,10 @@ void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerAct
     ea.u = Zeros(r * f);
     ea.m = Zeros(r * f);
     ea.out = Zeros(r * d);
-    Linear(ea.x, ew.gate, ea.g, r);
-    Linear(ea.x, ew.up, ea.u, r);
+    LinearForward(ea.x, ew.gate, ea.g, r, obs);
+    LinearForward(ea.x, ew.up, ea.u, r, obs);
     ops::SwiGlu(ea.g, ea.u, ea.m);
-    Linear(ea.m, ew.down, ea.out, r);
+    LinearForward(ea.m, ew.down, ea.out, r, obs);
     for (int64_t i = 0; i < r; ++i) {
       const int64_t row = ea.rows[static_cast<size_t>(i)];
       const float wt = a.topk_w[static_cast<size_t>(row * k + ea.slot[static_cast<size_t>(i)])];
@@ -220,6 +220,22 @@ void MoeBackward(const ModelConfig& c, const LayerWeights& w, int64_t t, const L
 
 }  // namespace
 
+void LinearForward(std::span<const float> x, const LinearWeights& l, std::span<float> y, int64_t t,
+                   LinearObserver* obs) {
+  if (obs) obs->OnLinearInput(l, x, t);
+  if (!formats::Spec(l.act_format).quantizes_activations) {
+    ops::MatMul(x, l.w, l.b, y, t, l.cols, l.rows);
+    return;
+  }
+  Vec xq(x.begin(), x.end());
+  if (!formats::FakeQuantizeActivations(l.act_format, xq, t, l.cols, l.input_global_scale).ok()) {
+    // Non-finite activations (a diverged model): propagate NaN as the runtime would.
+    std::fill(y.begin(), y.end(), std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
+  ops::MatMul(xq, l.w, l.b, y, t, l.cols, l.rows);
+}
+
 RopeCache RopeCache::Make(const ModelConfig& c, int64_t tokens) {
   RopeCache r;
   r.tokens = tokens;
@@ -234,7 +250,7 @@ RopeCache RopeCache::Make(const ModelConfig& c, int64_t tokens) {
 
 void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                          std::span<const float> x, std::span<float> y,
-                         std::span<const int64_t> lens, LayerActs* acts) {
+                         std::span<const int64_t> lens, LayerActs* acts, LinearObserver* obs) {
   int64_t t = 0;
   for (int64_t ts : lens) {
     PQ_CHECK(rope.tokens >= ts, "RoPE cache shorter than a sequence");
@@ -248,7 +264,7 @@ void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const Rope
   a.rstd1 = Zeros(t);
   ops::RmsNorm(x, w.input_norm, eps, 0.0f, a.n1, a.rstd1, t, d);
   Vec o;
-  AttentionForward(c, w, rope, lens, t, a, o);
+  AttentionForward(c, w, rope, lens, t, a, o, obs);
   a.h = Zeros(t * d);
   for (size_t i = 0; i < a.h.size(); ++i) a.h[i] = x[i] + o[i];
   a.n2 = Zeros(t * d);
@@ -256,9 +272,9 @@ void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const Rope
   ops::RmsNorm(a.h, w.post_norm, eps, 0.0f, a.n2, a.rstd2, t, d);
   Vec f;
   if (c.IsMoeLayer(w.layer))
-    MoeForward(c, w, t, a, f);
+    MoeForward(c, w, t, a, f, obs);
   else
-    MlpForward(w, t, a, f);
+    MlpForward(w, t, a, f, obs);
   for (size_t i = 0; i < a.h.size(); ++i) y[i] = a.h[i] + f[i];
 }
 

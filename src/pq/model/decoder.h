@@ -22,7 +22,16 @@ class LinearObserver {
   virtual ~LinearObserver() = default;
   virtual void OnLinear(const LinearWeights& linear, std::span<const float> x,
                         std::span<const float> dy, int64_t rows) = 0;
+  // Forward only: the Linear's input rows x[R, K] (before any activation quantization).
+  virtual void OnLinearInput(const LinearWeights& /*linear*/, std::span<const float> /*x*/,
+                             int64_t /*rows*/) {}
 };
+
+// y[T, N] = Q_a(x[T, K]) W^T + b, where Q_a is the run-time activation quantization of the
+// Linear's format (identity unless linear.act_format quantizes activations). Reports x to
+// `observer` (optional) first.
+void LinearForward(std::span<const float> x, const LinearWeights& linear, std::span<float> y,
+                   int64_t t, LinearObserver* observer = nullptr);
 
 // RoPE cos/sin tables for positions 0..T-1 ([T, Dh/2] each).
 struct RopeCache {
@@ -61,10 +70,11 @@ struct LayerActs {
 };
 
 // y[T, D] = layer(x[T, D]) for sequences of lengths `lens` (sum T). `acts` (optional) keeps
-// what the backward needs.
+// what the backward needs. `observer` (optional) sees every Linear's input (OnLinearInput).
 void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                          std::span<const float> x, std::span<float> y,
-                         std::span<const int64_t> lens, LayerActs* acts);
+                         std::span<const int64_t> lens, LayerActs* acts,
+                         LinearObserver* observer = nullptr);
 
 // dx[T, D] = dL/dx given dy[T, D] = dL/dy and the forward's `acts` (x is the layer input).
 // Calls `observer` (optional) for every Linear with its input rows and output gradients.

@@ -38,7 +38,10 @@ Result<LinearWeights> WeightSource::LoadLinear(const std::string& module) const 
   auto it = linear_by_module_.find(module);
   if (it == linear_by_module_.end()) return NotFound(path_ + ": no Linear \"" + module + "\"");
   const LinearInfo& li = *it->second;
-  LinearWeights lw{module, li.rows, li.cols, {}, {}};
+  LinearWeights lw;
+  lw.module = module;
+  lw.rows = li.rows;
+  lw.cols = li.cols;
   const formats::FormatId fmt = formats_.at(module).format;
   if (li.tied || fmt == formats::FormatId::kBF16) {
     PQ_ASSIGN_OR_RETURN(lw.w, ReadDenseLinear(*ckpt_, li));
@@ -54,10 +57,19 @@ Result<LinearWeights> WeightSource::LoadLinear(const std::string& module) const 
     for (const io::TensorInfo* t : stored) io::ReleaseTensorPages(*t);
     if (!d.ok()) return d.status().WithContext(path_ + ": " + module);
     lw.w = std::move(*d);
+    lw.act_format = fmt;
+    if (fmt == formats::FormatId::kNVFP4) {
+      PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt_->Get(module + ".input_global_scale"));
+      PQ_ASSIGN_OR_RETURN(const std::vector<float> gs, io::ReadAsF32(*t));
+      if (gs.size() != 1)
+        return InvalidArgument(path_ + ": " + module + ".input_global_scale must hold one value");
+      lw.input_global_scale = gs[0];
+    }
   }
   if (li.has_bias) {
     PQ_ASSIGN_OR_RETURN(lw.b, LoadVector(module + ".bias", li.rows, true));
   }
+  if (linear_hook_) PQ_RETURN_IF_ERROR(linear_hook_(lw));
   return lw;
 }
 

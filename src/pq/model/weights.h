@@ -3,7 +3,9 @@
 // at a time in the streaming engine: LoadLayer() converts only that layer's tensors.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -22,6 +24,10 @@ struct LinearWeights {
   int64_t cols = 0;      // in_features K
   std::vector<float> w;  // [N, K]
   std::vector<float> b;  // [N] or empty
+  // The run-time quantization of this Linear's input (what vLLM does for its stored
+  // format): kBF16 and the weight-only formats leave activations alone.
+  formats::FormatId act_format = formats::FormatId::kBF16;
+  std::optional<float> input_global_scale;  // NVFP4 (W4A4) only
 };
 
 struct ExpertWeights {
@@ -37,6 +43,18 @@ struct LayerWeights {
   LinearWeights router;                // MoE: [E, D]
   std::vector<ExpertWeights> experts;  // MoE
 };
+
+// Calls fn(LinearWeights&) for every quantizable Linear of the layer (not the router).
+template <typename Layer, typename Fn>
+void ForEachLinear(Layer& w, Fn&& fn) {
+  for (auto* l : {&w.q, &w.k, &w.v, &w.o}) fn(*l);
+  if (w.experts.empty()) {
+    for (auto* l : {&w.gate, &w.up, &w.down}) fn(*l);
+    return;
+  }
+  for (auto& e : w.experts)
+    for (auto* l : {&e.gate, &e.up, &e.down}) fn(*l);
+}
 
 struct HeadWeights {
   std::vector<float> final_norm;  // [D]
@@ -55,8 +73,14 @@ class WeightSource {
   Result<HeadWeights> LoadHead() const;
   // Embedding rows for `ids` -> out[T, D]; ids are range-checked.
   Status Embed(std::span<const int32_t> ids, std::span<float> out) const;
-  // Any Linear by module name (dequantized if stored compressed).
+  // Any Linear by module name (dequantized if stored compressed; act_format and
+  // input_global_scale set from its stored format).
   Result<LinearWeights> LoadLinear(const std::string& module) const;
+
+  // Called on every Linear LoadLinear returns (after loading): lets an experiment replace
+  // one Linear's weights or activation format without writing a checkpoint.
+  using LinearHook = std::function<Status(LinearWeights&)>;
+  void set_linear_hook(LinearHook hook) { linear_hook_ = std::move(hook); }
 
  private:
   Result<std::vector<float>> LoadVector(const std::string& name, int64_t size, bool required) const;
@@ -67,6 +91,7 @@ class WeightSource {
   ModelLayout layout_;
   std::map<std::string, LinearFormat> formats_;
   std::map<std::string, const LinearInfo*> linear_by_module_;
+  LinearHook linear_hook_;
 };
 
 }  // namespace pq::model

@@ -1,6 +1,7 @@
 #include "pq/pipeline/eval_text.h"
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "pq/io/safetensors.h"
@@ -46,7 +47,9 @@ Result<DocSplit> ParseDocSplit(const std::string& name) {
   if (name == "none") return DocSplit::kNone;
   if (name == "lines") return DocSplit::kLines;
   if (name == "paragraphs") return DocSplit::kParagraphs;
-  return InvalidArgument("--split must be none, lines or paragraphs (got \"" + name + "\")");
+  if (name == "jsonl") return DocSplit::kJsonl;
+  return InvalidArgument("--split must be none, lines, paragraphs or jsonl (got \"" + name +
+                         "\")");
 }
 
 std::vector<std::string> SplitDocuments(const std::string& text, DocSplit split) {
@@ -58,7 +61,7 @@ std::vector<std::string> SplitDocuments(const std::string& text, DocSplit split)
   std::istringstream in(text);
   std::string line, para;
   while (std::getline(in, line)) {
-    if (split == DocSplit::kLines) {
+    if (split == DocSplit::kLines || split == DocSplit::kJsonl) {
       if (!IsBlank(line)) docs.push_back(line);
       continue;
     }
@@ -72,6 +75,20 @@ std::vector<std::string> SplitDocuments(const std::string& text, DocSplit split)
   if (split == DocSplit::kParagraphs && !Trim(para).empty()) docs.push_back(Trim(para));
   return docs;
 }
+
+namespace {
+
+// The "text" string of one JSON-lines record.
+Result<std::string> JsonlText(const std::string& line, const std::string& file, int64_t n) {
+  const std::string where = file + ": record " + std::to_string(n);
+  const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return InvalidArgument(where + " is not valid JSON");
+  if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+    return InvalidArgument(where + " has no \"text\" string field");
+  return j["text"].get<std::string>();
+}
+
+}  // namespace
 
 Result<std::vector<std::vector<int32_t>>> LoadEvalDocuments(const std::string& model_dir,
                                                             const EvalInput& in) {
@@ -95,9 +112,15 @@ Result<std::vector<std::vector<int32_t>>> LoadEvalDocuments(const std::string& m
   } else {
     PQ_ASSIGN_OR_RETURN(std::string text, ReadText(in.text_file));
     PQ_ASSIGN_OR_RETURN(tok, tokenizer::LoadTokenizer(model_dir));
+    int64_t line = 0;
     for (const std::string& d : SplitDocuments(text, in.split)) {
+      ++line;
       if (in.max_docs > 0 && static_cast<int64_t>(docs.size()) >= in.max_docs) break;
-      PQ_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tok->Encode(d));
+      std::string doc = d;
+      if (in.split == DocSplit::kJsonl) {
+        PQ_ASSIGN_OR_RETURN(doc, JsonlText(d, in.text_file, line));
+      }
+      PQ_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tok->Encode(doc));
       docs.push_back(std::move(ids));
     }
   }

@@ -9,13 +9,15 @@
 
 namespace pq::pipeline {
 
-enum class DocSplit { kNone, kLines, kParagraphs };
+enum class DocSplit { kNone, kLines, kParagraphs, kJsonl };
 
 Result<DocSplit> ParseDocSplit(const std::string& name);
 
 // Splits text into documents. kLines: every non-blank line. kParagraphs: maximal runs of
 // lines that are not blank (blank = only whitespace), joined by "\n" with the paragraph's
 // leading/trailing whitespace removed. kNone: the whole text. Empty documents are dropped.
+// kJsonl is handled by LoadEvalDocuments (one JSON object per line, its "text" string);
+// here it splits like kLines.
 std::vector<std::string> SplitDocuments(const std::string& text, DocSplit split);
 
 struct EvalInput {

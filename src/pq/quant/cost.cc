@@ -5,12 +5,27 @@
 
 namespace pq::quant {
 
+std::string_view EstimatorName(CostEstimator e) {
+  switch (e) {
+    case CostEstimator::kTrace:
+      return "trace";
+    case CostEstimator::kChannel:
+      return "channel";
+    case CostEstimator::kHessian:
+      return "hessian";
+    case CostEstimator::kOutput:
+      return "output";
+  }
+  return "?";
+}
+
 Result<CostEstimator> ParseCostEstimator(std::string_view name) {
-  if (name == "trace") return CostEstimator::kTrace;
-  if (name == "channel") return CostEstimator::kChannel;
-  if (name == "hessian") return CostEstimator::kHessian;
+  for (int i = 0; i < kNumEstimators; ++i) {
+    const auto e = static_cast<CostEstimator>(i);
+    if (name == EstimatorName(e)) return e;
+  }
   return InvalidArgument("unknown cost estimator \"" + std::string(name) +
-                         "\" (trace, channel, hessian)");
+                         "\" (trace, channel, hessian, output)");
 }
 
 Result<double> PredictedLossIncrease(CostEstimator est, const CostInputs& in,
@@ -55,6 +70,74 @@ Result<double> PredictedLossIncrease(CostEstimator est, const CostInputs& in,
       }
       return 0.5 * sum;
     }
+    case CostEstimator::kOutput:
+      return InvalidArgument("cost: the output estimator needs the probe's energies");
+  }
+  return Internal("unreachable");
+}
+
+namespace {
+
+double Sum(std::span<const double> v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s;
+}
+
+// Σ_o g[o] · v[o]
+double Weighted(std::span<const double> g2, std::span<const double> v) {
+  double s = 0;
+  for (size_t o = 0; o < g2.size(); ++o) s += g2[o] * v[o];
+  return s;
+}
+
+}  // namespace
+
+Result<double> CandidateCost(CostEstimator est, const CostInputs& in, const CandidateEnergies& e,
+                             std::span<const float> w, std::span<const float> w_hat) {
+  const int64_t n = in.rows, k = in.cols;
+  const auto nk = static_cast<size_t>(n * k);
+  const bool act = !e.e_act.empty();
+  if (n <= 0 || k <= 0 || in.tokens <= 0 || w.size() != nk || w_hat.size() != nk ||
+      in.g2_out.size() != static_cast<size_t>(n) || in.x2_in.size() != static_cast<size_t>(k) ||
+      e.e_weight.size() != static_cast<size_t>(n) ||
+      (act && (e.e_act.size() != static_cast<size_t>(n) || e.dx2.size() != static_cast<size_t>(k))) ||
+      (!e.e_out.empty() && e.e_out.size() != static_cast<size_t>(n)))
+    return InvalidArgument("cost: sizes of the weight, statistics and energies do not match");
+  const auto t = static_cast<double>(in.tokens);
+  switch (est) {
+    case CostEstimator::kTrace: {
+      double dw2 = 0, w2 = 0;
+      for (size_t j = 0; j < nk; ++j) {
+        const double d = static_cast<double>(w[j]) - w_hat[j];
+        dw2 += d * d;
+        w2 += static_cast<double>(w[j]) * w[j];
+      }
+      const double x2 = Sum(in.x2_in);
+      const double rel_act = act && x2 > 0 ? Sum(e.dx2) / x2 : 0.0;
+      return 0.5 * (in.fisher_sum / t) * (dw2 + w2 * rel_act) / static_cast<double>(nk);
+    }
+    case CostEstimator::kChannel: {
+      double sum = 0;
+      for (int64_t o = 0; o < n; ++o) {
+        double row = 0;
+        for (int64_t i = 0; i < k; ++i) {
+          const size_t j = static_cast<size_t>(o * k + i);
+          const double d = static_cast<double>(w[j]) - w_hat[j];
+          row += in.x2_in[static_cast<size_t>(i)] * d * d;
+          if (act) row += e.dx2[static_cast<size_t>(i)] * static_cast<double>(w[j]) * w[j];
+        }
+        sum += in.g2_out[static_cast<size_t>(o)] * row;
+      }
+      return 0.5 * sum / (t * t);
+    }
+    case CostEstimator::kHessian: {
+      double sum = Weighted(in.g2_out, e.e_weight);
+      if (act) sum += Weighted(in.g2_out, e.e_act);
+      return 0.5 * sum / (t * t);
+    }
+    case CostEstimator::kOutput:
+      return 0.5 * Weighted(in.g2_out, e.e_out.empty() ? e.e_weight : e.e_out) / (t * t);
   }
   return Internal("unreachable");
 }

@@ -60,8 +60,43 @@ TEST(Cost, BadInput) {
   EXPECT_FALSE(PredictedLossIncrease(CostEstimator::kHessian, in, w, w).ok());  // no H
   in.tokens = 0;
   EXPECT_FALSE(PredictedLossIncrease(CostEstimator::kChannel, in, w, w).ok());
-  EXPECT_FALSE(ParseCostEstimator("output").ok());
-  EXPECT_EQ(*ParseCostEstimator("hessian"), CostEstimator::kHessian);
+  EXPECT_FALSE(ParseCostEstimator("fisher").ok());
+  EXPECT_FALSE(PredictedLossIncrease(CostEstimator::kOutput, in, w, w).ok());  // needs energies
+  for (int e = 0; e < kNumEstimators; ++e) {
+    const auto est = static_cast<CostEstimator>(e);
+    EXPECT_EQ(*ParseCostEstimator(EstimatorName(est)), est);
+  }
+}
+
+// CandidateCost by hand: N=2, K=2, T=2, with an activation term.
+TEST(CandidateCost, HandValues) {
+  const std::vector<float> w = {1, 5, 3, 4}, w_hat = {0, 5, 3, 2};  // ΔW = [[1,0],[0,2]]
+  const std::vector<double> g2 = {4, 2}, x2 = {2, 6};
+  CostInputs in{2, 2, 2, 10.0, g2, x2, {}};
+  CandidateEnergies e;
+  e.e_weight = {3, 5};
+  e.e_act = {1, 2};
+  e.e_out = {6, 4};
+  e.dx2 = {0.5, 1.5};
+  // trace: ½ · (10/2) · (mean ΔW² + mean W² · Σdx2/Σx2) = 2.5 · (5/4 + (51/4) · (2/8))
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kTrace, in, e, w, w_hat),
+                   2.5 * (1.25 + 12.75 * 0.25));
+  // channel: ½/T² Σ_o g2[o] Σ_i (x2[i] ΔW² + dx2[i] W²)
+  //   o=0: 4 · (2·1 + 0 + 0.5·1 + 1.5·25) = 4 · 40 = 160
+  //   o=1: 2 · (0 + 6·4 + 0.5·9 + 1.5·16) = 2 · 52.5 = 105
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kChannel, in, e, w, w_hat), 0.5 * 265 / 4);
+  // hessian: ½/T² Σ_o g2[o] (e_weight + e_act) = ½/4 · (4·4 + 2·7)
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kHessian, in, e, w, w_hat), 0.5 * 30 / 4);
+  // output: ½/T² Σ_o g2[o] e_out = ½/4 · (24 + 8)
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kOutput, in, e, w, w_hat), 0.5 * 32 / 4);
+  // Weight-only candidate: no activation terms, output falls back to e_weight.
+  CandidateEnergies wo;
+  wo.e_weight = {3, 5};
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kOutput, in, wo, w, w_hat), 0.5 * 22 / 4);
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kHessian, in, wo, w, w_hat), 0.5 * 22 / 4);
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kTrace, in, wo, w, w_hat), 2.5 * 1.25);
+  wo.e_weight = {3};
+  EXPECT_FALSE(CandidateCost(CostEstimator::kOutput, in, wo, w, w_hat).ok());
 }
 
 }  // namespace

@@ -1,0 +1,194 @@
+#include "pq/engine/probe_observer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "pq/compute/ops.h"
+#include "pq/core/minifloat.h"
+#include "pq/formats/act_quant.h"
+
+namespace pq::engine {
+namespace {
+
+namespace ops = compute::cpu;
+using formats::FormatId;
+
+// acc[o] += Σ_t (a[t, o] − b[t, o])²  for a, b: [T, N]
+void AddSquaredDiff(std::span<const float> a, std::span<const float> b, int64_t t, int64_t n,
+                    std::vector<double>& acc) {
+  for (int64_t r = 0; r < t; ++r)
+    for (int64_t o = 0; o < n; ++o) {
+      const size_t j = static_cast<size_t>(r * n + o);
+      const double d = static_cast<double>(a[j]) - b[j];
+      acc[static_cast<size_t>(o)] += d * d;
+    }
+}
+
+std::vector<float> MatMulNoBias(std::span<const float> x, std::span<const float> w, int64_t t,
+                                int64_t k, int64_t n) {
+  std::vector<float> y(static_cast<size_t>(t * n));
+  ops::MatMul(x, w, {}, y, t, k, n);
+  return y;
+}
+
+}  // namespace
+
+ProbeObserver::ProbeObserver(ProbeObserverOptions o) : opt_(std::move(o)) {}
+
+void ProbeObserver::OnLinearInput(const model::LinearWeights& l, std::span<const float> x,
+                                  int64_t rows) {
+  float m = 0;
+  for (size_t i = 0; i < static_cast<size_t>(rows * l.cols); ++i) m = std::max(m, std::fabs(x[i]));
+  float& a = amax_[l.module];
+  a = std::max(a, m);
+}
+
+Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>& linears) {
+  order_.clear();
+  active_.clear();
+  // Unit-wide amaxes: fused siblings share one weight and one input global scale.
+  std::map<std::string, float> unit_w, unit_x;
+  auto unit = [&](const std::string& m) {
+    auto it = opt_.unit_of.find(m);
+    return it == opt_.unit_of.end() ? m : it->second;
+  };
+  for (const auto* l : linears) {
+    float m = 0;
+    for (float v : l->w) m = std::max(m, std::fabs(RoundBf16(v)));
+    unit_w[unit(l->module)] = std::max(unit_w[unit(l->module)], m);
+    auto it = amax_.find(l->module);
+    unit_x[unit(l->module)] = std::max(unit_x[unit(l->module)], it == amax_.end() ? 0.f : it->second);
+  }
+  uint64_t cache_need = 0;
+  for (const auto* l : linears)
+    cache_need += l->w.size() * sizeof(float) * opt_.formats.size();
+  const bool cache = cache_need <= opt_.cache_bytes;
+  for (const auto* l : linears) {
+    Active a;
+    a.linear = l;
+    a.weight_global_scale = formats::NvFp4GlobalScale(unit_w[unit(l->module)]);
+    a.input_global_scale = formats::NvFp4InputGlobalScale(unit_x[unit(l->module)]);
+    for (FormatId f : opt_.formats) {
+      if (!formats::CheckShape(f, l->rows, l->cols).ok()) continue;
+      Candidate c{f, {}, {}};
+      c.e.e_weight.assign(static_cast<size_t>(l->rows), 0.0);
+      if (formats::Spec(f).quantizes_activations) {
+        c.e.e_act.assign(static_cast<size_t>(l->rows), 0.0);
+        c.e.e_out.assign(static_cast<size_t>(l->rows), 0.0);
+        c.e.dx2.assign(static_cast<size_t>(l->cols), 0.0);
+      }
+      a.cands.push_back(std::move(c));
+    }
+    if (cache)
+      for (Candidate& c : a.cands) {
+        PQ_ASSIGN_OR_RETURN(c.w_hat, CandidateWeight(a, c.format));
+      }
+    order_.push_back(l->module);
+    active_.emplace(l->module, std::move(a));
+  }
+  error_ = Status::Ok();
+  return Status::Ok();
+}
+
+// Ŵ: bf16(W) quantized by RTN exactly as export writes it, then dequantized.
+Result<std::vector<float>> ProbeObserver::CandidateWeight(const Active& a, FormatId f) const {
+  const model::LinearWeights& l = *a.linear;
+  std::vector<float> w(l.w.size());
+  for (size_t i = 0; i < w.size(); ++i) w[i] = RoundBf16(l.w[i]);
+  if (f == FormatId::kBF16) return w;
+  formats::QuantizeOptions q;
+  q.weight_global_scale = a.weight_global_scale;
+  q.input_global_scale = a.input_global_scale;
+  PQ_ASSIGN_OR_RETURN(auto tensors, formats::QuantizeRtn(f, w, l.rows, l.cols, q));
+  auto d = formats::Dequantize(f, formats::Views(tensors), l.rows, l.cols);
+  if (!d.ok()) return d.status().WithContext(l.module);
+  return d;
+}
+
+Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, int64_t t) {
+  const model::LinearWeights& l = *a.linear;
+  const int64_t n = l.rows, k = l.cols;
+  const std::vector<float> y = MatMulNoBias(x, l.w, t, k, n);
+  std::vector<float> xq;
+  for (Candidate& c : a.cands) {
+    std::vector<float> fresh;
+    if (c.w_hat.empty()) {
+      PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
+    }
+    const std::span<const float> w_hat = c.w_hat.empty() ? fresh : c.w_hat;
+    AddSquaredDiff(y, MatMulNoBias(x, w_hat, t, k, n), t, n, c.e.e_weight);
+    if (!formats::Spec(c.format).quantizes_activations) continue;
+    xq.assign(x.begin(), x.begin() + t * k);
+    PQ_RETURN_IF_ERROR(
+        formats::FakeQuantizeActivations(c.format, xq, t, k, a.input_global_scale));
+    for (size_t j = 0; j < xq.size(); ++j) {
+      const double d = static_cast<double>(x[j]) - xq[j];
+      c.e.dx2[j % static_cast<size_t>(k)] += d * d;
+    }
+    AddSquaredDiff(y, MatMulNoBias(xq, l.w, t, k, n), t, n, c.e.e_act);
+    AddSquaredDiff(y, MatMulNoBias(xq, w_hat, t, k, n), t, n, c.e.e_out);
+  }
+  return Status::Ok();
+}
+
+void ProbeObserver::OnLinear(const model::LinearWeights& l, std::span<const float> x,
+                             std::span<const float> dy, int64_t rows) {
+  auto it = active_.find(l.module);
+  if (it == active_.end() || !error_.ok()) return;  // not probed (e.g. the router)
+  stats_.OnLinear(l, x, dy, rows);
+  Status s = Accumulate(it->second, x, rows);
+  if (!s.ok()) error_ = s.WithContext("probe " + l.module);
+}
+
+Result<std::vector<LinearResult>> ProbeObserver::FinishLayer() {
+  PQ_RETURN_IF_ERROR(error_);
+  const int64_t t = opt_.total_tokens;
+  if (t <= 0) return InvalidArgument("probe: no calibration tokens");
+  std::vector<LinearResult> out;
+  for (const std::string& m : order_) {
+    Active& a = active_.at(m);
+    const model::LinearWeights& l = *a.linear;
+    LinearStats st = stats_.Take(m);
+    LinearResult r;
+    r.module = m;
+    r.rows = l.rows;
+    r.cols = l.cols;
+    r.samples = st.samples;
+    r.tokens = st.tokens;
+    r.input_amax = amax_.count(m) ? amax_.at(m) : 0.f;
+    if (st.samples == 0) {  // never reached (an expert no calibration token chose)
+      st.g2_out.assign(static_cast<size_t>(l.rows), 0.0);
+      st.x2_in.assign(static_cast<size_t>(l.cols), 0.0);
+    }
+    r.fisher_trace = st.fisher_sum / static_cast<double>(t);
+    for (double v : st.g2_out) r.g2_out.push_back(static_cast<float>(v / static_cast<double>(t)));
+    for (double v : st.x2_in) r.x2_in.push_back(static_cast<float>(v / static_cast<double>(t)));
+    const quant::CostInputs in{l.rows, l.cols, t, st.fisher_sum, st.g2_out, st.x2_in, {}};
+    for (Candidate& c : a.cands) {
+      std::vector<float> fresh;
+      if (c.w_hat.empty()) {
+        PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
+      }
+      const std::span<const float> w_hat = c.w_hat.empty() ? fresh : c.w_hat;
+      CandidateResult cr{c.format, formats::BytesOnDisk(c.format, l.rows, l.cols), 0, {}};
+      double dw2 = 0;
+      for (size_t j = 0; j < l.w.size(); ++j) {
+        const double d = static_cast<double>(l.w[j]) - w_hat[j];
+        dw2 += d * d;
+      }
+      cr.weight_mse = dw2 / static_cast<double>(l.w.size());
+      for (int e = 0; e < quant::kNumEstimators; ++e) {
+        PQ_ASSIGN_OR_RETURN(cr.cost[static_cast<size_t>(e)],
+                            quant::CandidateCost(static_cast<quant::CostEstimator>(e), in, c.e,
+                                                 l.w, w_hat));
+      }
+      r.candidates.push_back(cr);
+    }
+    out.push_back(std::move(r));
+  }
+  order_.clear();
+  active_.clear();
+  return out;
+}
+
+}  // namespace pq::engine

@@ -1,0 +1,93 @@
+// The probe's observer (DESIGN §2–§3): while a layer is resident in the reverse sweep it
+// accumulates, per Linear (and per expert), the calibration statistics of linear_stats.h and,
+// for every candidate format, the output-error energies that price the candidate with its
+// exact quantizer — RTN exactly as export writes it (fused siblings share the NVFP4 weight
+// global scale) and the run-time activation quantization of formats that quantize inputs
+// (NVFP4 with its calibrated input_global_scale, MXFP8, MXFP4, FP8).
+//
+// Use: Forward(keep_all, &probe) records each Linear's input amax (OnLinearInput); then per
+// layer BeginLayer(weights) → Backward's OnLinear calls → FinishLayer() returns the results.
+// Like LinearStatsObserver, each OnLinear call must carry exactly one calibration sample.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pq/core/status.h"
+#include "pq/engine/linear_stats.h"
+#include "pq/formats/format.h"
+#include "pq/model/weights.h"
+#include "pq/quant/cost.h"
+
+namespace pq::engine {
+
+struct CandidateResult {
+  formats::FormatId format;
+  uint64_t bytes = 0;      // exact bytes on disk (scales included, bias excluded)
+  double weight_mse = 0;   // mean (W − Ŵ)²
+  std::array<double, quant::kNumEstimators> cost{};  // predicted Δloss, nats/token
+};
+
+struct LinearResult {
+  std::string module;
+  int64_t rows = 0, cols = 0;
+  int64_t samples = 0, tokens = 0;  // samples that reached it, rows seen (routed tokens)
+  double fisher_trace = 0;          // fisher_sum / T
+  float input_amax = 0;             // calibration inputs (forward sweep)
+  std::vector<float> g2_out, x2_in;  // per-token means: g2_out / T, x2_in / T
+  std::vector<CandidateResult> candidates;  // feasible formats only, in requested order
+};
+
+struct ProbeObserverOptions {
+  std::vector<formats::FormatId> formats;
+  // Decision unit of every Linear (fused siblings share NVFP4 global scales).
+  std::map<std::string, std::string> unit_of;
+  int64_t total_tokens = 0;  // T: scored calibration tokens
+  // Cache the candidates' dequantized weights of a layer up to this many bytes; beyond it
+  // they are re-quantized on every call (slower, memory-flat).
+  uint64_t cache_bytes = 2ull << 30;
+};
+
+class ProbeObserver : public model::LinearObserver {
+ public:
+  explicit ProbeObserver(ProbeObserverOptions o);
+
+  void OnLinearInput(const model::LinearWeights& linear, std::span<const float> x,
+                     int64_t rows) override;
+  // Prepares the candidates of `linears` (which must stay alive until FinishLayer).
+  Status BeginLayer(const std::vector<const model::LinearWeights*>& linears);
+  void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
+                std::span<const float> dy, int64_t rows) override;
+  // Costs of every candidate of the layer's Linears (in BeginLayer order); resets state.
+  Result<std::vector<LinearResult>> FinishLayer();
+
+  const std::map<std::string, float>& input_amax() const { return amax_; }
+  void set_input_amax(std::map<std::string, float> a) { amax_ = std::move(a); }
+
+ private:
+  struct Candidate {
+    formats::FormatId format;
+    quant::CandidateEnergies e;
+    std::vector<float> w_hat;  // cached dequantized weight, or empty
+  };
+  struct Active {
+    const model::LinearWeights* linear = nullptr;
+    float weight_global_scale = 1, input_global_scale = 1;
+    std::vector<Candidate> cands;
+  };
+  Result<std::vector<float>> CandidateWeight(const Active& a, formats::FormatId f) const;
+  Status Accumulate(Active& a, std::span<const float> x, int64_t rows);
+
+  ProbeObserverOptions opt_;
+  std::map<std::string, float> amax_;
+  LinearStatsObserver stats_{false};
+  std::vector<std::string> order_;
+  std::map<std::string, Active> active_;
+  Status error_;  // first failure inside OnLinear (which cannot return one)
+};
+
+}  // namespace pq::engine

@@ -1,0 +1,40 @@
+// Calibration samples for the probe (and export): documents from text, JSON lines or
+// pre-tokenized input (eval_text.h), each BOS + tokens, concatenated into one token stream
+// that is cut into consecutive non-overlapping chunks of seqlen + 1 tokens; `samples` of them
+// are chosen by a seeded shuffle (our own splitmix64 generator, so the choice is the same on
+// every platform and library version). A sample scores every position: ids = chunk[0, T),
+// targets = chunk[1, T].
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pq/core/status.h"
+#include "pq/engine/runner.h"
+#include "pq/pipeline/eval_text.h"
+
+namespace pq::pipeline {
+
+struct CalibrationOptions {
+  EvalInput input;
+  int64_t samples = 64;
+  int64_t seqlen = 512;
+  uint64_t seed = 0;
+};
+
+struct Calibration {
+  std::vector<engine::Sequence> samples;
+  int64_t stream_tokens = 0;  // tokens in the whole input stream
+  std::string tokens_hash;    // hex fingerprint of the chosen samples' ids
+  int64_t scored_tokens() const;
+};
+
+// InvalidArgument (with the numbers and what to change) when the input has fewer than
+// samples * (seqlen + 1) tokens.
+Result<Calibration> LoadCalibration(const std::string& model_dir, const CalibrationOptions& o);
+
+// Picks `samples` of the `chunks` chunk indices (distinct, in selection order), seeded.
+std::vector<int64_t> ChooseChunks(int64_t chunks, int64_t samples, uint64_t seed);
+
+}  // namespace pq::pipeline

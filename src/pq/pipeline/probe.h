@@ -1,0 +1,56 @@
+// The `probe` stage (DESIGN §2–§3): one streaming pass over calibration samples that prices
+// every candidate format of every Linear, written to a work dir another stage (allocate,
+// report, export) reads without the model.
+//
+// Work dir (schema "prismaquant.probe/1"; persisted names are an ABI):
+//   W/probe/inputs.json            fingerprint of (model, calibration tokens, options); a rerun
+//                                  with other inputs is refused
+//   W/probe/head/, layer_NNNN/     one finished unit of work each, written atomically:
+//                                  results.json (per Linear: statistics, per-format bytes and
+//                                  predicted Δloss by every estimator) + model.safetensors
+//                                  (per Linear "<module>.g2_out" [N], "<module>.x2_in" [K], F32,
+//                                  per-token means)
+//   W/probe/grad_NNNN/             dL/d(boundary NNNN) after the last finished layer (resume)
+//   W/probe.json                   everything allocate needs, written when all layers are done
+// A killed run resumes after the last finished layer (the forward sweep is recomputed; the
+// reverse sweep restarts from the saved gradient) and produces byte-identical files, given
+// the same --threads.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "pq/core/status.h"
+#include "pq/formats/format.h"
+#include "pq/pipeline/calibration.h"
+
+namespace pq::pipeline {
+
+inline constexpr const char* kProbeSchema = "prismaquant.probe/1";
+
+struct ProbeOptions {
+  std::string model;
+  std::string work;
+  CalibrationOptions calib;
+  std::vector<formats::FormatId> formats;  // empty: every format
+  bool probe_lm_head = true;
+  uint64_t memory_budget_bytes = 8ull << 30;  // stored boundaries (spill beyond)
+  uint64_t cache_bytes = 2ull << 30;          // dequantized candidates of one layer
+  bool progress = true;
+};
+
+struct ProbeSummary {
+  std::string probe_json;  // W/probe.json
+  int64_t linears = 0, layers = 0, resumed_layers = 0;
+  int64_t tokens = 0;      // scored calibration tokens
+  double calib_nll = 0;    // mean NLL of the model on the calibration samples
+};
+
+Result<ProbeSummary> RunProbe(const ProbeOptions& o);
+
+// Reads and validates W/probe.json (schema, completeness).
+Result<nlohmann::json> ReadProbe(const std::string& work);
+
+}  // namespace pq::pipeline
