@@ -1,7 +1,7 @@
 // `prismaquant probe MODEL --calib FILE --work W`
 #include <cstdio>
-#include <sstream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "pq/compute/ops.h"
 #include "pq/pipeline/probe.h"
@@ -17,20 +17,6 @@ struct ProbeArgs {
   double memory_gb = 8, cache_gb = 2;
   bool no_lm_head = false, no_bos = false, json = false;
 };
-
-Result<std::vector<formats::FormatId>> ParseFormatList(const std::string& list) {
-  std::vector<formats::FormatId> out;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    auto f = formats::ParseFormat(item);
-    if (!f)
-      return InvalidArgument("unknown format \"" + item + "\" (" + formats::FormatNameList() + ")");
-    out.push_back(*f);
-  }
-  return out;
-}
 
 Status Run(const ProbeArgs& a) {
   if (a.calib.empty() == a.calib_tokens.empty())

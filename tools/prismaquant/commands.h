@@ -20,5 +20,8 @@ void AddImportLlama2cCommand(CLI::App& app, int* exit_code);
 void AddEvalCommand(CLI::App& app, int* exit_code);
 void AddTokenizeCommand(CLI::App& app, int* exit_code);
 void AddProbeCommand(CLI::App& app, int* exit_code);
+void AddAllocateCommand(CLI::App& app, int* exit_code);
+void AddCheckCostsCommand(CLI::App& app, int* exit_code);
+void AddReportCommand(CLI::App& app, int* exit_code);
 
 }  // namespace pq::cli

@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
   pq::cli::AddEvalCommand(app, &exit_code);
   pq::cli::AddTokenizeCommand(app, &exit_code);
   pq::cli::AddProbeCommand(app, &exit_code);
+  pq::cli::AddAllocateCommand(app, &exit_code);
+  pq::cli::AddCheckCostsCommand(app, &exit_code);
+  pq::cli::AddReportCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "pq/compute/ops.h"
-#include "pq/core/minifloat.h"
 #include "pq/formats/act_quant.h"
+#include "pq/quant/rtn_candidate.h"
 
 namespace pq::engine {
 namespace {
@@ -53,8 +53,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
     return it == opt_.unit_of.end() ? m : it->second;
   };
   for (const auto* l : linears) {
-    float m = 0;
-    for (float v : l->w) m = std::max(m, std::fabs(RoundBf16(v)));
+    const float m = quant::Bf16AbsMax(l->w);
     unit_w[unit(l->module)] = std::max(unit_w[unit(l->module)], m);
     auto it = amax_.find(l->module);
     unit_x[unit(l->module)] = std::max(unit_x[unit(l->module)], it == amax_.end() ? 0.f : it->second);
@@ -93,14 +92,8 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
 // Ŵ: bf16(W) quantized by RTN exactly as export writes it, then dequantized.
 Result<std::vector<float>> ProbeObserver::CandidateWeight(const Active& a, FormatId f) const {
   const model::LinearWeights& l = *a.linear;
-  std::vector<float> w(l.w.size());
-  for (size_t i = 0; i < w.size(); ++i) w[i] = RoundBf16(l.w[i]);
-  if (f == FormatId::kBF16) return w;
-  formats::QuantizeOptions q;
-  q.weight_global_scale = a.weight_global_scale;
-  q.input_global_scale = a.input_global_scale;
-  PQ_ASSIGN_OR_RETURN(auto tensors, formats::QuantizeRtn(f, w, l.rows, l.cols, q));
-  auto d = formats::Dequantize(f, formats::Views(tensors), l.rows, l.cols);
+  auto d = quant::RtnCandidate(f, l.w, l.rows, l.cols, a.weight_global_scale,
+                               a.input_global_scale);
   if (!d.ok()) return d.status().WithContext(l.module);
   return d;
 }

@@ -119,7 +119,9 @@ Result<json> ReadUnit(const std::string& dir) {
 }
 
 Status SaveGrad(const std::string& work, int64_t boundary, std::span<const float> g) {
-  PQ_ASSIGN_OR_RETURN(auto w, io::CheckpointWriter::Create(GradDir(work, boundary)));
+  io::WriterOptions wo;
+  wo.overwrite = true;  // a killed run may have saved it before finishing the layer
+  PQ_ASSIGN_OR_RETURN(auto w, io::CheckpointWriter::Create(GradDir(work, boundary), wo));
   PQ_RETURN_IF_ERROR(w->AddTensor("grad", DType::kF32, {static_cast<int64_t>(g.size())},
                                   {reinterpret_cast<const uint8_t*>(g.data()), g.size() * 4}));
   return w->Commit();
@@ -134,6 +136,23 @@ Result<std::vector<float>> LoadGrad(const std::string& work, int64_t boundary, s
   std::vector<float> g(size);
   std::memcpy(g.data(), t->bytes.data(), size * sizeof(float));
   return g;
+}
+
+// The chosen samples as I32 tensors "ids" and "targets" [samples, seqlen] (for export's
+// calibration and for independent checks).
+Status SaveCalibration(const std::string& dir, const Calibration& c) {
+  std::vector<int32_t> ids, targets;
+  for (const auto& s : c.samples) {
+    ids.insert(ids.end(), s.ids.begin(), s.ids.end());
+    targets.insert(targets.end(), s.targets.begin(), s.targets.end());
+  }
+  const std::vector<int64_t> shape = {static_cast<int64_t>(c.samples.size()),
+                                      static_cast<int64_t>(c.samples.front().ids.size())};
+  PQ_ASSIGN_OR_RETURN(auto w, io::CheckpointWriter::Create(dir));
+  for (const auto& [name, v] : {std::pair{"ids", &ids}, {"targets", &targets}})
+    PQ_RETURN_IF_ERROR(w->AddTensor(name, DType::kI32, shape,
+                                    {reinterpret_cast<const uint8_t*>(v->data()), v->size() * 4}));
+  return w->Commit();
 }
 
 // Creates W/probe/inputs.json, or checks that an existing one has the same inputs.
@@ -194,6 +213,9 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
                        {"probe_lm_head", o.probe_lm_head}};
   PQ_RETURN_IF_ERROR(CheckInputs(o.work, inputs));
   RemoveEntries(o.work, ".");  // temp dirs of a killed run's unfinished writes
+  if (!fs::exists(ProbeDir(o.work) + "/calibration")) {
+    PQ_RETURN_IF_ERROR(SaveCalibration(ProbeDir(o.work) + "/calibration", calib));
+  }
 
   std::map<std::string, const model::LinearInfo*> info;
   engine::ProbeObserverOptions po;

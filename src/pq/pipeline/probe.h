@@ -5,6 +5,7 @@
 // Work dir (schema "prismaquant.probe/1"; persisted names are an ABI):
 //   W/probe/inputs.json            fingerprint of (model, calibration tokens, options); a rerun
 //                                  with other inputs is refused
+//   W/probe/calibration/           model.safetensors: I32 "ids", "targets" [samples, seqlen]
 //   W/probe/head/, layer_NNNN/     one finished unit of work each, written atomically:
 //                                  results.json (per Linear: statistics, per-format bytes and
 //                                  predicted Δloss by every estimator) + model.safetensors

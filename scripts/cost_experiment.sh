@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Which cost estimator to trust (README "Which cost estimator"): for stories260K and the
+# trained fixtures of every architecture (models/trained, scripts/train_fixtures.py), probe on
+# the training part of the TinyStories slice, then `check-costs` quantizes one Linear at a time
+# (NVFP4 W4A4 and MXFP8, RTN as probed, inputs quantized as the runtime does) and measures
+# ΔNLL and KL on the held-out part (models/trained/heldout.txt, first 200 paragraphs).
+# Prints one markdown table row per (model, estimator); per-perturbation CSVs stay in OUT.
+#
+#   scripts/cost_experiment.sh [OUT_DIR]     (default /tmp/pq-cost-experiment; ~15 min, 2 cores)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${PQ_BIN:-$root/build/release/tools/prismaquant/prismaquant}"
+out="${1:-/tmp/pq-cost-experiment}"
+corpus="$root/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
+mkdir -p "$out"
+# The fixtures' training split: paragraphs [0, 3441) = the first 619211 bytes (train_fixtures.py).
+head -c 619211 "$corpus" > "$out/calib.txt"
+echo "| model | estimator | Spearman vs ΔNLL | Spearman vs KL | median predicted/KL | median predicted/ΔNLL | pairs |"
+echo "|---|---|---|---|---|---|---|"
+for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe; do
+  name="${m//\//_}"
+  w="$out/$name"
+  "$bin" -q probe "$root/models/$m" --calib "$out/calib.txt" --work "$w" --samples 64 --seqlen 256 > /dev/null
+  "$bin" -q check-costs "$root/models/$m" --work "$w" --text "$root/models/trained/heldout.txt" \
+    --max-docs 200 --csv "$w/perturbations.csv" --json > "$w/check.json" 2> /dev/null
+  python3 - "$w/check.json" "$m" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for est, v in j["estimators"].items():
+    print(f"| {sys.argv[2]} | {est} | {v['spearman_dnll']:.3f} | {v['spearman_kl']:.3f} | "
+          f"{v['median_pred_over_kl']:.3g} | {v['median_pred_over_dnll']:.3g} | {j['pairs']} |")
+PY
+done

@@ -1,0 +1,64 @@
+// The `allocate` stage: turns a probe (W/probe.json) into one format per Linear under a bit
+// or size budget with the pure knapsack of alloc/, sweeps a Pareto curve, finds its knee,
+// and writes
+//   W/layer_config.json  schema "prismaquant.layer_config/1": {"formats": {module: format}}
+//                        for every Linear incl. lm_head, plus the target, what was achieved and
+//                        the estimator used (the export stage reads "formats")
+//   W/pareto.csv         one row per swept target: target_bits, achieved_bits, unit_bytes,
+//                        total_bytes, predicted_dloss, optimal, then count_<F> and params_<F>
+//                        for every format F
+// Decision units are the probe's units (fused siblings; all experts of an MoE layer), so
+// coupled Linears always share a format; a format one member cannot hold is not offered to
+// the unit. Bits are over the units' Linears (lm_head excluded: it has a fixed format);
+// bytes are exact (every scale and global scale).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pq/core/status.h"
+#include "pq/formats/format.h"
+#include "pq/quant/cost.h"
+
+namespace pq::pipeline {
+
+inline constexpr const char* kLayerConfigSchema = "prismaquant.layer_config/1";
+
+struct AllocateOptions {
+  std::string work;
+  // Exactly one target: bits/param over the units, "knee" of the sweep, or whole-checkpoint
+  // bytes (every tensor as exported; safetensors headers and config files not counted).
+  std::optional<double> target_bits;
+  bool target_knee = false;
+  std::optional<uint64_t> target_size;
+  uint64_t kv_reserve = 0;  // subtracted from target_size
+  std::vector<formats::FormatId> formats;  // allowed formats (empty: every probed one)
+  quant::CostEstimator cost = quant::CostEstimator::kOutput;
+  std::vector<double> pareto_bits;  // empty: 11 points from the minimum to the maximum
+  formats::FormatId lm_head = formats::FormatId::kBF16;
+};
+
+struct ParetoPoint {
+  double target_bits = 0, achieved_bits = 0;
+  uint64_t unit_bytes = 0, total_bytes = 0;
+  double predicted_dloss = 0;
+  bool optimal = false;
+  std::vector<int64_t> count, params;  // per format of AllocateResult::formats
+};
+
+struct AllocateResult {
+  std::vector<std::string> formats;  // column order of the per-format counts
+  std::vector<ParetoPoint> pareto;
+  std::optional<size_t> knee;  // index into pareto
+  ParetoPoint chosen;
+  uint64_t fixed_bytes = 0;  // everything outside the units (embeddings, norms, lm_head, ...)
+  double min_bits = 0, max_bits = 0;
+  int64_t units = 0, linears = 0;
+  std::string layer_config, pareto_csv;  // paths written
+};
+
+Result<AllocateResult> Allocate(const AllocateOptions& o);
+
+}  // namespace pq::pipeline

@@ -1,0 +1,159 @@
+#include "pq/pipeline/cost_check.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "pq/core/log.h"
+#include "pq/formats/act_quant.h"
+#include "pq/model/weights.h"
+#include "pq/pipeline/probe.h"
+#include "pq/quant/rtn_candidate.h"
+
+namespace pq::pipeline {
+namespace {
+
+using nlohmann::json;
+
+std::vector<double> Ranks(std::span<const double> v) {
+  std::vector<size_t> idx(v.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
+  std::vector<double> r(v.size());
+  for (size_t i = 0; i < idx.size();) {
+    size_t j = i;
+    while (j + 1 < idx.size() && v[idx[j + 1]] == v[idx[i]]) ++j;
+    for (size_t k = i; k <= j; ++k) r[idx[k]] = 0.5 * static_cast<double>(i + j);
+    i = j + 1;
+  }
+  return r;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The replacement of one Linear: its candidate weight and run-time activation format.
+struct Perturbation {
+  std::string module;
+  formats::FormatId format;
+  std::vector<float> w_hat;
+  float input_global_scale = 1;
+};
+
+Result<Perturbation> MakePerturbation(const model::WeightSource& src, const json& probe,
+                                      const json& linear, formats::FormatId f) {
+  // Unit-wide amaxes over the unit's members, as the probe computed them.
+  const std::string unit = linear["unit"].get<std::string>();
+  float w_amax = 0, x_amax = 0;
+  for (const json& m : probe["linears"]) {
+    if (m["unit"] != unit) continue;
+    PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(m["module"].get<std::string>()));
+    w_amax = std::max(w_amax, quant::Bf16AbsMax(lw.w));
+    x_amax = std::max(x_amax, m["input_amax"].get<float>());
+  }
+  Perturbation p{linear["module"].get<std::string>(), f, {},
+                 formats::NvFp4InputGlobalScale(x_amax)};
+  PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(p.module));
+  PQ_ASSIGN_OR_RETURN(p.w_hat, quant::RtnCandidate(f, lw.w, lw.rows, lw.cols,
+                                                   formats::NvFp4GlobalScale(w_amax),
+                                                   p.input_global_scale));
+  return p;
+}
+
+void Summarize(CostCheckResult& r) {
+  std::vector<double> dnll, kl;
+  for (const auto& row : r.rows) {
+    dnll.push_back(row.measured_dnll);
+    kl.push_back(row.measured_kl);
+  }
+  for (int e = 0; e < quant::kNumEstimators; ++e) {
+    std::vector<double> pred, ratio_kl, ratio_dnll;
+    for (const auto& row : r.rows) {
+      const double p = row.predicted[static_cast<size_t>(e)];
+      pred.push_back(p);
+      if (row.measured_kl > 0) ratio_kl.push_back(p / row.measured_kl);
+      if (row.measured_dnll > 0) ratio_dnll.push_back(p / row.measured_dnll);
+    }
+    const auto i = static_cast<size_t>(e);
+    r.spearman_dnll[i] = Spearman(pred, dnll);
+    r.spearman_kl[i] = Spearman(pred, kl);
+    r.ratio_kl[i] = Median(ratio_kl);
+    r.ratio_dnll[i] = Median(ratio_dnll);
+  }
+}
+
+}  // namespace
+
+double Spearman(std::span<const double> a, std::span<const double> b) {
+  if (a.size() != b.size() || a.size() < 2) return 0;
+  const auto ra = Ranks(a), rb = Ranks(b);
+  const double n = static_cast<double>(a.size()), mean = (n - 1) / 2;
+  double sab = 0, saa = 0, sbb = 0;
+  for (size_t i = 0; i < ra.size(); ++i) {
+    sab += (ra[i] - mean) * (rb[i] - mean);
+    saa += (ra[i] - mean) * (ra[i] - mean);
+    sbb += (rb[i] - mean) * (rb[i] - mean);
+  }
+  return saa > 0 && sbb > 0 ? sab / std::sqrt(saa * sbb) : 0;
+}
+
+Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
+  PQ_ASSIGN_OR_RETURN(json probe, ReadProbe(o.work));
+  PQ_ASSIGN_OR_RETURN(auto base, model::WeightSource::Open(o.model));
+  PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));
+  if (probe["model"]["architecture"] != std::string(base->layout().arch->name) ||
+      probe["model"]["num_layers"] != base->layout().num_layers)
+    return InvalidArgument(o.work + "/probe.json was not made from " + o.model);
+  PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.model, o.text));
+  engine::EvalOptions eo = o.eval;
+  eo.runner.progress = false;
+  CostCheckResult r;
+  {
+    PQ_ASSIGN_OR_RETURN(engine::EvalResult b, engine::Evaluate(*base, nullptr, docs, eo));
+    r.base_nll = b.mean_nll;
+    r.tokens = b.tokens;
+  }
+  std::vector<std::pair<const json*, formats::FormatId>> work;
+  for (const json& li : probe["linears"]) {
+    if (li["is_lm_head"].get<bool>() && !o.include_lm_head) continue;
+    for (auto f : o.formats)
+      for (const json& c : li["candidates"])
+        if (c["format"] == formats::Spec(f).name) work.emplace_back(&li, f);
+  }
+  if (work.empty()) return InvalidArgument("no probed Linear can hold the requested formats");
+  std::optional<Progress> progress;
+  if (o.progress) progress.emplace("cost check", work.size());
+  for (const auto& [li, f] : work) {
+    PQ_ASSIGN_OR_RETURN(Perturbation p, MakePerturbation(*base, probe, *li, f));
+    src->set_linear_hook([&p](model::LinearWeights& l) {
+      if (l.module != p.module) return Status::Ok();
+      l.w = p.w_hat;
+      l.act_format = p.format;
+      l.input_global_scale = p.input_global_scale;
+      return Status::Ok();
+    });
+    PQ_ASSIGN_OR_RETURN(engine::EvalResult e, engine::Evaluate(*src, base.get(), docs, eo));
+    CostCheckRow row{p.module, std::string(formats::Spec(f).name), e.mean_nll - r.base_nll,
+                     e.mean_kl.value_or(0), {}};
+    for (const json& c : (*li)["candidates"])
+      if (c["format"] == row.format)
+        for (int k = 0; k < quant::kNumEstimators; ++k)
+          row.predicted[static_cast<size_t>(k)] =
+              c["cost"][std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(k)))]
+                  .get<double>();
+    r.rows.push_back(row);
+    if (progress) progress->Advance();
+  }
+  if (progress) progress->Finish();
+  src->set_linear_hook(nullptr);
+  Summarize(r);
+  return r;
+}
+
+}  // namespace pq::pipeline

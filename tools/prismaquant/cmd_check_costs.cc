@@ -1,0 +1,113 @@
+// `prismaquant check-costs MODEL --work W --text HELDOUT`
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "pq/compute/ops.h"
+#include "pq/io/file_util.h"
+#include "pq/pipeline/cost_check.h"
+
+namespace pq::cli {
+namespace {
+
+struct CheckArgs {
+  std::string model, work, text, split = "paragraphs", formats = "NVFP4,MXFP8", csv;
+  int64_t max_docs = 0, ctx = 0;
+  int threads = 0;
+  bool lm_head = false, json = false;
+};
+
+std::string RowsCsv(const pipeline::CostCheckResult& r) {
+  std::string s = "module,format,measured_dnll,measured_kl";
+  for (int e = 0; e < quant::kNumEstimators; ++e)
+    s += ",pred_" + std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)));
+  s += "\n";
+  char buf[64];
+  for (const auto& row : r.rows) {
+    s += row.module + "," + row.format;
+    for (double v : {row.measured_dnll, row.measured_kl}) {
+      std::snprintf(buf, sizeof buf, ",%.9g", v);
+      s += buf;
+    }
+    for (double v : row.predicted) {
+      std::snprintf(buf, sizeof buf, ",%.9g", v);
+      s += buf;
+    }
+    s += "\n";
+  }
+  return s;
+}
+
+Status Run(const CheckArgs& a) {
+  compute::cpu::SetNumThreads(a.threads);
+  pipeline::CostCheckOptions o;
+  o.model = a.model;
+  o.work = a.work;
+  o.text.text_file = a.text;
+  PQ_ASSIGN_OR_RETURN(o.text.split, pipeline::ParseDocSplit(a.split));
+  o.text.max_docs = a.max_docs;
+  o.eval.ctx = a.ctx;
+  PQ_ASSIGN_OR_RETURN(o.formats, ParseFormatList(a.formats));
+  o.include_lm_head = a.lm_head;
+  PQ_ASSIGN_OR_RETURN(pipeline::CostCheckResult r, pipeline::CheckCosts(o));
+  if (!a.csv.empty()) PQ_RETURN_IF_ERROR(io::WriteFileAtomic(a.csv, RowsCsv(r)));
+  if (a.json) {
+    nlohmann::json est = nlohmann::json::object();
+    for (int e = 0; e < quant::kNumEstimators; ++e) {
+      const auto i = static_cast<size_t>(e);
+      est[std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)))] = {
+          {"spearman_dnll", r.spearman_dnll[i]}, {"spearman_kl", r.spearman_kl[i]},
+          {"median_pred_over_kl", r.ratio_kl[i]}, {"median_pred_over_dnll", r.ratio_dnll[i]}};
+    }
+    std::printf("%s\n", nlohmann::json{{"model", a.model},
+                                       {"base_nll", r.base_nll},
+                                       {"tokens", r.tokens},
+                                       {"pairs", r.rows.size()},
+                                       {"estimators", est}}
+                            .dump(2)
+                            .c_str());
+    return Status::Ok();
+  }
+  std::printf("%s: %zu single-Linear perturbations, base NLL %.6f on %lld held-out tokens\n",
+              a.model.c_str(), r.rows.size(), r.base_nll, static_cast<long long>(r.tokens));
+  std::printf("%-8s %14s %12s %16s %18s\n", "cost", "Spearman dNLL", "Spearman KL",
+              "median pred/KL", "median pred/dNLL");
+  for (int e = 0; e < quant::kNumEstimators; ++e) {
+    const auto i = static_cast<size_t>(e);
+    std::printf("%-8s %14.4f %12.4f %16.4g %18.4g\n",
+                std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e))).c_str(),
+                r.spearman_dnll[i], r.spearman_kl[i], r.ratio_kl[i], r.ratio_dnll[i]);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void AddCheckCostsCommand(CLI::App& app, int* exit_code) {
+  auto a = std::make_shared<CheckArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "check-costs",
+      "Measure how well each cost estimator predicts reality: quantize one Linear at a time\n"
+      "(RTN, as probed; inputs quantized as the runtime does), evaluate ΔNLL and KL on held-out\n"
+      "text, and report each estimator's Spearman rank correlation and predicted/measured\n"
+      "ratio. Needs a probe of MODEL in WORK.\n"
+      "Example: prismaquant check-costs models/stories260K --work w --text heldout.txt");
+  sub->add_option("model", a->model, "The probed model")->required();
+  sub->add_option("--work", a->work, "Work directory of the probe")->required();
+  sub->add_option("--text", a->text, "Held-out text (not the calibration text)")->required();
+  sub->add_option("--split", a->split, "Documents: none, lines, paragraphs (default), jsonl");
+  sub->add_option("--max-docs", a->max_docs, "Use only the first N documents");
+  sub->add_option("--ctx", a->ctx, "Window length (default: model max positions, <= 4096)");
+  sub->add_option("--formats", a->formats,
+                  "Formats to perturb with, comma-separated (default NVFP4,MXFP8; Linears whose "
+                  "shape cannot hold one are skipped for it)");
+  sub->add_flag("--lm-head", a->lm_head, "Also perturb lm_head");
+  sub->add_option("-o,--csv", a->csv, "Write every perturbation's numbers to this CSV");
+  sub->add_option("--threads", a->threads, "Threads (default: all cores)");
+  sub->add_flag("--json", a->json, "Print the summary as JSON");
+  sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
+}
+
+}  // namespace pq::cli
