@@ -90,5 +90,16 @@ expect 2 "x3" -- "$bin" eval "$model" --tokens "$work/badids.txt"
 echo "1 2 99999" > "$work/bigids.txt"
 expect 2 "99999" -- "$bin" eval "$model" --tokens "$work/bigids.txt"
 
+# A quantized lm_head unties a tied model, and our own tools read the result; a head whose
+# shape refuses the format stays tied (and is listed as kept BF16).
+"$bin" -q export "$model" --uniform NVFP4A16 --lm-head NVFP4A16 -o "$work/head" > /dev/null 2>&1
+for cmd in "inspect $work/head" "dequantize $work/head -o $work/head_dense" \
+           "eval $work/head --text $text --split paragraphs --max-docs 5"; do
+  if $bin $cmd > /dev/null 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $cmd" >&2; fi
+done
+out=$("$bin" export "$model" --uniform NVFP4A16 --lm-head INT4 -o "$work/head4" --json 2> /dev/null)
+if grep -q '"tie_word_embeddings": true' "$work/head4/config.json" && [[ "$out" == *'"module": "lm_head"'* ]]; then
+  pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: INT4 head should stay tied and be listed" >&2; fi
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -13,13 +13,11 @@ namespace {
 namespace ops = compute::cpu;
 using formats::FormatId;
 
-// acc[o] += Σ_t (a[t, o] − b[t, o])²  for a, b: [T, N]
-void AddSquaredDiff(std::span<const float> a, std::span<const float> b, int64_t t, int64_t n,
-                    std::vector<double>& acc) {
+// acc[o] += Σ_t a[t, o]²  for a: [T, N]
+void AddSquares(std::span<const float> a, int64_t t, int64_t n, std::vector<double>& acc) {
   for (int64_t r = 0; r < t; ++r)
     for (int64_t o = 0; o < n; ++o) {
-      const size_t j = static_cast<size_t>(r * n + o);
-      const double d = static_cast<double>(a[j]) - b[j];
+      const double d = a[static_cast<size_t>(r * n + o)];
       acc[static_cast<size_t>(o)] += d * d;
     }
 }
@@ -98,28 +96,35 @@ Result<std::vector<float>> ProbeObserver::CandidateWeight(const Active& a, Forma
   return d;
 }
 
+// Energies from differences computed before the matmul (X·ΔWᵀ, ΔX·Wᵀ), not as differences of
+// two large outputs, so near-exact candidates (BF16: ΔW ≈ 2⁻⁹ W) keep their precision.
 Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, int64_t t) {
   const model::LinearWeights& l = *a.linear;
   const int64_t n = l.rows, k = l.cols;
-  const std::vector<float> y = MatMulNoBias(x, l.w, t, k, n);
-  std::vector<float> xq;
+  std::vector<float> dw(l.w.size()), xq, dx, act_err;
   for (Candidate& c : a.cands) {
     std::vector<float> fresh;
     if (c.w_hat.empty()) {
       PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
     }
     const std::span<const float> w_hat = c.w_hat.empty() ? fresh : c.w_hat;
-    AddSquaredDiff(y, MatMulNoBias(x, w_hat, t, k, n), t, n, c.e.e_weight);
+    for (size_t j = 0; j < dw.size(); ++j) dw[j] = l.w[j] - w_hat[j];
+    AddSquares(MatMulNoBias(x, dw, t, k, n), t, n, c.e.e_weight);  // X ΔWᵀ
     if (!formats::Spec(c.format).quantizes_activations) continue;
     xq.assign(x.begin(), x.begin() + t * k);
     PQ_RETURN_IF_ERROR(
         formats::FakeQuantizeActivations(c.format, xq, t, k, a.input_global_scale));
+    dx.resize(xq.size());
     for (size_t j = 0; j < xq.size(); ++j) {
-      const double d = static_cast<double>(x[j]) - xq[j];
-      c.e.dx2[j % static_cast<size_t>(k)] += d * d;
+      dx[j] = x[j] - xq[j];
+      c.e.dx2[j % static_cast<size_t>(k)] += static_cast<double>(dx[j]) * dx[j];
     }
-    AddSquaredDiff(y, MatMulNoBias(xq, l.w, t, k, n), t, n, c.e.e_act);
-    AddSquaredDiff(y, MatMulNoBias(xq, w_hat, t, k, n), t, n, c.e.e_out);
+    act_err = MatMulNoBias(dx, l.w, t, k, n);  // (X − Q(X)) Wᵀ
+    AddSquares(act_err, t, n, c.e.e_act);
+    // Y − Q(X) Ŵᵀ = (X − Q(X)) Wᵀ + Q(X) ΔWᵀ
+    const std::vector<float> w_err = MatMulNoBias(xq, dw, t, k, n);
+    for (size_t j = 0; j < act_err.size(); ++j) act_err[j] += w_err[j];
+    AddSquares(act_err, t, n, c.e.e_out);
   }
   return Status::Ok();
 }

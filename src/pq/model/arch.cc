@@ -275,10 +275,11 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
   }
   for (const auto& s : layout.arch->global_tensors) PQ_RETURN_IF_ERROR(visit(s, -1, 0));
   // The tied head is the embedding; expose it as a (tied) lm_head Linear.
-  const bool has_head = ckpt.Find("lm_head.weight") != nullptr;
+  bool has_head = false;  // dense `lm_head.weight` or a compressed lm_head
+  for (const auto& li : layout.linears) has_head |= li.is_lm_head;
   if (!has_head) {
     if (!layout.tie_word_embeddings)
-      return NotFound("checkpoint has no lm_head.weight and tie_word_embeddings is false");
+      return NotFound("checkpoint has no lm_head weight and tie_word_embeddings is false");
     const io::TensorInfo* e = ckpt.Find("model.embed_tokens.weight");
     layout.linears.push_back(
         {"lm_head", -1, e->shape[0], e->shape[1], "lm_head", false, true, true, "", -1, 0});

@@ -142,7 +142,10 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
     u.weights.push_back(std::move(values));
     if (--remaining[li.unit] > 0) continue;
     if (li.tied && fmt == FormatId::kBF16) {  // tied head stays the embedding
-      summary.linears.push_back({"lm_head", fmt, li.rows * li.cols, 0, "tied to the embedding"});
+      const auto fb = fallbacks.find(li.unit);
+      // Tied and BF16 by choice is not a fallback; a head whose shape refused the format is.
+      summary.linears.push_back({"lm_head", fmt, li.rows * li.cols, 0,
+                                 fb == fallbacks.end() ? "" : fb->second + " (stays tied)"});
       module_formats["lm_head"] = fmt;
     } else {
       const auto fb = fallbacks.find(li.unit);
@@ -157,7 +160,10 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
   progress.Finish();
   PQ_RETURN_IF_ERROR(WriteOtherTensors(*ckpt, layout, *writer));
 
-  const bool untie = layout.tie_word_embeddings && o.lm_head != FormatId::kBF16;
+  // Untie only when the head is really written on its own (not when its shape kept it BF16).
+  const auto head_fmt = unit_fmt.find("lm_head");
+  const bool untie = layout.tie_word_embeddings && head_fmt != unit_fmt.end() &&
+                     head_fmt->second != FormatId::kBF16;
   if (untie) config["tie_word_embeddings"] = false;
   config["quantization_config"] =
       formats::QuantizationConfig(module_formats, layout.always_ignored);

@@ -42,7 +42,7 @@ nlohmann::json ExportSummary::ToJson() const {
   j["quantized_bits_per_param"] = quantized.BitsPerParam();
   nlohmann::json fb = nlohmann::json::array();
   for (const auto& l : linears)
-    if (!l.fallback.empty() && l.bytes > 0)
+    if (!l.fallback.empty())
       fb.push_back({{"module", l.module}, {"reason", l.fallback}});
   j["kept_bf16"] = fb;
   return j;
