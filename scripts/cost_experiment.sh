@@ -15,12 +15,12 @@ corpus="$root/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.tx
 mkdir -p "$out"
 # The fixtures' training split: paragraphs [0, 3441) = the first 619211 bytes (train_fixtures.py).
 head -c 619211 "$corpus" > "$out/calib.txt"
-echo "| model | estimator | Spearman vs ΔNLL | Spearman vs KL | median predicted/KL | median predicted/ΔNLL | pairs |"
-echo "|---|---|---|---|---|---|---|"
+echo "| model | estimator | Spearman vs ΔNLL | Spearman vs KL | Spearman vs KL within a format | median predicted/KL | median predicted/ΔNLL | pairs |"
+echo "|---|---|---|---|---|---|---|---|"
 for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe; do
   name="${m//\//_}"
   w="$out/$name"
-  "$bin" -q probe "$root/models/$m" --calib "$out/calib.txt" --work "$w" --samples 64 --seqlen 256 > /dev/null
+  [[ -s "$w/probe.json" ]] || "$bin" -q probe "$root/models/$m" --calib "$out/calib.txt" --work "$w" --samples 64 --seqlen 256 > /dev/null
   "$bin" -q check-costs "$root/models/$m" --work "$w" --text "$root/models/trained/heldout.txt" \
     --max-docs 200 --csv "$w/perturbations.csv" --json > "$w/check.json" 2> /dev/null
   python3 - "$w/check.json" "$m" <<'PY'
@@ -28,6 +28,7 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 for est, v in j["estimators"].items():
     print(f"| {sys.argv[2]} | {est} | {v['spearman_dnll']:.3f} | {v['spearman_kl']:.3f} | "
+          f"{v['spearman_kl_within_format']:.3f} | "
           f"{v['median_pred_over_kl']:.3g} | {v['median_pred_over_dnll']:.3g} | {j['pairs']} |")
 PY
 done

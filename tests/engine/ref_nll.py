@@ -31,8 +31,40 @@ mean_nll = sum NLL / tokens; ppl = exp(mean_nll).
 mean_kl = mean over scored positions of KL(P_ref || P_model) (and mean_kl_model_ref, the
 other direction) in nats.
 
+--act-quant EXPORT: run-time activation quantization by compressed-tensors itself. MODEL must
+be a dense copy of the compressed-tensors checkpoint EXPORT (tests/engine/ct_dense.py --dtype f32:
+ct's decompression graph in float32, equal to `prismaquant dequantize` bit for bit). The model is
+loaded as usual (float32, eager); then EXPORT's quantization_config goes through the same calls
+transformers' CompressedTensorsHfQuantizer makes (CompressedTensorsConfig.from_dict ->
+ModelCompressor.from_compression_config(..).quantization_config -> ct's
+apply_quantization_config(model, config, run_compressed=False)), which gives every targeted
+Linear its QuantizationScheme, status "compressed" (so its weights, already dense, are not
+fake-quantized again) and ct's own `set_forward_quantized` forward, unmodified: it calls
+`forward_quantize(self, input, "input", scheme.input_activations)` and then the class's forward.
+Two adapters give the arithmetic of the runtime and of `prismaquant eval`:
+  * a forward pre-hook rounds the Linear's float32 input to bf16 (torch .to(bfloat16), nearest
+    even) -- the runtime's activations are bf16, so ct's fake quantization runs on bf16 values
+    exactly as in a bf16 model (it would use float32 intermediates on a float32 input);
+  * the module's class becomes a torch.nn.Linear subclass whose forward is
+    F.linear(input.float(), weight, bias): the bf16 fake-quantized input, widened exactly, times
+    the float32 weights in float32 (a bf16 model would do this matmul in bf16).
+So the reference is: float32 model, and at every quantized Linear
+y = x_q @ W^T (+ b) in float32 with x_q = float(ct.forward_quantize(bf16(x))) -- what `prismaquant
+eval` computes (src/pq/formats/act_quant.h rounds to bf16, then ct's arithmetic). ct's module
+input is [1, tokens, K] (batch 1), so FP8's TOKEN strategy gives one scale per token.
+Only fully dynamic input_activations (dynamic: true -- MXFP8, MXFP4, FP8) are supported; static
+or global input scales (NVFP4 W4A4's input_global_scale) are refused rather than guessed.
+--check-native (with --act-quant): also load EXPORT itself with transformers (bf16, its default
+CompressedTensorsConfig: ct's route, weights decompressed by ct on the first forward) and require
+that exactly the same modules carry a QuantizationScheme with the same input_activations args,
+and that on the first document switching their `quantization_enabled` off changes the logits,
+i.e. transformers' own inference of EXPORT quantizes these inputs. (transformers cannot run
+EXPORT in float32: ct decompresses the weights to bf16 and F.linear then sees float32 x bf16.)
+
 Output: one JSON line {"tokens", "mean_nll", "ppl", "docs", "truncated", "max_doc_tokens",
-...}. --per-doc PATH writes one JSON line per document {"doc", "tokens", "sum_nll",
+...}; with --act-quant also "act_quant": {"export", "modules", "input_activations",
+"forward_passes"} (+ "native_modules", "native_max_logit_change_without_act_quant" with
+--check-native). --per-doc PATH writes one JSON line per document {"doc", "tokens", "sum_nll",
 "mean_nll"} (tokens = scored tokens of that document).
 
   $venv/bin/python tests/engine/ref_nll.py [MODEL] [--text FILE] [--max-docs 400]
@@ -112,6 +144,94 @@ def load_model(path: Path):
     return m.eval()
 
 
+def ct_quant_config(export_dir: Path):
+    """EXPORT's quantization_config as compressed-tensors sees it when transformers loads EXPORT."""
+    from compressed_tensors.compressors import ModelCompressor
+    from transformers.utils.quantization_config import CompressedTensorsConfig
+    qc = json.loads((export_dir / "config.json").read_text()).get("quantization_config")
+    if not qc:
+        raise SystemExit(f"ref_nll: {export_dir}/config.json has no quantization_config")
+    return ModelCompressor.from_compression_config(CompressedTensorsConfig.from_dict(qc)).quantization_config
+
+
+def input_args_by_module(model) -> dict:
+    """name -> input_activations args (as a dict) of every module carrying a QuantizationScheme."""
+    out = {}
+    for name, mod in model.named_modules():
+        scheme = getattr(mod, "quantization_scheme", None)
+        if scheme is not None:
+            ia = scheme.input_activations
+            out[name] = None if ia is None else ia.model_dump(mode="json")
+    return out
+
+
+def install_ct_act_quant(model, export_dir: Path) -> dict:
+    """ct's run-time input quantization on every Linear EXPORT quantizes (see --act-quant)."""
+    import torch
+    import torch.nn.functional as F
+    from compressed_tensors.quantization import QuantizationStatus, apply_quantization_config
+
+    class F32Linear(torch.nn.Linear):
+        # ct's quantized forward ends in `self.__class__.forward(self, input)`.
+        def forward(self, input):
+            return F.linear(input.float(), self.weight, self.bias)
+
+    calls = {}
+
+    def to_bf16(mod, args):
+        calls[mod] = calls.get(mod, 0) + 1
+        return (args[0].to(torch.bfloat16),) + tuple(args[1:])
+
+    apply_quantization_config(model, ct_quant_config(export_dir), run_compressed=False, show_progress=False)
+    args = input_args_by_module(model)
+    if not args:
+        raise SystemExit(f"ref_nll: {export_dir}'s quantization_config matches no module of the model")
+    mods = {}
+    for name, ia in args.items():
+        mod = model.get_submodule(name)
+        if type(mod) is not torch.nn.Linear:
+            raise SystemExit(f"ref_nll: --act-quant: {name} is a {type(mod).__name__}, not a Linear")
+        if ia is None:
+            raise SystemExit(f"ref_nll: --act-quant: {name} has no input_activations (weight-only format)")
+        if ia.get("dynamic") is not True:
+            raise SystemExit(f"ref_nll: --act-quant: {name}: input_activations dynamic={ia.get('dynamic')!r} "
+                             "needs static/global input scales, not supported")
+        if mod.quantization_status != QuantizationStatus.COMPRESSED:
+            # below "compressed", ct's forward would fake-quantize the (already dequantized) weights again
+            raise SystemExit(f"ref_nll: --act-quant: {name}: status {mod.quantization_status}, want compressed")
+        if mod.weight.dtype != torch.float32:
+            raise SystemExit(f"ref_nll: --act-quant: {name}.weight is {mod.weight.dtype}; MODEL must be the "
+                             "float32 dense copy (ct_dense.py --dtype f32)")
+        mod.__class__ = F32Linear
+        mod.register_forward_pre_hook(to_bf16)
+        mods[name] = mod
+    return {"modules": mods, "args": args, "calls": calls}
+
+
+def check_native(export_dir: Path, args_ours: dict, first_doc: list[int]) -> dict:
+    """--check-native: transformers' own load of EXPORT applies the same activation quantization."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    native = AutoModelForCausalLM.from_pretrained(str(export_dir), dtype=torch.bfloat16,
+                                                  attn_implementation="eager").eval()
+    args_native = input_args_by_module(native)
+    if args_native != args_ours:
+        diff = sorted(k for k in set(args_native) | set(args_ours) if args_native.get(k) != args_ours.get(k))
+        raise SystemExit(f"ref_nll: --check-native: transformers' load of {export_dir} quantizes "
+                         f"other modules/args than --act-quant: {diff[:5]}")
+    x = torch.tensor([first_doc])
+    with torch.no_grad():
+        on = native(input_ids=x, use_cache=False).logits
+        for name in args_native:
+            native.get_submodule(name).quantization_enabled = False
+        off = native(input_ids=x, use_cache=False).logits
+    d = float((on.float() - off.float()).abs().max())
+    if not d > 0:
+        raise SystemExit("ref_nll: --check-native: disabling ct's quantization in transformers' model "
+                         "of the export does not change its logits")
+    return {"native_modules": len(args_native), "native_max_logit_change_without_act_quant": d}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
@@ -122,6 +242,11 @@ def main() -> int:
                     "(default: the model's max_position_embeddings)")
     ap.add_argument("--reference", default=None, help="also report mean KL against this model")
     ap.add_argument("--per-doc", default=None, help="write per-document JSON lines here")
+    ap.add_argument("--act-quant", default=None, metavar="EXPORT",
+                    help="quantize Linear inputs with compressed-tensors' forward as EXPORT's config says "
+                         "(MODEL = ct_dense.py --dtype f32 copy of EXPORT)")
+    ap.add_argument("--check-native", action="store_true",
+                    help="with --act-quant: check transformers' own load of EXPORT quantizes the same inputs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the models here are tiny)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--check-llama2c", dest="check", action="store_true", default=None)
@@ -136,7 +261,10 @@ def main() -> int:
     docs = split_documents(text, a.split)
     if a.max_docs and a.max_docs > 0:
         docs = docs[:a.max_docs]
+    if a.check_native and not a.act_quant:
+        ap.error("--check-native needs --act-quant")
     model = load_model(model_dir)
+    aq = install_ct_act_quant(model, Path(a.act_quant)) if a.act_quant else None
     ref = load_model(Path(a.reference)) if a.reference else None
     bos = model.config.bos_token_id
     bos = 1 if bos is None else int(bos)
@@ -181,6 +309,17 @@ def main() -> int:
            "docs": len(ids), "split": a.split, "truncated": truncated,
            "max_doc_tokens": longest, "ctx": ctx, "encode_checked_against_llama2c": checked,
            "model": str(model_dir), "text": str(a.text)}
+    if aq is not None:
+        passes = sum(1 for p in per_doc if p["tokens"])
+        uncalled = sorted(n for n, m in aq["modules"].items() if aq["calls"].get(m, 0) != passes)
+        if uncalled:
+            raise SystemExit(f"ref_nll: --act-quant: not called once per forward pass: {uncalled[:5]}")
+        out["act_quant"] = {"export": str(a.act_quant), "modules": len(aq["modules"]),
+                            "input_activations": sorted({json.dumps(v, sort_keys=True)
+                                                         for v in aq["args"].values()}),
+                            "forward_passes": passes}
+        if a.check_native:
+            out["act_quant"].update(check_native(Path(a.act_quant), aq["args"], ids[0][:ctx]))
     if ref is not None:
         out["mean_kl"] = total_kl / tokens if tokens else float("nan")
         out["mean_kl_model_ref"] = total_kl_rev / tokens if tokens else float("nan")

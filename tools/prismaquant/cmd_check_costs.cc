@@ -59,6 +59,7 @@ Status Run(const CheckArgs& a) {
       const auto i = static_cast<size_t>(e);
       est[std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)))] = {
           {"spearman_dnll", r.spearman_dnll[i]}, {"spearman_kl", r.spearman_kl[i]},
+          {"spearman_kl_within_format", r.spearman_kl_within[i]},
           {"median_pred_over_kl", r.ratio_kl[i]}, {"median_pred_over_dnll", r.ratio_dnll[i]}};
     }
     std::printf("%s\n", nlohmann::json{{"model", a.model},
@@ -72,13 +73,14 @@ Status Run(const CheckArgs& a) {
   }
   std::printf("%s: %zu single-Linear perturbations, base NLL %.6f on %lld held-out tokens\n",
               a.model.c_str(), r.rows.size(), r.base_nll, static_cast<long long>(r.tokens));
-  std::printf("%-8s %14s %12s %16s %18s\n", "cost", "Spearman dNLL", "Spearman KL",
-              "median pred/KL", "median pred/dNLL");
+  std::printf("%-8s %14s %12s %20s %16s %18s\n", "cost", "Spearman dNLL", "Spearman KL",
+              "Spearman KL in fmt", "median pred/KL", "median pred/dNLL");
   for (int e = 0; e < quant::kNumEstimators; ++e) {
     const auto i = static_cast<size_t>(e);
-    std::printf("%-8s %14.4f %12.4f %16.4g %18.4g\n",
+    std::printf("%-8s %14.4f %12.4f %20.4f %16.4g %18.4g\n",
                 std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e))).c_str(),
-                r.spearman_dnll[i], r.spearman_kl[i], r.ratio_kl[i], r.ratio_dnll[i]);
+                r.spearman_dnll[i], r.spearman_kl[i], r.spearman_kl_within[i], r.ratio_kl[i],
+                r.ratio_dnll[i]);
   }
   return Status::Ok();
 }

@@ -85,6 +85,15 @@ void Summarize(CostCheckResult& r) {
     r.spearman_kl[i] = Spearman(pred, kl);
     r.ratio_kl[i] = Median(ratio_kl);
     r.ratio_dnll[i] = Median(ratio_dnll);
+    std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> by_format;
+    for (const auto& row : r.rows) {
+      by_format[row.format].first.push_back(row.predicted[i]);
+      by_format[row.format].second.push_back(row.measured_kl);
+    }
+    double weighted = 0;
+    for (const auto& [f, pk] : by_format)
+      weighted += Spearman(pk.first, pk.second) * static_cast<double>(pk.first.size());
+    r.spearman_kl_within[i] = weighted / static_cast<double>(r.rows.size());
   }
 }
 

@@ -42,6 +42,9 @@ struct CostCheckResult {
   // median of predicted / measured KL and of predicted / measured ΔNLL (pairs with ΔNLL > 0).
   std::array<double, quant::kNumEstimators> spearman_dnll{}, spearman_kl{}, ratio_kl{},
       ratio_dnll{};
+  // Spearman ρ vs KL within each format (ranking Linears, which is what the allocator needs
+  // once the format's own level is known), averaged over the formats weighted by their pairs.
+  std::array<double, quant::kNumEstimators> spearman_kl_within{};
 };
 
 Result<CostCheckResult> CheckCosts(const CostCheckOptions& o);
