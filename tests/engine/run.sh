@@ -50,43 +50,12 @@
 # Works in a temp dir (kept with PQ_KEEP_WORK=1). Prints "N passed, N failed"; exit 1 on failure.
 set -uo pipefail
 
-src="${PQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
-src=$(cd "$src" && pwd)
-bin="${PQ_BIN:-$src/build/release/tools/prismaquant/prismaquant}"
-if [[ ! -x "$bin" ]]; then
-  echo "engine/run.sh: prismaquant binary not found at '$bin' (set PQ_BIN or build first)" >&2
-  exit 1
-fi
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
-
-# CLI11 answers `prismaquant eval --help` for an unknown subcommand with the top-level help
-# and exit 0, so look for eval's own usage line.
-if ! "$bin" eval --help 2>&1 | grep -Eq "Usage: .*[[:space:]]eval([[:space:]]|$)"; then
-  echo "engine/run.sh: '$bin' has no 'eval' subcommand (prismaquant eval MODEL --text FILE ..." \
-       "is not implemented in this build); nothing tested" >&2
-  exit 1
-fi
-
-text="$src/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
+source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
+pq_setup engine eval
+pq_venv
 model="$src/models/stories260K"
-[[ -f "$text" ]] || { echo "engine/run.sh: corpus not found: $text" >&2; exit 1; }
 [[ -f "$model/config.json" ]] || { echo "engine/run.sh: model not found: $model" >&2; exit 1; }
 
-venv=$(bash "$src/scripts/setup_venv.sh") || { echo "engine/run.sh: venv setup failed" >&2; exit 1; }
-py="$venv/bin/python"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/pq-engine.XXXXXX")
-if [[ "${PQ_KEEP_WORK:-0}" == 1 ]]; then
-  echo "engine/run.sh: keeping work dir $work" >&2
-else
-  trap 'rm -rf "$work"' EXIT
-fi
-export PQ_SOURCE_DIR="$src" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONDONTWRITEBYTECODE=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
-
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 
 # run NAME -- command...: stdout -> $work/NAME.out (its last JSON object -> $work/NAME.json),
 # stderr -> $work/NAME.err. Returns the command's status; a failure is counted and shown.

@@ -36,43 +36,15 @@
 # Works in a temp dir (kept with PQ_KEEP_WORK=1). Prints "N passed, N failed"; exit 1 on failure.
 set -euo pipefail
 
-src="${PQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
-src=$(cd "$src" && pwd)
-bin="${PQ_BIN:-$src/build/release/tools/prismaquant/prismaquant}"
-if [[ ! -x "$bin" ]]; then
-  echo "probe/run.sh: prismaquant binary not found at '$bin' (set PQ_BIN or build first)" >&2
-  exit 1
-fi
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
-probe_help=$("$bin" probe --help 2>&1 || true)   # not piped into grep -q: SIGPIPE + pipefail
-if ! grep -Eq "Usage: .*[[:space:]]probe([[:space:]]|$)" <<< "$probe_help"; then
-  echo "probe/run.sh: '$bin' has no 'probe' subcommand; nothing tested" >&2
-  exit 1
-fi
-
-text="$src/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
+source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
+pq_setup probe probe
+pq_venv
 stories="$src/models/stories260K"
 golden="$src/tests/golden"
-[[ -f "$text" ]] || { echo "probe/run.sh: corpus not found: $text" >&2; exit 1; }
 [[ -f "$stories/config.json" ]] || { echo "probe/run.sh: model not found: $stories" >&2; exit 1; }
 [[ -f "$golden/qwen3_moe/model/config.json" ]] || { echo "probe/run.sh: fixture not found: $golden/qwen3_moe/model" >&2; exit 1; }
 
-venv=$(bash "$src/scripts/setup_venv.sh") || { echo "probe/run.sh: venv setup failed" >&2; exit 1; }
-py="$venv/bin/python"
 ref="$src/tests/probe/probe_reference.py"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/pq-probe.XXXXXX")
-if [[ "${PQ_KEEP_WORK:-0}" == 1 ]]; then
-  echo "probe/run.sh: keeping work dir $work" >&2
-else
-  trap 'rm -rf "$work"' EXIT
-fi
-export PQ_SOURCE_DIR="$src" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONDONTWRITEBYTECODE=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
-
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 
 # step NAME command...: stdout -> $work/NAME.out, stderr -> $work/NAME.err; a failure is counted
 # and shown, and the step's status returned.

@@ -15,36 +15,14 @@
 # Prints "N passed, N failed"; exit 1 on failure.
 set -uo pipefail
 
-src="${PQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
-src=$(cd "$src" && pwd)
-bin="${PQ_BIN:-$src/build/release/tools/prismaquant/prismaquant}"
-if [[ ! -x "$bin" ]]; then
-  echo "report/run.sh: prismaquant binary not found at '$bin' (set PQ_BIN or build first)" >&2
-  exit 1
-fi
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
-if ! "$bin" report --help 2>&1 | grep -Eq "Usage: .*[[:space:]]report([[:space:]]|$)"; then
-  echo "report/run.sh: '$bin' has no 'report' subcommand; nothing tested" >&2
-  exit 1
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
+pq_setup report report
 chromium="${PQ_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
 [[ -n "$chromium" ]] || { echo "report/run.sh: chromium not found (apt-get install chromium)" >&2; exit 1; }
 
-text="$src/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
 model="$src/models/stories260K"
-[[ -f "$text" ]] || { echo "report/run.sh: corpus not found: $text" >&2; exit 1; }
 [[ -f "$model/config.json" ]] || { echo "report/run.sh: model not found: $model" >&2; exit 1; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/pq-report.XXXXXX")
-if [[ "${PQ_KEEP_WORK:-0}" == 1 ]]; then
-  echo "report/run.sh: keeping work dir $work" >&2
-else
-  trap 'rm -rf "$work"' EXIT
-fi
-
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 # run NAME command...: stdout -> $work/NAME.out, stderr -> $work/NAME.err; a failure is shown.
 run() {
   local name="$1" rc; shift

@@ -10,7 +10,7 @@ namespace pq::cli {
 namespace {
 
 struct AllocateArgs {
-  std::string work, target_bits, target_size, kv_reserve = "0", formats, cost = "output",
+  std::string work, target_bits, target_size, kv_reserve = "0", formats, cost = "hessian",
                                                                   pareto, lm_head = "BF16";
   bool json = false;
 };
@@ -103,7 +103,7 @@ void AddAllocateCommand(CLI::App& app, int* exit_code) {
                   "Bytes to keep free out of --target-size (e.g. for the KV cache)");
   sub->add_option("--formats", a->formats, "Allowed formats, comma-separated (default: all probed)");
   sub->add_option("--cost", a->cost,
-                  "Cost estimator: output (default), hessian, channel, trace (README: which to trust)");
+                  "Cost estimator: hessian (default, measured best), output, channel, trace (README: \"Which cost estimator\")");
   sub->add_option("--pareto", a->pareto,
                   "Bits/param targets to sweep, comma-separated (default: 11 points from the "
                   "smallest to the largest achievable)");

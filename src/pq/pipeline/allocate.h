@@ -35,7 +35,8 @@ struct AllocateOptions {
   std::optional<uint64_t> target_size;
   uint64_t kv_reserve = 0;  // subtracted from target_size
   std::vector<formats::FormatId> formats;  // allowed formats (empty: every probed one)
-  quant::CostEstimator cost = quant::CostEstimator::kOutput;
+  // Default: the measured winner (README "Which cost estimator", scripts/cost_experiment.sh).
+  quant::CostEstimator cost = quant::CostEstimator::kHessian;
   std::vector<double> pareto_bits;  // empty: 11 points from the minimum to the maximum
   formats::FormatId lm_head = formats::FormatId::kBF16;
 };
