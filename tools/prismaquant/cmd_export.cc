@@ -5,12 +5,13 @@
 #include "pq/core/thread_pool.h"
 #include "pq/formats/format.h"
 #include "pq/pipeline/export_uniform.h"
+#include "pq/pipeline/export_work.h"
 
 namespace pq::cli {
 namespace {
 
 struct ExportArgs {
-  std::string model, out, uniform, lm_head = "BF16";
+  std::string model, out, uniform, work, lm_head = "BF16";
   int threads = 0;
   double max_shard_gb = 5.0;
   bool overwrite = false, json = false;
@@ -18,10 +19,19 @@ struct ExportArgs {
 
 Status Run(const ExportArgs& a) {
   pipeline::UniformExportOptions o;
-  if (a.uniform.empty())
+  o.write.num_threads = a.threads > 0 ? a.threads : DefaultThreads();
+  o.write.max_shard_bytes = static_cast<uint64_t>(a.max_shard_gb * 1e9);
+  o.write.overwrite = a.overwrite;
+  if (a.uniform.empty() == a.work.empty())
     return InvalidArgument(
-        "export needs --uniform FORMAT (the calibrated per-Linear export "
-        "from a work dir comes with `probe`/`allocate`)");
+        "export needs exactly one of --uniform FORMAT (data-free) or --work W (the allocation "
+        "of `probe` + `allocate`)");
+  if (!a.work.empty()) {
+    PQ_ASSIGN_OR_RETURN(pipeline::ExportSummary s,
+                        pipeline::ExportFromWork({a.model, a.work, a.out, o.write}));
+    std::printf("%s", a.json ? (s.ToJson().dump(2) + "\n").c_str() : s.ToText().c_str());
+    return Status::Ok();
+  }
   auto fmt = formats::ParseFormat(a.uniform);
   if (!fmt)
     return InvalidArgument("unknown format \"" + a.uniform + "\"; one of " +
@@ -30,9 +40,6 @@ Status Run(const ExportArgs& a) {
   if (!head) return InvalidArgument("unknown --lm-head format \"" + a.lm_head + "\"");
   o.format = *fmt;
   o.lm_head = *head;
-  o.num_threads = a.threads > 0 ? a.threads : DefaultThreads();
-  o.max_shard_bytes = static_cast<uint64_t>(a.max_shard_gb * 1e9);
-  o.overwrite = a.overwrite;
   PQ_ASSIGN_OR_RETURN(pipeline::ExportSummary s, pipeline::ExportUniform(a.model, a.out, o));
   if (a.json)
     std::printf("%s\n", s.ToJson().dump(2).c_str());
@@ -48,7 +55,8 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
   CLI::App* sub = app.add_subcommand(
       "export",
       "Quantize a dense Hugging Face checkpoint (Llama, Qwen2, Qwen3, Qwen3-MoE) into a\n"
-      "compressed-tensors checkpoint. Data-free: --uniform FORMAT puts every Linear in FORMAT\n"
+      "compressed-tensors checkpoint. --work W writes the per-Linear allocation of `allocate`.\n"
+      "Data-free: --uniform FORMAT puts every Linear in FORMAT\n"
       "(embeddings and norms stay BF16; Linears whose shape FORMAT cannot hold stay BF16 and are\n"
       "listed). Formats: " +
           formats::FormatNameList() +
@@ -59,6 +67,9 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
       ->required();
   sub->add_option("-o,--out", args->out, "Output directory (written atomically)")->required();
   sub->add_option("--uniform", args->uniform, "Format for every Linear");
+  sub->add_option("--work", args->work,
+                  "Work dir of `probe` + `allocate`: every Linear in its allocated format "
+                  "(W/layer_config.json), NVFP4 input scales calibrated");
   sub->add_option("--lm-head", args->lm_head, "Format for lm_head (default BF16)");
   sub->add_option("--threads", args->threads, "Worker threads (default: all cores)");
   sub->add_option("--max-shard-gb", args->max_shard_gb, "Shard size limit in GB (default 5)");

@@ -22,6 +22,8 @@ void AddTokenizeCommand(CLI::App& app, int* exit_code);
 void AddProbeCommand(CLI::App& app, int* exit_code);
 void AddAllocateCommand(CLI::App& app, int* exit_code);
 void AddCheckCostsCommand(CLI::App& app, int* exit_code);
+void AddQuantizeCommand(CLI::App& app, int* exit_code);
 void AddReportCommand(CLI::App& app, int* exit_code);
+void AddGenerateCommand(CLI::App& app, int* exit_code);
 
 }  // namespace pq::cli

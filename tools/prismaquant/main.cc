@@ -40,7 +40,9 @@ int main(int argc, char** argv) {
   pq::cli::AddProbeCommand(app, &exit_code);
   pq::cli::AddAllocateCommand(app, &exit_code);
   pq::cli::AddCheckCostsCommand(app, &exit_code);
+  pq::cli::AddQuantizeCommand(app, &exit_code);
   pq::cli::AddReportCommand(app, &exit_code);
+  pq::cli::AddGenerateCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);

@@ -44,7 +44,8 @@ struct LinearResult {
 
 struct ProbeObserverOptions {
   std::vector<formats::FormatId> formats;
-  // Decision unit of every Linear (fused siblings share NVFP4 global scales).
+  // Global-scale group of every Linear (LinearInfo::scale_group: fused siblings share the
+  // NVFP4 weight and input global scales); absent = its own.
   std::map<std::string, std::string> unit_of;
   int64_t total_tokens = 0;  // T: scored calibration tokens
   // Cache the candidates' dequantized weights of a layer up to this many bytes; beyond it

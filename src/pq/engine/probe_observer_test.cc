@@ -55,7 +55,9 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
   double fisher = 0;
   for (const Sample& s : samples) {
     std::vector<float> xq = s.x;
-    if (act) EXPECT_TRUE(formats::FakeQuantizeActivations(f, xq, s.rows, k, igs).ok());
+    if (act) {
+      EXPECT_TRUE(formats::FakeQuantizeActivations(f, xq, s.rows, k, igs).ok());
+    }
     std::vector<double> gamma(n * k, 0);
     for (int64_t t = 0; t < s.rows; ++t) {
       const float* x = &s.x[t * k];
@@ -102,7 +104,7 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
   }
   for (int64_t i = 0; i < k; ++i) sum_x2 += x2[i], sum_dx2 += dx2[i];
   if (act) {
-    c[0] += 0.5 * (fisher / t_total) * (w2 / (n * k)) * (sum_dx2 / sum_x2);
+    c[0] += 0.5 * (fisher / double(t_total)) * (w2 / double(n * k)) * (sum_dx2 / sum_x2);
     c[1] += 0.5 * act_c / t2;
     c[2] += 0.5 * act_h / t2;
   }

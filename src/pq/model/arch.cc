@@ -17,9 +17,9 @@ std::vector<TensorSpec> AttentionLayer(bool qkv_bias, bool qk_norm) {
   std::vector<TensorSpec> t = {
       {"model.layers.{L}.input_layernorm.weight", R::kNorm, true, ""},
       {"model.layers.{L}.post_attention_layernorm.weight", R::kNorm, true, ""},
-      {"model.layers.{L}.self_attn.q_proj.weight", R::kLinear, true, "qkv"},
-      {"model.layers.{L}.self_attn.k_proj.weight", R::kLinear, true, "qkv"},
-      {"model.layers.{L}.self_attn.v_proj.weight", R::kLinear, true, "qkv"},
+      {"model.layers.{L}.self_attn.q_proj.weight", R::kLinear, true, "qkv", "qkv"},
+      {"model.layers.{L}.self_attn.k_proj.weight", R::kLinear, true, "qkv", "qkv"},
+      {"model.layers.{L}.self_attn.v_proj.weight", R::kLinear, true, "qkv", "qkv"},
       {"model.layers.{L}.self_attn.o_proj.weight", R::kLinear, true, ""},
       {"model.layers.{L}.self_attn.o_proj.bias", R::kBias, false, ""},
       {"model.layers.{L}.self_attn.q_proj.bias", R::kBias, qkv_bias, ""},
@@ -37,8 +37,8 @@ std::vector<TensorSpec> AttentionLayer(bool qkv_bias, bool qk_norm) {
 
 // SwiGLU MLP of a dense layer (biases only with Llama's mlp_bias).
 std::vector<TensorSpec> DenseMlp() {
-  return {{"model.layers.{L}.mlp.gate_proj.weight", R::kLinear, true, "gate_up"},
-          {"model.layers.{L}.mlp.up_proj.weight", R::kLinear, true, "gate_up"},
+  return {{"model.layers.{L}.mlp.gate_proj.weight", R::kLinear, true, "gate_up", "gate_up"},
+          {"model.layers.{L}.mlp.up_proj.weight", R::kLinear, true, "gate_up", "gate_up"},
           {"model.layers.{L}.mlp.down_proj.weight", R::kLinear, true, ""},
           {"model.layers.{L}.mlp.gate_proj.bias", R::kBias, false, ""},
           {"model.layers.{L}.mlp.up_proj.bias", R::kBias, false, ""},
@@ -78,8 +78,10 @@ const std::vector<ArchDescriptor>& Table() {
        Globals(),
        Concat(AttentionLayer(false, true),
               {{"model.layers.{L}.mlp.gate.weight", R::kRouter, true, ""}}),
-       {{"model.layers.{L}.mlp.experts.{E}.gate_proj.weight", R::kLinear, true, "experts"},
-        {"model.layers.{L}.mlp.experts.{E}.up_proj.weight", R::kLinear, true, "experts"},
+       {{"model.layers.{L}.mlp.experts.{E}.gate_proj.weight", R::kLinear, true, "experts",
+         "gate_up"},
+        {"model.layers.{L}.mlp.experts.{E}.up_proj.weight", R::kLinear, true, "experts",
+         "gate_up"},
         {"model.layers.{L}.mlp.experts.{E}.down_proj.weight", R::kLinear, true, "experts"}}},
   };
   return table;
@@ -177,14 +179,26 @@ Result<bool> AddPackedExperts(const io::CheckpointReader& ckpt, int layer, int e
   for (int e = 0; e < experts; ++e) {
     const std::string m =
         "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(e) + ".";
-    layout->linears.push_back(
-        {m + "gate_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, 0});
-    layout->linears.push_back(
-        {m + "up_proj", layer, inter, hidden, unit, false, false, false, gu->name, e, inter});
-    layout->linears.push_back(
-        {m + "down_proj", layer, hidden, inter, unit, false, false, false, dn->name, e, 0});
+    // Each expert's gate/up share global scales (as the per-expert layout's tensor list says).
+    const std::string gate_up = m + "gate_up";
+    layout->linears.push_back({m + "gate_proj", layer, inter, hidden, unit, gate_up, false,
+                               false, false, gu->name, e, 0});
+    layout->linears.push_back({m + "up_proj", layer, inter, hidden, unit, gate_up, false, false,
+                               false, gu->name, e, inter});
+    layout->linears.push_back({m + "down_proj", layer, hidden, inter, unit, m + "down_proj",
+                               false, false, false, dn->name, e, 0});
   }
   return true;
+}
+
+// The global-scale group of a Linear: its scale_sharing key within its layer (or, for
+// expert tensors, within its expert), else the module alone.
+std::string ScaleGroup(const TensorSpec& spec, int layer, int expert, const std::string& module) {
+  if (spec.scale_sharing.empty()) return module;
+  std::string p = "model.layers." + std::to_string(layer) + ".";
+  if (spec.pattern.find("{E}") != std::string_view::npos)
+    p += "mlp.experts." + std::to_string(expert) + ".";
+  return p + std::string(spec.scale_sharing);
 }
 
 int IntField(const nlohmann::json& c, const char* key, int fallback) {
@@ -242,6 +256,7 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
         li->unit = spec.sibling.empty()
                        ? li->module
                        : "model.layers." + std::to_string(layer) + "." + std::string(spec.sibling);
+        li->scale_group = ScaleGroup(spec, layer, expert, li->module);
         layout.linears.push_back(std::move(*li));
       }
       return Status::Ok();
@@ -281,8 +296,8 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
     if (!layout.tie_word_embeddings)
       return NotFound("checkpoint has no lm_head weight and tie_word_embeddings is false");
     const io::TensorInfo* e = ckpt.Find("model.embed_tokens.weight");
-    layout.linears.push_back(
-        {"lm_head", -1, e->shape[0], e->shape[1], "lm_head", false, true, true, "", -1, 0});
+    layout.linears.push_back({"lm_head", -1, e->shape[0], e->shape[1], "lm_head", "lm_head",
+                              false, true, true, "", -1, 0});
   }
   for (const auto& name : ckpt.names())
     if (!seen.count(name))

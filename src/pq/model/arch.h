@@ -33,6 +33,11 @@ struct TensorSpec {
   // Linears that vLLM fuses into one layer share this key within a layer ("qkv",
   // "gate_up", "experts"); empty = a decision unit of its own.
   std::string_view sibling;
+  // Linears that share one weight (and input) global scale: the same key within a layer, or
+  // within one expert for expert tensors ("qkv", "gate_up"); empty = scales of its own.
+  // Coarser than nothing, finer than `sibling` for experts (each expert's gate/up share;
+  // down_proj and other experts do not).
+  std::string_view scale_sharing = {};
 };
 
 struct ArchDescriptor {
@@ -53,6 +58,7 @@ struct LinearInfo {
   int64_t rows = 0;    // out_features
   int64_t cols = 0;    // in_features
   std::string unit;    // decision unit: Linears with equal `unit` must share a format
+  std::string scale_group;  // Linears with equal scale_group share NVFP4 global scales
   bool has_bias = false;
   bool is_lm_head = false;
   bool tied = false;  // lm_head that is the embedding (tie_word_embeddings)

@@ -48,11 +48,11 @@ struct Perturbation {
 
 Result<Perturbation> MakePerturbation(const model::WeightSource& src, const json& probe,
                                       const json& linear, formats::FormatId f) {
-  // Unit-wide amaxes over the unit's members, as the probe computed them.
-  const std::string unit = linear["unit"].get<std::string>();
+  // Amaxes over the Linear's global-scale group, as the probe computed them.
+  const std::string group = linear["scale_group"].get<std::string>();
   float w_amax = 0, x_amax = 0;
   for (const json& m : probe["linears"]) {
-    if (m["unit"] != unit) continue;
+    if (m["scale_group"] != group) continue;
     PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(m["module"].get<std::string>()));
     w_amax = std::max(w_amax, quant::Bf16AbsMax(lw.w));
     x_amax = std::max(x_amax, m["input_amax"].get<float>());

@@ -8,6 +8,7 @@
 
 #include "pq/core/log.h"
 #include "pq/core/minifloat.h"
+#include "pq/formats/act_quant.h"
 #include "pq/formats/compressed_tensors.h"
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
@@ -58,20 +59,29 @@ struct UnitWeights {
   std::vector<std::vector<float>> weights;
 };
 
-// Quantizes and writes the Linears of one decision unit.
+// Quantizes and writes the Linears of one decision unit. Members of one global-scale group
+// share the NVFP4 weight global scale (from their largest amax) and the input global scale.
 Status WriteUnit(const io::CheckpointReader& ckpt, const UnitWeights& unit, FormatId fmt,
-                 const std::string& fallback, const UniformExportOptions& o,
-                 io::CheckpointWriter& w, ExportSummary& summary) {
-  formats::QuantizeOptions qo;
-  qo.num_threads = o.num_threads;
-  if (fmt == FormatId::kNVFP4A16) {  // siblings share one global scale (largest amax)
-    float amax = 0;
-    for (const auto& wt : unit.weights) amax = std::max(amax, AbsMax(wt));
-    qo.weight_global_scale = formats::NvFp4GlobalScale(amax);
+                 const std::string& fallback, const std::map<std::string, float>& input_amax,
+                 int num_threads, io::CheckpointWriter& w, ExportSummary& summary) {
+  std::map<std::string, float> group_amax;
+  for (size_t i = 0; i < unit.members.size(); ++i) {
+    float& a = group_amax[unit.members[i]->scale_group];
+    a = std::max(a, AbsMax(unit.weights[i]));
   }
   for (size_t i = 0; i < unit.members.size(); ++i) {
     const model::LinearInfo& li = *unit.members[i];
     const std::string module = li.module;
+    formats::QuantizeOptions qo;
+    qo.num_threads = num_threads;
+    if (fmt == FormatId::kNVFP4A16 || fmt == FormatId::kNVFP4)
+      qo.weight_global_scale = formats::NvFp4GlobalScale(group_amax.at(li.scale_group));
+    if (fmt == FormatId::kNVFP4) {
+      const auto a = input_amax.find(li.scale_group);
+      if (a == input_amax.end())
+        return InvalidArgument(module + ": NVFP4 needs the calibrated input amax (probe)");
+      qo.input_global_scale = formats::NvFp4InputGlobalScale(a->second);
+    }
     auto q = formats::QuantizeRtn(fmt, unit.weights[i], li.rows, li.cols, qo);
     if (!q.ok()) return q.status().WithContext(module);
     ExportedLinear e{module, fmt, li.rows * li.cols, 0, fallback};
@@ -109,17 +119,14 @@ Status WriteOtherTensors(const io::CheckpointReader& ckpt, const model::ModelLay
 
 }  // namespace
 
-Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::string& out_dir,
-                                    const UniformExportOptions& o) {
-  PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.format, "--uniform"));
-  PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.lm_head, "--lm-head"));
+Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::string& out_dir,
+                                  const UnitPlan& plan, const ExportWriteOptions& o) {
   PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model_dir));
   PQ_ASSIGN_OR_RETURN(nlohmann::json config, model::ReadConfig(model_dir));
   PQ_ASSIGN_OR_RETURN(model::ModelLayout layout, model::ResolveLayout(config, *ckpt));
-
-  std::map<std::string, FormatId> unit_fmt;
-  const auto fallbacks = ChooseUnitFallbacks(layout, o, &unit_fmt);
-  for (const auto& [unit, why] : fallbacks) LogWarning("keeping " + unit + " in BF16: " + why);
+  for (const auto& li : layout.linears)
+    if (!plan.format.count(li.unit))
+      return InvalidArgument("no format planned for " + li.module + " (unit " + li.unit + ")");
 
   io::WriterOptions wo;
   wo.max_shard_bytes = o.max_shard_bytes;
@@ -132,25 +139,25 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
   std::map<std::string, size_t> remaining;
   for (const auto& li : layout.linears) ++remaining[li.unit];
   std::map<std::string, FormatId> module_formats;
-  Progress progress("export " + std::string(formats::Spec(o.format).name), layout.linears.size());
+  Progress progress("export", layout.linears.size());
   for (const auto& li : layout.linears) {
     PQ_ASSIGN_OR_RETURN(std::vector<float> values, model::ReadDenseLinear(*ckpt, li));
     for (float& x : values) x = RoundBf16(x);
-    const FormatId fmt = unit_fmt.at(li.unit);
+    const FormatId fmt = plan.format.at(li.unit);
     UnitWeights& u = units[li.unit];
     u.members.push_back(&li);
     u.weights.push_back(std::move(values));
     if (--remaining[li.unit] > 0) continue;
+    const auto fb = plan.fallback.find(li.unit);
+    const std::string why = fb == plan.fallback.end() ? "" : fb->second;
     if (li.tied && fmt == FormatId::kBF16) {  // tied head stays the embedding
-      const auto fb = fallbacks.find(li.unit);
       // Tied and BF16 by choice is not a fallback; a head whose shape refused the format is.
-      summary.linears.push_back({"lm_head", fmt, li.rows * li.cols, 0,
-                                 fb == fallbacks.end() ? "" : fb->second + " (stays tied)"});
+      summary.linears.push_back(
+          {"lm_head", fmt, li.rows * li.cols, 0, why.empty() ? "" : why + " (stays tied)"});
       module_formats["lm_head"] = fmt;
     } else {
-      const auto fb = fallbacks.find(li.unit);
       PQ_RETURN_IF_ERROR(
-          WriteUnit(*ckpt, u, fmt, fb == fallbacks.end() ? "" : fb->second, o, *writer, summary));
+          WriteUnit(*ckpt, u, fmt, why, plan.input_amax, o.num_threads, *writer, summary));
       for (const auto* m : u.members) module_formats[m->module] = fmt;
     }
     const size_t done = u.members.size();
@@ -160,9 +167,9 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
   progress.Finish();
   PQ_RETURN_IF_ERROR(WriteOtherTensors(*ckpt, layout, *writer));
 
-  // Untie only when the head is really written on its own (not when its shape kept it BF16).
-  const auto head_fmt = unit_fmt.find("lm_head");
-  const bool untie = layout.tie_word_embeddings && head_fmt != unit_fmt.end() &&
+  // Untie only when the head is really written on its own (not when it stays BF16).
+  const auto head_fmt = plan.format.find("lm_head");
+  const bool untie = layout.tie_word_embeddings && head_fmt != plan.format.end() &&
                      head_fmt->second != FormatId::kBF16;
   if (untie) config["tie_word_embeddings"] = false;
   config["quantization_config"] =
@@ -174,6 +181,19 @@ Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::str
   for (const auto& n : ckpt->names()) summary.total_params += ckpt->Find(n)->numel();
   PQ_RETURN_IF_ERROR(writer->Commit());
   return summary;
+}
+
+Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::string& out_dir,
+                                    const UniformExportOptions& o) {
+  PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.format, "--uniform"));
+  PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.lm_head, "--lm-head"));
+  PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model_dir));
+  PQ_ASSIGN_OR_RETURN(nlohmann::json config, model::ReadConfig(model_dir));
+  PQ_ASSIGN_OR_RETURN(model::ModelLayout layout, model::ResolveLayout(config, *ckpt));
+  UnitPlan plan;
+  plan.fallback = ChooseUnitFallbacks(layout, o, &plan.format);
+  for (const auto& [unit, why] : plan.fallback) LogWarning("keeping " + unit + " in BF16: " + why);
+  return ExportUnits(model_dir, out_dir, plan, o.write);
 }
 
 }  // namespace pq::pipeline

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -11,12 +12,16 @@
 
 namespace pq::pipeline {
 
-struct UniformExportOptions {
-  formats::FormatId format = formats::FormatId::kNVFP4A16;
-  formats::FormatId lm_head = formats::FormatId::kBF16;
+struct ExportWriteOptions {
   int num_threads = 1;
   uint64_t max_shard_bytes = 5'000'000'000;
   bool overwrite = false;
+};
+
+struct UniformExportOptions {
+  formats::FormatId format = formats::FormatId::kNVFP4A16;
+  formats::FormatId lm_head = formats::FormatId::kBF16;
+  ExportWriteOptions write;
 };
 
 struct ExportedLinear {
@@ -39,5 +44,19 @@ struct ExportSummary {
 
 Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::string& out_dir,
                                     const UniformExportOptions& options);
+
+// What to write: a format per decision unit (every unit of the layout), why a unit stayed
+// BF16 when something else was wanted, and per global-scale group (LinearInfo::scale_group)
+// the calibration inputs' amax (needed by NVFP4 W4A4: input_global_scale = 2688/amax).
+struct UnitPlan {
+  std::map<std::string, formats::FormatId> format;
+  std::map<std::string, std::string> fallback;
+  std::map<std::string, float> input_amax;
+};
+
+// RTN export of every Linear in its unit's format (fused siblings share the NVFP4 global
+// scales), everything else in BF16, config with one group per format; atomic.
+Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::string& out_dir,
+                                  const UnitPlan& plan, const ExportWriteOptions& options);
 
 }  // namespace pq::pipeline

@@ -89,7 +89,7 @@ Result<InspectReport> Inspect(const std::string& path) {
           rep.violations.push_back(li.module + "." + std::string(v.suffix) + " is " +
                                    std::to_string(value) +
                                    "; a global scale must be finite and > 0");
-        const std::string key = li.unit + "/" + std::string(v.suffix);
+        const std::string key = li.scale_group + "/" + std::string(v.suffix);
         std::vector<uint8_t> bytes(v.bytes.begin(), v.bytes.end());
         auto [g, new_unit] = unit_global.emplace(key, std::pair{bytes, li.module});
         if (!new_unit && g->second.first != bytes)

@@ -35,23 +35,6 @@ std::string GradDir(const std::string& work, int64_t boundary) {
   return ProbeDir(work) + "/" + buf;
 }
 
-// Identity of a checkpoint without reading all of it: config, every tensor's name, dtype and
-// shape, and up to 4 KiB of each tensor's data.
-Result<std::string> ModelFingerprint(const std::string& model) {
-  PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model));
-  PQ_ASSIGN_OR_RETURN(json config, model::ReadConfig(model));
-  Hasher h;
-  h.Str(config.dump());
-  for (const std::string& n : ckpt->names()) {
-    const io::TensorInfo* t = ckpt->Find(n);
-    h.Str(n).Int(static_cast<uint64_t>(t->dtype)).Ints(std::span<const int64_t>(t->shape));
-    const size_t m = std::min<size_t>(t->bytes.size(), 4096);
-    h.Bytes(t->bytes.data(), m);
-    io::ReleaseTensorPages(*t);
-  }
-  return h.hex();
-}
-
 // Bytes of every tensor that is not a probed Linear weight as export writes it (floating
 // tensors in BF16, others unchanged): embeddings, norms, biases, routers, buffers.
 Result<uint64_t> OtherTensorBytes(const std::string& model, const model::ModelLayout& layout) {
@@ -78,7 +61,7 @@ json LinearJson(const engine::LinearResult& r, const model::LinearInfo& li) {
                      {"cost", cost}});
   }
   return {{"module", r.module},    {"layer", li.layer},
-          {"unit", li.unit},       {"rows", r.rows},
+          {"unit", li.unit},       {"scale_group", li.scale_group}, {"rows", r.rows},
           {"cols", r.cols},        {"is_lm_head", li.is_lm_head},
           {"tied", li.tied},       {"samples", r.samples},
           {"tokens", r.tokens},    {"fisher_trace", r.fisher_trace},
@@ -192,6 +175,23 @@ std::vector<const model::LinearWeights*> LayerLinears(const model::LayerWeights&
 
 }  // namespace
 
+// Identity of a checkpoint without reading all of it: config, every tensor's name, dtype and
+// shape, and up to 4 KiB of each tensor's data.
+Result<std::string> ModelFingerprint(const std::string& model) {
+  PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model));
+  PQ_ASSIGN_OR_RETURN(json config, model::ReadConfig(model));
+  Hasher h;
+  h.Str(config.dump());
+  for (const std::string& n : ckpt->names()) {
+    const io::TensorInfo* t = ckpt->Find(n);
+    h.Str(n).Int(static_cast<uint64_t>(t->dtype)).Ints(std::span<const int64_t>(t->shape));
+    const size_t m = std::min<size_t>(t->bytes.size(), 4096);
+    h.Bytes(t->bytes.data(), m);
+    io::ReleaseTensorPages(*t);
+  }
+  return h.hex();
+}
+
 Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
   if (o.work.empty()) return InvalidArgument("probe needs --work DIR");
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));
@@ -221,7 +221,7 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
   engine::ProbeObserverOptions po;
   for (const auto& li : layout.linears) {
     info[li.module] = &li;
-    po.unit_of[li.module] = li.unit;
+    po.unit_of[li.module] = li.scale_group;
   }
   po.formats = fmts;
   po.total_tokens = calib.scored_tokens();

@@ -51,6 +51,10 @@ struct ProbeSummary {
 
 Result<ProbeSummary> RunProbe(const ProbeOptions& o);
 
+// Identity of a checkpoint without reading all of it (config, every tensor's name, dtype,
+// shape and first 4 KiB): recorded by the probe, checked by export.
+Result<std::string> ModelFingerprint(const std::string& model);
+
 // Reads and validates W/probe.json (schema, completeness).
 Result<nlohmann::json> ReadProbe(const std::string& work);
 

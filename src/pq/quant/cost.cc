@@ -101,7 +101,8 @@ Result<double> CandidateCost(CostEstimator est, const CostInputs& in, const Cand
   if (n <= 0 || k <= 0 || in.tokens <= 0 || w.size() != nk || w_hat.size() != nk ||
       in.g2_out.size() != static_cast<size_t>(n) || in.x2_in.size() != static_cast<size_t>(k) ||
       e.e_weight.size() != static_cast<size_t>(n) ||
-      (act && (e.e_act.size() != static_cast<size_t>(n) || e.dx2.size() != static_cast<size_t>(k))) ||
+      (act &&
+       (e.e_act.size() != static_cast<size_t>(n) || e.dx2.size() != static_cast<size_t>(k))) ||
       (!e.e_out.empty() && e.e_out.size() != static_cast<size_t>(n)))
     return InvalidArgument("cost: sizes of the weight, statistics and energies do not match");
   const auto t = static_cast<double>(in.tokens);

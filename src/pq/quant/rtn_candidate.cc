@@ -7,8 +7,8 @@
 
 namespace pq::quant {
 
-Result<std::vector<float>> RtnCandidate(formats::FormatId f, std::span<const float> w,
-                                        int64_t rows, int64_t cols, float weight_global_scale,
+Result<std::vector<float>> RtnCandidate(formats::FormatId f, std::span<const float> w, int64_t rows,
+                                        int64_t cols, float weight_global_scale,
                                         float input_global_scale) {
   std::vector<float> wb(w.size());
   for (size_t i = 0; i < w.size(); ++i) wb[i] = RoundBf16(w[i]);

@@ -1,0 +1,36 @@
+#include "pq/pipeline/quantize.h"
+
+#include <filesystem>
+
+#include "pq/core/log.h"
+#include "pq/pipeline/export_work.h"
+
+namespace pq::pipeline {
+
+Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
+  QuantizeResult r;
+  if (o.out.empty()) return InvalidArgument("quantize needs -o OUT");
+  if (!o.write.overwrite && std::filesystem::exists(o.out))
+    return InvalidArgument(o.out + " exists; pass --overwrite to replace it");
+  LogInfo("[1/3] probe");
+  PQ_ASSIGN_OR_RETURN(r.probe, RunProbe(o.probe));
+  LogInfo("[2/3] allocate");
+  AllocateOptions a = o.allocate;
+  a.work = o.probe.work;
+  PQ_ASSIGN_OR_RETURN(r.allocation, Allocate(a));
+  LogInfo("[3/3] export");
+  PQ_ASSIGN_OR_RETURN(r.exported,
+                      ExportFromWork({o.probe.model, o.probe.work, o.out, o.write}));
+  if (!o.eval_text.empty()) {
+    EvalInput in = o.eval_input;
+    in.text_file = o.eval_text;
+    PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.probe.model, in));
+    engine::EvalOptions e = o.eval;
+    PQ_ASSIGN_OR_RETURN(r.eval_base, engine::Evaluate(o.probe.model, docs, e));
+    e.reference = o.probe.model;
+    PQ_ASSIGN_OR_RETURN(r.eval_out, engine::Evaluate(o.out, docs, e));
+  }
+  return r;
+}
+
+}  // namespace pq::pipeline

@@ -1,0 +1,35 @@
+// `prismaquant quantize`: probe → allocate → export in one command, reusing the work dir
+// when its inputs match (a finished probe is not redone; an interrupted one resumes).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "pq/core/status.h"
+#include "pq/engine/eval.h"
+#include "pq/pipeline/allocate.h"
+#include "pq/pipeline/export_uniform.h"
+#include "pq/pipeline/probe.h"
+
+namespace pq::pipeline {
+
+struct QuantizeOptions {
+  ProbeOptions probe;        // model, work, calibration, formats
+  AllocateOptions allocate;  // target, cost, lm_head (work is set from probe.work)
+  std::string out;
+  ExportWriteOptions write;
+  std::string eval_text;  // optional: measure NLL / KL of OUT against the model
+  EvalInput eval_input;
+  engine::EvalOptions eval;
+};
+
+struct QuantizeResult {
+  ProbeSummary probe;
+  AllocateResult allocation;
+  ExportSummary exported;
+  std::optional<engine::EvalResult> eval_base, eval_out;  // with --eval
+};
+
+Result<QuantizeResult> Quantize(const QuantizeOptions& o);
+
+}  // namespace pq::pipeline
