@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One-step setup: install what is missing, build (release), and run the main job on the
-# bundled default model: quantize stories260K to NVFP4A16 and print what was written.
+# bundled default model: quantize stories260K at the knee of its size/quality curve
+# (probe on bundled calibration text, allocate, export), measure it on held-out text, and
+# print a story from the original and from the quantized model.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -9,8 +11,15 @@ scripts/setup_venv.sh >/dev/null   # test-only references (torch, transformers, 
 cmake --preset release >/dev/null
 cmake --build build/release
 bin=build/release/tools/prismaquant/prismaquant
-out=out/stories260K-NVFP4A16
-"$bin" export models/stories260K --uniform NVFP4A16 -o "$out" --overwrite
-"$bin" inspect "$out"
+out=out/stories260K-knee
+"$bin" quantize models/stories260K -o "$out" --overwrite --target-bits knee \
+  --calib models/calib/tinystories_calib.txt --samples 64 --seqlen 256 \
+  --eval models/trained/heldout.txt --eval-docs 200
+"$bin" inspect "$out" | tail -1
+for m in models/stories260K "$out"; do
+  echo
+  echo "== $m"
+  "$bin" generate "$m" --prompt "Once upon a time, there was a little dog" -n 60
+done
 echo
 echo "prismaquant is at $root/$bin"
