@@ -3,7 +3,10 @@
 #include <filesystem>
 
 #include "pq/core/log.h"
+#include "pq/io/file_util.h"
+#include "pq/io/safetensors.h"
 #include "pq/pipeline/export_work.h"
+#include "pq/pipeline/model_card.h"
 
 namespace pq::pipeline {
 
@@ -21,7 +24,7 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   LogInfo("[3/3] export");
   PQ_ASSIGN_OR_RETURN(r.exported,
                       ExportFromWork({o.probe.model, o.probe.work, o.out, o.write}));
-  if (!o.eval_text.empty()) {
+  if (!o.eval_text.empty()) {  // before the card, which reports it
     EvalInput in = o.eval_input;
     in.text_file = o.eval_text;
     PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.probe.model, in));
@@ -30,6 +33,10 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
     e.reference = o.probe.model;
     PQ_ASSIGN_OR_RETURN(r.eval_out, engine::Evaluate(o.out, docs, e));
   }
+  PQ_ASSIGN_OR_RETURN(auto src, io::CheckpointReader::Open(o.probe.model));
+  uint64_t source_bytes = 0;
+  for (const auto& n : src->names()) source_bytes += src->Find(n)->bytes.size();
+  PQ_RETURN_IF_ERROR(io::WriteFileAtomic(o.out + "/README.md", ModelCard(o, r, source_bytes)));
   return r;
 }
 
