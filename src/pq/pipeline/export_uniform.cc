@@ -13,6 +13,7 @@
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
 #include "pq/pipeline/checkpoint_util.h"
+#include "pq/pipeline/export_common.h"
 
 namespace pq::pipeline {
 namespace {
@@ -84,20 +85,12 @@ Status WriteUnit(const io::CheckpointReader& ckpt, const UnitWeights& unit, Form
     }
     auto q = formats::QuantizeRtn(fmt, unit.weights[i], li.rows, li.cols, qo);
     if (!q.ok()) return q.status().WithContext(module);
-    ExportedLinear e{module, fmt, li.rows * li.cols, 0, fallback};
-    for (const auto& t : *q) {
-      PQ_RETURN_IF_ERROR(w.AddTensor(module + "." + t.suffix, t.dtype, t.shape, t.bytes));
-      e.bytes += t.bytes.size();
-    }
-    if (li.has_bias) {
-      PQ_ASSIGN_OR_RETURN(const io::TensorInfo* b, ckpt.Get(module + ".bias"));
-      PQ_ASSIGN_OR_RETURN(std::vector<float> bv, ReadAsBf16Values(*b));
-      PQ_RETURN_IF_ERROR(AddBf16Tensor(w, module + ".bias", b->shape, bv));
-    }
-    summary.linears.push_back(std::move(e));
+    PQ_RETURN_IF_ERROR(WriteLinearTensors(ckpt, li, fmt, *q, fallback, w, summary));
   }
   return Status::Ok();
 }
+
+}  // namespace
 
 Status WriteOtherTensors(const io::CheckpointReader& ckpt, const model::ModelLayout& layout,
                          io::CheckpointWriter& w) {
@@ -117,7 +110,43 @@ Status WriteOtherTensors(const io::CheckpointReader& ckpt, const model::ModelLay
   return Status::Ok();
 }
 
-}  // namespace
+Status WriteLinearTensors(const io::CheckpointReader& ckpt, const model::LinearInfo& li,
+                          FormatId fmt, const std::vector<formats::QTensor>& tensors,
+                          const std::string& fallback, io::CheckpointWriter& w,
+                          ExportSummary& summary) {
+  ExportedLinear e{li.module, fmt, li.rows * li.cols, 0, fallback};
+  for (const auto& t : tensors) {
+    PQ_RETURN_IF_ERROR(w.AddTensor(li.module + "." + t.suffix, t.dtype, t.shape, t.bytes));
+    e.bytes += t.bytes.size();
+  }
+  if (li.has_bias) {
+    PQ_ASSIGN_OR_RETURN(const io::TensorInfo* b, ckpt.Get(li.module + ".bias"));
+    PQ_ASSIGN_OR_RETURN(std::vector<float> bv, ReadAsBf16Values(*b));
+    PQ_RETURN_IF_ERROR(AddBf16Tensor(w, li.module + ".bias", b->shape, bv));
+  }
+  summary.linears.push_back(std::move(e));
+  return Status::Ok();
+}
+
+Status FinishCheckpoint(const std::string& model_dir, const io::CheckpointReader& ckpt,
+                        const model::ModelLayout& layout, nlohmann::json config,
+                        const std::map<std::string, FormatId>& module_formats,
+                        io::CheckpointWriter& w, ExportSummary& summary) {
+  PQ_RETURN_IF_ERROR(WriteOtherTensors(ckpt, layout, w));
+  // Untie only when the head is really written on its own (not when it stays BF16).
+  const auto head = module_formats.find("lm_head");
+  if (layout.tie_word_embeddings && head != module_formats.end() &&
+      head->second != FormatId::kBF16)
+    config["tie_word_embeddings"] = false;
+  config["quantization_config"] =
+      formats::QuantizationConfig(module_formats, layout.always_ignored);
+  SetBf16Dtype(config);
+  PQ_RETURN_IF_ERROR(w.AddFile("config.json", config.dump(2) + "\n"));
+  PQ_RETURN_IF_ERROR(CopyNonWeightFiles(model_dir, w));
+  summary.total_bytes = w.total_tensor_bytes();
+  for (const auto& n : ckpt.names()) summary.total_params += ckpt.Find(n)->numel();
+  return w.Commit();
+}
 
 Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::string& out_dir,
                                   const UnitPlan& plan, const ExportWriteOptions& o) {
@@ -165,21 +194,8 @@ Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::strin
     progress.Advance(done);
   }
   progress.Finish();
-  PQ_RETURN_IF_ERROR(WriteOtherTensors(*ckpt, layout, *writer));
-
-  // Untie only when the head is really written on its own (not when it stays BF16).
-  const auto head_fmt = plan.format.find("lm_head");
-  const bool untie = layout.tie_word_embeddings && head_fmt != plan.format.end() &&
-                     head_fmt->second != FormatId::kBF16;
-  if (untie) config["tie_word_embeddings"] = false;
-  config["quantization_config"] =
-      formats::QuantizationConfig(module_formats, layout.always_ignored);
-  SetBf16Dtype(config);
-  PQ_RETURN_IF_ERROR(writer->AddFile("config.json", config.dump(2) + "\n"));
-  PQ_RETURN_IF_ERROR(CopyNonWeightFiles(model_dir, *writer));
-  summary.total_bytes = writer->total_tensor_bytes();
-  for (const auto& n : ckpt->names()) summary.total_params += ckpt->Find(n)->numel();
-  PQ_RETURN_IF_ERROR(writer->Commit());
+  PQ_RETURN_IF_ERROR(
+      FinishCheckpoint(model_dir, *ckpt, layout, config, module_formats, *writer, summary));
   return summary;
 }
 
