@@ -5,13 +5,17 @@
 #include "pq/core/thread_pool.h"
 #include "pq/formats/format.h"
 #include "pq/pipeline/export_uniform.h"
+#include "pq/pipeline/export_calibrated.h"
 #include "pq/pipeline/export_work.h"
+#include "pq/compute/ops.h"
+#include <nlohmann/json.hpp>
 
 namespace pq::cli {
 namespace {
 
 struct ExportArgs {
-  std::string model, out, uniform, work, lm_head = "BF16";
+  std::string model, out, uniform, work, lm_head = "BF16", passes = "search+gptq";
+  int64_t min_tokens = 32;
   int threads = 0;
   double max_shard_gb = 5.0;
   bool overwrite = false, json = false;
@@ -27,9 +31,29 @@ Status Run(const ExportArgs& a) {
         "export needs exactly one of --uniform FORMAT (data-free) or --work W (the allocation "
         "of `probe` + `allocate`)");
   if (!a.work.empty()) {
-    PQ_ASSIGN_OR_RETURN(pipeline::ExportSummary s,
-                        pipeline::ExportFromWork({a.model, a.work, a.out, o.write}));
-    std::printf("%s", a.json ? (s.ToJson().dump(2) + "\n").c_str() : s.ToText().c_str());
+    pipeline::CalibratedExportOptions c;
+    c.model = a.model;
+    c.work = a.work;
+    c.out = a.out;
+    c.write = o.write;
+    c.min_tokens = a.min_tokens;
+    PQ_ASSIGN_OR_RETURN(c.passes, pipeline::ParseExportPasses(a.passes));
+    compute::cpu::SetNumThreads(a.threads);
+    PQ_ASSIGN_OR_RETURN(pipeline::CalibratedExportResult r, pipeline::ExportCalibrated(c));
+    nlohmann::json j = r.summary.ToJson();
+    j["passes"] = a.passes;
+    j["error_ratio_vs_rtn_geomean"] = r.error_ratio_geomean;
+    j["linears_calibrated"] = r.linears_calibrated;
+    j["linears_rtn"] = r.linears_rtn;
+    if (a.json) {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      std::printf("%s", r.summary.ToText().c_str());
+      std::printf("passes %s: %lld Linears calibrated (output error vs RTN, geometric mean %.4f), "
+                  "%lld by RTN\n",
+                  a.passes.c_str(), static_cast<long long>(r.linears_calibrated),
+                  r.error_ratio_geomean, static_cast<long long>(r.linears_rtn));
+    }
     return Status::Ok();
   }
   auto fmt = formats::ParseFormat(a.uniform);
@@ -71,6 +95,10 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
                   "Work dir of `probe` + `allocate`: every Linear in its allocated format "
                   "(W/layer_config.json), NVFP4 input scales calibrated");
   sub->add_option("--lm-head", args->lm_head, "Format for lm_head (default BF16)");
+  sub->add_option("--passes", args->passes,
+                  "With --work: rtn, gptq, search, search+gptq (default; measured best)");
+  sub->add_option("--min-tokens", args->min_tokens,
+                  "With --work: Linears (experts) with fewer calibration rows get RTN (default 32)");
   sub->add_option("--threads", args->threads, "Worker threads (default: all cores)");
   sub->add_option("--max-shard-gb", args->max_shard_gb, "Shard size limit in GB (default 5)");
   sub->add_flag("--overwrite", args->overwrite, "Replace OUT if it exists");

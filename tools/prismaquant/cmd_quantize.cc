@@ -12,7 +12,8 @@ namespace {
 
 struct QuantizeArgs {
   std::string model, out, work, calib, calib_tokens, split = "auto", formats, target_bits,
-      target_size, kv_reserve = "0", cost = "hessian", lm_head = "BF16", eval_text;
+      target_size, kv_reserve = "0", cost = "hessian", lm_head = "BF16", eval_text,
+      passes = "search+gptq";
   int64_t samples = 64, seqlen = 512, eval_docs = 0;
   uint64_t seed = 0;
   int threads = 0;
@@ -55,6 +56,7 @@ Status Fill(const QuantizeArgs& a, pipeline::QuantizeOptions& o) {
   o.out = a.out;
   o.write.num_threads = a.threads > 0 ? a.threads : DefaultThreads();
   o.write.overwrite = a.overwrite;
+  PQ_ASSIGN_OR_RETURN(o.passes, pipeline::ParseExportPasses(a.passes));
   o.eval_text = a.eval_text;
   o.eval_input.split = pipeline::DocSplit::kParagraphs;
   o.eval_input.max_docs = a.eval_docs;
@@ -75,6 +77,8 @@ Status Run(const QuantizeArgs& a) {
                       {"bits_per_param", c.achieved_bits},
                       {"total_bytes", r.exported.total_bytes},
                       {"predicted_dloss", c.predicted_dloss},
+                      {"passes", a.passes},
+                      {"error_ratio_vs_rtn_geomean", r.error_ratio_geomean},
                       {"params_per_format", mix}};
   if (r.eval_out) {
     j["eval"] = {{"base_nll", r.eval_base->mean_nll},
@@ -126,6 +130,8 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--cost", a->cost, "Cost estimator (default hessian)");
   sub->add_option("--lm-head", a->lm_head, "Fixed format of lm_head (default BF16)");
   sub->add_option("--work", a->work, "Work directory (default OUT.work)");
+  sub->add_option("--passes", a->passes,
+                  "Export passes: rtn, gptq, search, search+gptq (default; measured best)");
   sub->add_option("--eval", a->eval_text,
                   "Held-out text: measure NLL and KL(source || quantized) after export");
   sub->add_option("--eval-docs", a->eval_docs, "Use only the first N paragraphs of --eval");

@@ -93,9 +93,13 @@ std::string ModelCard(const QuantizeOptions& o, const QuantizeResult& r, uint64_
   s += "## Precision mix (as written)\n\n" + MixTable(r) + "\n";
   s += "## Pareto sweep (same probe)\n\n" + ParetoTable(r.allocation) + "\n";
   s += "## Which modules, how, and why\n\n" + WhyTable(o, r) + "\n";
-  s += "## Quantization passes\n\nRound-to-nearest with compressed-tensors' exact arithmetic; NVFP4 "
-       "global scales shared by fused siblings; NVFP4 (W4A4) input scales calibrated from the "
-       "probe's activation amax. GPTQ and scale search are not applied in this version.\n\n";
+  s += "## Quantization passes\n\n`" + std::string(ExportPassesName(o.passes)) +
+       "` (sequential: each layer quantized on the outputs of the already-quantized layers "
+       "before it), compressed-tensors' exact arithmetic; NVFP4 global scales shared by fused "
+       "siblings; NVFP4 (W4A4) input scales calibrated from the probe's activation amax. "
+       "Output error of the written weights against round-to-nearest, on the export's own "
+       "calibration Hessians (geometric mean over the Linears): " +
+       Fmt("%.3f", r.error_ratio_geomean) + ".\n\n";
   if (r.eval_out) {
     s += "## Measured quality\n\n";
     s += "On `" + o.eval_text + "` (" + std::to_string(r.eval_out->tokens) +

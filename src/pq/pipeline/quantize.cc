@@ -22,16 +22,23 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   a.work = o.probe.work;
   PQ_ASSIGN_OR_RETURN(r.allocation, Allocate(a));
   LogInfo("[3/3] export");
-  PQ_ASSIGN_OR_RETURN(r.exported,
-                      ExportFromWork({o.probe.model, o.probe.work, o.out, o.write}));
+  CalibratedExportOptions e;
+  e.model = o.probe.model;
+  e.work = o.probe.work;
+  e.out = o.out;
+  e.write = o.write;
+  e.passes = o.passes;
+  PQ_ASSIGN_OR_RETURN(CalibratedExportResult ex, ExportCalibrated(e));
+  r.exported = std::move(ex.summary);
+  r.error_ratio_geomean = ex.error_ratio_geomean;
   if (!o.eval_text.empty()) {  // before the card, which reports it
     EvalInput in = o.eval_input;
     in.text_file = o.eval_text;
     PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.probe.model, in));
-    engine::EvalOptions e = o.eval;
-    PQ_ASSIGN_OR_RETURN(r.eval_base, engine::Evaluate(o.probe.model, docs, e));
-    e.reference = o.probe.model;
-    PQ_ASSIGN_OR_RETURN(r.eval_out, engine::Evaluate(o.out, docs, e));
+    engine::EvalOptions ev = o.eval;
+    PQ_ASSIGN_OR_RETURN(r.eval_base, engine::Evaluate(o.probe.model, docs, ev));
+    ev.reference = o.probe.model;
+    PQ_ASSIGN_OR_RETURN(r.eval_out, engine::Evaluate(o.out, docs, ev));
   }
   PQ_ASSIGN_OR_RETURN(auto src, io::CheckpointReader::Open(o.probe.model));
   uint64_t source_bytes = 0;

@@ -8,6 +8,7 @@
 #include "pq/core/status.h"
 #include "pq/engine/eval.h"
 #include "pq/pipeline/allocate.h"
+#include "pq/pipeline/export_calibrated.h"
 #include "pq/pipeline/export_uniform.h"
 #include "pq/pipeline/probe.h"
 
@@ -18,6 +19,7 @@ struct QuantizeOptions {
   AllocateOptions allocate;  // target, cost, lm_head (work is set from probe.work)
   std::string out;
   ExportWriteOptions write;
+  ExportPasses passes = ExportPasses::kSearchGptq;
   std::string eval_text;  // optional: measure NLL / KL of OUT against the model
   EvalInput eval_input;
   engine::EvalOptions eval;
@@ -27,6 +29,7 @@ struct QuantizeResult {
   ProbeSummary probe;
   AllocateResult allocation;
   ExportSummary exported;
+  double error_ratio_geomean = 1.0;  // export's output error vs RTN (geometric mean)
   std::optional<engine::EvalResult> eval_base, eval_out;  // with --eval
 };
 
