@@ -16,6 +16,7 @@ namespace {
 struct ExportArgs {
   std::string model, out, uniform, work, lm_head = "BF16", passes = "search+gptq";
   int64_t min_tokens = 32;
+  bool act_order = false;
   int threads = 0;
   double max_shard_gb = 5.0;
   bool overwrite = false, json = false;
@@ -37,6 +38,7 @@ Status Run(const ExportArgs& a) {
     c.out = a.out;
     c.write = o.write;
     c.min_tokens = a.min_tokens;
+    c.gptq.act_order = a.act_order;
     PQ_ASSIGN_OR_RETURN(c.passes, pipeline::ParseExportPasses(a.passes));
     compute::cpu::SetNumThreads(a.threads);
     PQ_ASSIGN_OR_RETURN(pipeline::CalibratedExportResult r, pipeline::ExportCalibrated(c));
@@ -97,6 +99,9 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--lm-head", args->lm_head, "Format for lm_head (default BF16)");
   sub->add_option("--passes", args->passes,
                   "With --work: rtn, gptq, search, search+gptq (default; measured best)");
+  sub->add_flag("--act-order", args->act_order,
+                "With --work: GPTQ sweeps columns by descending H diagonal (groups and the stored "
+                "layout stay in plain order, scales static)");
   sub->add_option("--min-tokens", args->min_tokens,
                   "With --work: Linears (experts) with fewer calibration rows get RTN (default 32)");
   sub->add_option("--threads", args->threads, "Worker threads (default: all cores)");

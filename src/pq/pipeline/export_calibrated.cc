@@ -108,7 +108,12 @@ Result<Quantized> QuantizeLinear(FormatId fmt, const std::vector<float>& w, int6
   Quantized q;
   PQ_ASSIGN_OR_RETURN(q.tensors, formats::QuantizeRtn(fmt, w, n, k, qo));
   PQ_ASSIGN_OR_RETURN(q.w_hat, formats::Dequantize(fmt, formats::Views(q.tensors), n, k));
-  if (o.passes == ExportPasses::kRtn || !h || h->rows < o.min_tokens) return q;
+  if (o.passes == ExportPasses::kRtn) return q;
+  if (!h || h->rows < o.min_tokens) {
+    LogInfo(module + ": " + std::to_string(h ? h->rows : 0) + " calibration rows (< " +
+            std::to_string(o.min_tokens) + "), quantized by RTN");
+    return q;
+  }
   const double rtn_error = quant::OutputError(w, q.w_hat, h->h, n, k);
   std::vector<float> scales;
   if (o.passes == ExportPasses::kSearch || o.passes == ExportPasses::kSearchGptq) {
