@@ -7,7 +7,9 @@
 #   and at the knee.
 # Each: bits/param (Linears), checkpoint tensor bytes, predicted Δloss, and measured ΔNLL and
 # KL(BF16 || model) on the held-out part (models/trained/heldout.txt, first 200 paragraphs),
-# activations quantized as the runtime does. Prints a markdown table.
+# activations quantized as the runtime does; for stories260K also KL on out-of-domain text
+# (wikitext-2 test: its first 200 lines; tinyshakespeare: its first 200 paragraphs). Prints a
+# markdown table.
 #
 #   scripts/quality_experiment.sh [OUT_DIR]     (default /tmp/pq-quality; ~10 min, 2 cores)
 set -euo pipefail
@@ -20,8 +22,11 @@ mkdir -p "$out"
 head -c 619211 "$corpus" > "$out/calib.txt"
 jq_() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
-echo "| model | checkpoint | bits/param | tensor bytes | predicted Δloss | measured ΔNLL | KL |"
-echo "|---|---|---|---|---|---|---|"
+ood=("$root/../shared/assets/corpus-wikitext2-test/wiki.test.raw"
+     "$root/../shared/assets/corpus-tinyshakespeare/input.txt")
+ood_split=(lines paragraphs)
+echo "| model | checkpoint | bits/param | tensor bytes | predicted Δloss | measured ΔNLL | KL | KL wikitext-2 | KL shakespeare |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe; do
   name="${m//\//_}"; w="$out/$name"; model="$root/models/$m"
   [[ -s "$w/probe.json" ]] || "$bin" -q probe "$model" --calib "$out/calib.txt" --work "$w" \
@@ -36,13 +41,21 @@ for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe
     "$bin" -q export "$model" --work "$w" -o "$w/out" --passes "$passes" --json > "$w/export.json"
     "$bin" eval "$w/out" --text "$held" --split paragraphs --max-docs 200 --reference "$model" \
       --json 2> /dev/null > "$w/eval.json"
+    local i=0
+    for t in "${ood[@]}"; do
+      i=$((i + 1)); echo '{"mean_kl": null}' > "$w/ood$i.json"
+      [[ "$m" == stories260K ]] && "$bin" eval "$w/out" --text "$t" --split "${ood_split[$((i - 1))]}" \
+        --max-docs 200 --reference "$model" --json 2> /dev/null > "$w/ood$i.json"
+    done
     python3 - "$w" "$m" "$label" "$base" <<'PY'
 import json, sys
 w, m, label, base = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 a = json.load(open(f"{w}/alloc.json"))["chosen"]; x = json.load(open(f"{w}/export.json"))
 e = json.load(open(f"{w}/eval.json"))
+ood = [json.load(open(f"{w}/ood{i}.json"))["mean_kl"] for i in (1, 2)]
+ood = [f"{k:.4f}" if k is not None else "—" for k in ood]
 print(f"| {m} | {label} | {a['achieved_bits']:.3f} | {x['total_bytes']} | {a['predicted_dloss']:.4g} | "
-      f"{e['mean_nll'] - base:+.4f} | {e['mean_kl']:.4f} |")
+      f"{e['mean_nll'] - base:+.4f} | {e['mean_kl']:.4f} | {ood[0]} | {ood[1]} |")
 PY
   }
   # Uniform NVFP4: the smallest allocation over NVFP4 (+ INT8 where NVFP4 cannot go).
