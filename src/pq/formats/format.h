@@ -76,6 +76,9 @@ struct QuantizeOptions {
   bool reference_kernels = false;
 };
 
+// A zero-filled tensor of `shape` (the writers fill `bytes`).
+QTensor MakeTensor(std::string suffix, DType dtype, std::vector<int64_t> shape);
+
 // Round-to-nearest quantization exactly as compressed-tensors does it for bf16 weights.
 // `weight`: [rows, cols] values, which must be bf16-representable (the caller rounds);
 // non-finite values are an error. Returns the on-disk tensors in Spec order.

@@ -120,4 +120,12 @@ std::vector<std::string_view> TensorSuffixes(FormatId id) {
   return {};
 }
 
+QTensor MakeTensor(std::string suffix, DType dtype, std::vector<int64_t> shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  QTensor t{std::move(suffix), dtype, std::move(shape), {}};
+  t.bytes.assign(static_cast<size_t>(numel) * DTypeSize(dtype), 0);
+  return t;
+}
+
 }  // namespace pq::formats

@@ -39,14 +39,6 @@ std::string At(int64_t row, int64_t group) {
   return "row " + std::to_string(row) + ", group " + std::to_string(group);
 }
 
-QTensor MakeTensor(std::string suffix, DType dtype, std::vector<int64_t> shape) {
-  int64_t numel = 1;
-  for (int64_t d : shape) numel *= d;
-  QTensor t{std::move(suffix), dtype, std::move(shape), {}};
-  t.bytes.assign(static_cast<size_t>(numel) * DTypeSize(dtype), 0);
-  return t;
-}
-
 template <typename T>
 void Put(QTensor& t, size_t index, T value) {
   std::memcpy(t.bytes.data() + index * sizeof(T), &value, sizeof(T));

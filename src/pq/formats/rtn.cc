@@ -21,14 +21,6 @@ void PutLE(std::vector<uint8_t>& out, size_t index, T value) {
   std::memcpy(out.data() + index * sizeof(T), &value, sizeof(T));
 }
 
-QTensor MakeTensor(std::string suffix, DType dtype, std::vector<int64_t> shape) {
-  int64_t numel = 1;
-  for (int64_t d : shape) numel *= d;
-  QTensor t{std::move(suffix), dtype, std::move(shape), {}};
-  t.bytes.assign(static_cast<size_t>(numel) * DTypeSize(dtype), 0);
-  return t;
-}
-
 // `amax` = fast::AbsMax(w): non-finite exactly when some element is; then locate it.
 Status CheckFinite(std::span<const float> w, float amax) {
   if (std::isfinite(amax)) return Status::Ok();
