@@ -23,7 +23,7 @@ for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe
   base=$("$bin" eval "$model" --text "$held" --split paragraphs --max-docs 200 --json 2> /dev/null \
     | python3 -c "import json,sys; print(json.load(sys.stdin)['mean_nll'])")
   "$bin" -q allocate --work "$w" --target-bits knee > /dev/null
-  for p in rtn gptq search search+gptq; do
+  for p in rtn gptq search search+gptq gptq+search; do
     rm -rf "$w/passes"
     "$bin" -q export "$model" --work "$w" -o "$w/passes" --passes "$p" --json > "$w/passes.json"
     "$bin" eval "$w/passes" --text "$held" --split paragraphs --max-docs 200 --reference "$model" \

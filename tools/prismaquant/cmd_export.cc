@@ -98,7 +98,7 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
                   "(W/layer_config.json), NVFP4 input scales calibrated");
   sub->add_option("--lm-head", args->lm_head, "Format for lm_head (default BF16)");
   sub->add_option("--passes", args->passes,
-                  "With --work: rtn, gptq, search, search+gptq (default; measured best)");
+                  "With --work: rtn, gptq, search, search+gptq (default; measured best), gptq+search");
   sub->add_flag("--act-order", args->act_order,
                 "With --work: GPTQ sweeps columns by descending H diagonal (groups and the stored "
                 "layout stay in plain order, scales static)");

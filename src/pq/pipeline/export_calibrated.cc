@@ -93,6 +93,13 @@ Batches MakeBatches(const std::vector<engine::Sequence>& seqs, int64_t batch_tok
   return b;
 }
 
+// diag(H) [K] of H [K, K].
+std::vector<float> Diagonal(const std::vector<float>& h, int64_t k) {
+  std::vector<float> d(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) d[static_cast<size_t>(i)] = h[static_cast<size_t>(i * k + i)];
+  return d;
+}
+
 struct Quantized {
   std::vector<formats::QTensor> tensors;
   std::vector<float> w_hat;
@@ -117,10 +124,8 @@ Result<Quantized> QuantizeLinear(FormatId fmt, const std::vector<float>& w, int6
   const double rtn_error = quant::OutputError(w, q.w_hat, h->h, n, k);
   std::vector<float> scales;
   if (o.passes == ExportPasses::kSearch || o.passes == ExportPasses::kSearchGptq) {
-    std::vector<float> hdiag(static_cast<size_t>(k));
-    for (int64_t i = 0; i < k; ++i) hdiag[static_cast<size_t>(i)] = h->h[static_cast<size_t>(i * k + i)];
     const auto views = formats::Views(q.tensors);
-    PQ_ASSIGN_OR_RETURN(auto s, quant::ScaleSearch(fmt, w, views, hdiag, n, k));
+    PQ_ASSIGN_OR_RETURN(auto s, quant::ScaleSearch(fmt, w, views, Diagonal(h->h, k), n, k));
     q.tensors = std::move(s.tensors);
     q.w_hat = std::move(s.w_hat);
     if (o.passes == ExportPasses::kSearchGptq) {
@@ -128,7 +133,8 @@ Result<Quantized> QuantizeLinear(FormatId fmt, const std::vector<float>& w, int6
       scales = std::move(codes.scales);
     }
   }
-  if (o.passes == ExportPasses::kGptq || o.passes == ExportPasses::kSearchGptq) {
+  if (o.passes == ExportPasses::kGptq || o.passes == ExportPasses::kSearchGptq ||
+      o.passes == ExportPasses::kGptqSearch) {
     quant::GptqOptions g = o.gptq;
     g.weight_global_scale = qo.weight_global_scale;
     g.input_global_scale = qo.input_global_scale;
@@ -141,6 +147,12 @@ Result<Quantized> QuantizeLinear(FormatId fmt, const std::vector<float>& w, int6
     }
     q.tensors = std::move(r.tensors);
     q.w_hat = std::move(r.w_hat);
+  }
+  if (o.passes == ExportPasses::kGptqSearch) {
+    const auto views = formats::Views(q.tensors);
+    PQ_ASSIGN_OR_RETURN(auto s, quant::ScaleSearch(fmt, w, views, Diagonal(h->h, k), n, k));
+    q.tensors = std::move(s.tensors);
+    q.w_hat = std::move(s.w_hat);
   }
   q.calibrated = true;
   const double err = quant::OutputError(w, q.w_hat, h->h, n, k);
@@ -155,8 +167,9 @@ Result<ExportPasses> ParseExportPasses(const std::string& name) {
   if (name == "gptq") return ExportPasses::kGptq;
   if (name == "search") return ExportPasses::kSearch;
   if (name == "search+gptq") return ExportPasses::kSearchGptq;
-  return InvalidArgument("--passes must be rtn, gptq, search or search+gptq (got \"" + name +
-                         "\")");
+  if (name == "gptq+search") return ExportPasses::kGptqSearch;
+  return InvalidArgument("--passes must be rtn, gptq, search, search+gptq or gptq+search (got \"" +
+                         name + "\")");
 }
 
 const char* ExportPassesName(ExportPasses p) {
@@ -169,6 +182,8 @@ const char* ExportPassesName(ExportPasses p) {
       return "search";
     case ExportPasses::kSearchGptq:
       return "search+gptq";
+    case ExportPasses::kGptqSearch:
+      return "gptq+search";
   }
   return "?";
 }

@@ -9,6 +9,7 @@
 //   gptq         GPTQ (quant/gptq.h) on every quantized Linear
 //   search       per-group scale search on RTN, weighted by diag(H)
 //   search+gptq  scale search on RTN, then GPTQ with those scales fixed (measured best)
+//   gptq+search  GPTQ, then scale search on its output (the original plan; measured worse)
 // A Linear with fewer than `min_tokens` calibration rows (a rarely routed expert) gets RTN.
 #pragma once
 
@@ -20,7 +21,7 @@
 
 namespace pq::pipeline {
 
-enum class ExportPasses { kRtn, kGptq, kSearch, kSearchGptq };
+enum class ExportPasses { kRtn, kGptq, kSearch, kSearchGptq, kGptqSearch };
 Result<ExportPasses> ParseExportPasses(const std::string& name);
 const char* ExportPassesName(ExportPasses p);
 
