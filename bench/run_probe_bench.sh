@@ -39,16 +39,8 @@ run_probe stories260K "$root/models/stories260K" --calib "$text" --samples 64 --
 echo
 echo "== 2. probe vs depth (synthetic, hidden 256, 8 x 128 tokens, boundaries spilled)"
 for layers in 12 36; do
-  "$venv/bin/python" - "$tmp/deep$layers" "$layers" "$root/models/stories260K" <<'PY'
-import shutil, sys, torch
-from transformers import LlamaConfig, LlamaForCausalLM
-torch.manual_seed(0)
-cfg = LlamaConfig(hidden_size=256, num_hidden_layers=int(sys.argv[2]), num_attention_heads=8,
-                  num_key_value_heads=4, intermediate_size=768, vocab_size=512,
-                  max_position_embeddings=1024, tie_word_embeddings=False)
-LlamaForCausalLM(cfg).save_pretrained(sys.argv[1])
-shutil.copy(sys.argv[3] + "/tokenizer.json", sys.argv[1])
-PY
+  "$venv/bin/python" "$root/bench/make_synthetic_llama.py" "$tmp/deep$layers" "$layers" \
+    "$root/models/stories260K" > /dev/null 2>&1
   bytes=$(stat -c %s "$tmp/deep$layers/model.safetensors")
   echo -n "layers $layers, checkpoint $((bytes / 1048576)) MiB: "
   run_probe "deep$layers" "$tmp/deep$layers" --calib "$text" --samples 8 --seqlen 128 \

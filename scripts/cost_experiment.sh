@@ -8,20 +8,15 @@
 #
 #   scripts/cost_experiment.sh [OUT_DIR]     (default /tmp/pq-cost-experiment; ~15 min, 2 cores)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${PQ_BIN:-$root/build/release/tools/prismaquant/prismaquant}"
-out="${1:-/tmp/pq-cost-experiment}"
-corpus="$root/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
-mkdir -p "$out"
-# The fixtures' training split: paragraphs [0, 3441) = the first 619211 bytes (train_fixtures.py).
-head -c 619211 "$corpus" > "$out/calib.txt"
+source "$(dirname "$0")/experiment_lib.sh"
+experiment_setup "${1:-/tmp/pq-cost-experiment}"
 echo "| model | estimator | Spearman vs ΔNLL | Spearman vs KL | Spearman vs KL within a format | median predicted/KL | median predicted/ΔNLL | pairs |"
 echo "|---|---|---|---|---|---|---|---|"
-for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe; do
+for m in "${models[@]}"; do
   name="${m//\//_}"
   w="$out/$name"
-  [[ -s "$w/probe.json" ]] || "$bin" -q probe "$root/models/$m" --calib "$out/calib.txt" --work "$w" --samples 64 --seqlen 256 > /dev/null
-  "$bin" -q check-costs "$root/models/$m" --work "$w" --text "$root/models/trained/heldout.txt" \
+  probe_model "$w" "$root/models/$m"
+  "$bin" -q check-costs "$root/models/$m" --work "$w" --text "$held" \
     --max-docs 200 --csv "$w/perturbations.csv" --json > "$w/check.json" 2> /dev/null
   python3 - "$w/check.json" "$m" <<'PY'
 import json, sys

@@ -7,21 +7,14 @@
 #
 #   scripts/passes_experiment.sh [WORK_ROOT]      (default /tmp/pq-quality; ~5 min, 2 cores)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${PQ_BIN:-$root/build/release/tools/prismaquant/prismaquant}"
-out="${1:-/tmp/pq-quality}"
-corpus="$root/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
-held="$root/models/trained/heldout.txt"
-mkdir -p "$out"
-head -c 619211 "$corpus" > "$out/calib.txt"
+source "$(dirname "$0")/experiment_lib.sh"
+experiment_setup "${1:-/tmp/pq-quality}"
 echo "| model | passes | output error vs RTN (geomean) | measured ΔNLL | KL |"
 echo "|---|---|---|---|---|"
-for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe; do
+for m in "${models[@]}"; do
   name="${m//\//_}"; w="$out/$name"; model="$root/models/$m"
-  [[ -s "$w/probe.json" ]] || "$bin" -q probe "$model" --calib "$out/calib.txt" --work "$w" \
-    --samples 64 --seqlen 256 > /dev/null
-  base=$("$bin" eval "$model" --text "$held" --split paragraphs --max-docs 200 --json 2> /dev/null \
-    | python3 -c "import json,sys; print(json.load(sys.stdin)['mean_nll'])")
+  probe_model "$w" "$model"
+  base=$(base_nll "$model")
   "$bin" -q allocate --work "$w" --target-bits knee > /dev/null
   for p in rtn gptq search search+gptq gptq+search; do
     rm -rf "$w/passes"

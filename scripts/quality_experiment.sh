@@ -13,26 +13,17 @@
 #
 #   scripts/quality_experiment.sh [OUT_DIR]     (default /tmp/pq-quality; ~10 min, 2 cores)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${PQ_BIN:-$root/build/release/tools/prismaquant/prismaquant}"
-out="${1:-/tmp/pq-quality}"
-corpus="$root/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
-held="$root/models/trained/heldout.txt"
-mkdir -p "$out"
-head -c 619211 "$corpus" > "$out/calib.txt"
-jq_() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
-
+source "$(dirname "$0")/experiment_lib.sh"
+experiment_setup "${1:-/tmp/pq-quality}"
 ood=("$root/../shared/assets/corpus-wikitext2-test/wiki.test.raw"
      "$root/../shared/assets/corpus-tinyshakespeare/input.txt")
 ood_split=(lines paragraphs)
 echo "| model | checkpoint | bits/param | tensor bytes | predicted Δloss | measured ΔNLL | KL | KL wikitext-2 | KL shakespeare |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for m in stories260K trained/llama trained/qwen2 trained/qwen3 trained/qwen3_moe; do
+for m in "${models[@]}"; do
   name="${m//\//_}"; w="$out/$name"; model="$root/models/$m"
-  [[ -s "$w/probe.json" ]] || "$bin" -q probe "$model" --calib "$out/calib.txt" --work "$w" \
-    --samples 64 --seqlen 256 > /dev/null
-  base=$("$bin" eval "$model" --text "$held" --split paragraphs --max-docs 200 --json 2> /dev/null \
-    | python3 -c "import json,sys; print(json.load(sys.stdin)['mean_nll'])")
+  probe_model "$w" "$model"
+  base=$(base_nll "$model")
   # row LABEL PASSES ALLOCATE-ARGS...
   row() {
     local label="$1" passes="$2"; shift 2

@@ -8,9 +8,12 @@
 #include <random>
 
 #include "pq/core/minifloat.h"
+#include "pq/formats/formats_test_util.h"
 
 namespace pq::formats {
 namespace {
+
+using testing::ExpectSameBytes;
 
 std::vector<float> Weights(size_t n, uint32_t seed, bool adversarial) {
   std::mt19937 rng(seed);
@@ -61,17 +64,6 @@ std::vector<float> RtnScales(const GroupCodec& c, const std::vector<float>& w, i
     for (int64_t j = 0; j < cols; j += g)
       s.push_back(c.RtnScale({w.data() + r * cols + j, static_cast<size_t>(g)}));
   return s;
-}
-
-void ExpectSameBytes(const std::vector<QTensor>& a, const std::vector<QTensor>& b,
-                     const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].suffix, b[i].suffix) << what;
-    EXPECT_EQ(a[i].dtype, b[i].dtype) << what;
-    EXPECT_EQ(a[i].shape, b[i].shape) << what;
-    EXPECT_EQ(a[i].bytes, b[i].bytes) << what << " " << a[i].suffix;
-  }
 }
 
 TEST(QuantizeWithScales, RtnScalesGiveRtnBytesEveryFormat) {

@@ -9,21 +9,20 @@
 #include <random>
 
 #include "pq/core/minifloat.h"
+#include "pq/formats/formats_test_util.h"
 #include "pq/formats/quantize_with_scales.h"
+#include "pq/quant/quant_test_util.h"
 #include "pq/quant/scale_search.h"
 
 namespace pq::quant {
 namespace {
 
 using formats::FormatId;
+using formats::testing::ExpectSameBytes;
 
+// Weights with one outlier (x8) in 200.
 std::vector<float> RandomWeights(int64_t n, int64_t k, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, 0.02f);
-  std::uniform_int_distribution<int> outlier(0, 199);
-  std::vector<float> w(static_cast<size_t>(n * k));
-  for (float& x : w) x = RoundBf16(g(rng) * (outlier(rng) == 0 ? 8.0f : 1.0f));
-  return w;
+  return testing::RandomWeights(n, k, seed, 200, 8.0f);
 }
 
 // H = X^T X for X [t, k] with correlated columns: an AR(1) chain across inputs plus three
@@ -87,17 +86,6 @@ std::vector<float> Rtn(FormatId id, const std::vector<float>& w, int64_t n, int6
   auto d = formats::Dequantize(id, formats::Views(*q), n, k);
   EXPECT_TRUE(d.ok());
   return *d;
-}
-
-void ExpectSameBytes(const std::vector<formats::QTensor>& a, const std::vector<formats::QTensor>& b,
-                     const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].suffix, b[i].suffix) << what;
-    EXPECT_EQ(a[i].dtype, b[i].dtype) << what;
-    EXPECT_EQ(a[i].shape, b[i].shape) << what;
-    EXPECT_EQ(a[i].bytes, b[i].bytes) << what << " " << a[i].suffix;
-  }
 }
 
 TEST(Gptq, NeverWorseThanRtnOnCorrelatedHessians) {

@@ -10,19 +10,16 @@
 #include "pq/core/minifloat.h"
 #include "pq/formats/quantize_with_scales.h"
 #include "pq/quant/gptq.h"
+#include "pq/quant/quant_test_util.h"
 
 namespace pq::quant {
 namespace {
 
 using formats::FormatId;
 
+// Weights with one outlier (x6) in 100.
 std::vector<float> RandomWeights(int64_t n, int64_t k, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, 0.02f);
-  std::uniform_int_distribution<int> outlier(0, 99);
-  std::vector<float> w(static_cast<size_t>(n * k));
-  for (float& x : w) x = RoundBf16(g(rng) * (outlier(rng) == 0 ? 6.0f : 1.0f));
-  return w;
+  return testing::RandomWeights(n, k, seed, 100, 6.0f);
 }
 
 std::vector<float> RandomDiag(int64_t k, uint32_t seed) {
