@@ -8,8 +8,11 @@ For every fixture and every weight layout it holds (model/ = per-expert, model_p
 also with config_legacy.json in place of model/config.json: reads config.json +
 model.safetensors, runs forward + autograd backward in float64 and compares with
 golden.safetensors: logits, loss, hidden.*, grad_hidden.*, final_normed, every grad.*,
-rope.inv_freq and the MoE routing. Tolerances: max|ours - golden| <= 2e-5 * max|golden| (+1e-7)
-for values, 1e-4 for gradients (golden is float32, ours float64).
+rope.inv_freq and the MoE routing. Fixtures of architectures not implemented here (Qwen3.5/3.6,
+Qwen3-Next: model_type not in IMPLEMENTED) are skipped with a printed note; scripts/make_golden.py
+checks those against its own float64 re-implementation when it writes them.
+Tolerances: max|ours - golden| <= 2e-5 * max|golden| (+1e-7) for values, 1e-4 for gradients
+(golden is float32, ours float64).
 
   $venv/bin/python tests/engine/golden_independent.py [--golden tests/golden] [NAME ...]
 Prints one line per check and "N passed, N failed"; exit 1 on failure.
@@ -27,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 D = torch.float64
+IMPLEMENTED = {"llama", "qwen2", "qwen3", "qwen3_moe"}   # model_type values this file re-implements
 
 
 def read_config(c: dict) -> dict:
@@ -237,9 +241,15 @@ def main() -> int:
     a = ap.parse_args()
     gdir = Path(a.golden)
     names = a.names or sorted(p.name for p in gdir.iterdir() if (p / "golden.safetensors").exists())
-    passed = failed = 0
+    passed = failed = skipped = 0
     for n in names:
         fx = gdir / n
+        mt = json.loads((fx / "model" / "config.json").read_text()).get("model_type")
+        if mt not in IMPLEMENTED:
+            skipped += 1
+            print(f"skip {n}: model_type {mt!r} is not implemented here (hybrid Gated DeltaNet families "
+                  f"are checked against the float64 re-implementation inside scripts/make_golden.py)")
+            continue
         cases = [("model", fx / "model", json.loads((fx / "model" / "config.json").read_text()))]
         if (fx / "model_packed").exists():
             cases.append(("model_packed", fx / "model_packed",
@@ -257,7 +267,7 @@ def main() -> int:
             else:
                 passed += 1
                 print(f"ok   {n}/{label}: logits, loss, hidden, grads, routing match")
-    print(f"{passed} passed, {failed} failed")
+    print(f"{passed} passed, {failed} failed" + (f", {skipped} fixtures skipped" if skipped else ""))
     return 1 if failed else 0
 
 

@@ -55,4 +55,15 @@ Result<std::vector<double>> ParseNumberList(const std::string& list) {
   return out;
 }
 
+Result<formats::FormatId> ParseVisualFormat(const std::string& name) {
+  const auto f = formats::ParseFormat(name);
+  if (!f)
+    return InvalidArgument("--visual-format: unknown format \"" + name + "\"; one of " +
+                           formats::FormatNameList());
+  if (formats::Spec(*f).quantizes_activations && *f == formats::FormatId::kNVFP4)
+    return InvalidArgument("--visual-format NVFP4 (W4A4) needs calibrated input scales, which "
+                           "the vision tower does not have yet; use NVFP4A16");
+  return *f;
+}
+
 }  // namespace pq::cli

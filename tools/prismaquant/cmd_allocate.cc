@@ -11,7 +11,8 @@ namespace {
 
 struct AllocateArgs {
   std::string work, target_bits, target_size, kv_reserve = "0", formats, cost = "hessian",
-                                                                  pareto, lm_head = "BF16";
+                                                                  pareto, lm_head = "BF16",
+                                                                  visual = "BF16";
   bool json = false;
 };
 
@@ -54,6 +55,7 @@ Status Run(const AllocateArgs& a) {
   auto head = formats::ParseFormat(a.lm_head);
   if (!head) return InvalidArgument("--lm-head: unknown format \"" + a.lm_head + "\"");
   o.lm_head = *head;
+  PQ_ASSIGN_OR_RETURN(o.visual, ParseVisualFormat(a.visual));
   PQ_ASSIGN_OR_RETURN(pipeline::AllocateResult r, pipeline::Allocate(o));
   if (a.json) {
     nlohmann::json j = {{"layer_config", r.layer_config}, {"pareto_csv", r.pareto_csv},
@@ -108,6 +110,7 @@ void AddAllocateCommand(CLI::App& app, int* exit_code) {
                   "Bits/param targets to sweep, comma-separated (default: 11 points from the "
                   "smallest to the largest achievable)");
   sub->add_option("--lm-head", a->lm_head, "Fixed format of lm_head (default BF16)");
+  sub->add_option("--visual-format", a->visual, kVisualFormatHelp);
   sub->add_flag("--json", a->json, "Print the result as JSON");
   sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
 }

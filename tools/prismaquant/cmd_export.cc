@@ -1,6 +1,7 @@
 // `prismaquant export MODEL --uniform FORMAT -o OUT`
 #include <cstdio>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "pq/core/thread_pool.h"
 #include "pq/formats/format.h"
@@ -14,7 +15,8 @@ namespace pq::cli {
 namespace {
 
 struct ExportArgs {
-  std::string model, out, uniform, work, lm_head = "BF16", passes = "search+gptq";
+  std::string model, out, uniform, work, lm_head = "BF16", visual = "BF16",
+              passes = "search+gptq";
   int64_t min_tokens = 32;
   bool act_order = false;
   int threads = 0;
@@ -66,6 +68,7 @@ Status Run(const ExportArgs& a) {
   if (!head) return InvalidArgument("unknown --lm-head format \"" + a.lm_head + "\"");
   o.format = *fmt;
   o.lm_head = *head;
+  PQ_ASSIGN_OR_RETURN(o.visual, ParseVisualFormat(a.visual));
   PQ_ASSIGN_OR_RETURN(pipeline::ExportSummary s, pipeline::ExportUniform(a.model, a.out, o));
   if (a.json)
     std::printf("%s\n", s.ToJson().dump(2).c_str());
@@ -97,6 +100,8 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
                   "Work dir of `probe` + `allocate`: every Linear in its allocated format "
                   "(W/layer_config.json), NVFP4 input scales calibrated");
   sub->add_option("--lm-head", args->lm_head, "Format for lm_head (default BF16)");
+  sub->add_option("--visual-format", args->visual,
+                  std::string(kVisualFormatHelp) + " (with --uniform; --work takes allocate's)");
   sub->add_option("--passes", args->passes,
                   "With --work: rtn, gptq, search, search+gptq (default; measured best), gptq+search");
   sub->add_flag("--act-order", args->act_order,

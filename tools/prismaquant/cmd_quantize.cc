@@ -12,7 +12,7 @@ namespace {
 
 struct QuantizeArgs {
   std::string model, out, work, calib, calib_tokens, split = "auto", formats, target_bits,
-      target_size, kv_reserve = "0", cost = "hessian", lm_head = "BF16", eval_text,
+      target_size, kv_reserve = "0", cost = "hessian", lm_head = "BF16", visual = "BF16", eval_text,
       passes = "search+gptq";
   int64_t samples = 64, seqlen = 512, eval_docs = 0;
   uint64_t seed = 0;
@@ -53,6 +53,7 @@ Status Fill(const QuantizeArgs& a, pipeline::QuantizeOptions& o) {
   const auto head = formats::ParseFormat(a.lm_head);
   if (!head) return InvalidArgument("--lm-head: unknown format \"" + a.lm_head + "\"");
   al.lm_head = *head;
+  PQ_ASSIGN_OR_RETURN(al.visual, ParseVisualFormat(a.visual));
   o.out = a.out;
   o.write.num_threads = a.threads > 0 ? a.threads : DefaultThreads();
   o.write.overwrite = a.overwrite;
@@ -129,6 +130,7 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--formats", a->formats, "Candidate formats, comma-separated (default all)");
   sub->add_option("--cost", a->cost, "Cost estimator (default hessian)");
   sub->add_option("--lm-head", a->lm_head, "Fixed format of lm_head (default BF16)");
+  sub->add_option("--visual-format", a->visual, kVisualFormatHelp);
   sub->add_option("--work", a->work, "Work directory (default OUT.work)");
   sub->add_option("--passes", a->passes,
                   "Export passes: rtn, gptq, search, search+gptq (default; measured best)");

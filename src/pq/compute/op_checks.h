@@ -149,3 +149,117 @@ int64_t CheckEmbedding(std::span<const T> table, std::span<const int32_t> ids, s
 }
 
 }  // namespace pq::compute::internal
+
+// Shape checks of the hybrid-layer ops (hybrid_ops.h) and of cpu::GatedDeltaRule: the same
+// for `ref` and `cpu`. Names follow hybrid_ops.h.
+namespace pq::compute::internal {
+
+// CausalConv1dSilu(Backward): x and y (or dy) [T,C], w[C,Kc].
+template <typename T>
+void CheckCausalConv(std::span<const T> x, std::span<const T> w, std::span<const T> y_or_dy,
+                     int64_t tokens, int64_t channels, int64_t kernel) {
+  PQ_CHECK(tokens >= 0 && channels >= 0 && kernel > 0,
+           "CausalConv1dSilu: need tokens, channels >= 0 and kernel > 0");
+  PQ_CHECK_SIZE(x, tokens * channels, "CausalConv1dSilu: x[T,C]");
+  PQ_CHECK_SIZE(w, channels * kernel, "CausalConv1dSilu: w[C,Kc]");
+  PQ_CHECK_SIZE(y_or_dy, tokens * channels, "CausalConv1dSilu: y / dy[T,C]");
+}
+
+template <typename T>
+void CheckCausalConvBackward(std::span<const T> dy, std::span<const T> x, std::span<const T> w,
+                             std::span<const T> dx, std::span<const T> dw, int64_t tokens,
+                             int64_t channels, int64_t kernel) {
+  CheckCausalConv<T>(x, w, dy, tokens, channels, kernel);
+  PQ_CHECK_OPT_SIZE(dx, tokens * channels, "CausalConv1dSiluBackward: dx[T,C]");
+  PQ_CHECK_OPT_SIZE(dw, channels * kernel, "CausalConv1dSiluBackward: dw[C,Kc]");
+}
+
+// L2Norm(Backward): x and y (or dy) [R,Dh], inv[R].
+template <typename T>
+void CheckL2Norm(std::span<const T> x, std::span<const T> y_or_dy, std::span<const T> inv,
+                 int64_t rows, int64_t dim) {
+  PQ_CHECK(rows >= 0 && dim > 0, "L2Norm: need rows >= 0, dim > 0");
+  PQ_CHECK_SIZE(x, rows * dim, "L2Norm: x[R,Dh]");
+  PQ_CHECK_SIZE(y_or_dy, rows * dim, "L2Norm: y / dy[R,Dh]");
+  PQ_CHECK_SIZE(inv, rows, "L2Norm: inv[R]");
+}
+
+// GatedRmsNorm(Backward): x, z and y (or dy) [R,Dh], w[Dh], rstd[R].
+template <typename T>
+void CheckGatedRmsNorm(std::span<const T> x, std::span<const T> z, std::span<const T> w,
+                       std::span<const T> y_or_dy, std::span<const T> rstd, int64_t rows,
+                       int64_t dim) {
+  PQ_CHECK(rows >= 0 && dim > 0, "GatedRmsNorm: need rows >= 0, dim > 0");
+  PQ_CHECK_SIZE(x, rows * dim, "GatedRmsNorm: x[R,Dh]");
+  PQ_CHECK_SIZE(z, rows * dim, "GatedRmsNorm: z[R,Dh]");
+  PQ_CHECK_SIZE(w, dim, "GatedRmsNorm: w[Dh]");
+  PQ_CHECK_SIZE(y_or_dy, rows * dim, "GatedRmsNorm: y / dy[R,Dh]");
+  PQ_CHECK_SIZE(rstd, rows, "GatedRmsNorm: rstd[R]");
+}
+
+template <typename T>
+void CheckGatedRmsNormBackward(std::span<const T> dy, std::span<const T> x, std::span<const T> z,
+                               std::span<const T> w, std::span<const T> rstd, std::span<const T> dx,
+                               std::span<const T> dz, std::span<const T> dw, int64_t rows,
+                               int64_t dim) {
+  CheckGatedRmsNorm<T>(x, z, w, dy, rstd, rows, dim);
+  PQ_CHECK_OPT_SIZE(dx, rows * dim, "GatedRmsNormBackward: dx[R,Dh]");
+  PQ_CHECK_OPT_SIZE(dz, rows * dim, "GatedRmsNormBackward: dz[R,Dh]");
+  PQ_CHECK_OPT_SIZE(dw, dim, "GatedRmsNormBackward: dw[Dh]");
+}
+
+// DeltaGates(Backward): a, b and g, beta (or dg, dbeta) [T,Hv]; a_log, dt_bias[Hv].
+template <typename T>
+void CheckDeltaGates(std::span<const T> a, std::span<const T> b, std::span<const T> a_log,
+                     std::span<const T> dt_bias, std::span<const T> g_or_dg,
+                     std::span<const T> beta_or_dbeta, int64_t tokens, int64_t heads) {
+  PQ_CHECK(tokens >= 0 && heads > 0, "DeltaGates: need tokens >= 0, heads > 0");
+  PQ_CHECK_SIZE(a, tokens * heads, "DeltaGates: a[T,Hv]");
+  PQ_CHECK_SIZE(b, tokens * heads, "DeltaGates: b[T,Hv]");
+  PQ_CHECK_SIZE(a_log, heads, "DeltaGates: a_log[Hv]");
+  PQ_CHECK_SIZE(dt_bias, heads, "DeltaGates: dt_bias[Hv]");
+  PQ_CHECK_SIZE(g_or_dg, tokens * heads, "DeltaGates: g / dg[T,Hv]");
+  PQ_CHECK_SIZE(beta_or_dbeta, tokens * heads, "DeltaGates: beta / dbeta[T,Hv]");
+}
+
+// SigmoidGate(Backward): x and y (or dy) [T,N], gate[T,G], G divides N.
+template <typename T>
+void CheckSigmoidGate(std::span<const T> x, std::span<const T> gate, std::span<const T> y_or_dy,
+                      int64_t tokens, int64_t n, int64_t groups) {
+  PQ_CHECK(tokens >= 0 && n > 0 && groups > 0, "SigmoidGate: need tokens >= 0, n, groups > 0");
+  PQ_CHECK(n % groups == 0, "SigmoidGate: n must be a multiple of groups");
+  PQ_CHECK_SIZE(x, tokens * n, "SigmoidGate: x[T,N]");
+  PQ_CHECK_SIZE(gate, tokens * groups, "SigmoidGate: gate[T,G]");
+  PQ_CHECK_SIZE(y_or_dy, tokens * n, "SigmoidGate: y / dy[T,N]");
+}
+
+// RepeatHeads(Backward): x (or dx) [T,Hk,Dh], y (or dy) [T,Hk*r,Dh]; x optional in backward.
+template <typename T>
+void CheckRepeatHeads(std::span<const T> x, std::span<const T> y, int64_t tokens, int64_t heads,
+                      int64_t repeat, int64_t dim, bool backward) {
+  PQ_CHECK(tokens >= 0 && heads > 0 && repeat > 0 && dim > 0,
+           "RepeatHeads: need tokens >= 0 and heads, repeat, dim > 0");
+  if (backward) {
+    PQ_CHECK_OPT_SIZE(x, tokens * heads * dim, "RepeatHeadsBackward: dx[T,Hk,Dh]");
+    PQ_CHECK_SIZE(y, tokens * heads * repeat * dim, "RepeatHeadsBackward: dy[T,Hk*r,Dh]");
+  } else {
+    PQ_CHECK_SIZE(x, tokens * heads * dim, "RepeatHeads: x[T,Hk,Dh]");
+    PQ_CHECK_SIZE(y, tokens * heads * repeat * dim, "RepeatHeads: y[T,Hk*r,Dh]");
+  }
+}
+
+// GatedDeltaRule inputs: q, k[T,H,Dk], v[T,H,Dv], g, beta[T,H] (deltanet.h).
+template <typename T>
+void CheckGatedDeltaRule(std::span<const T> q, std::span<const T> k, std::span<const T> v,
+                         std::span<const T> g, std::span<const T> beta, int64_t tokens,
+                         int64_t heads, int64_t key_dim, int64_t value_dim) {
+  PQ_CHECK(tokens >= 0 && heads > 0 && key_dim > 0 && value_dim > 0,
+           "GatedDeltaRule: need tokens >= 0 and heads, key_dim, value_dim > 0");
+  PQ_CHECK_SIZE(q, tokens * heads * key_dim, "GatedDeltaRule: q[T,H,Dk]");
+  PQ_CHECK_SIZE(k, tokens * heads * key_dim, "GatedDeltaRule: k[T,H,Dk]");
+  PQ_CHECK_SIZE(v, tokens * heads * value_dim, "GatedDeltaRule: v[T,H,Dv]");
+  PQ_CHECK_SIZE(g, tokens * heads, "GatedDeltaRule: g[T,H]");
+  PQ_CHECK_SIZE(beta, tokens * heads, "GatedDeltaRule: beta[T,H]");
+}
+
+}  // namespace pq::compute::internal

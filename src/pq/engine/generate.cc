@@ -89,7 +89,7 @@ class NextTokenModel {
     // Only the last position: the norm and lm_head are row-wise.
     std::vector<float> n(static_cast<size_t>(d)), rstd(1);
     ops::RmsNorm(std::span<const float>(h_).subspan(static_cast<size_t>((t - 1) * d)),
-                 head_.final_norm, static_cast<float>(c.rms_eps), 0.0f, n, rstd, 1, d);
+                 head_.final_norm, static_cast<float>(c.rms_eps), c.norm_offset, n, rstd, 1, d);
     model::LinearForward(n, head_.lm_head, logits, 1);
     return Status::Ok();
   }

@@ -105,9 +105,23 @@ void CheckFixture(const std::string& dir, const std::string& model_dir) {
                }).ok());
   for (const auto& [b, g] : dh)
     EXPECT_LE(RelErr(g, want("grad_hidden." + std::to_string(b))), kGradTol) << "grad_hidden." << b;
+  if ((*golden)->Find("mtp.loss")) {  // MTP head: its own loss, detached from the body
+    std::vector<float> mtp_logits;
+    const double mtp_scale = 1.0 / static_cast<double>(s_count * (t - 2));
+    auto mtp = r.Mtp(
+        [&](size_t, std::span<const float> l) {
+          mtp_logits.insert(mtp_logits.end(), l.begin(), l.end());
+          return Status::Ok();
+        },
+        true, mtp_scale, &obs);
+    ASSERT_TRUE(mtp.ok()) << mtp.status().ToString();
+    EXPECT_LE(RelErr(mtp_logits, want("mtp.logits")), kLogitsTol);
+    EXPECT_NEAR(mtp->nll_sum * mtp_scale, want("mtp.loss")[0], kLossAbsTol);
+  }
   size_t checked = 0;
   for (const auto& name : (*golden)->names()) {
-    if (name.rfind("grad.", 0) != 0) continue;
+    // lm_head's gradient from the MTP loss is not observed: its statistics are the body's.
+    if (name.rfind("grad.", 0) != 0 || name == "grad.mtp.lm_head") continue;
     const std::string module = name.substr(5);
     ASSERT_TRUE(obs.grads.count(module)) << "no gradient observed for " << module;
     EXPECT_LE(RelErr(obs.grads[module], want(name)), kGradTol) << name;

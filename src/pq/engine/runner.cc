@@ -81,7 +81,7 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
     std::vector<float> logits(static_cast<size_t>(t * v)), nll(static_cast<size_t>(t)),
         lse(nll.size());
     const auto x = Rows(final_, offsets_[s], t, d);
-    ops::RmsNorm(x, hw.final_norm, static_cast<float>(c.rms_eps), 0.0f, n, rstd, t, d);
+    ops::RmsNorm(x, hw.final_norm, static_cast<float>(c.rms_eps), c.norm_offset, n, rstd, t, d);
     model::LinearForward(n, hw.lm_head, logits, t, observer);
     if (on_logits) PQ_RETURN_IF_ERROR(on_logits(s, logits));
     ops::CrossEntropy(logits, seq.targets, nll, lse, t, v);
@@ -96,7 +96,7 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
                               v);
     if (observer) observer->OnLinear(hw.lm_head, n, dlogits, t);
     ops::MatMulBackward(dlogits, n, hw.lm_head.w, dn, {}, {}, t, d, v);
-    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, 0.0f, Rows(d_final_, offsets_[s], t, d), {}, t,
+    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, c.norm_offset, Rows(d_final_, offsets_[s], t, d), {}, t,
                          d);
   }
   return r;

@@ -55,6 +55,15 @@ class Runner {
   Result<HeadResult> Head(const LogitsFn& on_logits, bool backward, double loss_scale,
                           model::LinearObserver* observer = nullptr);
 
+  // The MTP head (architectures.md §4) on the last boundary: for each sequence and t = 0..T-3,
+  // inputs embed(ids[t+1]) and the body's final-normed hidden state at t, target
+  // targets[t+1] (= ids[t+2]); positions 0..T-3. on_logits(s, logits[T-2, V]) per sequence.
+  // With backward, the MTP layer's and mtp.fc's (x, dy) go to `observer` (not lm_head's: its
+  // statistics stay the body's); the body is not differentiated (detached, as in training).
+  // `observer` also sees every MTP Linear's input rows. L = loss_scale * sum of MTP NLLs.
+  Result<HeadResult> Mtp(const LogitsFn& on_logits, bool backward, double loss_scale,
+                         model::LinearObserver* observer = nullptr);
+
   // Reverse sweep from the head's gradient. `observer` sees every Linear (x, dy) rows;
   // on_grad(b, grad[sum T, D]) receives dL/d(boundary b) for b = L-1 .. 0.
   using BoundaryGradFn = std::function<Status(int64_t b, std::span<const float> grad)>;

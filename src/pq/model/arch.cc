@@ -1,5 +1,7 @@
 #include "pq/model/arch.h"
 
+#include "pq/model/config.h"
+
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -11,38 +13,86 @@ namespace pq::model {
 namespace {
 
 using R = TensorRole;
+using K = LayerKind;
 
 // Attention block of a Llama-family layer (with its two norms).
 std::vector<TensorSpec> AttentionLayer(bool qkv_bias, bool qk_norm) {
   std::vector<TensorSpec> t = {
-      {"model.layers.{L}.input_layernorm.weight", R::kNorm, true, ""},
-      {"model.layers.{L}.post_attention_layernorm.weight", R::kNorm, true, ""},
-      {"model.layers.{L}.self_attn.q_proj.weight", R::kLinear, true, "qkv", "qkv"},
-      {"model.layers.{L}.self_attn.k_proj.weight", R::kLinear, true, "qkv", "qkv"},
-      {"model.layers.{L}.self_attn.v_proj.weight", R::kLinear, true, "qkv", "qkv"},
-      {"model.layers.{L}.self_attn.o_proj.weight", R::kLinear, true, ""},
-      {"model.layers.{L}.self_attn.o_proj.bias", R::kBias, false, ""},
-      {"model.layers.{L}.self_attn.q_proj.bias", R::kBias, qkv_bias, ""},
-      {"model.layers.{L}.self_attn.k_proj.bias", R::kBias, qkv_bias, ""},
-      {"model.layers.{L}.self_attn.v_proj.bias", R::kBias, qkv_bias, ""},
+      {"input_layernorm.weight", R::kNorm, true, ""},
+      {"post_attention_layernorm.weight", R::kNorm, true, ""},
+      {"self_attn.q_proj.weight", R::kLinear, true, "qkv", "qkv"},
+      {"self_attn.k_proj.weight", R::kLinear, true, "qkv", "qkv"},
+      {"self_attn.v_proj.weight", R::kLinear, true, "qkv", "qkv"},
+      {"self_attn.o_proj.weight", R::kLinear, true, ""},
+      {"self_attn.o_proj.bias", R::kBias, false, ""},
+      {"self_attn.q_proj.bias", R::kBias, qkv_bias, ""},
+      {"self_attn.k_proj.bias", R::kBias, qkv_bias, ""},
+      {"self_attn.v_proj.bias", R::kBias, qkv_bias, ""},
       // Old Llama checkpoints carry the rotary table as a buffer; passed through.
-      {"model.layers.{L}.self_attn.rotary_emb.inv_freq", R::kBuffer, false, ""},
+      {"self_attn.rotary_emb.inv_freq", R::kBuffer, false, ""},
   };
   if (qk_norm) {
-    t.push_back({"model.layers.{L}.self_attn.q_norm.weight", R::kNorm, true, ""});
-    t.push_back({"model.layers.{L}.self_attn.k_norm.weight", R::kNorm, true, ""});
+    t.push_back({"self_attn.q_norm.weight", R::kNorm, true, ""});
+    t.push_back({"self_attn.k_norm.weight", R::kNorm, true, ""});
   }
   return t;
 }
 
 // SwiGLU MLP of a dense layer (biases only with Llama's mlp_bias).
 std::vector<TensorSpec> DenseMlp() {
-  return {{"model.layers.{L}.mlp.gate_proj.weight", R::kLinear, true, "gate_up", "gate_up"},
-          {"model.layers.{L}.mlp.up_proj.weight", R::kLinear, true, "gate_up", "gate_up"},
-          {"model.layers.{L}.mlp.down_proj.weight", R::kLinear, true, ""},
-          {"model.layers.{L}.mlp.gate_proj.bias", R::kBias, false, ""},
-          {"model.layers.{L}.mlp.up_proj.bias", R::kBias, false, ""},
-          {"model.layers.{L}.mlp.down_proj.bias", R::kBias, false, ""}};
+  return {{"mlp.gate_proj.weight", R::kLinear, true, "gate_up", "gate_up", K::kDenseMlp},
+          {"mlp.up_proj.weight", R::kLinear, true, "gate_up", "gate_up", K::kDenseMlp},
+          {"mlp.down_proj.weight", R::kLinear, true, "", "", K::kDenseMlp},
+          {"mlp.gate_proj.bias", R::kBias, false, "", "", K::kDenseMlp},
+          {"mlp.up_proj.bias", R::kBias, false, "", "", K::kDenseMlp},
+          {"mlp.down_proj.bias", R::kBias, false, "", "", K::kDenseMlp}};
+}
+
+// Per-expert 2-D tensors of an MoE layer (packed 3-D ones are detected by name).
+std::vector<TensorSpec> Experts() {
+  return {{"mlp.experts.{E}.gate_proj.weight", R::kLinear, true, "experts", "gate_up", K::kMoe},
+          {"mlp.experts.{E}.up_proj.weight", R::kLinear, true, "experts", "gate_up", K::kMoe},
+          {"mlp.experts.{E}.down_proj.weight", R::kLinear, true, "experts", "", K::kMoe}};
+}
+
+// Qwen3-Next / 3.5 / 3.6 layer (architectures.md §2.5-§2.6): gated attention or Gated
+// DeltaNet per layer_types, (1+w) norms, MoE with a shared expert or a dense MLP.
+std::vector<TensorSpec> HybridLayer(bool fused_linear_names) {
+  std::vector<TensorSpec> t = {
+      {"input_layernorm.weight", R::kNorm, true, ""},
+      {"post_attention_layernorm.weight", R::kNorm, true, ""},
+      {"self_attn.q_proj.weight", R::kLinear, true, "qkv", "qkv", K::kAttention},
+      {"self_attn.k_proj.weight", R::kLinear, true, "qkv", "qkv", K::kAttention},
+      {"self_attn.v_proj.weight", R::kLinear, true, "qkv", "qkv", K::kAttention},
+      {"self_attn.o_proj.weight", R::kLinear, true, "", "", K::kAttention},
+      {"self_attn.q_norm.weight", R::kNorm, true, "", "", K::kAttention},
+      {"self_attn.k_norm.weight", R::kNorm, true, "", "", K::kAttention},
+      {"linear_attn.conv1d.weight", R::kTensor, true, "", "", K::kLinearAttention},
+      {"linear_attn.A_log", R::kParam, true, "", "", K::kLinearAttention},
+      {"linear_attn.dt_bias", R::kParam, true, "", "", K::kLinearAttention},
+      {"linear_attn.norm.weight", R::kNorm, true, "", "", K::kLinearAttention},
+      {"linear_attn.out_proj.weight", R::kLinear, true, "", "", K::kLinearAttention},
+      // vLLM fuses in_proj_qkv + in_proj_z and in_proj_b + in_proj_a: one decision each.
+      {"linear_attn.in_proj_qkv.weight", R::kLinear, true, "qkvz", "qkvz", K::kLinearAttention},
+      {"linear_attn.in_proj_z.weight", R::kLinear, true, "qkvz", "qkvz", K::kLinearAttention},
+      {"linear_attn.in_proj_b.weight", R::kLinear, true, "ba", "ba", K::kLinearAttention},
+      {"linear_attn.in_proj_a.weight", R::kLinear, true, "ba", "ba", K::kLinearAttention},
+      {"mlp.gate.weight", R::kRouter, true, "", "", K::kMoe},
+      {"mlp.shared_expert_gate.weight", R::kRouter, true, "", "", K::kMoe},
+      {"mlp.shared_expert.gate_proj.weight", R::kLinear, true, "shared_gate_up",
+       "shared_gate_up", K::kMoe},
+      {"mlp.shared_expert.up_proj.weight", R::kLinear, true, "shared_gate_up", "shared_gate_up",
+       K::kMoe},
+      {"mlp.shared_expert.down_proj.weight", R::kLinear, true, "", "", K::kMoe},
+  };
+  if (fused_linear_names) {  // Qwen3-Next: in_proj_qkvz / in_proj_ba, rows interleaved
+    std::erase_if(t, [](const TensorSpec& s) { return s.pattern.find("in_proj_") != s.pattern.npos; });
+    t.push_back({"linear_attn.in_proj_qkvz.weight", R::kLinear, true, "", "", K::kLinearAttention});
+    t.push_back({"linear_attn.in_proj_ba.weight", R::kLinear, true, "", "", K::kLinearAttention});
+  }
+  const auto mlp = DenseMlp();
+  t.insert(t.end(), mlp.begin(), mlp.begin() + 3);
+  return t;
 }
 
 std::vector<TensorSpec> Concat(std::vector<TensorSpec> a, const std::vector<TensorSpec>& b) {
@@ -51,47 +101,73 @@ std::vector<TensorSpec> Concat(std::vector<TensorSpec> a, const std::vector<Tens
 }
 
 std::vector<TensorSpec> Globals() {
-  return {{"model.embed_tokens.weight", R::kEmbed, true, ""},
-          {"model.norm.weight", R::kFinalNorm, true, ""},
+  return {{"{M}embed_tokens.weight", R::kEmbed, true, ""},
+          {"{M}norm.weight", R::kFinalNorm, true, ""},
           {"lm_head.weight", R::kLmHead, false, ""}};
+}
+
+std::vector<TensorSpec> Mtp() {
+  return {{"mtp.fc.weight", R::kLinear, true, ""},
+          {"mtp.pre_fc_norm_embedding.weight", R::kNorm, true, ""},
+          {"mtp.pre_fc_norm_hidden.weight", R::kNorm, true, ""},
+          {"mtp.norm.weight", R::kNorm, true, ""}};
+}
+
+// Qwen3.5/3.6 vision tower (architectures.md §5.1): LayerNorms, biased Linears.
+std::vector<TensorSpec> VisionBlock() {
+  return {{"model.visual.blocks.{L}.norm1.weight", R::kNorm, true, ""},
+          {"model.visual.blocks.{L}.norm1.bias", R::kNorm, true, ""},
+          {"model.visual.blocks.{L}.norm2.weight", R::kNorm, true, ""},
+          {"model.visual.blocks.{L}.norm2.bias", R::kNorm, true, ""},
+          {"model.visual.blocks.{L}.attn.qkv.weight", R::kVisualLinear, true, ""},
+          {"model.visual.blocks.{L}.attn.proj.weight", R::kVisualLinear, true, ""},
+          {"model.visual.blocks.{L}.mlp.linear_fc1.weight", R::kVisualLinear, true, ""},
+          {"model.visual.blocks.{L}.mlp.linear_fc2.weight", R::kVisualLinear, true, ""}};
+}
+
+std::vector<TensorSpec> VisionGlobals() {
+  return {{"model.visual.patch_embed.proj.weight", R::kTensor, true, ""},
+          {"model.visual.patch_embed.proj.bias", R::kParam, false, ""},
+          {"model.visual.pos_embed.weight", R::kTensor, false, ""},
+          {"model.visual.merger.norm.weight", R::kNorm, true, ""},
+          {"model.visual.merger.norm.bias", R::kNorm, true, ""},
+          {"model.visual.merger.linear_fc1.weight", R::kVisualLinear, true, ""},
+          {"model.visual.merger.linear_fc2.weight", R::kVisualLinear, true, ""}};
 }
 
 const std::vector<ArchDescriptor>& Table() {
   static const std::vector<ArchDescriptor> table = {
-      {"llama",
-       {"LlamaForCausalLM"},
-       Globals(),
-       Concat(AttentionLayer(false, false), DenseMlp()),
-       {}},
-      {"qwen2",
-       {"Qwen2ForCausalLM"},
-       Globals(),
-       Concat(AttentionLayer(true, false), DenseMlp()),
-       {}},
-      {"qwen3",
-       {"Qwen3ForCausalLM"},
-       Globals(),
-       Concat(AttentionLayer(false, true), DenseMlp()),
-       {}},
-      {"qwen3_moe",
-       {"Qwen3MoeForCausalLM"},
-       Globals(),
-       Concat(AttentionLayer(false, true),
-              {{"model.layers.{L}.mlp.gate.weight", R::kRouter, true, ""}}),
-       {{"model.layers.{L}.mlp.experts.{E}.gate_proj.weight", R::kLinear, true, "experts",
-         "gate_up"},
-        {"model.layers.{L}.mlp.experts.{E}.up_proj.weight", R::kLinear, true, "experts",
-         "gate_up"},
-        {"model.layers.{L}.mlp.experts.{E}.down_proj.weight", R::kLinear, true, "experts"}}},
+      {"llama", {"LlamaForCausalLM"}, "model.", Globals(),
+       Concat(AttentionLayer(false, false), DenseMlp()), {}},
+      {"qwen2", {"Qwen2ForCausalLM"}, "model.", Globals(),
+       Concat(AttentionLayer(true, false), DenseMlp()), {}},
+      {"qwen3", {"Qwen3ForCausalLM"}, "model.", Globals(),
+       Concat(AttentionLayer(false, true), DenseMlp()), {}},
+      {"qwen3_moe", {"Qwen3MoeForCausalLM"}, "model.", Globals(),
+       Concat(Concat(AttentionLayer(false, true), DenseMlp()),
+              {{"mlp.gate.weight", R::kRouter, true, "", "", K::kMoe}}),
+       Experts()},
+      {"qwen3_next", {"Qwen3NextForCausalLM"}, "model.", Globals(), HybridLayer(true), Experts(),
+       Mtp()},
+      {"qwen3_5_moe", {"Qwen3_5MoeForConditionalGeneration", "Qwen3_5MoeForCausalLM"},
+       "model.language_model.", Globals(), HybridLayer(false), Experts(), Mtp(), VisionBlock(),
+       VisionGlobals()},
+      {"qwen3_5", {"Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"},
+       "model.language_model.", Globals(), HybridLayer(false), {}, Mtp(), VisionBlock(),
+       VisionGlobals()},
   };
   return table;
 }
 
-std::string Expand(std::string_view pattern, int layer, int expert) {
+// Replaces "{M}" (text model prefix), "{L}" (layer / block) and "{E}" (expert).
+std::string Expand(std::string_view pattern, const std::string& text_model, int layer,
+                   int expert) {
   std::string s(pattern);
-  for (auto [key, value] : {std::pair{"{L}", layer}, {"{E}", expert}}) {
+  const std::pair<const char*, std::string> keys[] = {
+      {"{M}", text_model}, {"{L}", std::to_string(layer)}, {"{E}", std::to_string(expert)}};
+  for (const auto& [key, value] : keys) {
     const size_t at = s.find(key);
-    if (at != std::string::npos) s.replace(at, 3, std::to_string(value));
+    if (at != std::string::npos) s.replace(at, 3, value);
   }
   return s;
 }
@@ -162,7 +238,7 @@ Result<std::optional<LinearInfo>> ResolveLinear(const io::CheckpointReader& ckpt
 // expert projection when present; false when the layer stores experts 2-D.
 Result<bool> AddPackedExperts(const io::CheckpointReader& ckpt, int layer, int experts,
                               ModelLayout* layout, std::set<std::string>* seen) {
-  const std::string p = "model.layers." + std::to_string(layer) + ".mlp.experts.";
+  const std::string p = layout->LayerPrefix(layer) + "mlp.experts.";
   const io::TensorInfo* gu = ckpt.Find(p + "gate_up_proj");
   const io::TensorInfo* dn = ckpt.Find(p + "down_proj");
   if (!gu && !dn) return false;
@@ -175,34 +251,66 @@ Result<bool> AddPackedExperts(const io::CheckpointReader& ckpt, int layer, int e
   seen->insert(gu->name);
   seen->insert(dn->name);
   const int64_t inter = dn->shape[2], hidden = dn->shape[1];
-  const std::string unit = "model.layers." + std::to_string(layer) + ".experts";
+  const std::string unit = layout->LayerPrefix(layer) + "experts";
   for (int e = 0; e < experts; ++e) {
-    const std::string m =
-        "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(e) + ".";
+    const std::string m = p + std::to_string(e) + ".";
+    for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
+      for (std::string_view suffix : kLinearSuffixes)
+        if (ckpt.Find(m + proj + "." + std::string(suffix)))
+          return InvalidArgument(layout->LayerPrefix(layer) +
+                                 "mlp.experts: packed and per-expert tensors mixed in one layer (" +
+                                 m + proj + "." + std::string(suffix) + ")");
     // Each expert's gate/up share global scales (as the per-expert layout's tensor list says).
     const std::string gate_up = m + "gate_up";
+    const bool mtp = layer >= layout->num_layers;
     layout->linears.push_back({m + "gate_proj", layer, inter, hidden, unit, gate_up, false,
-                               false, false, gu->name, e, 0});
+                               false, false, gu->name, e, 0, false, mtp});
     layout->linears.push_back({m + "up_proj", layer, inter, hidden, unit, gate_up, false, false,
-                               false, gu->name, e, inter});
+                               false, gu->name, e, inter, false, mtp});
     layout->linears.push_back({m + "down_proj", layer, hidden, inter, unit, m + "down_proj",
-                               false, false, false, dn->name, e, 0});
+                               false, false, false, dn->name, e, 0, false, mtp});
   }
   return true;
 }
 
 // The global-scale group of a Linear: its scale_sharing key within its layer (or, for
 // expert tensors, within its expert), else the module alone.
-std::string ScaleGroup(const TensorSpec& spec, int layer, int expert, const std::string& module) {
+std::string ScaleGroup(const TensorSpec& spec, const std::string& layer_prefix, int expert,
+                       const std::string& module) {
   if (spec.scale_sharing.empty()) return module;
-  std::string p = "model.layers." + std::to_string(layer) + ".";
+  std::string p = layer_prefix;
   if (spec.pattern.find("{E}") != std::string_view::npos)
     p += "mlp.experts." + std::to_string(expert) + ".";
   return p + std::string(spec.scale_sharing);
 }
 
-int IntField(const nlohmann::json& c, const char* key, int fallback) {
-  return c.contains(key) && c[key].is_number_integer() ? c[key].get<int>() : fallback;
+// Whether layer `layer` (L + j for MTP layer j) holds tensors of `kind`.
+bool LayerHas(const ModelConfig& c, LayerKind kind, int layer) {
+  const bool mtp = layer >= c.num_layers;
+  switch (kind) {
+    case LayerKind::kAny: return true;
+    case LayerKind::kAttention: return mtp || !c.IsLinearAttention(layer);
+    case LayerKind::kLinearAttention: return !mtp && c.IsLinearAttention(layer);
+    case LayerKind::kMoe: return c.IsMoeLayer(layer);
+    case LayerKind::kDenseMlp: return !c.IsMoeLayer(layer);
+  }
+  return false;
+}
+
+// Expected rank of a non-Linear tensor; 0 = any.
+size_t RankOf(TensorRole role) {
+  switch (role) {
+    case R::kEmbed:
+    case R::kRouter: return 2;
+    case R::kTensor: return 0;
+    default: return 1;
+  }
+}
+
+int VisionDepth(const nlohmann::json& config) {
+  if (!config.contains("vision_config") || !config["vision_config"].is_object()) return 0;
+  const auto& v = config["vision_config"];
+  return v.contains("depth") && v["depth"].is_number_integer() ? v["depth"].get<int>() : 0;
 }
 
 }  // namespace
@@ -228,79 +336,135 @@ Result<const ArchDescriptor*> DetectArchitecture(const nlohmann::json& config) {
                          "\"); supported: " + ArchitectureNameList());
 }
 
-Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::CheckpointReader& ckpt) {
-  ModelLayout layout;
-  PQ_ASSIGN_OR_RETURN(layout.arch, DetectArchitecture(config));
-  layout.num_layers = IntField(config, "num_hidden_layers", -1);
-  if (layout.num_layers <= 0)
-    return InvalidArgument("config.json: num_hidden_layers missing or not positive");
-  // transformers v5 writes num_local_experts; older configs num_experts.
-  layout.num_experts =
-      layout.arch->expert_tensors.empty()
-          ? 0
-          : IntField(config, "num_experts", IntField(config, "num_local_experts", -1));
-  if (!layout.arch->expert_tensors.empty() && layout.num_experts <= 0)
-    return InvalidArgument("config.json: num_experts missing for an MoE architecture");
-  layout.tie_word_embeddings = config.value("tie_word_embeddings", false);
+std::string ModelLayout::LayerPrefix(int layer) const {
+  if (layer >= num_layers) return "mtp.layers." + std::to_string(layer - num_layers) + ".";
+  return text_model + "layers." + std::to_string(layer) + ".";
+}
 
-  std::set<std::string> seen;
-  std::map<std::string, const io::TensorInfo*> bias_of;
-  auto visit = [&](const TensorSpec& spec, int layer, int expert) -> Status {
-    const std::string name = Expand(spec.pattern, layer, expert);
-    const bool linear = spec.role == R::kLinear || spec.role == R::kLmHead;
-    if (linear) {
-      PQ_ASSIGN_OR_RETURN(auto li, ResolveLinear(ckpt, name, spec.required, &seen));
-      if (li) {
-        li->layer = layer;
-        li->is_lm_head = spec.role == R::kLmHead;
-        li->unit = spec.sibling.empty()
-                       ? li->module
-                       : "model.layers." + std::to_string(layer) + "." + std::string(spec.sibling);
-        li->scale_group = ScaleGroup(spec, layer, expert, li->module);
-        layout.linears.push_back(std::move(*li));
-      }
-      return Status::Ok();
-    }
-    const io::TensorInfo* t = ckpt.Find(name);
+namespace {
+
+// Resolves the tensors of one spec list into `layout` (Linears, other tensors, ignores).
+class LayoutBuilder {
+ public:
+  LayoutBuilder(const io::CheckpointReader& ckpt, ModelLayout* layout)
+      : ckpt_(ckpt), layout_(*layout) {}
+
+  // One tensor: `prefix` + the expanded pattern.
+  Status Visit(const TensorSpec& spec, const std::string& prefix, int layer, int expert,
+               int block = 0) {
+    // Layer and expert patterns are relative (no "{L}"); vision block patterns use "{L}".
+    const std::string name = prefix + Expand(spec.pattern, layout_.text_model, block, expert);
+    if (spec.role == R::kLinear || spec.role == R::kLmHead || spec.role == R::kVisualLinear)
+      return VisitLinear(spec, name, prefix, layer, expert);
+    const io::TensorInfo* t = ckpt_.Find(name);
     if (!t) {
       if (spec.required)
         return NotFound("checkpoint has no tensor \"" + name + "\" required by " +
-                        std::string(layout.arch->name));
+                        std::string(layout_.arch->name));
       return Status::Ok();
     }
-    seen.insert(name);
-    const size_t dims = spec.role == R::kEmbed || spec.role == R::kRouter ? 2 : 1;
-    if (t->shape.size() != dims)
+    seen_.insert(name);
+    const size_t dims = RankOf(spec.role);
+    if (dims != 0 && t->shape.size() != dims)
       return InvalidArgument("tensor \"" + name + "\" has " + std::to_string(t->shape.size()) +
                              " dims, expected " + std::to_string(dims));
     if (!IsFloatingPoint(t->dtype))
       return InvalidArgument("tensor \"" + name + "\" has non-float dtype " +
                              std::string(DTypeName(t->dtype)));
-    layout.other_tensors.push_back(name);
-    if (spec.role == R::kRouter) layout.always_ignored.push_back(ModuleOf(name));
+    layout_.other_tensors.push_back(name);
+    if (spec.role == R::kRouter) layout_.always_ignored.push_back(ModuleOf(name));
     return Status::Ok();
-  };
-  for (int l = 0; l < layout.num_layers; ++l) {
-    for (const auto& s : layout.arch->layer_tensors) PQ_RETURN_IF_ERROR(visit(s, l, 0));
-    if (layout.num_experts == 0) continue;
-    PQ_ASSIGN_OR_RETURN(bool packed, AddPackedExperts(ckpt, l, layout.num_experts, &layout, &seen));
+  }
+
+  std::set<std::string>* seen() { return &seen_; }
+
+ private:
+  Status VisitLinear(const TensorSpec& spec, const std::string& name, const std::string& prefix,
+                     int layer, int expert) {
+    PQ_ASSIGN_OR_RETURN(auto li, ResolveLinear(ckpt_, name, spec.required, &seen_));
+    if (!li) return Status::Ok();
+    li->is_visual = spec.role == R::kVisualLinear;
+    li->layer = li->is_visual ? -1 : layer;
+    li->is_mtp = layer >= layout_.num_layers;
+    li->is_lm_head = spec.role == R::kLmHead;
+    const std::string& unit_prefix = prefix.empty() ? li->module + "." : prefix;
+    li->unit = spec.sibling.empty() ? li->module : unit_prefix + std::string(spec.sibling);
+    li->scale_group = ScaleGroup(spec, prefix, expert, li->module);
+    layout_.linears.push_back(std::move(*li));
+    return Status::Ok();
+  }
+
+  const io::CheckpointReader& ckpt_;
+  ModelLayout& layout_;
+  std::set<std::string> seen_;
+};
+
+// The MTP head is used when the config declares one and its tensors are there (a checkpoint
+// stripped of every mtp.* tensor has none; a partial one is an error naming what is missing).
+int MtpLayers(const ModelConfig& c, const io::CheckpointReader& ckpt) {
+  if (c.mtp_layers == 0) return 0;
+  for (const auto& name : ckpt.names())
+    if (name.rfind("mtp.", 0) == 0) return static_cast<int>(c.mtp_layers);
+  return 0;
+}
+
+}  // namespace
+
+Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::CheckpointReader& ckpt) {
+  ModelLayout layout;
+  PQ_ASSIGN_OR_RETURN(layout.arch, DetectArchitecture(config));
+  PQ_ASSIGN_OR_RETURN(const ModelConfig c, ParseModelConfig(config, std::string(layout.arch->name)));
+  layout.num_layers = static_cast<int>(c.num_layers);
+  if (layout.num_layers <= 0)
+    return InvalidArgument("config.json: num_hidden_layers missing or not positive");
+  layout.num_experts = static_cast<int>(c.num_experts);
+  if (!layout.arch->expert_tensors.empty() && layout.num_experts <= 0)
+    return InvalidArgument("config.json: num_experts missing for an MoE architecture");
+  layout.tie_word_embeddings = c.tie_word_embeddings;
+  // Text-only exports of the multimodal families use "model." instead of the preferred prefix.
+  layout.text_model = std::string(layout.arch->text_model);
+  if (!ckpt.Find(layout.text_model + "embed_tokens.weight") && ckpt.Find("model.embed_tokens.weight"))
+    layout.text_model = "model.";
+  layout.mtp_layers = MtpLayers(c, ckpt);
+
+  LayoutBuilder b(ckpt, &layout);
+  for (int l = 0; l < layout.num_layers + layout.mtp_layers; ++l) {
+    const std::string prefix = layout.LayerPrefix(l);
+    for (const auto& s : layout.arch->layer_tensors)
+      if (LayerHas(c, s.kind, l)) PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, 0));
+    if (!c.IsMoeLayer(l)) continue;
+    PQ_ASSIGN_OR_RETURN(bool packed, AddPackedExperts(ckpt, l, layout.num_experts, &layout, b.seen()));
     if (packed) continue;
     for (int e = 0; e < layout.num_experts; ++e)
-      for (const auto& s : layout.arch->expert_tensors) PQ_RETURN_IF_ERROR(visit(s, l, e));
+      for (const auto& s : layout.arch->expert_tensors) PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, e));
   }
-  for (const auto& s : layout.arch->global_tensors) PQ_RETURN_IF_ERROR(visit(s, -1, 0));
+  if (layout.mtp_layers > 0)
+    for (const auto& s : layout.arch->mtp_tensors)
+      PQ_RETURN_IF_ERROR(b.Visit(s, "", layout.num_layers, 0));
+  const int depth = VisionDepth(config);
+  if (!layout.arch->vision_tensors.empty() && ckpt.Find("model.visual.patch_embed.proj.weight")) {
+    for (int blk = 0; blk < depth; ++blk)
+      for (const auto& s : layout.arch->vision_block_tensors)
+        PQ_RETURN_IF_ERROR(b.Visit(s, "", -1, 0, blk));
+    for (const auto& s : layout.arch->vision_tensors) PQ_RETURN_IF_ERROR(b.Visit(s, "", -1, 0));
+  }
+  for (const auto& s : layout.arch->global_tensors) PQ_RETURN_IF_ERROR(b.Visit(s, "", -1, 0));
+  // Biases of vision Linears (all of them have one) travel with their Linear.
+  for (const auto& li : layout.linears)
+    if (li.is_visual && !li.has_bias)
+      return NotFound("vision Linear \"" + li.module + "\" has no bias");
   // The tied head is the embedding; expose it as a (tied) lm_head Linear.
   bool has_head = false;  // dense `lm_head.weight` or a compressed lm_head
   for (const auto& li : layout.linears) has_head |= li.is_lm_head;
   if (!has_head) {
     if (!layout.tie_word_embeddings)
       return NotFound("checkpoint has no lm_head weight and tie_word_embeddings is false");
-    const io::TensorInfo* e = ckpt.Find("model.embed_tokens.weight");
+    const io::TensorInfo* e = ckpt.Find(layout.text_model + "embed_tokens.weight");
     layout.linears.push_back({"lm_head", -1, e->shape[0], e->shape[1], "lm_head", "lm_head",
                               false, true, true, "", -1, 0});
   }
   for (const auto& name : ckpt.names())
-    if (!seen.count(name))
+    if (!b.seen()->count(name))
       return InvalidArgument("tensor \"" + name + "\" is not part of the " +
                              std::string(layout.arch->name) +
                              " tensor list; refusing to guess how to treat it");
@@ -323,7 +487,10 @@ Result<nlohmann::json> ReadConfig(const std::string& model_dir) {
 namespace pq::model {
 
 Result<std::vector<float>> ReadDenseLinear(const io::CheckpointReader& ckpt, const LinearInfo& li) {
-  const std::string name = li.tied                    ? "model.embed_tokens.weight"
+  const std::string embed = ckpt.Find("model.language_model.embed_tokens.weight")
+                                ? "model.language_model.embed_tokens.weight"
+                                : "model.embed_tokens.weight";
+  const std::string name = li.tied                    ? embed
                            : li.packed_tensor.empty() ? li.module + ".weight"
                                                       : li.packed_tensor;
   PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt.Get(name));

@@ -20,12 +20,26 @@ enum class TensorRole : uint8_t {
   kNorm,    // per-layer RMSNorm weights (incl. q_norm / k_norm)
   kLinear,  // a quantizable Linear's weight
   kBias,    // a Linear's bias (kept in bf16)
-  kRouter,  // MoE router gate: BF16, ignored
+  kRouter,  // 2-D gate kept BF16 and ignored (MoE router, shared_expert_gate)
   kBuffer,  // non-parameter buffer passed through unchanged
+  kParam,   // other 1-D parameter passed through (DeltaNet A_log, dt_bias)
+  kTensor,  // other parameter of any rank passed through (conv1d, patch embed, pos embed)
+  kVisualLinear,  // a vision-tower Linear: written in the fixed --visual-format
 };
 
-// A tensor of the architecture, as a pattern over the HF checkpoint name:
-// "{L}" = layer index, "{E}" = expert index.
+// Which layers of a hybrid model hold a layer tensor.
+enum class LayerKind : uint8_t {
+  kAny,
+  kAttention,        // softmax-attention layers (and the MTP layer)
+  kLinearAttention,  // Gated DeltaNet layers
+  kMoe,              // MoE FFN layers
+  kDenseMlp,         // dense FFN layers
+};
+
+// A tensor of the architecture, as a pattern over the HF checkpoint name. Layer and expert
+// tensors are relative to the layer's prefix ("model.layers.3.", "mtp.layers.0."), with
+// "{E}" = expert index; global tensors are absolute with "{M}" = the text model's prefix
+// ("model." or "model.language_model."); vision tensors use "{L}" = block index.
 struct TensorSpec {
   std::string_view pattern;
   TensorRole role;
@@ -38,14 +52,22 @@ struct TensorSpec {
   // Coarser than nothing, finer than `sibling` for experts (each expert's gate/up share;
   // down_proj and other experts do not).
   std::string_view scale_sharing = {};
+  LayerKind kind = LayerKind::kAny;
 };
 
 struct ArchDescriptor {
-  std::string_view name;                           // "llama", "qwen2", "qwen3", "qwen3_moe"
+  std::string_view name;                           // "llama", "qwen2", "qwen3", "qwen3_moe", ...
   std::vector<std::string_view> hf_architectures;  // config.json "architectures" values
+  std::string_view text_model;                     // "model." or "model.language_model."
   std::vector<TensorSpec> global_tensors;
   std::vector<TensorSpec> layer_tensors;
   std::vector<TensorSpec> expert_tensors;  // per expert of an MoE layer (empty if dense)
+  // MTP head (architectures.md §4): its own tensors ("mtp.*"); its decoder layer(s) are
+  // layer_tensors under "mtp.layers.J." (attention kind).
+  std::vector<TensorSpec> mtp_tensors = {};
+  // Vision tower: per block ("{L}") and global tensors, written in a fixed format.
+  std::vector<TensorSpec> vision_block_tensors = {};
+  std::vector<TensorSpec> vision_tensors = {};
 };
 
 std::span<const ArchDescriptor> AllArchitectures();
@@ -54,7 +76,7 @@ std::string ArchitectureNameList();
 // One quantizable Linear of a concrete checkpoint.
 struct LinearInfo {
   std::string module;  // e.g. "model.layers.3.self_attn.q_proj" (weight at module + ".weight")
-  int layer = -1;      // -1 for lm_head
+  int layer = -1;      // -1 for lm_head and vision; L + j for MTP layer j (and mtp.fc: L)
   int64_t rows = 0;    // out_features
   int64_t cols = 0;    // in_features
   std::string unit;    // decision unit: Linears with equal `unit` must share a format
@@ -67,6 +89,8 @@ struct LinearInfo {
   std::string packed_tensor;
   int64_t packed_expert = -1;
   int64_t packed_row = 0;
+  bool is_visual = false;  // vision tower: fixed format, not allocated
+  bool is_mtp = false;     // MTP head (mtp.*): probed with its own objective
 };
 
 // The resolved layout of one checkpoint.
@@ -74,12 +98,18 @@ struct ModelLayout {
   const ArchDescriptor* arch = nullptr;
   int num_layers = 0;
   int num_experts = 0;
+  int mtp_layers = 0;  // MTP decoder layers present in the checkpoint (0: none)
+  std::string text_model = "model.";  // prefix of embed_tokens, layers, norm
   bool tie_word_embeddings = false;
   std::vector<LinearInfo> linears;  // body Linears in checkpoint order, then lm_head
   // Every checkpoint tensor that is not a Linear weight (embeddings, norms, biases, ...).
   std::vector<std::string> other_tensors;
   // Modules that are Linears to vLLM but stay BF16 by rule (MoE routers): always in `ignore`.
   std::vector<std::string> always_ignored;
+
+  // "model.layers.3." for body layer 3; "mtp.layers.J." for layer L + J (MTP).
+  std::string LayerPrefix(int layer) const;
+  bool has_mtp() const { return mtp_layers > 0; }
 };
 
 // Picks the architecture from config.json ("architectures" then "model_type").

@@ -56,7 +56,96 @@ Status ApplyRopeScaling(const json& c, std::vector<double>* inv_freq) {
   return Status::Ok();
 }
 
+bool IsHybrid(const std::string& arch) {
+  return arch == "qwen3_next" || arch == "qwen3_5" || arch == "qwen3_5_moe";
+}
+
+Status GetMoe(const json& c, const std::string& arch, ModelConfig* m) {
+  PQ_RETURN_IF_ERROR(GetInt(c, "num_local_experts", &m->num_experts, false));  // transformers v5
+  PQ_RETURN_IF_ERROR(GetInt(c, "num_experts", &m->num_experts, m->num_experts == 0));
+  PQ_RETURN_IF_ERROR(GetInt(c, "num_experts_per_tok", &m->top_k, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "moe_intermediate_size", &m->moe_intermediate, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "decoder_sparse_step", &m->decoder_sparse_step, false));
+  // Qwen3.5/3.6 has no norm_topk_prob: it always renormalises (architectures.md §1.5).
+  m->norm_topk_prob = arch == "qwen3_5_moe" || c.value("norm_topk_prob", false);
+  if (c.contains("mlp_only_layers") && c["mlp_only_layers"].is_array())
+    for (const auto& v : c["mlp_only_layers"])
+      if (v.is_number_integer()) m->mlp_only_layers.push_back(v.get<int64_t>());
+  if (m->top_k <= 0 || m->top_k > m->num_experts)
+    return InvalidArgument("config.json: num_experts_per_tok must be in [1, num_experts]");
+  if (arch != "qwen3_moe")
+    PQ_RETURN_IF_ERROR(GetInt(c, "shared_expert_intermediate_size",
+                              &m->shared_expert_intermediate, true));
+  return Status::Ok();
+}
+
+// layer_types (or full_attention_interval) of a hybrid model.
+Status GetLayerTypes(const json& c, ModelConfig* m) {
+  m->linear_attention.assign(static_cast<size_t>(m->num_layers), false);
+  if (c.contains("layer_types") && !c["layer_types"].is_null()) {
+    const json& t = c["layer_types"];
+    if (!t.is_array() || static_cast<int64_t>(t.size()) != m->num_layers)
+      return InvalidArgument("config.json: layer_types must list num_hidden_layers entries");
+    for (size_t i = 0; i < t.size(); ++i) {
+      const std::string type = t[i].is_string() ? t[i].get<std::string>() : "";
+      if (type != "linear_attention" && type != "full_attention")
+        return InvalidArgument("config.json: layer_types[" + std::to_string(i) + "] = \"" + type +
+                             "\" is not a layer type we know (linear_attention, full_attention)");
+      m->linear_attention[i] = type == "linear_attention";
+    }
+    return Status::Ok();
+  }
+  int64_t interval = 4;
+  PQ_RETURN_IF_ERROR(GetInt(c, "full_attention_interval", &interval, false));
+  if (interval <= 0) return InvalidArgument("config.json: full_attention_interval must be > 0");
+  for (int64_t i = 0; i < m->num_layers; ++i)
+    m->linear_attention[static_cast<size_t>(i)] = (i + 1) % interval != 0;
+  return Status::Ok();
+}
+
+// The Gated DeltaNet and gated-attention fields of Qwen3-Next / Qwen3.5 / Qwen3.6.
+Status GetHybrid(const json& c, const std::string& arch, ModelConfig* m) {
+  m->norm_offset = 1.0f;
+  m->attn_output_gate = c.value("attn_output_gate", true);
+  m->lin_fused_naming = arch == "qwen3_next";
+  PQ_RETURN_IF_ERROR(GetLayerTypes(c, m));
+  PQ_RETURN_IF_ERROR(GetInt(c, "linear_num_key_heads", &m->lin_k_heads, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "linear_num_value_heads", &m->lin_v_heads, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "linear_key_head_dim", &m->lin_k_dim, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "linear_value_head_dim", &m->lin_v_dim, true));
+  PQ_RETURN_IF_ERROR(GetInt(c, "linear_conv_kernel_dim", &m->conv_kernel, true));
+  if (m->lin_k_heads == 0 || m->lin_v_heads % m->lin_k_heads != 0 || m->lin_k_dim == 0 ||
+      m->lin_v_dim == 0 || m->conv_kernel == 0)
+    return InvalidArgument(
+        "config.json: need linear_num_value_heads divisible by linear_num_key_heads and "
+        "positive linear head dims and conv kernel");
+  PQ_RETURN_IF_ERROR(GetInt(c, "mtp_num_hidden_layers", &m->mtp_layers, false));
+  PQ_RETURN_IF_ERROR(GetInt(c, "num_nextn_predict_layers", &m->mtp_layers, false));
+  if (m->mtp_layers > 1)
+    return Unimplemented("config.json: " + std::to_string(m->mtp_layers) +
+                         " MTP layers; one is supported");
+  return Status::Ok();
+}
+
+// partial_rotary_factor, top level or inside rope_parameters.
+Status GetRotDim(const json& c, ModelConfig* m) {
+  double factor = 1.0;
+  PQ_RETURN_IF_ERROR(GetDouble(c, "partial_rotary_factor", &factor));
+  if (c.contains("rope_parameters") && c["rope_parameters"].is_object())
+    PQ_RETURN_IF_ERROR(GetDouble(c["rope_parameters"], "partial_rotary_factor", &factor));
+  m->rot_dim = static_cast<int64_t>(static_cast<double>(m->head_dim) * factor);
+  if (factor <= 0 || factor > 1 || m->rot_dim <= 0 || m->rot_dim % 2 != 0)
+    return InvalidArgument("config.json: partial_rotary_factor must give an even rotary dim");
+  return Status::Ok();
+}
+
 }  // namespace
+
+const json& TextConfig(const json& config) {
+  if (config.contains("text_config") && config["text_config"].is_object())
+    return config["text_config"];
+  return config;
+}
 
 bool ModelConfig::IsMoeLayer(int64_t layer) const {
   if (num_experts == 0) return false;
@@ -65,7 +154,8 @@ bool ModelConfig::IsMoeLayer(int64_t layer) const {
   return decoder_sparse_step > 0 && (layer + 1) % decoder_sparse_step == 0;
 }
 
-Result<ModelConfig> ParseModelConfig(const json& c, const std::string& arch) {
+Result<ModelConfig> ParseModelConfig(const json& whole, const std::string& arch) {
+  const json& c = TextConfig(whole);
   ModelConfig m;
   m.arch = arch;
   PQ_RETURN_IF_ERROR(GetInt(c, "hidden_size", &m.hidden, true));
@@ -74,7 +164,8 @@ Result<ModelConfig> ParseModelConfig(const json& c, const std::string& arch) {
   m.kv_heads = m.heads;
   PQ_RETURN_IF_ERROR(GetInt(c, "num_key_value_heads", &m.kv_heads, false));
   PQ_RETURN_IF_ERROR(GetInt(c, "vocab_size", &m.vocab, true));
-  PQ_RETURN_IF_ERROR(GetInt(c, "intermediate_size", &m.intermediate, arch != "qwen3_moe"));
+  PQ_RETURN_IF_ERROR(GetInt(c, "intermediate_size", &m.intermediate,
+                            arch != "qwen3_moe" && arch != "qwen3_5_moe" && arch != "qwen3_next"));
   PQ_RETURN_IF_ERROR(GetInt(c, "max_position_embeddings", &m.max_positions, false));
   if (m.heads == 0 || m.hidden == 0 || m.kv_heads == 0 || m.heads % m.kv_heads != 0)
     return InvalidArgument(
@@ -89,25 +180,16 @@ Result<ModelConfig> ParseModelConfig(const json& c, const std::string& arch) {
     PQ_RETURN_IF_ERROR(GetDouble(c["rope_parameters"], "rope_theta", &m.rope_theta));
   m.tie_word_embeddings = c.value("tie_word_embeddings", false);
   m.qkv_bias = arch == "qwen2" || c.value("attention_bias", false);
-  m.qk_norm = arch == "qwen3" || arch == "qwen3_moe";
-  if (arch == "qwen3_moe") {
-    PQ_RETURN_IF_ERROR(GetInt(c, "num_local_experts", &m.num_experts, false));  // transformers v5
-    PQ_RETURN_IF_ERROR(GetInt(c, "num_experts", &m.num_experts, m.num_experts == 0));
-    PQ_RETURN_IF_ERROR(GetInt(c, "num_experts_per_tok", &m.top_k, true));
-    PQ_RETURN_IF_ERROR(GetInt(c, "moe_intermediate_size", &m.moe_intermediate, true));
-    PQ_RETURN_IF_ERROR(GetInt(c, "decoder_sparse_step", &m.decoder_sparse_step, false));
-    m.norm_topk_prob = c.value("norm_topk_prob", false);
-    if (c.contains("mlp_only_layers") && c["mlp_only_layers"].is_array())
-      for (const auto& v : c["mlp_only_layers"])
-        if (v.is_number_integer()) m.mlp_only_layers.push_back(v.get<int64_t>());
-    if (m.top_k <= 0 || m.top_k > m.num_experts)
-      return InvalidArgument("config.json: num_experts_per_tok must be in [1, num_experts]");
-  }
+  m.qk_norm = arch == "qwen3" || arch == "qwen3_moe" || IsHybrid(arch);
+  if (arch == "qwen3_moe" || arch == "qwen3_5_moe" || arch == "qwen3_next")
+    PQ_RETURN_IF_ERROR(GetMoe(c, arch, &m));
+  if (IsHybrid(arch)) PQ_RETURN_IF_ERROR(GetHybrid(c, arch, &m));
+  PQ_RETURN_IF_ERROR(GetRotDim(c, &m));
   if (c.contains("bos_token_id") && c["bos_token_id"].is_number_integer())
     m.bos_id = c["bos_token_id"].get<int32_t>();
   if (c.contains("eos_token_id") && c["eos_token_id"].is_number_integer())
     m.eos_id = c["eos_token_id"].get<int32_t>();
-  const int64_t rot = m.head_dim;
+  const int64_t rot = m.rot_dim;
   for (int64_t i = 0; i < rot / 2; ++i)
     m.inv_freq.push_back(
         1.0 / std::pow(m.rope_theta, static_cast<double>(2 * i) / static_cast<double>(rot)));

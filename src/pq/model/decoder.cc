@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "pq/compute/hybrid_ops.h"
 #include "pq/compute/ops.h"
 #include "pq/core/check.h"
 #include "pq/formats/act_quant.h"
@@ -16,16 +17,8 @@ using Vec = std::vector<float>;
 
 Vec Zeros(int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); }
 
-
-// dx[T, K] += dy[T, N] W; reports (x, dy) to the observer.
-void LinearBackward(std::span<const float> dy, std::span<const float> x, const LinearWeights& l,
-                    std::span<float> dx, int64_t t, LinearObserver* obs) {
-  if (obs) obs->OnLinear(l, x, dy, t);
-  ops::MatMulBackward(dy, x, l.w, dx, {}, {}, t, l.cols, l.rows);
-}
-
 compute::RopeSpec Spec(const ModelConfig& c) {
-  return {static_cast<int>(c.head_dim), static_cast<int>(c.head_dim)};
+  return {static_cast<int>(c.head_dim), static_cast<int>(c.rot_dim)};
 }
 
 float AttnScale(const ModelConfig& c) { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
@@ -35,6 +28,22 @@ std::span<float> Slice(Vec& v, size_t off, int64_t n) {
 }
 std::span<const float> Slice(const Vec& v, size_t off, int64_t n) {
   return std::span<const float>(v).subspan(off, static_cast<size_t>(n));
+}
+
+// x[R, 2*Dh] (per head [first Dh | second Dh]) -> first[R, Dh], second[R, Dh].
+void SplitHeadPairs(const Vec& x, Vec& first, Vec& second, int64_t rows, int64_t dh) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(x.begin() + r * 2 * dh, dh, first.begin() + r * dh);
+    std::copy_n(x.begin() + r * 2 * dh + dh, dh, second.begin() + r * dh);
+  }
+}
+
+// The inverse of SplitHeadPairs.
+void JoinHeadPairs(const Vec& first, const Vec& second, Vec& x, int64_t rows, int64_t dh) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(first.begin() + r * dh, dh, x.begin() + r * 2 * dh);
+    std::copy_n(second.begin() + r * dh, dh, x.begin() + r * 2 * dh + dh);
+  }
 }
 
 // Calls fn(T_s, q offset, k/v offset, probs offset) for each sequence of the batch.
@@ -57,7 +66,14 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
   a.q_pre = Zeros(t * h * dh);
   a.k_pre = Zeros(t * hkv * dh);
   a.v = Zeros(t * hkv * dh);
-  LinearForward(a.n1, w.q, a.q_pre, t, obs);
+  if (c.attn_output_gate) {  // q_proj rows per head: [query Dh | gate Dh]
+    Vec qg = Zeros(t * h * 2 * dh);
+    LinearForward(a.n1, w.q, qg, t, obs);
+    a.q_gate = Zeros(t * h * dh);
+    SplitHeadPairs(qg, a.q_pre, a.q_gate, t * h, dh);
+  } else {
+    LinearForward(a.n1, w.q, a.q_pre, t, obs);
+  }
   LinearForward(a.n1, w.k, a.k_pre, t, obs);
   LinearForward(a.n1, w.v, a.v, t, obs);
   a.q = a.q_pre;
@@ -65,9 +81,9 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
   if (c.qk_norm) {  // per-head RMSNorm over Dh, before RoPE
     a.q_rstd = Zeros(t * h);
     a.k_rstd = Zeros(t * hkv);
-    ops::RmsNorm(a.q_pre, w.q_norm, static_cast<float>(c.rms_eps), 0.0f, a.q, a.q_rstd, t * h, dh);
-    ops::RmsNorm(a.k_pre, w.k_norm, static_cast<float>(c.rms_eps), 0.0f, a.k, a.k_rstd, t * hkv,
-                 dh);
+    const auto eps = static_cast<float>(c.rms_eps);
+    ops::RmsNorm(a.q_pre, w.q_norm, eps, c.norm_offset, a.q, a.q_rstd, t * h, dh);
+    ops::RmsNorm(a.k_pre, w.k_norm, eps, c.norm_offset, a.k, a.k_rstd, t * hkv, dh);
   }
   a.attn = Zeros(t * h * dh);
   int64_t probs_total = 0;
@@ -82,7 +98,13 @@ void AttentionForward(const ModelConfig& c, const LayerWeights& w, const RopeCac
                    Slice(a.probs, po, h * ts * ts), ts, h, hkv, dh, AttnScale(c));
   });
   o = Zeros(t * c.hidden);
-  LinearForward(a.attn, w.o, o, t, obs);
+  if (!c.attn_output_gate) {
+    LinearForward(a.attn, w.o, o, t, obs);
+    return;
+  }
+  a.attn_gated = Zeros(t * h * dh);
+  ops::SigmoidGate(a.attn, a.q_gate, a.attn_gated, t, h * dh, h * dh);
+  LinearForward(a.attn_gated, w.o, o, t, obs);
 }
 
 // d_o[T, D] -> dn1[T, D] (accumulated)
@@ -90,8 +112,15 @@ void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCa
                        std::span<const int64_t> lens, int64_t t, const LayerActs& a,
                        std::span<const float> d_o, Vec& dn1, LinearObserver* obs) {
   const int64_t h = c.heads, hkv = c.kv_heads, dh = c.head_dim;
-  Vec d_attn = Zeros(t * h * dh);
-  LinearBackward(d_o, a.attn, w.o, d_attn, t, obs);
+  Vec d_attn = Zeros(t * h * dh), d_gate;
+  if (c.attn_output_gate) {
+    Vec d_gated = Zeros(t * h * dh);
+    LinearBackward(d_o, a.attn_gated, w.o, d_gated, t, obs);
+    d_gate = Zeros(t * h * dh);
+    ops::SigmoidGateBackward(d_gated, a.attn, a.q_gate, d_attn, d_gate, t, h * dh, h * dh);
+  } else {
+    LinearBackward(d_o, a.attn, w.o, d_attn, t, obs);
+  }
   Vec dq = Zeros(t * h * dh), dk = Zeros(t * hkv * dh), dv = Zeros(t * hkv * dh);
   ForEachSequence(lens, h, hkv, dh, [&](int64_t ts, size_t qo, size_t ko, size_t po) {
     const int64_t nq = ts * h * dh, nk = ts * hkv * dh;
@@ -104,10 +133,16 @@ void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCa
   });
   if (c.qk_norm) {
     Vec dq_pre = Zeros(t * h * dh), dk_pre = Zeros(t * hkv * dh);
-    ops::RmsNormBackward(dq, a.q_pre, w.q_norm, a.q_rstd, 0.0f, dq_pre, {}, t * h, dh);
-    ops::RmsNormBackward(dk, a.k_pre, w.k_norm, a.k_rstd, 0.0f, dk_pre, {}, t * hkv, dh);
+    ops::RmsNormBackward(dq, a.q_pre, w.q_norm, a.q_rstd, c.norm_offset, dq_pre, {}, t * h, dh);
+    ops::RmsNormBackward(dk, a.k_pre, w.k_norm, a.k_rstd, c.norm_offset, dk_pre, {}, t * hkv,
+                         dh);
     dq.swap(dq_pre);
     dk.swap(dk_pre);
+  }
+  if (c.attn_output_gate) {
+    Vec dqg = Zeros(t * h * 2 * dh);
+    JoinHeadPairs(dq, d_gate, dqg, t * h, dh);
+    dq.swap(dqg);
   }
   LinearBackward(dq, a.n1, w.q, dn1, t, obs);
   LinearBackward(dk, a.n1, w.k, dn1, t, obs);
@@ -135,6 +170,38 @@ void MlpBackward(const LayerWeights& w, int64_t t, const LayerActs& a, std::span
   ops::SwiGluBackward(dm, a.g, a.u, dg, du);
   LinearBackward(dg, a.n2, w.gate, dn2, t, obs);
   LinearBackward(du, a.n2, w.up, dn2, t, obs);
+}
+
+// ---- shared expert: out[T, D] += sigmoid(n2 . w_sg) * SwiGLU_shared(n2) ----
+void SharedExpertForward(const LayerWeights& w, int64_t t, LayerActs& a, Vec& out,
+                         LinearObserver* obs) {
+  const int64_t f = w.shared_gate.rows, d = w.shared_down.rows;
+  a.sg = Zeros(t * f);
+  a.su = Zeros(t * f);
+  a.sm = Zeros(t * f);
+  a.s_out = Zeros(t * d);
+  a.s_gate = Zeros(t);
+  LinearForward(a.n2, w.shared_gate, a.sg, t, obs);
+  LinearForward(a.n2, w.shared_up, a.su, t, obs);
+  ops::SwiGlu(a.sg, a.su, a.sm);
+  LinearForward(a.sm, w.shared_down, a.s_out, t, obs);
+  LinearForward(a.n2, w.shared_expert_gate, a.s_gate, t, obs);
+  Vec gated = Zeros(t * d);
+  ops::SigmoidGate(a.s_out, a.s_gate, gated, t, d, 1);
+  for (size_t i = 0; i < out.size(); ++i) out[i] += gated[i];
+}
+
+void SharedExpertBackward(const LayerWeights& w, int64_t t, const LayerActs& a,
+                          std::span<const float> dout, Vec& dn2, LinearObserver* obs) {
+  const int64_t f = w.shared_gate.rows, d = w.shared_down.rows;
+  Vec d_out = Zeros(t * d), d_gate = Zeros(t);
+  ops::SigmoidGateBackward(dout, a.s_out, a.s_gate, d_out, d_gate, t, d, 1);
+  Vec dm = Zeros(t * f), dg = Zeros(t * f), du = Zeros(t * f);
+  LinearBackward(d_out, a.sm, w.shared_down, dm, t, obs);
+  ops::SwiGluBackward(dm, a.sg, a.su, dg, du);
+  LinearBackward(dg, a.n2, w.shared_gate, dn2, t, obs);
+  LinearBackward(du, a.n2, w.shared_up, dn2, t, obs);
+  LinearBackward(d_gate, a.n2, w.shared_expert_gate, dn2, t, obs);
 }
 
 // ---- routed experts: n2[T, D] -> out[T, D] = sum_k w[t,k] * Expert_idx[t,k](n2[t]) ----
@@ -178,11 +245,13 @@ void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerAct
         out[static_cast<size_t>(row * d + j)] += wt * ea.out[static_cast<size_t>(i * d + j)];
     }
   }
+  if (!w.shared_gate.module.empty()) SharedExpertForward(w, t, a, out, obs);
 }
 
 void MoeBackward(const ModelConfig& c, const LayerWeights& w, int64_t t, const LayerActs& a,
                  std::span<const float> dout, Vec& dn2, LinearObserver* obs) {
   const int64_t d = c.hidden, e_count = c.num_experts, k = c.top_k;
+  if (!w.shared_gate.module.empty()) SharedExpertBackward(w, t, a, dout, dn2, obs);
   Vec dweights = Zeros(t * k);
   for (int64_t e = 0; e < e_count; ++e) {
     const ExpertActs& ea = a.experts[static_cast<size_t>(e)];
@@ -220,6 +289,12 @@ void MoeBackward(const ModelConfig& c, const LayerWeights& w, int64_t t, const L
 
 }  // namespace
 
+void LinearBackward(std::span<const float> dy, std::span<const float> x, const LinearWeights& l,
+                    std::span<float> dx, int64_t t, LinearObserver* obs) {
+  if (obs) obs->OnLinear(l, x, dy, t);
+  ops::MatMulBackward(dy, x, l.w, dx, {}, {}, t, l.cols, l.rows);
+}
+
 void LinearForward(std::span<const float> x, const LinearWeights& l, std::span<float> y, int64_t t,
                    LinearObserver* obs) {
   if (obs) obs->OnLinearInput(l, x, t);
@@ -239,7 +314,7 @@ void LinearForward(std::span<const float> x, const LinearWeights& l, std::span<f
 RopeCache RopeCache::Make(const ModelConfig& c, int64_t tokens) {
   RopeCache r;
   r.tokens = tokens;
-  const auto half = static_cast<size_t>(c.head_dim / 2);
+  const auto half = static_cast<size_t>(c.rot_dim / 2);
   r.cos.assign(static_cast<size_t>(tokens) * half, 0.0f);
   r.sin.assign(static_cast<size_t>(tokens) * half, 0.0f);
   std::vector<int32_t> pos(static_cast<size_t>(tokens));
@@ -262,14 +337,17 @@ void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const Rope
   const float eps = static_cast<float>(c.rms_eps);
   a.n1 = Zeros(t * d);
   a.rstd1 = Zeros(t);
-  ops::RmsNorm(x, w.input_norm, eps, 0.0f, a.n1, a.rstd1, t, d);
+  ops::RmsNorm(x, w.input_norm, eps, c.norm_offset, a.n1, a.rstd1, t, d);
   Vec o;
-  AttentionForward(c, w, rope, lens, t, a, o, obs);
+  if (c.IsLinearAttention(w.layer))
+    LinearAttentionForward(c, w.lin, a.n1, lens, a.lin, o, obs);
+  else
+    AttentionForward(c, w, rope, lens, t, a, o, obs);
   a.h = Zeros(t * d);
   for (size_t i = 0; i < a.h.size(); ++i) a.h[i] = x[i] + o[i];
   a.n2 = Zeros(t * d);
   a.rstd2 = Zeros(t);
-  ops::RmsNorm(a.h, w.post_norm, eps, 0.0f, a.n2, a.rstd2, t, d);
+  ops::RmsNorm(a.h, w.post_norm, eps, c.norm_offset, a.n2, a.rstd2, t, d);
   Vec f;
   if (c.IsMoeLayer(w.layer))
     MoeForward(c, w, t, a, f, obs);
@@ -290,11 +368,14 @@ void DecoderLayerBackward(const ModelConfig& c, const LayerWeights& w, const Rop
   else
     MlpBackward(w, t, a, dy, dn2, obs);
   Vec dh(dy.begin(), dy.end());  // residual
-  ops::RmsNormBackward(dn2, a.h, w.post_norm, a.rstd2, 0.0f, dh, {}, t, d);
+  ops::RmsNormBackward(dn2, a.h, w.post_norm, a.rstd2, c.norm_offset, dh, {}, t, d);
   Vec dn1 = Zeros(t * d);
-  AttentionBackward(c, w, rope, lens, t, a, dh, dn1, obs);
+  if (c.IsLinearAttention(w.layer))
+    LinearAttentionBackward(c, w.lin, a.n1, lens, a.lin, dh, dn1, obs);
+  else
+    AttentionBackward(c, w, rope, lens, t, a, dh, dn1, obs);
   std::copy(dh.begin(), dh.end(), dx.begin());  // residual
-  ops::RmsNormBackward(dn1, x, w.input_norm, a.rstd1, 0.0f, dx, {}, t, d);
+  ops::RmsNormBackward(dn1, x, w.input_norm, a.rstd1, c.norm_offset, dx, {}, t, d);
 }
 
 }  // namespace pq::model

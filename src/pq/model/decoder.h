@@ -54,20 +54,51 @@ struct ExpertActs {
   std::vector<int32_t> slot;           // which top-k slot of that token chose this expert
   std::vector<float> x, g, u, m, out;  // [R, D], [R, F], [R, F], [R, F], [R, D]
 };
+// Gated DeltaNet mixer (model/gated_deltanet.cc), C = 2 Hk*Dk + Hv*Dv.
+struct LinearAttnActs {
+  std::vector<float> mixed, z, b, a;  // projections [T, C], [T, Hv*Dv], [T, Hv], [T, Hv]
+  std::vector<float> conv;            // silu(conv(mixed)) [T, C]
+  std::vector<float> q_raw, k_raw;    // [T, Hk*Dk] split from conv
+  std::vector<float> q_inv, k_inv;    // [T*Hk] l2 norms' inverse
+  std::vector<float> q, k, v;         // recurrence inputs [T, Hv, Dk], [T, Hv, Dk], [T, Hv, Dv]
+  std::vector<float> g, beta;         // [T, Hv]
+  std::vector<float> core, rstd;      // recurrence output [T, Hv, Dv], gated norm [T*Hv]
+  std::vector<float> normed;          // out_proj input [T, Hv*Dv]
+};
 struct LayerActs {
   std::vector<float> n1, rstd1;       // [T, D], [T]
   std::vector<float> q_pre, k_pre;    // before q/k norm [T, H*Dh], [T, Hkv*Dh]
+  std::vector<float> q_gate;          // attention output gate (pre-sigmoid) [T, H*Dh] or empty
   std::vector<float> q_rstd, k_rstd;  // [T*H], [T*Hkv]
   std::vector<float> q, k, v;         // after norm + RoPE (attention inputs)
   std::vector<float> probs;           // per sequence [H, T_s, T_s], concatenated
   std::vector<float> attn;            // [T, H*Dh]
+  std::vector<float> attn_gated;      // attn * sigmoid(q_gate): o_proj input [T, H*Dh]
+  LinearAttnActs lin;                 // Gated DeltaNet layers
   std::vector<float> h, n2, rstd2;    // [T, D], [T, D], [T]
   std::vector<float> g, u, m;         // dense MLP [T, F]
   std::vector<float> router_probs;    // [T, E]
   std::vector<int32_t> topk_idx;      // [T, K]
   std::vector<float> topk_w;          // [T, K]
   std::vector<ExpertActs> experts;    // [E]
+  std::vector<float> sg, su, sm, s_out;  // shared expert [T, Fs] x3, [T, D]
+  std::vector<float> s_gate;             // shared expert gate logit [T]
 };
+
+// Gated DeltaNet mixer (architectures.md §2.6.2): n1[T, D] -> out[T, D] for sequences of
+// lengths `lens` (the conv and the recurrence restart at each sequence).
+void LinearAttentionForward(const ModelConfig& c, const LinearAttentionWeights& w,
+                            std::span<const float> n1, std::span<const int64_t> lens,
+                            LinearAttnActs& a, std::vector<float>& out, LinearObserver* obs);
+// d_out[T, D] -> dn1[T, D] (accumulated).
+void LinearAttentionBackward(const ModelConfig& c, const LinearAttentionWeights& w,
+                             std::span<const float> n1, std::span<const int64_t> lens,
+                             const LinearAttnActs& a, std::span<const float> d_out,
+                             std::span<float> dn1, LinearObserver* obs);
+
+// dx[T, K] += dy[T, N] W; reports (x, dy) to the observer first.
+void LinearBackward(std::span<const float> dy, std::span<const float> x, const LinearWeights& l,
+                    std::span<float> dx, int64_t t, LinearObserver* obs);
 
 // y[T, D] = layer(x[T, D]) for sequences of lengths `lens` (sum T). `acts` (optional) keeps
 // what the backward needs. `observer` (optional) sees every Linear's input (OnLinearInput).

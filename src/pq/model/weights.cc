@@ -73,64 +73,117 @@ Result<LinearWeights> WeightSource::LoadLinear(const std::string& module) const 
   return lw;
 }
 
-Result<LayerWeights> WeightSource::LoadLayer(int64_t layer) const {
+Result<LinearWeights> WeightSource::LoadLinearShaped(const std::string& module, int64_t rows,
+                                                     int64_t cols) const {
+  PQ_ASSIGN_OR_RETURN(LinearWeights l, LoadLinear(module));
+  if (l.rows == rows && l.cols == cols) return l;
+  return InvalidArgument(path_ + ": " + module + " is [" + std::to_string(l.rows) + ", " +
+                         std::to_string(l.cols) + "], config implies [" + std::to_string(rows) +
+                         ", " + std::to_string(cols) + "]");
+}
+
+Status WeightSource::LoadAttention(const std::string& p, LayerWeights& lw) const {
   const ModelConfig& c = config_;
-  if (layer < 0 || layer >= c.num_layers) return InvalidArgument("layer out of range");
-  LayerWeights lw;
-  lw.layer = layer;
-  const std::string p = "model.layers." + std::to_string(layer) + ".";
-  PQ_ASSIGN_OR_RETURN(lw.input_norm, LoadVector(p + "input_layernorm.weight", c.hidden, true));
-  PQ_ASSIGN_OR_RETURN(lw.post_norm,
-                      LoadVector(p + "post_attention_layernorm.weight", c.hidden, true));
   if (c.qk_norm) {
     PQ_ASSIGN_OR_RETURN(lw.q_norm, LoadVector(p + "self_attn.q_norm.weight", c.head_dim, true));
     PQ_ASSIGN_OR_RETURN(lw.k_norm, LoadVector(p + "self_attn.k_norm.weight", c.head_dim, true));
   }
-  PQ_ASSIGN_OR_RETURN(lw.q, LoadLinear(p + "self_attn.q_proj"));
-  PQ_ASSIGN_OR_RETURN(lw.k, LoadLinear(p + "self_attn.k_proj"));
-  PQ_ASSIGN_OR_RETURN(lw.v, LoadLinear(p + "self_attn.v_proj"));
-  PQ_ASSIGN_OR_RETURN(lw.o, LoadLinear(p + "self_attn.o_proj"));
-  auto expect = [&](const LinearWeights& l, int64_t rows, int64_t cols) -> Status {
-    if (l.rows == rows && l.cols == cols) return Status::Ok();
-    return InvalidArgument(path_ + ": " + l.module + " is [" + std::to_string(l.rows) + ", " +
-                           std::to_string(l.cols) + "], config implies [" + std::to_string(rows) +
-                           ", " + std::to_string(cols) + "]");
-  };
-  PQ_RETURN_IF_ERROR(expect(lw.q, c.q_dim(), c.hidden));
-  PQ_RETURN_IF_ERROR(expect(lw.k, c.kv_dim(), c.hidden));
-  PQ_RETURN_IF_ERROR(expect(lw.v, c.kv_dim(), c.hidden));
-  PQ_RETURN_IF_ERROR(expect(lw.o, c.hidden, c.q_dim()));
-  if (!c.IsMoeLayer(layer)) {
-    PQ_ASSIGN_OR_RETURN(lw.gate, LoadLinear(p + "mlp.gate_proj"));
-    PQ_ASSIGN_OR_RETURN(lw.up, LoadLinear(p + "mlp.up_proj"));
-    PQ_ASSIGN_OR_RETURN(lw.down, LoadLinear(p + "mlp.down_proj"));
-    PQ_RETURN_IF_ERROR(expect(lw.gate, c.intermediate, c.hidden));
-    PQ_RETURN_IF_ERROR(expect(lw.up, c.intermediate, c.hidden));
-    PQ_RETURN_IF_ERROR(expect(lw.down, c.hidden, c.intermediate));
-    return lw;
+  PQ_ASSIGN_OR_RETURN(lw.q, LoadLinearShaped(p + "self_attn.q_proj", c.q_proj_rows(), c.hidden));
+  PQ_ASSIGN_OR_RETURN(lw.k, LoadLinearShaped(p + "self_attn.k_proj", c.kv_dim(), c.hidden));
+  PQ_ASSIGN_OR_RETURN(lw.v, LoadLinearShaped(p + "self_attn.v_proj", c.kv_dim(), c.hidden));
+  PQ_ASSIGN_OR_RETURN(lw.o, LoadLinearShaped(p + "self_attn.o_proj", c.hidden, c.q_dim()));
+  return Status::Ok();
+}
+
+Status WeightSource::LoadLinearAttention(const std::string& p, LayerWeights& lw) const {
+  const ModelConfig& c = config_;
+  LinearAttentionWeights& a = lw.lin;
+  const std::string q = p + "linear_attn.";
+  const int64_t d = c.hidden, hv = c.lin_v_heads, conv_dim = c.lin_conv_dim();
+  if (c.lin_fused_naming) {
+    PQ_ASSIGN_OR_RETURN(a.in_qkv, LoadLinearShaped(q + "in_proj_qkvz", conv_dim + c.lin_value_dim(), d));
+    PQ_ASSIGN_OR_RETURN(a.in_b, LoadLinearShaped(q + "in_proj_ba", 2 * hv, d));
+  } else {
+    PQ_ASSIGN_OR_RETURN(a.in_qkv, LoadLinearShaped(q + "in_proj_qkv", conv_dim, d));
+    PQ_ASSIGN_OR_RETURN(a.in_z, LoadLinearShaped(q + "in_proj_z", c.lin_value_dim(), d));
+    PQ_ASSIGN_OR_RETURN(a.in_b, LoadLinearShaped(q + "in_proj_b", hv, d));
+    PQ_ASSIGN_OR_RETURN(a.in_a, LoadLinearShaped(q + "in_proj_a", hv, d));
   }
-  lw.router.module = p + "mlp.gate";
-  lw.router.rows = c.num_experts;
-  lw.router.cols = c.hidden;
-  PQ_ASSIGN_OR_RETURN(lw.router.w,
-                      LoadVector(p + "mlp.gate.weight", c.num_experts * c.hidden, true));
+  PQ_ASSIGN_OR_RETURN(a.out, LoadLinearShaped(q + "out_proj", d, c.lin_value_dim()));
+  PQ_ASSIGN_OR_RETURN(a.conv, LoadVector(q + "conv1d.weight", conv_dim * c.conv_kernel, true));
+  PQ_ASSIGN_OR_RETURN(a.a_log, LoadVector(q + "A_log", hv, true));
+  PQ_ASSIGN_OR_RETURN(a.dt_bias, LoadVector(q + "dt_bias", hv, true));
+  PQ_ASSIGN_OR_RETURN(a.norm, LoadVector(q + "norm.weight", c.lin_v_dim, true));
+  return Status::Ok();
+}
+
+Status WeightSource::LoadFfn(const std::string& p, LayerWeights& lw) const {
+  const ModelConfig& c = config_;
+  const int64_t d = c.hidden;
+  if (!c.IsMoeLayer(lw.layer)) {
+    PQ_ASSIGN_OR_RETURN(lw.gate, LoadLinearShaped(p + "mlp.gate_proj", c.intermediate, d));
+    PQ_ASSIGN_OR_RETURN(lw.up, LoadLinearShaped(p + "mlp.up_proj", c.intermediate, d));
+    PQ_ASSIGN_OR_RETURN(lw.down, LoadLinearShaped(p + "mlp.down_proj", d, c.intermediate));
+    return Status::Ok();
+  }
+  auto gate_vector = [&](LinearWeights& g, const std::string& module, int64_t rows) -> Status {
+    g.module = module;
+    g.rows = rows;
+    g.cols = d;
+    PQ_ASSIGN_OR_RETURN(g.w, LoadVector(module + ".weight", rows * d, true));
+    return Status::Ok();
+  };
+  PQ_RETURN_IF_ERROR(gate_vector(lw.router, p + "mlp.gate", c.num_experts));
+  const int64_t f = c.moe_intermediate;
   for (int64_t e = 0; e < c.num_experts; ++e) {
     const std::string ep = p + "mlp.experts." + std::to_string(e) + ".";
     ExpertWeights ew;
-    PQ_ASSIGN_OR_RETURN(ew.gate, LoadLinear(ep + "gate_proj"));
-    PQ_ASSIGN_OR_RETURN(ew.up, LoadLinear(ep + "up_proj"));
-    PQ_ASSIGN_OR_RETURN(ew.down, LoadLinear(ep + "down_proj"));
-    PQ_RETURN_IF_ERROR(expect(ew.gate, c.moe_intermediate, c.hidden));
-    PQ_RETURN_IF_ERROR(expect(ew.up, c.moe_intermediate, c.hidden));
-    PQ_RETURN_IF_ERROR(expect(ew.down, c.hidden, c.moe_intermediate));
+    PQ_ASSIGN_OR_RETURN(ew.gate, LoadLinearShaped(ep + "gate_proj", f, d));
+    PQ_ASSIGN_OR_RETURN(ew.up, LoadLinearShaped(ep + "up_proj", f, d));
+    PQ_ASSIGN_OR_RETURN(ew.down, LoadLinearShaped(ep + "down_proj", d, f));
     lw.experts.push_back(std::move(ew));
   }
+  if (c.shared_expert_intermediate == 0) return Status::Ok();
+  const int64_t fs = c.shared_expert_intermediate;
+  PQ_ASSIGN_OR_RETURN(lw.shared_gate, LoadLinearShaped(p + "mlp.shared_expert.gate_proj", fs, d));
+  PQ_ASSIGN_OR_RETURN(lw.shared_up, LoadLinearShaped(p + "mlp.shared_expert.up_proj", fs, d));
+  PQ_ASSIGN_OR_RETURN(lw.shared_down, LoadLinearShaped(p + "mlp.shared_expert.down_proj", d, fs));
+  return gate_vector(lw.shared_expert_gate, p + "mlp.shared_expert_gate", 1);
+}
+
+Result<LayerWeights> WeightSource::LoadLayer(int64_t layer) const {
+  const ModelConfig& c = config_;
+  if (layer < 0 || layer >= c.num_layers + layout_.mtp_layers)
+    return InvalidArgument("layer out of range");
+  LayerWeights lw;
+  lw.layer = layer;
+  const std::string p = layout_.LayerPrefix(static_cast<int>(layer));
+  PQ_ASSIGN_OR_RETURN(lw.input_norm, LoadVector(p + "input_layernorm.weight", c.hidden, true));
+  PQ_ASSIGN_OR_RETURN(lw.post_norm,
+                      LoadVector(p + "post_attention_layernorm.weight", c.hidden, true));
+  if (c.IsLinearAttention(layer)) {
+    PQ_RETURN_IF_ERROR(LoadLinearAttention(p, lw));
+  } else {
+    PQ_RETURN_IF_ERROR(LoadAttention(p, lw));
+  }
+  PQ_RETURN_IF_ERROR(LoadFfn(p, lw));
   return lw;
+}
+
+Result<MtpWeights> WeightSource::LoadMtp() const {
+  if (!layout_.has_mtp()) return NotFound(path_ + ": checkpoint has no MTP head (mtp.*)");
+  const int64_t d = config_.hidden;
+  MtpWeights m;
+  PQ_ASSIGN_OR_RETURN(m.norm_embedding, LoadVector("mtp.pre_fc_norm_embedding.weight", d, true));
+  PQ_ASSIGN_OR_RETURN(m.norm_hidden, LoadVector("mtp.pre_fc_norm_hidden.weight", d, true));
+  PQ_ASSIGN_OR_RETURN(m.norm, LoadVector("mtp.norm.weight", d, true));
+  PQ_ASSIGN_OR_RETURN(m.fc, LoadLinearShaped("mtp.fc", d, 2 * d));
+  return m;
 }
 
 Result<HeadWeights> WeightSource::LoadHead() const {
   HeadWeights h;
-  PQ_ASSIGN_OR_RETURN(h.final_norm, LoadVector("model.norm.weight", config_.hidden, true));
+  PQ_ASSIGN_OR_RETURN(h.final_norm, LoadVector(layout_.text_model + "norm.weight", config_.hidden, true));
   PQ_ASSIGN_OR_RETURN(h.lm_head, LoadLinear("lm_head"));
   if (h.lm_head.rows != config_.vocab || h.lm_head.cols != config_.hidden)
     return InvalidArgument(path_ + ": lm_head shape does not match vocab_size x hidden_size");
@@ -138,10 +191,11 @@ Result<HeadWeights> WeightSource::LoadHead() const {
 }
 
 Status WeightSource::Embed(std::span<const int32_t> ids, std::span<float> out) const {
-  PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt_->Get("model.embed_tokens.weight"));
+  const std::string name = layout_.text_model + "embed_tokens.weight";
+  PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt_->Get(name));
   const int64_t d = config_.hidden;
   if (t->shape.size() != 2 || t->shape[1] != d || t->shape[0] < config_.vocab)
-    return InvalidArgument(path_ + ": model.embed_tokens.weight shape does not match the config");
+    return InvalidArgument(path_ + ": " + name + " shape does not match the config");
   const size_t row_bytes = static_cast<size_t>(d) * DTypeSize(t->dtype);
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= t->shape[0])

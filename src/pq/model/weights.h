@@ -34,27 +34,46 @@ struct ExpertWeights {
   LinearWeights gate, up, down;
 };
 
-struct LayerWeights {
-  int64_t layer = 0;
-  std::vector<float> input_norm, post_norm;  // [D]
-  std::vector<float> q_norm, k_norm;         // [Dh] (Qwen3) or empty
-  LinearWeights q, k, v, o;
-  LinearWeights gate, up, down;        // dense MLP
-  LinearWeights router;                // MoE: [E, D]
-  std::vector<ExpertWeights> experts;  // MoE
+// Gated DeltaNet mixer (architectures.md §2.6.2). Qwen3.5/3.6 names: in_qkv [2Hk*Dk + Hv*Dv, D],
+// in_z [Hv*Dv, D], in_b, in_a [Hv, D]. Qwen3-Next (fused_naming): in_qkv holds in_proj_qkvz
+// and in_b holds in_proj_ba (rows interleaved per key head), in_z / in_a are empty.
+struct LinearAttentionWeights {
+  LinearWeights in_qkv, in_z, in_b, in_a, out;
+  std::vector<float> conv;     // [C, Kc], C = 2 Hk*Dk + Hv*Dv
+  std::vector<float> a_log;    // [Hv]
+  std::vector<float> dt_bias;  // [Hv]
+  std::vector<float> norm;     // [Dv] gated RMSNorm weight (plain w)
 };
 
-// Calls fn(LinearWeights&) for every quantizable Linear of the layer (not the router).
+struct LayerWeights {
+  int64_t layer = 0;                         // L + j for MTP layer j
+  std::vector<float> input_norm, post_norm;  // [D]
+  std::vector<float> q_norm, k_norm;         // [Dh] (Qwen3 family) or empty
+  LinearWeights q, k, v, o;                  // attention layers (q: [2 H Dh, D] when gated)
+  LinearAttentionWeights lin;                // Gated DeltaNet layers
+  LinearWeights gate, up, down;              // dense MLP
+  LinearWeights router;                      // MoE: [E, D]
+  std::vector<ExpertWeights> experts;        // MoE
+  LinearWeights shared_gate, shared_up, shared_down;  // shared expert (empty module: none)
+  LinearWeights shared_expert_gate;                   // [1, D], BF16 (not quantized)
+};
+
+// Calls fn(LinearWeights&) for every quantizable Linear the layer holds (not the routers).
 template <typename Layer, typename Fn>
 void ForEachLinear(Layer& w, Fn&& fn) {
-  for (auto* l : {&w.q, &w.k, &w.v, &w.o}) fn(*l);
-  if (w.experts.empty()) {
-    for (auto* l : {&w.gate, &w.up, &w.down}) fn(*l);
-    return;
-  }
-  for (auto& e : w.experts)
-    for (auto* l : {&e.gate, &e.up, &e.down}) fn(*l);
+  auto each = [&](auto... l) { ((l->module.empty() ? void() : fn(*l)), ...); };
+  each(&w.q, &w.k, &w.v, &w.o);
+  each(&w.lin.in_qkv, &w.lin.in_z, &w.lin.in_b, &w.lin.in_a, &w.lin.out);
+  each(&w.gate, &w.up, &w.down);
+  for (auto& e : w.experts) each(&e.gate, &e.up, &e.down);
+  each(&w.shared_gate, &w.shared_up, &w.shared_down);
 }
+
+// The MTP head's own tensors (its decoder layer is a LayerWeights, layer index L).
+struct MtpWeights {
+  std::vector<float> norm_embedding, norm_hidden, norm;  // [D], (1+w)
+  LinearWeights fc;                                      // [D, 2D]: input [embedding ; hidden]
+};
 
 struct HeadWeights {
   std::vector<float> final_norm;  // [D]
@@ -69,7 +88,9 @@ class WeightSource {
   const ModelLayout& layout() const { return layout_; }
   const std::string& path() const { return path_; }
 
+  // Body layer 0..L-1, or MTP layer L + j.
   Result<LayerWeights> LoadLayer(int64_t layer) const;
+  Result<MtpWeights> LoadMtp() const;
   Result<HeadWeights> LoadHead() const;
   // Embedding rows for `ids` -> out[T, D]; ids are range-checked.
   Status Embed(std::span<const int32_t> ids, std::span<float> out) const;
@@ -84,6 +105,12 @@ class WeightSource {
 
  private:
   Result<std::vector<float>> LoadVector(const std::string& name, int64_t size, bool required) const;
+  // `rows` x `cols` as the config implies, with an error naming the module otherwise.
+  Result<LinearWeights> LoadLinearShaped(const std::string& module, int64_t rows,
+                                         int64_t cols) const;
+  Status LoadAttention(const std::string& p, LayerWeights& lw) const;
+  Status LoadLinearAttention(const std::string& p, LayerWeights& lw) const;
+  Status LoadFfn(const std::string& p, LayerWeights& lw) const;
 
   std::string path_;
   std::unique_ptr<io::CheckpointReader> ckpt_;

@@ -123,9 +123,14 @@ Result<AllocateResult> Allocate(const AllocateOptions& o) {
   std::vector<UnitInfo> units;
   std::map<std::string, size_t> unit_index;
   const json* head = nullptr;
+  std::vector<const json*> visual;
   for (const json& li : probe["linears"]) {
     if (li["is_lm_head"].get<bool>()) {
       head = &li;
+      continue;
+    }
+    if (li.value("is_visual", false)) {
+      visual.push_back(&li);
       continue;
     }
     const std::string u = li["unit"].get<std::string>();
@@ -152,6 +157,15 @@ Result<AllocateResult> Allocate(const AllocateOptions& o) {
     for (const json& c : (*head)["candidates"])
       if (c["format"] == head_fmt) head_cost = c["cost"][estimator].get<double>();
     module_formats["lm_head"] = head_fmt;
+  }
+  // Vision Linears in their fixed format, counted in the total.
+  const std::string visual_fmt(formats::Spec(o.visual).name);
+  for (const json* v : visual) {
+    const int64_t rows = (*v)["rows"].get<int64_t>(), cols = (*v)["cols"].get<int64_t>();
+    const std::string module = (*v)["module"].get<std::string>();
+    PQ_RETURN_IF_ERROR(formats::CheckShape(o.visual, rows, cols).WithContext("--visual-format " + module));
+    r.fixed_bytes += formats::BytesOnDisk(o.visual, rows, cols);
+    module_formats[module] = visual_fmt;
   }
 
   const int64_t params = alloc::TotalParams(problem);
@@ -238,6 +252,7 @@ Result<AllocateResult> Allocate(const AllocateOptions& o) {
       {"probe_inputs", probe["inputs"]},
       {"cost", estimator},
       {"lm_head", head_fmt},
+      {"visual", visual.empty() ? json(nullptr) : json(visual_fmt)},
       {"target", target_json},
       {"achieved",
        {{"bits_per_param", r.chosen.achieved_bits},

@@ -39,6 +39,8 @@ struct AllocateOptions {
   quant::CostEstimator cost = quant::CostEstimator::kHessian;
   std::vector<double> pareto_bits;  // empty: 11 points from the minimum to the maximum
   formats::FormatId lm_head = formats::FormatId::kBF16;
+  // Vision-tower Linears (not calibrated yet): one fixed format, counted in the total bytes.
+  formats::FormatId visual = formats::FormatId::kBF16;
 };
 
 struct ParetoPoint {

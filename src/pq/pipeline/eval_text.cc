@@ -6,6 +6,7 @@
 
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
+#include "pq/model/config.h"
 #include "pq/tokenizer/tokenizer.h"
 
 namespace pq::pipeline {
@@ -34,7 +35,8 @@ Result<std::string> ReadText(const std::string& path) {
 Result<int32_t> BosId(const std::string& model_dir, const tokenizer::Tokenizer* tok) {
   if (tok && tok->bos_id()) return *tok->bos_id();
   PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model_dir));
-  PQ_ASSIGN_OR_RETURN(nlohmann::json c, model::ReadConfig(ckpt->dir()));
+  PQ_ASSIGN_OR_RETURN(nlohmann::json whole, model::ReadConfig(ckpt->dir()));
+  const nlohmann::json& c = whole.contains("bos_token_id") ? whole : model::TextConfig(whole);
   if (c.contains("bos_token_id") && c["bos_token_id"].is_number_integer())
     return c["bos_token_id"].get<int32_t>();
   return InvalidArgument(model_dir + ": no BOS token known (tokenizer or config.json " +

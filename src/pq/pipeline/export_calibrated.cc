@@ -202,6 +202,13 @@ std::map<std::string, float> GroupWeightScales(const model::LayerWeights& w,
   return out;
 }
 
+// The NVFP4 weight global scale of one Linear on its own (bf16 amax).
+float GroupScaleOf(const model::LinearWeights& l) {
+  float a = 0;
+  for (float v : l.w) a = std::max(a, std::fabs(RoundBf16(v)));
+  return formats::NvFp4GlobalScale(a);
+}
+
 // Runs every batch of `h` [T, D] through layer `w` into `next` (and the observer).
 void RunLayer(const model::ModelConfig& c, const model::LayerWeights& w,
               const model::RopeCache& rope, const Batches& b, const std::vector<float>& h,
@@ -214,6 +221,126 @@ void RunLayer(const model::ModelConfig& c, const model::LayerWeights& w,
     model::DecoderLayerForward(c, w, rope, std::span(h).subspan(off, n),
                                std::span(next).subspan(off, n), b.lens[i], nullptr, obs);
   }
+}
+
+// Quantizes Linears in their planned formats with the chosen passes, writes them, and keeps
+// the dequantized weights in place (so the next layer sees the quantized prefix).
+struct LayerQuantizer {
+  const UnitPlan& plan;
+  const std::map<std::string, const model::LinearInfo*>& info;
+  const CalibratedExportOptions& o;
+  const io::CheckpointReader& ckpt;
+  io::CheckpointWriter& writer;
+  CalibratedExportResult& res;
+  std::map<std::string, FormatId> module_formats;
+  double log_ratio_sum = 0;
+
+  // Collect H for `lw` unless it stays BF16.
+  void Want(const model::LinearWeights& lw, HessianObserver& hobs) const {
+    if (plan.format.at(info.at(lw.module)->unit) != FormatId::kBF16) hobs.Want(lw);
+  }
+
+  Status QuantizeLayer(model::LayerWeights& w, HessianObserver& hobs) {
+    const auto wgs = GroupWeightScales(w, info);
+    Status status = Status::Ok();
+    model::ForEachLinear(w, [&](model::LinearWeights& lw) {
+      if (status.ok()) status = QuantizeOne(lw, hobs, wgs);
+    });
+    return status;
+  }
+
+  Status QuantizeOne(model::LinearWeights& lw, HessianObserver& hobs,
+                     const std::map<std::string, float>& wgs) {
+    const model::LinearInfo& li = *info.at(lw.module);
+    const FormatId fmt = plan.format.at(li.unit);
+    std::vector<float> wb(lw.w.size());
+    for (size_t i = 0; i < wb.size(); ++i) wb[i] = RoundBf16(lw.w[i]);
+    module_formats[li.module] = fmt;
+    if (fmt == FormatId::kBF16) {
+      PQ_ASSIGN_OR_RETURN(auto t, formats::QuantizeRtn(fmt, wb, li.rows, li.cols));
+      lw.w = std::move(wb);
+      return WriteLinearTensors(ckpt, li, fmt, t, "", writer, res.summary);
+    }
+    formats::QuantizeOptions qo;
+    qo.num_threads = o.write.num_threads;
+    if (fmt == FormatId::kNVFP4 || fmt == FormatId::kNVFP4A16)
+      qo.weight_global_scale = wgs.at(li.scale_group);
+    if (fmt == FormatId::kNVFP4) {
+      const auto a = plan.input_amax.find(li.scale_group);
+      if (a == plan.input_amax.end())
+        return InvalidArgument(li.module + ": NVFP4 needs the calibrated input amax (probe)");
+      qo.input_global_scale = formats::NvFp4InputGlobalScale(a->second);
+    }
+    const auto e = hobs.entries().find(li.module);
+    auto q = QuantizeLinear(fmt, wb, li.rows, li.cols,
+                            e == hobs.entries().end() ? nullptr : &e->second, o, qo, li.module);
+    if (!q.ok()) return q.status().WithContext(li.module);
+    PQ_RETURN_IF_ERROR(WriteLinearTensors(ckpt, li, fmt, q->tensors, "", writer, res.summary));
+    if (q->calibrated) {
+      ++res.linears_calibrated;
+      log_ratio_sum += std::log(std::max(q->error_ratio, 1e-300));
+    } else {
+      ++res.linears_rtn;
+    }
+    lw.w = std::move(q->w_hat);
+    lw.act_format = fmt;
+    lw.input_global_scale = qo.input_global_scale;
+    return Status::Ok();
+  }
+};
+
+// The MTP head (architectures.md §4) calibrated on the quantized body: mtp.fc with H from
+// its inputs [embedding ; final-normed body hidden], then the MTP layer with H from the
+// quantized fc's outputs (sequences of T-2 positions). h: the quantized body's last
+// boundary [sum T, D].
+Status ExportMtp(const model::WeightSource& src, const std::vector<engine::Sequence>& samples,
+                 const std::vector<float>& h, LayerQuantizer& lq) {
+  const model::ModelConfig& c = src.config();
+  const int64_t d = c.hidden, layer = c.num_layers;
+  const auto eps = static_cast<float>(c.rms_eps);
+  PQ_ASSIGN_OR_RETURN(model::MtpWeights mw, src.LoadMtp());
+  PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, src.LoadHead());
+  PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src.LoadLayer(layer));
+  std::vector<float> x;  // [sum (T-2), 2D]
+  std::vector<int64_t> lens;
+  size_t off = 0;
+  for (const auto& s : samples) {
+    const int64_t t = static_cast<int64_t>(s.ids.size()) - 2;
+    const size_t first = off;
+    off += s.ids.size();
+    if (t <= 0) continue;
+    std::vector<float> e(static_cast<size_t>(t * d)), hb(e.size()), en(e.size()), hn(e.size()),
+        rstd(static_cast<size_t>(t));
+    PQ_RETURN_IF_ERROR(src.Embed(std::span(s.ids).subspan(1, static_cast<size_t>(t)), e));
+    compute::cpu::RmsNorm(std::span(h).subspan(first * static_cast<size_t>(d), e.size()),
+                          hw.final_norm, eps, c.norm_offset, hb, rstd, t, d);
+    compute::cpu::RmsNorm(e, mw.norm_embedding, eps, c.norm_offset, en, rstd, t, d);
+    compute::cpu::RmsNorm(hb, mw.norm_hidden, eps, c.norm_offset, hn, rstd, t, d);
+    for (int64_t i = 0; i < t; ++i) {
+      x.insert(x.end(), en.begin() + i * d, en.begin() + (i + 1) * d);
+      x.insert(x.end(), hn.begin() + i * d, hn.begin() + (i + 1) * d);
+    }
+    lens.push_back(t);
+  }
+  const int64_t rows = static_cast<int64_t>(x.size()) / (2 * d);
+  std::vector<float> u(static_cast<size_t>(rows * d)), y(u.size());
+  HessianObserver fc_obs;
+  lq.Want(mw.fc, fc_obs);
+  if (lq.o.passes != ExportPasses::kRtn) model::LinearForward(x, mw.fc, u, rows, &fc_obs);
+  PQ_RETURN_IF_ERROR(lq.QuantizeOne(mw.fc, fc_obs, {{lq.info.at(mw.fc.module)->scale_group,
+                                                     GroupScaleOf(mw.fc)}}));
+  model::LinearForward(x, mw.fc, u, rows);  // the quantized fc
+  HessianObserver hobs;
+  model::ForEachLinear(w, [&](const model::LinearWeights& lw) { lq.Want(lw, hobs); });
+  const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(rows, 1));
+  if (lq.o.passes != ExportPasses::kRtn)
+    for (size_t i = 0, o = 0; i < lens.size(); o += static_cast<size_t>(lens[i]), ++i) {
+      const auto n = static_cast<size_t>(lens[i] * d);
+      model::DecoderLayerForward(c, w, rope, std::span(u).subspan(o * static_cast<size_t>(d), n),
+                                 std::span(y).subspan(o * static_cast<size_t>(d), n),
+                                 std::span(lens).subspan(i, 1), nullptr, &hobs);
+    }
+  return lq.QuantizeLayer(w, hobs);
 }
 
 }  // namespace
@@ -243,74 +370,29 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
 
   CalibratedExportResult res;
   res.summary.out_dir = o.out;
-  std::map<std::string, FormatId> module_formats;
-  double log_ratio_sum = 0;
+  LayerQuantizer lq{plan, info, o, *ckpt, *writer, res};
   Progress progress(std::string("export ") + ExportPassesName(o.passes),
-                    static_cast<size_t>(c.num_layers));
+                    static_cast<size_t>(c.num_layers + layout.mtp_layers));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src->LoadLayer(l));
     HessianObserver hobs;
-    model::ForEachLinear(w, [&](const model::LinearWeights& lw) {
-      if (plan.format.at(info.at(lw.module)->unit) != FormatId::kBF16) hobs.Want(lw);
-    });
+    model::ForEachLinear(w, [&](const model::LinearWeights& lw) { lq.Want(lw, hobs); });
     if (o.passes != ExportPasses::kRtn) RunLayer(c, w, rope, b, h, next, &hobs);
-    const auto wgs = GroupWeightScales(w, info);
-    Status status = Status::Ok();
-    model::ForEachLinear(w, [&](model::LinearWeights& lw) {
-      if (!status.ok()) return;
-      const model::LinearInfo& li = *info.at(lw.module);
-      const FormatId fmt = plan.format.at(li.unit);
-      std::vector<float> wb(lw.w.size());
-      for (size_t i = 0; i < wb.size(); ++i) wb[i] = RoundBf16(lw.w[i]);
-      module_formats[li.module] = fmt;
-      if (fmt == FormatId::kBF16) {
-        auto t = formats::QuantizeRtn(fmt, wb, li.rows, li.cols);
-        status = t.ok() ? WriteLinearTensors(*ckpt, li, fmt, *t, "", *writer, res.summary)
-                        : t.status();
-        lw.w = std::move(wb);
-        return;
-      }
-      formats::QuantizeOptions qo;
-      qo.num_threads = o.write.num_threads;
-      if (fmt == FormatId::kNVFP4 || fmt == FormatId::kNVFP4A16)
-        qo.weight_global_scale = wgs.at(li.scale_group);
-      if (fmt == FormatId::kNVFP4) {
-        const auto a = plan.input_amax.find(li.scale_group);
-        if (a == plan.input_amax.end()) {
-          status = InvalidArgument(li.module + ": NVFP4 needs the calibrated input amax (probe)");
-          return;
-        }
-        qo.input_global_scale = formats::NvFp4InputGlobalScale(a->second);
-      }
-      const auto e = hobs.entries().find(li.module);
-      auto q = QuantizeLinear(fmt, wb, li.rows, li.cols,
-                              e == hobs.entries().end() ? nullptr : &e->second, o, qo, li.module);
-      if (!q.ok()) {
-        status = q.status().WithContext(li.module);
-        return;
-      }
-      status = WriteLinearTensors(*ckpt, li, fmt, q->tensors, "", *writer, res.summary);
-      if (q->calibrated) {
-        ++res.linears_calibrated;
-        log_ratio_sum += std::log(std::max(q->error_ratio, 1e-300));
-      } else {
-        ++res.linears_rtn;
-      }
-      lw.w = std::move(q->w_hat);
-      lw.act_format = fmt;
-      lw.input_global_scale = qo.input_global_scale;
-    });
-    PQ_RETURN_IF_ERROR(status);
+    PQ_RETURN_IF_ERROR(lq.QuantizeLayer(w, hobs));
     RunLayer(c, w, rope, b, h, next, nullptr);  // quantized layer -> next layer's inputs
     h.swap(next);
+    progress.Advance();
+  }
+  if (layout.has_mtp()) {
+    PQ_RETURN_IF_ERROR(ExportMtp(*src, samples, h, lq));
     progress.Advance();
   }
   progress.Finish();
   // lm_head in its fixed format (RTN; its inputs are the final norm's outputs).
   for (const auto& li : layout.linears) {
-    if (!li.is_lm_head) continue;
+    if (!li.is_lm_head && !li.is_visual) continue;  // vision: fixed format, by RTN
     const FormatId fmt = plan.format.at(li.unit);
-    module_formats["lm_head"] = fmt;
+    lq.module_formats[li.module] = fmt;
     if (li.tied && fmt == FormatId::kBF16) {
       res.summary.linears.push_back({"lm_head", fmt, li.rows * li.cols, 0, ""});
       continue;
@@ -326,8 +408,9 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
     PQ_RETURN_IF_ERROR(WriteLinearTensors(*ckpt, li, fmt, t, "", *writer, res.summary));
   }
   if (res.linears_calibrated > 0)
-    res.error_ratio_geomean = std::exp(log_ratio_sum / static_cast<double>(res.linears_calibrated));
-  PQ_RETURN_IF_ERROR(FinishCheckpoint(o.model, *ckpt, layout, config, module_formats, *writer,
+    res.error_ratio_geomean =
+        std::exp(lq.log_ratio_sum / static_cast<double>(res.linears_calibrated));
+  PQ_RETURN_IF_ERROR(FinishCheckpoint(o.model, *ckpt, layout, config, lq.module_formats, *writer,
                                       res.summary));
   return res;
 }

@@ -37,7 +37,7 @@ std::map<std::string, std::string> ChooseUnitFallbacks(const model::ModelLayout&
                                                        std::map<std::string, FormatId>* unit_fmt) {
   std::map<std::string, std::string> reasons;
   for (const auto& li : layout.linears) {
-    const FormatId want = li.is_lm_head ? o.lm_head : o.format;
+    const FormatId want = li.is_lm_head ? o.lm_head : li.is_visual ? o.visual : o.format;
     auto [it, inserted] = unit_fmt->emplace(li.unit, want);
     if (it->second == FormatId::kBF16) continue;
     Status s = formats::CheckShape(want, li.rows, li.cols);

@@ -21,6 +21,7 @@ struct ExportWriteOptions {
 struct UniformExportOptions {
   formats::FormatId format = formats::FormatId::kNVFP4A16;
   formats::FormatId lm_head = formats::FormatId::kBF16;
+  formats::FormatId visual = formats::FormatId::kBF16;  // vision-tower Linears
   ExportWriteOptions write;
 };
 

@@ -48,7 +48,8 @@ Result<InspectReport> Inspect(const std::string& path) {
                                " but its fused sibling " + it->second.second + " is " +
                                std::string(formats::Spec(it->second.first).name) +
                                "; vLLM needs one scheme per fused layer");
-    if (li.tied && r.format == FormatId::kBF16) {
+    // A tied head is the embedding; packed 3-D experts of a dense source are slices.
+    if ((li.tied || !li.packed_tensor.empty()) && r.format == FormatId::kBF16) {
       rep.linears.push_back(r);
       continue;
     }

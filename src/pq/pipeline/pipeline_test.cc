@@ -199,7 +199,14 @@ void WriteTinyMoe(const std::string& dir) {
   const nlohmann::json config = {{"architectures", {"Qwen3MoeForCausalLM"}},
                                  {"model_type", "qwen3_moe"},
                                  {"num_hidden_layers", 1},
+                                 {"hidden_size", 32},
+                                 {"num_attention_heads", 4},
+                                 {"num_key_value_heads", 4},
+                                 {"head_dim", 8},
+                                 {"vocab_size", 64},
                                  {"num_experts", 2},
+                                 {"num_experts_per_tok", 1},
+                                 {"moe_intermediate_size", 32},
                                  {"tie_word_embeddings", true}};
   ASSERT_TRUE((*w)->AddFile("config.json", config.dump()).ok());
   ASSERT_TRUE((*w)->Commit().ok());

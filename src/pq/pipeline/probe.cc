@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "pq/core/hash.h"
 #include "pq/core/log.h"
@@ -62,7 +63,7 @@ json LinearJson(const engine::LinearResult& r, const model::LinearInfo& li) {
   }
   return {{"module", r.module},    {"layer", li.layer},
           {"unit", li.unit},       {"scale_group", li.scale_group}, {"rows", r.rows},
-          {"cols", r.cols},        {"is_lm_head", li.is_lm_head},
+          {"cols", r.cols},        {"is_lm_head", li.is_lm_head}, {"is_mtp", li.is_mtp},
           {"tied", li.tied},       {"samples", r.samples},
           {"tokens", r.tokens},    {"fisher_trace", r.fisher_trace},
           {"input_amax", r.input_amax}, {"candidates", cands}};
@@ -277,6 +278,20 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
     fs::remove_all(GradDir(o.work, l + 1), ec);
     return Status::Ok();
   };
+  if (layout.has_mtp() && !fs::exists(UnitDir(o.work, layers))) {
+    // The MTP head with its own objective (architectures.md §4): unit L, after the head.
+    PQ_ASSIGN_OR_RETURN(model::LayerWeights mw, src->LoadLayer(layers));
+    PQ_ASSIGN_OR_RETURN(model::MtpWeights mtp, src->LoadMtp());
+    PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &probe).status());  // input amax
+    std::vector<const model::LinearWeights*> linears = LayerLinears(mw);
+    linears.push_back(&mtp.fc);
+    PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
+    PQ_ASSIGN_OR_RETURN(engine::HeadResult mr, runner.Mtp(nullptr, true, 1.0, &probe));
+    PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
+    PQ_RETURN_IF_ERROR(SaveUnit(UnitDir(o.work, layers), results, info,
+                                {{"layer", layers}, {"mtp_nll_sum", mr.nll_sum},
+                                 {"mtp_scored", mr.scored}}));
+  }
   if (top >= 0) {
     PQ_RETURN_IF_ERROR(runner.BackwardFrom(top, std::move(dy), &probe, begin_layer, finish_layer));
   }
@@ -285,11 +300,22 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
   PQ_ASSIGN_OR_RETURN(json head, ReadUnit(HeadDir(o.work)));
   PQ_ASSIGN_OR_RETURN(uint64_t other_bytes, OtherTensorBytes(o.model, layout));
   json linears = json::array();
-  for (int64_t l = 0; l < layers; ++l) {
+  std::optional<double> mtp_nll;
+  for (int64_t l = 0; l < layers + layout.mtp_layers; ++l) {
     PQ_ASSIGN_OR_RETURN(json u, ReadUnit(UnitDir(o.work, l)));
     for (auto& li : u["linears"]) linears.push_back(std::move(li));
+    if (u.contains("mtp_nll_sum"))
+      mtp_nll = u["mtp_nll_sum"].get<double>() / std::max<double>(1, u["mtp_scored"].get<double>());
   }
   for (auto& li : head["linears"]) linears.push_back(std::move(li));
+  // Vision Linears: not probed (no image calibration yet); allocate gives them --visual-format.
+  for (const auto& li : layout.linears)
+    if (li.is_visual)
+      linears.push_back({{"module", li.module}, {"layer", -1}, {"unit", li.unit},
+                         {"scale_group", li.scale_group}, {"rows", li.rows}, {"cols", li.cols},
+                         {"is_lm_head", false}, {"is_visual", true}, {"tied", false},
+                         {"samples", 0}, {"tokens", 0}, {"fisher_trace", 0.0},
+                         {"input_amax", 0.0}, {"candidates", json::array()}});
   const model::ModelConfig& c = src->config();
   json out = {
       {"schema", kProbeSchema},
@@ -298,6 +324,7 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
        {{"path", o.model},
         {"architecture", std::string(layout.arch->name)},
         {"num_layers", layers},
+        {"mtp_layers", layout.mtp_layers},
         {"hidden", c.hidden},
         {"num_experts", layout.num_experts},
         {"tie_word_embeddings", layout.tie_word_embeddings},
@@ -308,7 +335,8 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
         {"seed", o.calib.seed},
         {"stream_tokens", calib.stream_tokens},
         {"tokens", po.total_tokens},
-        {"nll", head["nll_sum"].get<double>() / static_cast<double>(head["scored"].get<int64_t>())}}},
+        {"nll", head["nll_sum"].get<double>() / static_cast<double>(head["scored"].get<int64_t>())},
+        {"mtp_nll", mtp_nll ? json(*mtp_nll) : json(nullptr)}}},
       {"estimators", {"trace", "channel", "hessian", "output"}},
       {"formats", fmt_names},
       {"linears", linears}};
