@@ -17,6 +17,12 @@ token after the first; a longer one is split into windows of ctx tokens advancin
 (default ctx // 2), the first scoring all its tokens, each later one only its last `stride`
 tokens, so every token after the first is scored exactly once. The model runs in float32
 (bf16 weights are widened exactly, as our engine does), eager attention, one window at a time.
+
+models/trained/qwen3_5_moe (a Qwen3_5MoeForConditionalGeneration checkpoint) needs nothing
+special: AutoModelForCausalLM loads its text body as Qwen3_5MoeForCausalLM (transformers maps
+model.language_model.* to model.* and ignores model.visual.* and mtp.*), so this scores the
+body LM only; its MTP head's held-out loss comes from scripts/train_fixtures.py
+(qwen35_mtp_evaluate).
 """
 import argparse
 import json

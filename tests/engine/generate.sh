@@ -3,8 +3,8 @@
 #
 #   PQ_BIN=build/release/tools/prismaquant/prismaquant PQ_SOURCE_DIR=. bash tests/engine/generate.sh
 #
-# (a) Greedy generation of 64 tokens from models/stories260K, models/trained/qwen3_moe and
-#     models/trained/qwen2 for 3 prompts gives the same token ids as transformers'
+# (a) Greedy generation of 64 tokens from models/stories260K, models/trained/qwen3_moe,
+#     models/trained/qwen2 and models/trained/qwen3_5_moe (hybrid DeltaNet) for 3 prompts gives the same token ids as transformers'
 #     model.generate(do_sample=False) in float32 (tests/engine/generate_ref.py: prompt encoded
 #     with `tokenizers` from the model's tokenizer.json, BOS prepended as we do; the prompt ids
 #     must be equal too). A divergence is accepted only as float noise: transformers' logits of
@@ -44,7 +44,7 @@ gen() {
 }
 
 echo "== (a) greedy generation vs transformers' model.generate (float32)"
-for m in stories260K trained/qwen3_moe trained/qwen2; do
+for m in stories260K trained/qwen3_moe trained/qwen2 trained/qwen3_5_moe; do
   model="$src/models/$m"
   tag=${m//\//_}
   [[ -f "$model/config.json" ]] || { bad "$m: model not found: $model"; continue; }

@@ -2,7 +2,9 @@
 once per model), checked against compressed-tensors 0.20 itself.
 
 Per model (stories260K: tied lm_head, in_features 64/172; models/trained/qwen2: q/k/v bias;
-a tiny random Qwen3-MoE made here with every in_features a multiple of 128, so INT4 fits):
+a tiny random Qwen3-MoE made here with every in_features a multiple of 128, so INT4 fits;
+models/trained/qwen3_5_moe with its experts written 2-D: DeltaNet, gated attention, shared
+expert, the MTP head, vision Linears in a fixed format):
 `probe` (4 x 64 tokens) + `allocate`, then W/layer_config.json's "formats" is replaced by a
 hand-made recipe (every format the model's shapes allow appears on some decision unit,
 NVFP4 W4A4 on a fused unit, lm_head not BF16), and
@@ -44,9 +46,10 @@ import pqtest
 
 ALL_FORMATS = ("BF16", "NVFP4", "NVFP4A16", "MXFP8", "MXFP4", "FP8", "INT4", "INT8")
 ACT_QUANT = {"NVFP4", "MXFP8", "MXFP4", "FP8"}          # formats that quantize inputs
-MODELS = ("stories260K", "qwen2", "qwen3_moe")
+MODELS = ("stories260K", "qwen2", "qwen3_moe", "qwen3_5_moe")
 # lm_head's format in the recipe (stories: tied, so the export must untie it).
-LM_HEAD = {"stories260K": "NVFP4", "qwen2": "MXFP8", "qwen3_moe": "INT4"}
+LM_HEAD = {"stories260K": "NVFP4", "qwen2": "MXFP8", "qwen3_moe": "INT4",
+           "qwen3_5_moe": "NVFP4A16"}
 TRAINED = {"stories260K", "qwen2"}                       # real weights: act. quant costs NLL
 _LINEAR = torch.nn.Linear(1, 1)
 MAX_LINES = 12
@@ -113,6 +116,39 @@ def make_qwen3_moe(path: Path) -> Path:
     return path
 
 
+def make_qwen3_5_moe(path: Path) -> Path:
+    """models/trained/qwen3_5_moe (hybrid DeltaNet + gated attention + MoE with a shared
+    expert, MTP head, vision tower) with its packed 3-D experts written per expert 2-D (body
+    and MTP), so every source Linear has a `.weight` here; the packed layout itself is
+    covered by test_hybrid.py and the golden tests."""
+    if (path / "config.json").exists():
+        return path
+    from safetensors.torch import load_file
+    src = pqtest.source_dir() / "models" / "trained" / "qwen3_5_moe"
+    sd = load_file(str(src / "model.safetensors"))
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("mlp.experts.gate_up_proj"):
+            pre, inter = k[:-len("gate_up_proj")], v.shape[1] // 2
+            for e in range(v.shape[0]):
+                out[f"{pre}{e}.gate_proj.weight"] = v[e, :inter].clone()
+                out[f"{pre}{e}.up_proj.weight"] = v[e, inter:].clone()
+        elif k.endswith("mlp.experts.down_proj"):
+            pre = k[:-len("down_proj")]
+            for e in range(v.shape[0]):
+                out[f"{pre}{e}.down_proj.weight"] = v[e].clone()
+        else:
+            out[k] = v
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pqtest.write_safetensors_file(tmp / "model.safetensors", out)
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / f, tmp / f)
+    tmp.rename(path)
+    return path
+
+
 def corpus() -> Path:
     p = pqtest.source_dir().parent / "shared" / "assets" / "corpus-tinystories-valid-slice" / \
         "tinystories_val.txt"
@@ -137,8 +173,11 @@ def make_recipe(probe: dict, lm_head: str) -> dict[str, str]:
     for li in probe["linears"]:
         units.setdefault(li["unit"], []).append(li)
     names = list(units)
+    # Vision Linears are not probed (no candidates): any fixed format their shape holds, but
+    # NVFP4 W4A4 (it needs calibrated input scales).
     allowed = {u: [f for f in ALL_FORMATS
-                   if all(any(c["format"] == f for c in m["candidates"]) and fits(f, m["cols"])
+                   if all((any(c["format"] == f for c in m["candidates"])
+                           or (m.get("is_visual") and f != "NVFP4")) and fits(f, m["cols"])
                           for m in ms)]
                for u, ms in units.items()}
     chosen: dict[str, str] = {}
@@ -209,7 +248,8 @@ class Mixed:
 def _build(model: str, root: Path) -> Mixed:
     src_dir = {"stories260K": lambda: pqtest.stories_dir(),
                "qwen2": lambda: pqtest.source_dir() / "models" / "trained" / "qwen2",
-               "qwen3_moe": lambda: make_qwen3_moe(root / "models" / "qwen3_moe-k128")}[model]()
+               "qwen3_moe": lambda: make_qwen3_moe(root / "models" / "qwen3_moe-k128"),
+               "qwen3_5_moe": lambda: make_qwen3_5_moe(root / "models" / "qwen3_5_moe-2d")}[model]()
     assert (src_dir / "config.json").exists(), src_dir
     d = root / "mixed" / model
     shutil.rmtree(d, ignore_errors=True)
@@ -627,7 +667,7 @@ def test_bytes_match_the_recipe_price(mx: Mixed):
         if li["is_lm_head"] and tied and f == "BF16":
             continue
         cands = {c["format"]: c["bytes"] for c in li["candidates"]}
-        by_probe += cands[f]
+        by_probe += format_bytes(f, li["rows"], li["cols"]) if li.get("is_visual") else cands[f]
     # (b) our own formulas on the source: non-Linear tensors as bf16 + per-format bytes.
     lin_weights = {f"{m}.weight" for m in mx.recipe}
     other = sum(t.numel() * 2 for n, t in mx.src.tensors.items() if n not in lin_weights)

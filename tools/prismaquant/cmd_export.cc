@@ -83,7 +83,8 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ExportArgs>();
   CLI::App* sub = app.add_subcommand(
       "export",
-      "Quantize a dense Hugging Face checkpoint (Llama, Qwen2, Qwen3, Qwen3-MoE) into a\n"
+      "Quantize a dense Hugging Face checkpoint (Llama, Qwen2, Qwen3, Qwen3-MoE, Qwen3-Next,\n"
+      "Qwen3.5/3.6 dense and MoE incl. their MTP head and vision tower) into a\n"
       "compressed-tensors checkpoint. --work W writes the per-Linear allocation of `allocate`.\n"
       "Data-free: --uniform FORMAT puts every Linear in FORMAT\n"
       "(embeddings and norms stay BF16; Linears whose shape FORMAT cannot hold stay BF16 and are\n"

@@ -120,9 +120,13 @@ std::vector<TensorSpec> VisionBlock() {
           {"model.visual.blocks.{L}.norm2.weight", R::kNorm, true, ""},
           {"model.visual.blocks.{L}.norm2.bias", R::kNorm, true, ""},
           {"model.visual.blocks.{L}.attn.qkv.weight", R::kVisualLinear, true, ""},
+          {"model.visual.blocks.{L}.attn.qkv.bias", R::kBias, true, ""},
           {"model.visual.blocks.{L}.attn.proj.weight", R::kVisualLinear, true, ""},
+          {"model.visual.blocks.{L}.attn.proj.bias", R::kBias, true, ""},
           {"model.visual.blocks.{L}.mlp.linear_fc1.weight", R::kVisualLinear, true, ""},
-          {"model.visual.blocks.{L}.mlp.linear_fc2.weight", R::kVisualLinear, true, ""}};
+          {"model.visual.blocks.{L}.mlp.linear_fc1.bias", R::kBias, true, ""},
+          {"model.visual.blocks.{L}.mlp.linear_fc2.weight", R::kVisualLinear, true, ""},
+          {"model.visual.blocks.{L}.mlp.linear_fc2.bias", R::kBias, true, ""}};
 }
 
 std::vector<TensorSpec> VisionGlobals() {
@@ -132,7 +136,9 @@ std::vector<TensorSpec> VisionGlobals() {
           {"model.visual.merger.norm.weight", R::kNorm, true, ""},
           {"model.visual.merger.norm.bias", R::kNorm, true, ""},
           {"model.visual.merger.linear_fc1.weight", R::kVisualLinear, true, ""},
-          {"model.visual.merger.linear_fc2.weight", R::kVisualLinear, true, ""}};
+          {"model.visual.merger.linear_fc1.bias", R::kBias, true, ""},
+          {"model.visual.merger.linear_fc2.weight", R::kVisualLinear, true, ""},
+          {"model.visual.merger.linear_fc2.bias", R::kBias, true, ""}};
 }
 
 const std::vector<ArchDescriptor>& Table() {
@@ -449,10 +455,6 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
     for (const auto& s : layout.arch->vision_tensors) PQ_RETURN_IF_ERROR(b.Visit(s, "", -1, 0));
   }
   for (const auto& s : layout.arch->global_tensors) PQ_RETURN_IF_ERROR(b.Visit(s, "", -1, 0));
-  // Biases of vision Linears (all of them have one) travel with their Linear.
-  for (const auto& li : layout.linears)
-    if (li.is_visual && !li.has_bias)
-      return NotFound("vision Linear \"" + li.module + "\" has no bias");
   // The tied head is the embedding; expose it as a (tied) lm_head Linear.
   bool has_head = false;  // dense `lm_head.weight` or a compressed lm_head
   for (const auto& li : layout.linears) has_head |= li.is_lm_head;
