@@ -199,14 +199,11 @@ def decoder_layers(model):
     return model.model.layers
 
 
-def run_forward_backward(model, ids):
-    """Returns dict of reference tensors (float32 or float64 as the model)."""
-    layers = decoder_layers(model)
+def boundary_hooks(layers):
+    """hidden[l] (l = 0..L) = the input of decoder layer l and the last layer's output, each
+    retaining its gradient; returns (hidden, hooks)."""
     L = len(layers)
     hidden = [None] * (L + 1)
-    router = {}
-    final = {}
-    hooks = []
 
     def pre_hook(idx):
         def f(mod, args, kwargs):
@@ -220,9 +217,19 @@ def run_forward_backward(model, ids):
         h.retain_grad()
         hidden[L] = h
 
-    for i, layer in enumerate(layers):
-        hooks.append(layer.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
+    hooks = [layer.register_forward_pre_hook(pre_hook(i), with_kwargs=True)
+             for i, layer in enumerate(layers)]
     hooks.append(layers[-1].register_forward_hook(post_hook, with_kwargs=True))
+    return hidden, hooks
+
+
+def run_forward_backward(model, ids):
+    """Returns dict of reference tensors (float32 or float64 as the model)."""
+    layers = decoder_layers(model)
+    L = len(layers)
+    router = {}
+    final = {}
+    hidden, hooks = boundary_hooks(layers)
 
     def norm_hook(mod, args, out):
         out.retain_grad()
@@ -889,20 +896,8 @@ def run_hybrid_body(model, ids):
     tm = hybrid_text_model(model)
     layers = tm.layers
     L = len(layers)
-    hidden = [None] * (L + 1)
-    mix, ffn, router, final, hooks = {}, {}, {}, {}, []
-
-    def pre_hook(i):
-        def f(mod, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            h.retain_grad()
-            hidden[i] = h
-        return f
-
-    def post_hook(mod, args, kwargs, out):
-        h = out[0] if isinstance(out, tuple) else out
-        h.retain_grad()
-        hidden[L] = h
+    mix, ffn, router, final = {}, {}, {}, {}
+    hidden, hooks = boundary_hooks(layers)
 
     def keep(store, i):
         def f(mod, args, out):
@@ -911,7 +906,6 @@ def run_hybrid_body(model, ids):
         return f
 
     for i, layer in enumerate(layers):
-        hooks.append(layer.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
         mixer = layer.linear_attn if hasattr(layer, "linear_attn") else layer.self_attn
         hooks.append(mixer.register_forward_hook(keep(mix, i)))
         hooks.append(layer.mlp.register_forward_hook(keep(ffn, i)))
@@ -919,7 +913,6 @@ def run_hybrid_body(model, ids):
             def gate_hook(mod, args, out, i=i):
                 router[i] = tuple(t.detach().clone() for t in out)
             hooks.append(layer.mlp.gate.register_forward_hook(gate_hook))
-    hooks.append(layers[-1].register_forward_hook(post_hook, with_kwargs=True))
 
     def norm_hook(mod, args, out):
         out.retain_grad()

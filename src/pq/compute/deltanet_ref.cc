@@ -5,14 +5,13 @@
 
 #include "pq/compute/deltanet.h"
 #include "pq/compute/op_checks.h"
+#include "pq/compute/ref_util.h"
 
 namespace pq::compute::ref {
 namespace {
 
-template <typename T>
-T Round(double v) {
-  return static_cast<T>(v);
-}
+using ref_util::Round;
+using ref_util::Sigmoid;
 
 struct Dims {
   int64_t t, h, dk, dv;

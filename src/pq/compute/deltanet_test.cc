@@ -2,6 +2,7 @@
 // differences, a naive re-implementation with explicit matrices, a case done on paper, and
 // float vs double.
 #include "pq/compute/deltanet.h"
+#include "pq/compute/hybrid_ops.h"
 
 #include <cmath>
 #include <random>
@@ -173,25 +174,44 @@ TEST(DeltaNetRef, ForwardMatchesNaive) {
 //        dS_1=α·dS̃=0.5
 //   t=1: dq_1=0, dδ=0.5, dk_1=0.5·δ=0.5, dv_1=0.25, du=−0.25, dβ_1=0.5·2=1,
 //        dS̃=0.5−0.25=0.25, dk_1+=S̃·du=0 → 0.5, dg_1=dS̃·S̃=0
-TEST(DeltaNetRef, HandCheckedTinyCase) {
-  const Vec q = {1.0, 2.0}, k = {1.0, 1.0}, v = {2.0, 4.0}, g = {0.0, std::log(0.5)},
-            beta = {0.5, 0.5};
-  Vec out(2), state(1);
-  ref::GatedDeltaRule(q, k, v, g, beta, out, state, 2, 1, 1, 1);
-  EXPECT_NEAR(out[0], 1.0, 1e-14);
-  EXPECT_NEAR(out[1], 4.5, 1e-14);
-  EXPECT_NEAR(state[0], 2.25, 1e-14);
-  const Vec dout = {0.0, 1.0};
-  Vec dq(2), dk(2), dv(2), dg(2), dbeta(2);
-  ref::GatedDeltaRuleBackward(dout, q, k, v, g, beta, dq, dk, dv, dg, dbeta, 2, 1, 1, 1);
-  const auto expect = [](const Vec& got, const Vec& want, const char* what) {
-    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-14) << what << i;
+// The case above through any implementation (element type T, tolerance tol).
+template <typename T, typename Fwd, typename Bwd>
+void CheckHandCase(Fwd fwd, Bwd bwd, double tol) {
+  using V = std::vector<T>;
+  const V q = {1, 2}, k = {1, 1}, v = {2, 4}, g = {0, static_cast<T>(std::log(0.5))},
+          beta = {0.5, 0.5};
+  V out(2), state(1);
+  fwd(std::span<const T>(q), std::span<const T>(k), std::span<const T>(v), std::span<const T>(g),
+      std::span<const T>(beta), std::span<T>(out), std::span<T>(state), 2, 1, 1, 1);
+  EXPECT_NEAR(out[0], 1.0, tol);
+  EXPECT_NEAR(out[1], 4.5, tol);
+  EXPECT_NEAR(state[0], 2.25, tol);
+  const V dout = {0, 1};
+  V dq(2), dk(2), dv(2), dg(2), dbeta(2);
+  bwd(std::span<const T>(dout), std::span<const T>(q), std::span<const T>(k),
+      std::span<const T>(v), std::span<const T>(g), std::span<const T>(beta), std::span<T>(dq),
+      std::span<T>(dk), std::span<T>(dv), std::span<T>(dg), std::span<T>(dbeta), 2, 1, 1, 1);
+  const auto expect = [&](const V& got, const std::vector<double>& want, const char* what) {
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << what << i;
   };
   expect(dq, {0.0, 2.25}, "dq");
   expect(dk, {0.5, 3.0}, "dk");
   expect(dv, {0.25, 1.0}, "dv");
   expect(dg, {0.0, 0.5}, "dg");
   expect(dbeta, {1.0, 7.0}, "dbeta");
+}
+
+TEST(DeltaNetRef, HandCheckedTinyCase) {
+  CheckHandCase<double>(
+      [](auto... a) { ref::GatedDeltaRule(a...); },
+      [](auto... a) { ref::GatedDeltaRuleBackward(a...); }, 1e-14);
+}
+
+// The fast op on the same case.
+TEST(DeltaNetCpu, HandCheckedTinyCase) {
+  CheckHandCase<float>(
+      [](auto... a) { cpu::GatedDeltaRule(a...); },
+      [](auto... a) { cpu::GatedDeltaRuleBackward(a...); }, 1e-6);
 }
 
 TEST(DeltaNetRef, FloatMatchesDouble) {

@@ -7,25 +7,17 @@
 
 #include "pq/compute/hybrid_ops.h"
 #include "pq/compute/op_checks.h"
+#include "pq/compute/ref_util.h"
 
 namespace pq::compute::ref {
 namespace {
 
-template <typename T>
-T Round(double v) {
-  return static_cast<T>(v);
-}
+using ref_util::Round;
+using ref_util::Sigmoid;
 
 template <typename T>
 double D(T v) {
   return static_cast<double>(v);
-}
-
-// Numerically stable logistic sigmoid (architectures.md §6.10).
-double Sigmoid(double x) {
-  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
-  const double e = std::exp(x);
-  return e / (1.0 + e);
 }
 
 // sigmoid'(x) = s (1 - s), with 1 - s = sigmoid(-x) (no cancellation for large x).

@@ -556,27 +556,6 @@ TEST(HybridDeltaRule, CpuMatchesRefRealisticSize) {
   DeltaRuleCase({256, 4, 128, 128, -1.0}, rng);
 }
 
-// The hand-checked case of deltanet_test.cc (T=2, H=1, Dk=Dv=1), on the fast op.
-TEST(HybridDeltaRule, CpuHandCheckedTinyCase) {
-  const FVec q = {1, 2}, k = {1, 1}, v = {2, 4}, g = {0, std::log(0.5f)}, beta = {0.5f, 0.5f};
-  FVec out(2), state(1);
-  cpu::GatedDeltaRule(q, k, v, g, beta, out, state, 2, 1, 1, 1);
-  EXPECT_NEAR(out[0], 1.0f, 1e-6f);
-  EXPECT_NEAR(out[1], 4.5f, 1e-6f);
-  EXPECT_NEAR(state[0], 2.25f, 1e-6f);
-  const FVec dout = {0, 1};
-  FVec dq(2), dk(2), dv(2), dg(2), dbeta(2);
-  cpu::GatedDeltaRuleBackward(dout, q, k, v, g, beta, dq, dk, dv, dg, dbeta, 2, 1, 1, 1);
-  const auto expect = [](const FVec& got, const FVec& want, const char* what) {
-    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6f) << what << i;
-  };
-  expect(dq, {0.0f, 2.25f}, "dq");
-  expect(dk, {0.5f, 3.0f}, "dk");
-  expect(dv, {0.25f, 1.0f}, "dv");
-  expect(dg, {0.0f, 0.5f}, "dg");
-  expect(dbeta, {1.0f, 7.0f}, "dbeta");
-}
-
 TEST(HybridDeltaRule, CpuBackwardSkipsEmptyGradients) {
   std::mt19937 rng(110);
   const DeltaShape s{70, 2, 8, 4};

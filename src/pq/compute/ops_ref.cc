@@ -6,25 +6,17 @@
 #include <vector>
 
 #include "pq/compute/op_checks.h"
+#include "pq/compute/ref_util.h"
 #include "pq/compute/ops.h"
 
 namespace pq::compute::ref {
 namespace {
 
+using ref_util::Round;
+using ref_util::Sigmoid;
+
 using internal::CheckMatMul;
 using internal::CheckMatMulBackward;
-
-template <typename T>
-T Round(double v) {
-  return static_cast<T>(v);
-}
-
-// Numerically stable logistic sigmoid.
-double Sigmoid(double x) {
-  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
-  const double e = std::exp(x);
-  return e / (1.0 + e);
-}
 
 // y[T,N] = x[T,K] . w[N,K]^T + b[N]
 template <typename T>

@@ -5,15 +5,14 @@
 #include <vector>
 
 #include "pq/compute/op_checks.h"
+#include "pq/compute/ref_util.h"
 #include "pq/compute/ops.h"
 
 namespace pq::compute::ref {
 namespace {
 
-template <typename T>
-T Round(double v) {
-  return static_cast<T>(v);
-}
+using ref_util::Round;
+using ref_util::Sigmoid;
 
 // q[T,H,Dh], k/v[T,Hkv,Dh] -> o[T,H,Dh], probs[H,T,T]:
 //   s_ij = scale q_i.k_j (j <= i),  p_i = softmax_j(s_i),  o_i = sum_j p_ij v_j
