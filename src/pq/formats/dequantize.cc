@@ -1,5 +1,6 @@
 // Dequantization of stored tensors (the decode side of every format), with validation of
 // the stored tensor set: a missing tensor, wrong dtype or wrong shape is an error.
+#include <array>
 #include <cstring>
 
 #include "pq/core/minifloat.h"
@@ -36,6 +37,25 @@ Result<const QTensorView*> Require(std::span<const QTensorView> tensors, std::st
     return &t;
   }
   return NotFound("missing tensor " + std::string(suffix));
+}
+
+// Decode tables: the same values as the scalar decoders, looked up (the probe dequantizes
+// every candidate of every Linear; per-element decoding dominated its time at Qwen3.6 size).
+struct DecodeTables {
+  std::array<float, 16> e2m1;
+  std::array<float, 256> e4m3, e8m0;
+  DecodeTables() {
+    for (int i = 0; i < 16; ++i) e2m1[static_cast<size_t>(i)] = E2M1Decode(static_cast<uint8_t>(i));
+    for (int i = 0; i < 256; ++i) {
+      e4m3[static_cast<size_t>(i)] = E4M3Decode(static_cast<uint8_t>(i));
+      e8m0[static_cast<size_t>(i)] = E8M0Decode(static_cast<uint8_t>(i));
+    }
+  }
+};
+
+const DecodeTables& Tables() {
+  static const DecodeTables t;
+  return t;
 }
 
 template <typename T>
@@ -76,12 +96,15 @@ Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> 
         (void)a;
       }
       const float gs = Load<float>(g, 0);
+      const DecodeTables& lut = Tables();
       for (size_t r = 0; r < n; ++r)
-        for (size_t c = 0; c < k; ++c) {
-          const uint8_t byte = p->bytes[r * (k / 2) + c / 2];
-          const float e = E2M1Decode(c % 2 ? byte >> 4 : byte & 0xf);
-          const float scale = E4M3Decode(s->bytes[r * (k / 16) + c / 16]) / gs;
-          w[r * k + c] = e * scale;
+        for (size_t c0 = 0; c0 < k; c0 += 16) {
+          const float scale = lut.e4m3[s->bytes[r * (k / 16) + c0 / 16]] / gs;
+          for (size_t c = c0; c < c0 + 16; c += 2) {
+            const uint8_t byte = p->bytes[r * (k / 2) + c / 2];
+            w[r * k + c] = lut.e2m1[byte & 0xf] * scale;
+            w[r * k + c + 1] = lut.e2m1[byte >> 4] * scale;
+          }
         }
       break;
     }
@@ -95,17 +118,20 @@ Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> 
         PQ_ASSIGN_OR_RETURN(e, Require(tensors, "weight", DType::kF8E4M3, {rows, cols}));
       }
       PQ_ASSIGN_OR_RETURN(auto* s, Require(tensors, "weight_scale", DType::kU8, {rows, cols / 32}));
+      const DecodeTables& lut = Tables();
       for (size_t r = 0; r < n; ++r)
-        for (size_t c = 0; c < k; ++c) {
-          const float scale = E8M0Decode(s->bytes[r * (k / 32) + c / 32]);
-          float v;
-          if (fp4) {
-            const uint8_t byte = e->bytes[r * (k / 2) + c / 2];
-            v = E2M1Decode(c % 2 ? byte >> 4 : byte & 0xf);
-          } else {
-            v = E4M3Decode(e->bytes[r * k + c]);
+        for (size_t c0 = 0; c0 < k; c0 += 32) {
+          const float scale = lut.e8m0[s->bytes[r * (k / 32) + c0 / 32]];
+          for (size_t c = c0; c < c0 + 32; ++c) {
+            float v;
+            if (fp4) {
+              const uint8_t byte = e->bytes[r * (k / 2) + c / 2];
+              v = lut.e2m1[c % 2 ? byte >> 4 : byte & 0xf];
+            } else {
+              v = lut.e4m3[e->bytes[r * k + c]];
+            }
+            w[r * k + c] = v * scale;
           }
-          w[r * k + c] = v * scale;
         }
       break;
     }
@@ -114,7 +140,7 @@ Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> 
       PQ_ASSIGN_OR_RETURN(auto* s, Require(tensors, "weight_scale", DType::kBF16, {rows, 1}));
       for (size_t r = 0; r < n; ++r) {
         const float scale = Bf16ToF32(Load<uint16_t>(s, r));
-        for (size_t c = 0; c < k; ++c) w[r * k + c] = E4M3Decode(e->bytes[r * k + c]) * scale;
+        for (size_t c = 0; c < k; ++c) w[r * k + c] = Tables().e4m3[e->bytes[r * k + c]] * scale;
       }
       break;
     }
