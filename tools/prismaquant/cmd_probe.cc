@@ -64,6 +64,9 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
       "much the mean next-token loss grows (nats/token) with each cost estimator (trace,\n"
       "channel, hessian, output), using the exact quantizer export uses, activation\n"
       "quantization included. Streams one layer at a time; results go to WORK (resumable).\n"
+      "Qwen3-Next / Qwen3.5 / Qwen3.6: the MTP head (mtp.*) is probed with its own objective\n"
+      "(token t+2 from the embedding of t+1 and the body's hidden state at t); the vision\n"
+      "tower is not calibrated yet (no image samples): allocate gives it --visual-format.\n"
       "Example: prismaquant probe models/stories260K --calib train.txt --work w --samples 64");
   sub->add_option("model", a->model, "Model directory or .safetensors file")->required();
   sub->add_option("--work", a->work, "Work directory (created; reused to resume)")->required();
