@@ -49,7 +49,8 @@ Result<std::vector<double>> ParseNumberList(const std::string& list) {
     if (item.empty()) continue;
     char* end = nullptr;
     const double v = std::strtod(item.c_str(), &end);
-    if (*end != '\0' || !std::isfinite(v)) return InvalidArgument("\"" + item + "\" is not a number");
+    if (*end != '\0' || !std::isfinite(v))
+      return InvalidArgument("\"" + item + "\" is not a number");
     out.push_back(v);
   }
   return out;
@@ -61,8 +62,9 @@ Result<formats::FormatId> ParseVisualFormat(const std::string& name) {
     return InvalidArgument("--visual-format: unknown format \"" + name + "\"; one of " +
                            formats::FormatNameList());
   if (formats::Spec(*f).quantizes_activations && *f == formats::FormatId::kNVFP4)
-    return InvalidArgument("--visual-format NVFP4 (W4A4) needs calibrated input scales, which "
-                           "the vision tower does not have yet; use NVFP4A16");
+    return InvalidArgument(
+        "--visual-format NVFP4 (W4A4) needs calibrated input scales, which "
+        "the vision tower does not have yet; use NVFP4A16");
   return *f;
 }
 

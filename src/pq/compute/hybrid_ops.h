@@ -30,19 +30,18 @@ namespace pq::compute {
      (NOT 1+w), rstd[R] = 1/sqrt(mean(x^2)+eps) saved. */                                          \
   void GatedRmsNorm(std::span<const T_> x, std::span<const T_> z, std::span<const T_> w,           \
                     float eps, std::span<T_> y, std::span<T_> rstd, int64_t rows, int64_t dim);    \
-  void GatedRmsNormBackward(std::span<const T_> dy, std::span<const T_> x,                         \
-                            std::span<const T_> z, std::span<const T_> w,                          \
-                            std::span<const T_> rstd, std::span<T_> dx, std::span<T_> dz,          \
-                            std::span<T_> dw, int64_t rows, int64_t dim);                          \
+  void GatedRmsNormBackward(std::span<const T_> dy, std::span<const T_> x, std::span<const T_> z,  \
+                            std::span<const T_> w, std::span<const T_> rstd, std::span<T_> dx,     \
+                            std::span<T_> dz, std::span<T_> dw, int64_t rows, int64_t dim);        \
   /* DeltaNet gates per [T,Hv] element: g = -exp(a_log[h]) * softplus(a + dt_bias[h])              \
      (softplus(x) = x for x > 20, as PyTorch), beta = sigmoid(b). */                               \
   void DeltaGates(std::span<const T_> a, std::span<const T_> b, std::span<const T_> a_log,         \
                   std::span<const T_> dt_bias, std::span<T_> g, std::span<T_> beta,                \
                   int64_t tokens, int64_t heads);                                                  \
   void DeltaGatesBackward(std::span<const T_> dg, std::span<const T_> dbeta,                       \
-                          std::span<const T_> a, std::span<const T_> b,                            \
-                          std::span<const T_> a_log, std::span<const T_> dt_bias,                  \
-                          std::span<T_> da, std::span<T_> db, int64_t tokens, int64_t heads);      \
+                          std::span<const T_> a, std::span<const T_> b, std::span<const T_> a_log, \
+                          std::span<const T_> dt_bias, std::span<T_> da, std::span<T_> db,         \
+                          int64_t tokens, int64_t heads);                                          \
   /* y[T,N] = x[T,N] * sigmoid(gate[T,G]): each run of N/G consecutive elements of a row           \
      shares one gate value (G = N: elementwise; G = 1: one scalar per token). */                   \
   void SigmoidGate(std::span<const T_> x, std::span<const T_> gate, std::span<T_> y,               \

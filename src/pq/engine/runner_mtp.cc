@@ -58,7 +58,8 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     ops::RmsNorm(y, mw.norm, eps, off, n, rstd_o, t, d);
     model::LinearForward(n, hw.lm_head, logits, t);
     if (on_logits) PQ_RETURN_IF_ERROR(on_logits(s, logits));
-    const std::span<const int32_t> targets = std::span(seq.targets).subspan(1, static_cast<size_t>(t));
+    const std::span<const int32_t> targets =
+        std::span(seq.targets).subspan(1, static_cast<size_t>(t));
     ops::CrossEntropy(logits, targets, nll, lse, t, v);
     for (int64_t i = 0; i < t; ++i) {
       if (targets[static_cast<size_t>(i)] < 0) continue;

@@ -1,13 +1,13 @@
 #include "pq/model/arch.h"
 
-#include "pq/model/config.h"
-
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <set>
 #include <sstream>
+
+#include "pq/model/config.h"
 
 namespace pq::model {
 namespace {
@@ -79,14 +79,15 @@ std::vector<TensorSpec> HybridLayer(bool fused_linear_names) {
       {"linear_attn.in_proj_a.weight", R::kLinear, true, "ba", "ba", K::kLinearAttention},
       {"mlp.gate.weight", R::kRouter, true, "", "", K::kMoe},
       {"mlp.shared_expert_gate.weight", R::kRouter, true, "", "", K::kMoe},
-      {"mlp.shared_expert.gate_proj.weight", R::kLinear, true, "shared_gate_up",
-       "shared_gate_up", K::kMoe},
+      {"mlp.shared_expert.gate_proj.weight", R::kLinear, true, "shared_gate_up", "shared_gate_up",
+       K::kMoe},
       {"mlp.shared_expert.up_proj.weight", R::kLinear, true, "shared_gate_up", "shared_gate_up",
        K::kMoe},
       {"mlp.shared_expert.down_proj.weight", R::kLinear, true, "", "", K::kMoe},
   };
   if (fused_linear_names) {  // Qwen3-Next: in_proj_qkvz / in_proj_ba, rows interleaved
-    std::erase_if(t, [](const TensorSpec& s) { return s.pattern.find("in_proj_") != s.pattern.npos; });
+    std::erase_if(t,
+                  [](const TensorSpec& s) { return s.pattern.find("in_proj_") != s.pattern.npos; });
     t.push_back({"linear_attn.in_proj_qkvz.weight", R::kLinear, true, "", "", K::kLinearAttention});
     t.push_back({"linear_attn.in_proj_ba.weight", R::kLinear, true, "", "", K::kLinearAttention});
   }
@@ -143,31 +144,62 @@ std::vector<TensorSpec> VisionGlobals() {
 
 const std::vector<ArchDescriptor>& Table() {
   static const std::vector<ArchDescriptor> table = {
-      {"llama", {"LlamaForCausalLM"}, "model.", Globals(),
-       Concat(AttentionLayer(false, false), DenseMlp()), {}},
-      {"qwen2", {"Qwen2ForCausalLM"}, "model.", Globals(),
-       Concat(AttentionLayer(true, false), DenseMlp()), {}},
-      {"qwen3", {"Qwen3ForCausalLM"}, "model.", Globals(),
-       Concat(AttentionLayer(false, true), DenseMlp()), {}},
-      {"qwen3_moe", {"Qwen3MoeForCausalLM"}, "model.", Globals(),
+      {"llama",
+       {"LlamaForCausalLM"},
+       "model.",
+       Globals(),
+       Concat(AttentionLayer(false, false), DenseMlp()),
+       {}},
+      {"qwen2",
+       {"Qwen2ForCausalLM"},
+       "model.",
+       Globals(),
+       Concat(AttentionLayer(true, false), DenseMlp()),
+       {}},
+      {"qwen3",
+       {"Qwen3ForCausalLM"},
+       "model.",
+       Globals(),
+       Concat(AttentionLayer(false, true), DenseMlp()),
+       {}},
+      {"qwen3_moe",
+       {"Qwen3MoeForCausalLM"},
+       "model.",
+       Globals(),
        Concat(Concat(AttentionLayer(false, true), DenseMlp()),
               {{"mlp.gate.weight", R::kRouter, true, "", "", K::kMoe}}),
        Experts()},
-      {"qwen3_next", {"Qwen3NextForCausalLM"}, "model.", Globals(), HybridLayer(true), Experts(),
+      {"qwen3_next",
+       {"Qwen3NextForCausalLM"},
+       "model.",
+       Globals(),
+       HybridLayer(true),
+       Experts(),
        Mtp()},
-      {"qwen3_5_moe", {"Qwen3_5MoeForConditionalGeneration", "Qwen3_5MoeForCausalLM"},
-       "model.language_model.", Globals(), HybridLayer(false), Experts(), Mtp(), VisionBlock(),
+      {"qwen3_5_moe",
+       {"Qwen3_5MoeForConditionalGeneration", "Qwen3_5MoeForCausalLM"},
+       "model.language_model.",
+       Globals(),
+       HybridLayer(false),
+       Experts(),
+       Mtp(),
+       VisionBlock(),
        VisionGlobals()},
-      {"qwen3_5", {"Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"},
-       "model.language_model.", Globals(), HybridLayer(false), {}, Mtp(), VisionBlock(),
+      {"qwen3_5",
+       {"Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"},
+       "model.language_model.",
+       Globals(),
+       HybridLayer(false),
+       {},
+       Mtp(),
+       VisionBlock(),
        VisionGlobals()},
   };
   return table;
 }
 
 // Replaces "{M}" (text model prefix), "{L}" (layer / block) and "{E}" (expert).
-std::string Expand(std::string_view pattern, const std::string& text_model, int layer,
-                   int expert) {
+std::string Expand(std::string_view pattern, const std::string& text_model, int layer, int expert) {
   std::string s(pattern);
   const std::pair<const char*, std::string> keys[] = {
       {"{M}", text_model}, {"{L}", std::to_string(layer)}, {"{E}", std::to_string(expert)}};
@@ -269,12 +301,12 @@ Result<bool> AddPackedExperts(const io::CheckpointReader& ckpt, int layer, int e
     // Each expert's gate/up share global scales (as the per-expert layout's tensor list says).
     const std::string gate_up = m + "gate_up";
     const bool mtp = layer >= layout->num_layers;
-    layout->linears.push_back({m + "gate_proj", layer, inter, hidden, unit, gate_up, false,
-                               false, false, gu->name, e, 0, false, mtp});
+    layout->linears.push_back({m + "gate_proj", layer, inter, hidden, unit, gate_up, false, false,
+                               false, gu->name, e, 0, false, mtp});
     layout->linears.push_back({m + "up_proj", layer, inter, hidden, unit, gate_up, false, false,
                                false, gu->name, e, inter, false, mtp});
-    layout->linears.push_back({m + "down_proj", layer, hidden, inter, unit, m + "down_proj",
-                               false, false, false, dn->name, e, 0, false, mtp});
+    layout->linears.push_back({m + "down_proj", layer, hidden, inter, unit, m + "down_proj", false,
+                               false, false, dn->name, e, 0, false, mtp});
   }
   return true;
 }
@@ -294,11 +326,16 @@ std::string ScaleGroup(const TensorSpec& spec, const std::string& layer_prefix, 
 bool LayerHas(const ModelConfig& c, LayerKind kind, int layer) {
   const bool mtp = layer >= c.num_layers;
   switch (kind) {
-    case LayerKind::kAny: return true;
-    case LayerKind::kAttention: return mtp || !c.IsLinearAttention(layer);
-    case LayerKind::kLinearAttention: return !mtp && c.IsLinearAttention(layer);
-    case LayerKind::kMoe: return c.IsMoeLayer(layer);
-    case LayerKind::kDenseMlp: return !c.IsMoeLayer(layer);
+    case LayerKind::kAny:
+      return true;
+    case LayerKind::kAttention:
+      return mtp || !c.IsLinearAttention(layer);
+    case LayerKind::kLinearAttention:
+      return !mtp && c.IsLinearAttention(layer);
+    case LayerKind::kMoe:
+      return c.IsMoeLayer(layer);
+    case LayerKind::kDenseMlp:
+      return !c.IsMoeLayer(layer);
   }
   return false;
 }
@@ -307,9 +344,12 @@ bool LayerHas(const ModelConfig& c, LayerKind kind, int layer) {
 size_t RankOf(TensorRole role) {
   switch (role) {
     case R::kEmbed:
-    case R::kRouter: return 2;
-    case R::kTensor: return 0;
-    default: return 1;
+    case R::kRouter:
+      return 2;
+    case R::kTensor:
+      return 0;
+    default:
+      return 1;
   }
 }
 
@@ -419,7 +459,8 @@ int MtpLayers(const ModelConfig& c, const io::CheckpointReader& ckpt) {
 Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::CheckpointReader& ckpt) {
   ModelLayout layout;
   PQ_ASSIGN_OR_RETURN(layout.arch, DetectArchitecture(config));
-  PQ_ASSIGN_OR_RETURN(const ModelConfig c, ParseModelConfig(config, std::string(layout.arch->name)));
+  PQ_ASSIGN_OR_RETURN(const ModelConfig c,
+                      ParseModelConfig(config, std::string(layout.arch->name)));
   layout.num_layers = static_cast<int>(c.num_layers);
   if (layout.num_layers <= 0)
     return InvalidArgument("config.json: num_hidden_layers missing or not positive");
@@ -429,7 +470,8 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
   layout.tie_word_embeddings = c.tie_word_embeddings;
   // Text-only exports of the multimodal families use "model." instead of the preferred prefix.
   layout.text_model = std::string(layout.arch->text_model);
-  if (!ckpt.Find(layout.text_model + "embed_tokens.weight") && ckpt.Find("model.embed_tokens.weight"))
+  if (!ckpt.Find(layout.text_model + "embed_tokens.weight") &&
+      ckpt.Find("model.embed_tokens.weight"))
     layout.text_model = "model.";
   layout.mtp_layers = MtpLayers(c, ckpt);
 
@@ -439,10 +481,12 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
     for (const auto& s : layout.arch->layer_tensors)
       if (LayerHas(c, s.kind, l)) PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, 0));
     if (!c.IsMoeLayer(l)) continue;
-    PQ_ASSIGN_OR_RETURN(bool packed, AddPackedExperts(ckpt, l, layout.num_experts, &layout, b.seen()));
+    PQ_ASSIGN_OR_RETURN(bool packed,
+                        AddPackedExperts(ckpt, l, layout.num_experts, &layout, b.seen()));
     if (packed) continue;
     for (int e = 0; e < layout.num_experts; ++e)
-      for (const auto& s : layout.arch->expert_tensors) PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, e));
+      for (const auto& s : layout.arch->expert_tensors)
+        PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, e));
   }
   if (layout.mtp_layers > 0)
     for (const auto& s : layout.arch->mtp_tensors)
@@ -462,8 +506,8 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
     if (!layout.tie_word_embeddings)
       return NotFound("checkpoint has no lm_head weight and tie_word_embeddings is false");
     const io::TensorInfo* e = ckpt.Find(layout.text_model + "embed_tokens.weight");
-    layout.linears.push_back({"lm_head", -1, e->shape[0], e->shape[1], "lm_head", "lm_head",
-                              false, true, true, "", -1, 0});
+    layout.linears.push_back({"lm_head", -1, e->shape[0], e->shape[1], "lm_head", "lm_head", false,
+                              true, true, "", -1, 0});
   }
   for (const auto& name : ckpt.names())
     if (!b.seen()->count(name))

@@ -17,13 +17,13 @@ enum class TensorRole : uint8_t {
   kEmbed,
   kFinalNorm,
   kLmHead,
-  kNorm,    // per-layer RMSNorm weights (incl. q_norm / k_norm)
-  kLinear,  // a quantizable Linear's weight
-  kBias,    // a Linear's bias (kept in bf16)
-  kRouter,  // 2-D gate kept BF16 and ignored (MoE router, shared_expert_gate)
-  kBuffer,  // non-parameter buffer passed through unchanged
-  kParam,   // other 1-D parameter passed through (DeltaNet A_log, dt_bias)
-  kTensor,  // other parameter of any rank passed through (conv1d, patch embed, pos embed)
+  kNorm,          // per-layer RMSNorm weights (incl. q_norm / k_norm)
+  kLinear,        // a quantizable Linear's weight
+  kBias,          // a Linear's bias (kept in bf16)
+  kRouter,        // 2-D gate kept BF16 and ignored (MoE router, shared_expert_gate)
+  kBuffer,        // non-parameter buffer passed through unchanged
+  kParam,         // other 1-D parameter passed through (DeltaNet A_log, dt_bias)
+  kTensor,        // other parameter of any rank passed through (conv1d, patch embed, pos embed)
   kVisualLinear,  // a vision-tower Linear: written in the fixed --visual-format
 };
 
@@ -75,11 +75,11 @@ std::string ArchitectureNameList();
 
 // One quantizable Linear of a concrete checkpoint.
 struct LinearInfo {
-  std::string module;  // e.g. "model.layers.3.self_attn.q_proj" (weight at module + ".weight")
-  int layer = -1;      // -1 for lm_head and vision; L + j for MTP layer j (and mtp.fc: L)
-  int64_t rows = 0;    // out_features
-  int64_t cols = 0;    // in_features
-  std::string unit;    // decision unit: Linears with equal `unit` must share a format
+  std::string module;       // e.g. "model.layers.3.self_attn.q_proj" (weight at module + ".weight")
+  int layer = -1;           // -1 for lm_head and vision; L + j for MTP layer j (and mtp.fc: L)
+  int64_t rows = 0;         // out_features
+  int64_t cols = 0;         // in_features
+  std::string unit;         // decision unit: Linears with equal `unit` must share a format
   std::string scale_group;  // Linears with equal scale_group share NVFP4 global scales
   bool has_bias = false;
   bool is_lm_head = false;
@@ -98,7 +98,7 @@ struct ModelLayout {
   const ArchDescriptor* arch = nullptr;
   int num_layers = 0;
   int num_experts = 0;
-  int mtp_layers = 0;  // MTP decoder layers present in the checkpoint (0: none)
+  int mtp_layers = 0;                 // MTP decoder layers present in the checkpoint (0: none)
   std::string text_model = "model.";  // prefix of embed_tokens, layers, norm
   bool tie_word_embeddings = false;
   std::vector<LinearInfo> linears;  // body Linears in checkpoint order, then lm_head

@@ -74,8 +74,8 @@ Status GetMoe(const json& c, const std::string& arch, ModelConfig* m) {
   if (m->top_k <= 0 || m->top_k > m->num_experts)
     return InvalidArgument("config.json: num_experts_per_tok must be in [1, num_experts]");
   if (arch != "qwen3_moe")
-    PQ_RETURN_IF_ERROR(GetInt(c, "shared_expert_intermediate_size",
-                              &m->shared_expert_intermediate, true));
+    PQ_RETURN_IF_ERROR(
+        GetInt(c, "shared_expert_intermediate_size", &m->shared_expert_intermediate, true));
   return Status::Ok();
 }
 
@@ -90,7 +90,7 @@ Status GetLayerTypes(const json& c, ModelConfig* m) {
       const std::string type = t[i].is_string() ? t[i].get<std::string>() : "";
       if (type != "linear_attention" && type != "full_attention")
         return InvalidArgument("config.json: layer_types[" + std::to_string(i) + "] = \"" + type +
-                             "\" is not a layer type we know (linear_attention, full_attention)");
+                               "\" is not a layer type we know (linear_attention, full_attention)");
       m->linear_attention[i] = type == "linear_attention";
     }
     return Status::Ok();

@@ -36,9 +36,9 @@ struct ModelConfig {
   int32_t eos_id = -1;
 
   // Hybrid Qwen3-Next / Qwen3.5 / Qwen3.6 (architectures.md §2.5-§2.6); defaults = Llama.
-  float norm_offset = 0.0f;       // 1: zero-centred (1+w) RMSNorms (not the DeltaNet norm)
-  int64_t rot_dim = 0;            // rotated leading dims of a head (partial rotary); even
-  bool attn_output_gate = false;  // q_proj rows per head: [query Dh | gate Dh]
+  float norm_offset = 0.0f;            // 1: zero-centred (1+w) RMSNorms (not the DeltaNet norm)
+  int64_t rot_dim = 0;                 // rotated leading dims of a head (partial rotary); even
+  bool attn_output_gate = false;       // q_proj rows per head: [query Dh | gate Dh]
   std::vector<bool> linear_attention;  // [L] true: Gated DeltaNet mixer, false: attention
   int64_t lin_k_heads = 0, lin_v_heads = 0;  // Hk, Hv
   int64_t lin_k_dim = 0, lin_v_dim = 0;      // Dk, Dv

@@ -134,8 +134,7 @@ void AttentionBackward(const ModelConfig& c, const LayerWeights& w, const RopeCa
   if (c.qk_norm) {
     Vec dq_pre = Zeros(t * h * dh), dk_pre = Zeros(t * hkv * dh);
     ops::RmsNormBackward(dq, a.q_pre, w.q_norm, a.q_rstd, c.norm_offset, dq_pre, {}, t * h, dh);
-    ops::RmsNormBackward(dk, a.k_pre, w.k_norm, a.k_rstd, c.norm_offset, dk_pre, {}, t * hkv,
-                         dh);
+    ops::RmsNormBackward(dk, a.k_pre, w.k_norm, a.k_rstd, c.norm_offset, dk_pre, {}, t * hkv, dh);
     dq.swap(dq_pre);
     dk.swap(dk_pre);
   }

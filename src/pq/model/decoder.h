@@ -66,21 +66,21 @@ struct LinearAttnActs {
   std::vector<float> normed;          // out_proj input [T, Hv*Dv]
 };
 struct LayerActs {
-  std::vector<float> n1, rstd1;       // [T, D], [T]
-  std::vector<float> q_pre, k_pre;    // before q/k norm [T, H*Dh], [T, Hkv*Dh]
-  std::vector<float> q_gate;          // attention output gate (pre-sigmoid) [T, H*Dh] or empty
-  std::vector<float> q_rstd, k_rstd;  // [T*H], [T*Hkv]
-  std::vector<float> q, k, v;         // after norm + RoPE (attention inputs)
-  std::vector<float> probs;           // per sequence [H, T_s, T_s], concatenated
-  std::vector<float> attn;            // [T, H*Dh]
-  std::vector<float> attn_gated;      // attn * sigmoid(q_gate): o_proj input [T, H*Dh]
-  LinearAttnActs lin;                 // Gated DeltaNet layers
-  std::vector<float> h, n2, rstd2;    // [T, D], [T, D], [T]
-  std::vector<float> g, u, m;         // dense MLP [T, F]
-  std::vector<float> router_probs;    // [T, E]
-  std::vector<int32_t> topk_idx;      // [T, K]
-  std::vector<float> topk_w;          // [T, K]
-  std::vector<ExpertActs> experts;    // [E]
+  std::vector<float> n1, rstd1;          // [T, D], [T]
+  std::vector<float> q_pre, k_pre;       // before q/k norm [T, H*Dh], [T, Hkv*Dh]
+  std::vector<float> q_gate;             // attention output gate (pre-sigmoid) [T, H*Dh] or empty
+  std::vector<float> q_rstd, k_rstd;     // [T*H], [T*Hkv]
+  std::vector<float> q, k, v;            // after norm + RoPE (attention inputs)
+  std::vector<float> probs;              // per sequence [H, T_s, T_s], concatenated
+  std::vector<float> attn;               // [T, H*Dh]
+  std::vector<float> attn_gated;         // attn * sigmoid(q_gate): o_proj input [T, H*Dh]
+  LinearAttnActs lin;                    // Gated DeltaNet layers
+  std::vector<float> h, n2, rstd2;       // [T, D], [T, D], [T]
+  std::vector<float> g, u, m;            // dense MLP [T, F]
+  std::vector<float> router_probs;       // [T, E]
+  std::vector<int32_t> topk_idx;         // [T, K]
+  std::vector<float> topk_w;             // [T, K]
+  std::vector<ExpertActs> experts;       // [E]
   std::vector<float> sg, su, sm, s_out;  // shared expert [T, Fs] x3, [T, D]
   std::vector<float> s_gate;             // shared expert gate logit [T]
 };

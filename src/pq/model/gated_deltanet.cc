@@ -33,8 +33,8 @@ struct Segment {
 // [q_g | k_g | v of its r value heads | z of them]; in_proj_ba per key head [b (r) | a (r)].
 // Buffers: qkvz -> {mixed [C], z [Vd]}; ba -> {b [Hv], a [Hv]}.
 std::vector<Segment> QkvzSegments(const ModelConfig& c) {
-  const int64_t hk = c.lin_k_heads, dk = c.lin_k_dim, r = c.lin_v_heads / hk,
-                rv = r * c.lin_v_dim, kd = c.lin_key_dim();
+  const int64_t hk = c.lin_k_heads, dk = c.lin_k_dim, r = c.lin_v_heads / hk, rv = r * c.lin_v_dim,
+                kd = c.lin_key_dim();
   std::vector<Segment> s;
   for (int64_t g = 0, off = 0; g < hk; ++g) {
     s.push_back({off, g * dk, dk, 0});
@@ -85,8 +85,8 @@ void Columns(Vec& x, int64_t c, int64_t off, Vec& y, int64_t n, int64_t t, bool 
 }
 
 // The four input projections: mixed[T, C], z[T, Vd], b, a[T, Hv].
-void Projections(const ModelConfig& c, const LinearAttentionWeights& w,
-                 std::span<const float> n1, int64_t t, LinearAttnActs& a, LinearObserver* obs) {
+void Projections(const ModelConfig& c, const LinearAttentionWeights& w, std::span<const float> n1,
+                 int64_t t, LinearAttnActs& a, LinearObserver* obs) {
   const int64_t cd = c.lin_conv_dim(), vd = c.lin_value_dim(), hv = c.lin_v_heads;
   a.mixed = Zeros(t * cd);
   a.z = Zeros(t * vd);
@@ -176,11 +176,10 @@ void LinearAttentionForward(const ModelConfig& c, const LinearAttentionWeights& 
   ops::DeltaGates(a.a, a.b, w.a_log, w.dt_bias, a.g, a.beta, t, hv);
   a.core = Zeros(t * vd);
   ForEachSeq(lens, [&](int64_t ts, int64_t off) {
-    ops::GatedDeltaRule(Rows(std::as_const(a.q), off, ts, hv * dk),
-                        Rows(std::as_const(a.k), off, ts, hv * dk),
-                        Rows(std::as_const(a.v), off, ts, vd), Rows(std::as_const(a.g), off, ts, hv),
-                        Rows(std::as_const(a.beta), off, ts, hv), Rows(a.core, off, ts, vd), {}, ts,
-                        hv, dk, dv);
+    ops::GatedDeltaRule(
+        Rows(std::as_const(a.q), off, ts, hv * dk), Rows(std::as_const(a.k), off, ts, hv * dk),
+        Rows(std::as_const(a.v), off, ts, vd), Rows(std::as_const(a.g), off, ts, hv),
+        Rows(std::as_const(a.beta), off, ts, hv), Rows(a.core, off, ts, vd), {}, ts, hv, dk, dv);
   });
   a.normed = Zeros(t * vd);
   a.rstd = Zeros(t * hv);

@@ -101,7 +101,8 @@ Status WeightSource::LoadLinearAttention(const std::string& p, LayerWeights& lw)
   const std::string q = p + "linear_attn.";
   const int64_t d = c.hidden, hv = c.lin_v_heads, conv_dim = c.lin_conv_dim();
   if (c.lin_fused_naming) {
-    PQ_ASSIGN_OR_RETURN(a.in_qkv, LoadLinearShaped(q + "in_proj_qkvz", conv_dim + c.lin_value_dim(), d));
+    PQ_ASSIGN_OR_RETURN(a.in_qkv,
+                        LoadLinearShaped(q + "in_proj_qkvz", conv_dim + c.lin_value_dim(), d));
     PQ_ASSIGN_OR_RETURN(a.in_b, LoadLinearShaped(q + "in_proj_ba", 2 * hv, d));
   } else {
     PQ_ASSIGN_OR_RETURN(a.in_qkv, LoadLinearShaped(q + "in_proj_qkv", conv_dim, d));
@@ -183,7 +184,8 @@ Result<MtpWeights> WeightSource::LoadMtp() const {
 
 Result<HeadWeights> WeightSource::LoadHead() const {
   HeadWeights h;
-  PQ_ASSIGN_OR_RETURN(h.final_norm, LoadVector(layout_.text_model + "norm.weight", config_.hidden, true));
+  PQ_ASSIGN_OR_RETURN(h.final_norm,
+                      LoadVector(layout_.text_model + "norm.weight", config_.hidden, true));
   PQ_ASSIGN_OR_RETURN(h.lm_head, LoadLinear("lm_head"));
   if (h.lm_head.rows != config_.vocab || h.lm_head.cols != config_.hidden)
     return InvalidArgument(path_ + ": lm_head shape does not match vocab_size x hidden_size");

@@ -381,7 +381,7 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
 
   CalibratedExportResult res;
   res.summary.out_dir = o.out;
-  LayerQuantizer lq{plan, info, o, *ckpt, *writer, res};
+  LayerQuantizer lq{plan, info, o, *ckpt, *writer, res, {}, 0.0};
   Progress progress(std::string("export ") + ExportPassesName(o.passes),
                     static_cast<size_t>(c.num_layers + layout.mtp_layers));
   for (int64_t l = 0; l < c.num_layers; ++l) {
