@@ -50,7 +50,7 @@ run() {
   "$bin" -q export "$m" --work "$d/w" -o "$d/mixed_rtn" --passes rtn --threads 1 --json \
     > "$d/export_rtn.out"
   local bits
-  bits="$(python3 -c "import json; print(json.load(open('$d/layer_config.knee.json'))['achieved_bits'] + 0.5)")"
+  bits="$(python3 -c "import json; print(json.load(open('$d/layer_config.knee.json'))['achieved']['bits_per_param'] + 0.5)")"
   "$bin" -q allocate --work "$d/w" --target-bits "$bits" --json > "$d/allocate2.out"
   "$bin" -q export "$m" --work "$d/w" -o "$d/mixed2" --threads 1 --json > "$d/export2.out"
   "$bin" -q export "$m" --uniform NVFP4A16 -o "$d/nvfp4a16" --threads 1 --json > "$d/u1.out"
