@@ -30,7 +30,8 @@ error is recorded in golden.json ("f32_vs_f64"), as a guide to tolerances.
 Usage (from the repository root, with the test venv):
   venv=$(bash scripts/setup_venv.sh)
   $venv/bin/python scripts/make_golden.py [--out tests/golden] [--only NAME ...] [--check]
---check regenerates into a temp dir and compares bytes with --out (exit 1 on a difference).
+--check regenerates into a temp dir and compares with --out (exit 1 on a difference): names,
+dtypes, shapes, integers and configs exactly, float32 values within CHECK_REL_TOL (see there).
 """
 
 from __future__ import annotations
@@ -1498,13 +1499,15 @@ def make_hybrid_fixture(name, spec, out_root: Path):
 
     ref_cfg = ref_config(cfg_json)
     ref_sd = load_file(str(d / "model" / "model.safetensors"))
-    for attempt in range(HYBRID_MAX_DRAWS):
+    forced = FORCED_DRAW.get(name)
+    for attempt in ([forced] if forced is not None else range(HYBRID_MAX_DRAWS)):
         g = torch.Generator().manual_seed(seed + 7 + 1000 * attempt)
         ids = torch.randint(0, VOCAB, (S, T), generator=g)
         res = run_hybrid_body(m32, ids)
         if spec["mtp"]:
             res.update(run_mtp(m32, mtp32, ids, res["final_normed"]))
-        if spec["moe"] and min(hybrid_router_margins(res, k_top).values()) < MIN_ROUTER_GAP:
+        if (forced is None and spec["moe"] and
+                min(hybrid_router_margins(res, k_top).values()) < MIN_ROUTER_GAP):
             continue
         # independent float64 re-implementation (from model/ on disk), same ids
         r64 = ref_forward_f64(ref_weights(ref_sd, ref_cfg), ref_cfg, ids, spec["mtp"])
@@ -1518,7 +1521,7 @@ def make_hybrid_fixture(name, spec, out_root: Path):
         # a real implementation error would be O(1) on every draw, never below the threshold
         worst_key = max(errs, key=errs.get)
         assert errs[worst_key] < 1e-2, f"{name}: f32 vs f64 re-implementation: {worst_key} {errs[worst_key]:.3g}"
-        if max(errs.values()) < HYBRID_F32_MAX_REL:
+        if max(errs.values()) < HYBRID_F32_MAX_REL or forced is not None:
             break
     else:
         raise RuntimeError(f"{name}: no well-conditioned input draw (router gap >= {MIN_ROUTER_GAP}, "
@@ -1692,13 +1695,71 @@ def dir_size(p: Path):
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
+# --check tolerance for float32 results. PyTorch's CPU kernels pick different vector code on
+# different CPU generations, so a regenerated golden matches the committed one in every
+# structural detail (names, dtypes, shapes, integer tensors, inputs, configs: exactly) but its
+# float32 values only to the last bits: we measured 1.3e-6 (relative to each tensor's largest
+# magnitude) between an AVX-512 and an AVX2 machine. 1e-5 is 2x below the engine tests' own
+# tolerance against these files, so a fixture that passes here cannot move their verdicts.
+CHECK_REL_TOL = 1e-5
+# The same goes for the hybrid fixtures' input draw: "f32 within HYBRID_F32_MAX_REL of f64" is
+# decided by those last bits, so another CPU may accept an earlier or later draw. --check
+# regenerates with the committed fixture's draw (name -> attempt) instead of searching again.
+FORCED_DRAW = {}
+
+
+def same_fixture_file(f, g):
+    """'' when regenerated file f matches committed g (see CHECK_REL_TOL), else why not."""
+    if not g.exists():
+        return "missing in the committed fixtures"
+    if filecmp.cmp(f, g, shallow=False):
+        return ""
+    if f.suffix == ".safetensors":
+        a, b = load_file(str(f)), load_file(str(g))
+        if sorted(a) != sorted(b):
+            return "different tensor names"
+        for k in a:
+            x, y = a[k], b[k]
+            if x.dtype != y.dtype or x.shape != y.shape:
+                return f"{k}: dtype/shape {x.dtype}{tuple(x.shape)} vs {y.dtype}{tuple(y.shape)}"
+            if not x.is_floating_point():
+                if not torch.equal(x, y):
+                    return f"{k}: integer values differ"
+                continue
+            scale = max(y.abs().max().item(), 1e-30) if y.numel() else 1.0
+            err = (x.double() - y.double()).abs().max().item() / scale if x.numel() else 0.0
+            if err > CHECK_REL_TOL:
+                return f"{k}: max rel diff {err:.3g} > {CHECK_REL_TOL}"
+        return ""
+    if f.suffix == ".json":
+        return same_json(json.loads(f.read_text()), json.loads(g.read_text()), "")
+    return "bytes differ"
+
+
+def same_json(x, y, path):
+    if isinstance(x, dict) and isinstance(y, dict):
+        if sorted(x) != sorted(y):
+            return f"{path or '/'}: different keys"
+        return next((w for k in x for w in [same_json(x[k], y[k], f"{path}/{k}")] if w), "")
+    if isinstance(x, list) and isinstance(y, list):
+        if len(x) != len(y):
+            return f"{path}: different lengths"
+        return next((w for i, (u, v) in enumerate(zip(x, y))
+                     for w in [same_json(u, v, f"{path}[{i}]")] if w), "")
+    if isinstance(x, float) and isinstance(y, (int, float)) and not isinstance(y, bool):
+        ok = abs(x - y) <= CHECK_REL_TOL * max(abs(y), 1.0)
+        return "" if ok else f"{path}: {x} vs {y}"
+    return "" if x == y else f"{path}: {x!r} vs {y!r}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parents[1]
     ap.add_argument("--out", default=str(root / "tests" / "golden"))
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--check", action="store_true",
-                    help="regenerate into a temp dir and compare byte for byte with --out")
+                    help="regenerate into a temp dir and compare with --out (structure exactly, "
+                         "float32 values within CHECK_REL_TOL)")
     a = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)   # bit-reproducible float32 reductions
@@ -1717,13 +1778,18 @@ def main():
         try:
             bad = 0
             for n in names:
+                committed = out / n / "golden.json"
+                if n in HYBRID_FIXTURES and committed.exists():
+                    FORCED_DRAW[n] = json.loads(committed.read_text())["checks"][
+                        "input_ids draw (attempt)"]
                 make(n, tmp)
                 for f in sorted((tmp / n).rglob("*")):
                     if f.is_file():
                         rel = f.relative_to(tmp)
                         g = out / rel
-                        if not g.exists() or not filecmp.cmp(f, g, shallow=False):
-                            print(f"DIFF {rel}")
+                        why = same_fixture_file(f, g)
+                        if why:
+                            print(f"DIFF {rel}: {why}")
                             bad += 1
             print("check:", "OK" if not bad else f"{bad} files differ")
             return 1 if bad else 0

@@ -24,7 +24,7 @@
 #     (MXFP8 < NVFP4A16), it equals KL(reference || model) that ref_nll.py computes on the F32
 #     copy (1e-5 + 1e-3 relative), and the model against itself gives KL == 0 exactly. With the
 #     activation quantization (plain eval --reference) the MXFP8 KL must be larger.
-# (d) scripts/make_golden.py --check: the committed tests/golden fixtures regenerate byte for byte;
+# (d) scripts/make_golden.py --check: the committed tests/golden fixtures regenerate (exact structure, float32 values within 1e-5: PyTorch CPU kernels differ in the last bits between CPUs);
 #     tests/engine/golden_independent.py: a float64 re-implementation written from
 #     tests/golden/README.md reproduces every reference tensor of every fixture and layout.
 #     (Both also run on their own, without PQ_BIN.)
@@ -225,7 +225,7 @@ fi
 
 echo "== (d) golden fixtures reproduce"
 if "$py" "$src/scripts/make_golden.py" --check > "$work/golden.out" 2>&1; then
-  ok "scripts/make_golden.py --check: tests/golden is byte-identical to a fresh run"
+  ok "scripts/make_golden.py --check: tests/golden regenerates (structure exactly, float32 within 1e-5)"
 else
   bad "scripts/make_golden.py --check:"; grep -v "Loading\|Writing" "$work/golden.out" | tail -n 12 | sed 's/^/     | /'
 fi
