@@ -13,7 +13,6 @@ void LinearStatsObserver::OnLinear(const model::LinearWeights& l, std::span<cons
     s.cols = k;
     s.g2_out.assign(static_cast<size_t>(n), 0.0);
     s.x2_in.assign(static_cast<size_t>(k), 0.0);
-    if (hessian_) s.hessian.assign(static_cast<size_t>(k * k), 0.0f);
   }
   ++s.samples;
   s.tokens += rows;
@@ -33,8 +32,6 @@ void LinearStatsObserver::OnLinear(const model::LinearWeights& l, std::span<cons
       s.x2_in[static_cast<size_t>(i)] += v * v;
     }
   }
-  // H += X^T X: the weight-gradient product with X in place of the output gradient.
-  if (hessian_) compute::cpu::MatMulBackward(x, x, {}, {}, s.hessian, {}, rows, k, k);
 }
 
 LinearStats LinearStatsObserver::Take(const std::string& module) {

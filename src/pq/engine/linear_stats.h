@@ -3,9 +3,8 @@
 // inputs X_s [R, K] (R = its tokens, or for an expert the tokens routed to it):
 //   fisher_sum  = sum_s ||G_s^T X_s||_F^2   (per-sample empirical Fisher, before / T_total)
 //   g2_out[o]   = sum_t G[t, o]^2,  x2_in[i] = sum_t X[t, i]^2
-//   hessian     = X^T X  [K, K]  (optional; only while the layer is resident)
-// One OnLinear call must carry exactly one sample: run the Runner with batch_tokens = 1 so
-// every batch is a single sequence.
+// (The input Hessian XᵀX is engine/hessian_observer.h's.) One OnLinear call must carry exactly
+// one sample: run the Runner with batch_tokens = 1 so every batch is a single sequence.
 #pragma once
 
 #include <map>
@@ -22,12 +21,10 @@ struct LinearStats {
   double fisher_sum = 0;            // sum over samples of ||G_s^T X_s||_F^2
   std::vector<double> g2_out;       // [N]
   std::vector<double> x2_in;        // [K]
-  std::vector<float> hessian;       // [K, K] or empty
 };
 
 class LinearStatsObserver : public model::LinearObserver {
  public:
-  explicit LinearStatsObserver(bool hessian) : hessian_(hessian) {}
   void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
                 std::span<const float> dy, int64_t rows) override;
   const std::map<std::string, LinearStats>& stats() const { return stats_; }
@@ -35,7 +32,6 @@ class LinearStatsObserver : public model::LinearObserver {
   LinearStats Take(const std::string& module);
 
  private:
-  bool hessian_;
   std::map<std::string, LinearStats> stats_;
   std::vector<float> gamma_;  // scratch [N, K]
 };

@@ -85,7 +85,7 @@ class ProbeObserver : public model::LinearObserver {
 
   ProbeObserverOptions opt_;
   std::map<std::string, float> amax_;
-  LinearStatsObserver stats_{false};
+  LinearStatsObserver stats_;
   std::vector<std::string> order_;
   std::map<std::string, Active> active_;
   Status error_;  // first failure inside OnLinear (which cannot return one)

@@ -15,6 +15,13 @@ std::span<float> Rows(std::vector<float>& v, size_t off, int64_t t, int64_t d) {
   return std::span<float>(v).subspan(off * static_cast<size_t>(d), static_cast<size_t>(t * d));
 }
 
+// The step of decoder layer l: its Linears in ForEachLinear order.
+SweepStep LayerStep(int64_t l, model::LayerWeights& w) {
+  SweepStep step{l, false, {}};
+  model::ForEachLinear(w, [&](model::LinearWeights& lw) { step.linears.push_back(&lw); });
+  return step;
+}
+
 }  // namespace
 
 Runner::Runner(const model::WeightSource& source, std::span<const Sequence> seqs, RunnerOptions o)
@@ -31,7 +38,19 @@ Runner::Runner(const model::WeightSource& source, std::span<const Sequence> seqs
   }
 }
 
-Status Runner::Forward(bool keep_all, model::LinearObserver* observer) {
+void Runner::RunLayer(const model::LayerWeights& w, const model::RopeCache& rope,
+                      std::span<const float> h, std::span<float> next,
+                      model::LinearObserver* observer) const {
+  const model::ModelConfig& c = src_.config();
+  const auto d = static_cast<size_t>(c.hidden);
+  for (const Batch& b : batches_) {
+    const size_t off = b.offset * d, n = static_cast<size_t>(b.tokens) * d;
+    model::DecoderLayerForward(c, w, rope, h.subspan(off, n), next.subspan(off, n), b.lens, nullptr,
+                               observer);
+  }
+}
+
+Status Runner::Forward(bool keep_all, model::LinearObserver* observer, SweepHooks* hooks) {
   const model::ModelConfig& c = src_.config();
   const int64_t d = c.hidden, layers = c.num_layers;
   if (keep_all) {
@@ -48,9 +67,12 @@ Status Runner::Forward(bool keep_all, model::LinearObserver* observer) {
   for (int64_t l = 0; l < layers; ++l) {
     if (keep_all) PQ_RETURN_IF_ERROR(store_.Put(l, h));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
-    for (const Batch& b : batches_)
-      model::DecoderLayerForward(c, w, rope, Rows(h, b.offset, b.tokens, d),
-                                 Rows(next, b.offset, b.tokens, d), b.lens, nullptr, observer);
+    if (hooks) {
+      const SweepStep step = LayerStep(l, w);
+      if (model::LinearObserver* obs = hooks->Observe(step)) RunLayer(w, rope, h, next, obs);
+      PQ_RETURN_IF_ERROR(hooks->Replace(step));
+    }
+    RunLayer(w, rope, h, next, observer);
     h.swap(next);
     if (progress) progress->Advance();
   }
@@ -96,8 +118,8 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
                               v);
     if (observer) observer->OnLinear(hw.lm_head, n, dlogits, t);
     ops::MatMulBackward(dlogits, n, hw.lm_head.w, dn, {}, {}, t, d, v);
-    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, c.norm_offset, Rows(d_final_, offsets_[s], t, d), {}, t,
-                         d);
+    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, c.norm_offset,
+                         Rows(d_final_, offsets_[s], t, d), {}, t, d);
   }
   return r;
 }

@@ -1,7 +1,17 @@
-// The streaming layer runner (DESIGN §2): at most one decoder layer's weights resident,
+// The streaming layer runner (DESIGN §2) — the one layer sweep of probe, calibrated export and
+// eval: at most one decoder layer's weights resident, sequences batched up to batch_tokens,
 // layer-boundary hidden states kept (spilled to the work dir beyond a memory budget), a
-// forward sweep, the loss head, and a reverse sweep that recomputes each layer from its
-// saved input and backpropagates, calling observers while the layer is resident.
+// forward sweep, the loss head (and the MTP head), and a reverse sweep that recomputes each
+// layer from its saved input and backpropagates.
+//
+// Where per-layer work plugs in:
+//   - model::LinearObserver (model/decoder.h): sees every Linear's input rows in a forward
+//     pass (OnLinearInput: input amax, HessianObserver) and (x, dy) rows in the reverse sweep
+//     (OnLinear: Fisher and probe statistics, ProbeObserver); experts see their routed rows.
+//   - SweepHooks (below): per step of a forward sweep, observe the step's inputs on the
+//     current boundary, then replace its weights (e.g. quantize them) before it computes the
+//     next boundary — sequential calibrated export, block-level re-runs.
+//   - LayerFn / BoundaryGradFn of BackwardFrom: a layer loaded / its input gradient ready.
 #pragma once
 
 #include <functional>
@@ -30,6 +40,28 @@ struct RunnerOptions {
   bool progress = true;
 };
 
+// One step of a forward sweep: the Linears that are about to compute their outputs from the
+// current boundary — a decoder layer (0..L-1; L = the MTP layer) or the MTP's input
+// projection mtp.fc alone.
+struct SweepStep {
+  int64_t layer = 0;
+  bool mtp_fc = false;
+  std::vector<model::LinearWeights*> linears;  // model::ForEachLinear order
+};
+
+// Per-step hooks of Runner::Forward / Runner::MtpForward. For every step, in order:
+//   1. Observe(step): an observer returned here sees the step's Linear inputs computed from
+//      the current boundary with the weights as loaded — an extra pass over the calibration
+//      tokens; nullptr skips it;
+//   2. Replace(step): may change the step's Linears (w, act_format, input_global_scale);
+//   3. the step, with the replaced weights, computes the next boundary.
+class SweepHooks {
+ public:
+  virtual ~SweepHooks() = default;
+  virtual model::LinearObserver* Observe(const SweepStep& step) = 0;
+  virtual Status Replace(const SweepStep& step) = 0;
+};
+
 struct HeadResult {
   double nll_sum = 0;  // sum over scored tokens, nats
   int64_t scored = 0;  // number of scored tokens
@@ -40,8 +72,10 @@ class Runner {
   Runner(const model::WeightSource& source, std::span<const Sequence> seqs, RunnerOptions o);
 
   // Forward sweep over all layers. keep_all: store every boundary (needed by Backward).
-  // `observer` (optional) sees every Linear's input rows (OnLinearInput).
-  Status Forward(bool keep_all, model::LinearObserver* observer = nullptr);
+  // `observer` (optional) sees every Linear's input rows (OnLinearInput) in the pass that
+  // computes the next boundary; `hooks` (optional) observe and replace each layer first.
+  Status Forward(bool keep_all, model::LinearObserver* observer = nullptr,
+                 SweepHooks* hooks = nullptr);
   // Boundary b in 0..L (0 = embeddings, L = last layer's output, before the final norm) of
   // all sequences, concatenated: [sum T, D]. All boundaries need Forward(true).
   Status Boundary(int64_t b, std::span<float> out) const;
@@ -63,6 +97,11 @@ class Runner {
   // `observer` also sees every MTP Linear's input rows. L = loss_scale * sum of MTP NLLs.
   Result<HeadResult> Mtp(const LogitsFn& on_logits, bool backward, double loss_scale,
                          model::LinearObserver* observer = nullptr);
+
+  // The MTP head's forward sweep for sequential export (after Forward): step mtp.fc on the MTP
+  // inputs [embed(t+1) ; final-normed body_t], then step the MTP layer (one sequence of T-2
+  // positions at a time) on fc's outputs. The MTP layer's outputs have no consumer here.
+  Status MtpForward(SweepHooks& hooks);
 
   // Reverse sweep from the head's gradient. `observer` sees every Linear (x, dy) rows;
   // on_grad(b, grad[sum T, D]) receives dL/d(boundary b) for b = L-1 .. 0.
@@ -94,6 +133,15 @@ class Runner {
     std::vector<int64_t> lens;  // its sequences' lengths
   };
   std::vector<Batch> batches_;  // consecutive sequences run through a layer together
+
+  // Runs every batch of h [sum T, D] through layer w into next [sum T, D].
+  void RunLayer(const model::LayerWeights& w, const model::RopeCache& rope,
+                std::span<const float> h, std::span<float> next,
+                model::LinearObserver* observer) const;
+  // The MTP inputs of sequence s: x[T-2, 2D] = [RMSNorm_e(embed(ids[t+1])) ;
+  // RMSNorm_h(RMSNorm_final(boundary L)_t)] for t = 0..T-3 (needs T > 2).
+  Status MtpInput(size_t s, const model::HeadWeights& hw, const model::MtpWeights& mw,
+                  std::span<float> x) const;
   int64_t total_tokens_ = 0, max_tokens_ = 0;
   BoundaryStore store_;
   std::vector<float> final_;    // boundary L [sum T, D]

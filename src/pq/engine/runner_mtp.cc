@@ -1,5 +1,5 @@
-// Runner::Mtp: the multi-token-prediction head of Qwen3-Next / Qwen3.5 / Qwen3.6
-// (architectures.md §4), forward and backward, one sequence at a time:
+// Runner::Mtp / Runner::MtpForward: the multi-token-prediction head of Qwen3-Next / Qwen3.5 /
+// Qwen3.6 (architectures.md §4), forward and backward, one sequence at a time:
 //   e = RMSNorm_{1+w}(embed(x_{t+1})),  h = RMSNorm_{1+w}(RMSNorm_final(body_t))
 //   u = fc([e ; h]),  u' = DecoderLayer_L(u),  logits = lm_head(RMSNorm_{1+w}(u'))  -> x_{t+2}
 #include "pq/compute/ops.h"
@@ -13,8 +13,8 @@ using Vec = std::vector<float>;
 
 Vec Zeros(int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); }
 
-// [e ; h] rows: x[T, 2D] from e[T, D] and h[T, D] (and back for the gradient).
-void Concat(const Vec& e, const Vec& h, Vec& x, int64_t t, int64_t d) {
+// [e ; h] rows: x[T, 2D] from e[T, D] and h[T, D].
+void Concat(const Vec& e, const Vec& h, std::span<float> x, int64_t t, int64_t d) {
   for (int64_t i = 0; i < t; ++i) {
     std::copy_n(e.begin() + i * d, d, x.begin() + i * 2 * d);
     std::copy_n(h.begin() + i * d, d, x.begin() + i * 2 * d + d);
@@ -22,6 +22,24 @@ void Concat(const Vec& e, const Vec& h, Vec& x, int64_t t, int64_t d) {
 }
 
 }  // namespace
+
+Status Runner::MtpInput(size_t s, const model::HeadWeights& hw, const model::MtpWeights& mw,
+                        std::span<float> x) const {
+  const model::ModelConfig& c = src_.config();
+  const int64_t d = c.hidden, t = static_cast<int64_t>(seqs_[s].ids.size()) - 2;
+  const auto eps = static_cast<float>(c.rms_eps);
+  const float off = c.norm_offset;
+  // Body hidden at 0..T-3 after the final norm, then the MTP's own norms.
+  const auto body = std::span<const float>(final_).subspan(offsets_[s] * static_cast<size_t>(d),
+                                                           static_cast<size_t>(t * d));
+  Vec hb = Zeros(t * d), hn = Zeros(t * d), emb = Zeros(t * d), en = Zeros(t * d), rstd = Zeros(t);
+  ops::RmsNorm(body, hw.final_norm, eps, off, hb, rstd, t, d);
+  ops::RmsNorm(hb, mw.norm_hidden, eps, off, hn, rstd, t, d);
+  PQ_RETURN_IF_ERROR(src_.Embed(std::span(seqs_[s].ids).subspan(1, static_cast<size_t>(t)), emb));
+  ops::RmsNorm(emb, mw.norm_embedding, eps, off, en, rstd, t, d);
+  Concat(en, hn, x, t, d);
+  return Status::Ok();
+}
 
 Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double loss_scale,
                                model::LinearObserver* observer) {
@@ -38,18 +56,8 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     const Sequence& seq = seqs_[s];
     const int64_t t = static_cast<int64_t>(seq.ids.size()) - 2;
     if (t <= 0) continue;
-    // Body hidden at 0..T-3 after the final norm, then the MTP's own norms.
-    Vec body(final_.begin() + static_cast<std::ptrdiff_t>(offsets_[s] * static_cast<size_t>(d)),
-             final_.begin() + static_cast<std::ptrdiff_t>((offsets_[s] + static_cast<size_t>(t)) *
-                                                          static_cast<size_t>(d)));
-    Vec hb = Zeros(t * d), rstd = Zeros(t), hn = Zeros(t * d), emb = Zeros(t * d),
-        en = Zeros(t * d), rstd_h = Zeros(t), rstd_e = Zeros(t);
-    ops::RmsNorm(body, hw.final_norm, eps, off, hb, rstd, t, d);
-    ops::RmsNorm(hb, mw.norm_hidden, eps, off, hn, rstd_h, t, d);
-    PQ_RETURN_IF_ERROR(src_.Embed(std::span(seq.ids).subspan(1, static_cast<size_t>(t)), emb));
-    ops::RmsNorm(emb, mw.norm_embedding, eps, off, en, rstd_e, t, d);
     Vec x = Zeros(t * 2 * d), u = Zeros(t * d), y = Zeros(t * d);
-    Concat(en, hn, x, t, d);
+    PQ_RETURN_IF_ERROR(MtpInput(s, hw, mw, x));
     model::LinearForward(x, mw.fc, u, t, observer);
     model::LayerActs acts;
     const int64_t lens[] = {t};
@@ -76,6 +84,43 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     model::LinearBackward(du, x, mw.fc, dx, t, observer);
   }
   return r;
+}
+
+Status Runner::MtpForward(SweepHooks& hooks) {
+  const model::ModelConfig& c = src_.config();
+  const int64_t d = c.hidden, layer = c.num_layers;
+  PQ_ASSIGN_OR_RETURN(model::MtpWeights mw, src_.LoadMtp());
+  PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, src_.LoadHead());
+  PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(layer));
+  std::vector<int64_t> lens;  // T-2 of every sequence with T > 2
+  for (const Sequence& seq : seqs_)
+    if (seq.ids.size() > 2) lens.push_back(static_cast<int64_t>(seq.ids.size()) - 2);
+  int64_t rows = 0;
+  for (int64_t t : lens) rows += t;
+  Vec x = Zeros(rows * 2 * d), u = Zeros(rows * d), y = Zeros(rows * d);  // [rows, 2D], [rows, D]
+  for (size_t s = 0, r = 0; s < seqs_.size(); ++s) {
+    const int64_t t = static_cast<int64_t>(seqs_[s].ids.size()) - 2;
+    if (t <= 0) continue;
+    const auto w2 = static_cast<size_t>(2 * d);
+    PQ_RETURN_IF_ERROR(
+        MtpInput(s, hw, mw, std::span(x).subspan(r * w2, static_cast<size_t>(t) * w2)));
+    r += static_cast<size_t>(t);
+  }
+  const SweepStep fc{layer, true, {&mw.fc}};
+  if (model::LinearObserver* obs = hooks.Observe(fc)) model::LinearForward(x, mw.fc, u, rows, obs);
+  PQ_RETURN_IF_ERROR(hooks.Replace(fc));
+  model::LinearForward(x, mw.fc, u, rows);
+  SweepStep step{layer, false, {}};
+  model::ForEachLinear(w, [&](model::LinearWeights& lw) { step.linears.push_back(&lw); });
+  if (model::LinearObserver* obs = hooks.Observe(step)) {
+    const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
+    for (size_t i = 0, o = 0; i < lens.size(); o += static_cast<size_t>(lens[i] * d), ++i) {
+      const auto n = static_cast<size_t>(lens[i] * d);
+      model::DecoderLayerForward(c, w, rope, std::span(u).subspan(o, n), std::span(y).subspan(o, n),
+                                 std::span(lens).subspan(i, 1), nullptr, obs);
+    }
+  }
+  return hooks.Replace(step);
 }
 
 }  // namespace pq::engine

@@ -1,0 +1,44 @@
+// The input Hessian H = Σ XᵀX of Linears, accumulated from their forward inputs
+// (OnLinearInput; for an expert, the rows routed to it) while a layer runs. GPTQ and the
+// scale search of the calibrated export consume it (DESIGN §3 "Export quantizers").
+//
+// Linears of one global-scale group (q/k/v, in_proj_qkv/z, in_proj_b/a, an expert's gate/up,
+// …) read the same input, so they share one H: the group's first wanted member accumulates it
+// and the others read it. At Qwen3.6 size this halves the experts' 256 × 2 Hessians of 2048².
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pq/model/decoder.h"
+
+namespace pq::engine {
+
+class HessianObserver : public model::LinearObserver {
+ public:
+  struct Entry {
+    std::vector<float> h;  // [K, K]
+    int64_t rows = 0;      // input rows accumulated
+  };
+
+  // Accumulate H for `linear`, shared with the earlier wanted members of `group`.
+  void Want(const model::LinearWeights& linear, const std::string& group);
+  // The H of `module`; nullptr if it was not wanted.
+  const Entry* Find(const std::string& module) const;
+
+  void OnLinear(const model::LinearWeights&, std::span<const float>, std::span<const float>,
+                int64_t) override {}
+  // H += xᵀx for x [rows, K] of a wanted group leader.
+  void OnLinearInput(const model::LinearWeights& linear, std::span<const float> x,
+                     int64_t rows) override;
+
+ private:
+  std::map<std::string, Entry> h_;               // by group
+  std::map<std::string, std::string> group_of_;  // module -> group
+  std::map<std::string, bool> leader_;           // modules that accumulate their group's H
+};
+
+}  // namespace pq::engine
