@@ -1,5 +1,8 @@
 // The format table: one row per on-disk weight format (DESIGN §3). Format ids, tensor
 // suffixes and compressed-tensors strings are persisted and therefore an ABI: never rename.
+// Each row lists the tensors it writes (TensorSpec: suffix, dtype, shape rule, role); byte
+// counts, suffix lists, the writers' outputs (MakeTensors) and the readers' validation
+// (MatchTensors) all derive from that list.
 //
 // Shapes: a Linear weight is W[rows, cols] = [out_features N, in_features K], row-major.
 #pragma once
