@@ -16,27 +16,25 @@ std::string ShapeString(std::span<const int64_t> s) {
   return r + "]";
 }
 
-// Finds `suffix` in `tensors` and checks its dtype and shape.
-Result<const QTensorView*> Require(std::span<const QTensorView> tensors, std::string_view suffix,
-                                   DType dtype, std::vector<int64_t> shape) {
+// Finds `spec`'s tensor in `tensors` and checks its dtype, `shape` and byte length.
+Result<const QTensorView*> Require(std::span<const QTensorView> tensors, const TensorSpec& spec,
+                                   const std::vector<int64_t>& shape) {
+  const std::string suffix(spec.suffix);
   for (const auto& t : tensors) {
-    if (t.suffix != suffix) continue;
-    if (t.dtype != dtype)
-      return InvalidArgument("tensor " + std::string(suffix) + " has dtype " +
-                             std::string(DTypeName(t.dtype)) + ", expected " +
-                             std::string(DTypeName(dtype)));
+    if (t.suffix != spec.suffix) continue;
+    if (t.dtype != spec.dtype)
+      return InvalidArgument("tensor " + suffix + " has dtype " + std::string(DTypeName(t.dtype)) +
+                             ", expected " + std::string(DTypeName(spec.dtype)));
     if (!std::equal(t.shape.begin(), t.shape.end(), shape.begin(), shape.end()))
-      return InvalidArgument("tensor " + std::string(suffix) + " has shape " +
-                             ShapeString(t.shape) + ", expected " + ShapeString(shape));
-    if (t.bytes.size() != [&] {
-          size_t n = DTypeSize(dtype);
-          for (int64_t d : shape) n *= static_cast<size_t>(d);
-          return n;
-        }())
-      return InvalidArgument("tensor " + std::string(suffix) + " has the wrong byte length");
+      return InvalidArgument("tensor " + suffix + " has shape " + ShapeString(t.shape) +
+                             ", expected " + ShapeString(shape));
+    size_t bytes = DTypeSize(spec.dtype);
+    for (int64_t d : shape) bytes *= static_cast<size_t>(d);
+    if (t.bytes.size() != bytes)
+      return InvalidArgument("tensor " + suffix + " has the wrong byte length");
     return &t;
   }
-  return NotFound("missing tensor " + std::string(suffix));
+  return NotFound("missing tensor " + suffix);
 }
 
 // Decode tables: the same values as the scalar decoders, looked up (the probe dequantizes
@@ -65,6 +63,62 @@ T Load(const QTensorView* t, size_t i) {
   return v;
 }
 
+// w = e2m1 * scale / global_scale (the same order of operations as compressed-tensors).
+// p: [n, k/2] codes, s: [n, k/16] E4M3, g: [1] f32 -> w [n, k].
+void DecodeNvFp4(const QTensorView* p, const QTensorView* s, const QTensorView* g, size_t n,
+                 size_t k, std::vector<float>& w) {
+  const float gs = Load<float>(g, 0);
+  const DecodeTables& lut = Tables();
+  for (size_t r = 0; r < n; ++r)
+    for (size_t c0 = 0; c0 < k; c0 += 16) {
+      const float scale = lut.e4m3[s->bytes[r * (k / 16) + c0 / 16]] / gs;
+      for (size_t c = c0; c < c0 + 16; c += 2) {
+        const uint8_t byte = p->bytes[r * (k / 2) + c / 2];
+        w[r * k + c] = lut.e2m1[byte & 0xf] * scale;
+        w[r * k + c + 1] = lut.e2m1[byte >> 4] * scale;
+      }
+    }
+}
+
+// e: [n, k/2] FP4 codes or [n, k] E4M3, s: [n, k/32] E8M0 -> w [n, k].
+void DecodeMx(bool fp4, const QTensorView* e, const QTensorView* s, size_t n, size_t k,
+              std::vector<float>& w) {
+  const DecodeTables& lut = Tables();
+  for (size_t r = 0; r < n; ++r)
+    for (size_t c0 = 0; c0 < k; c0 += 32) {
+      const float scale = lut.e8m0[s->bytes[r * (k / 32) + c0 / 32]];
+      for (size_t c = c0; c < c0 + 32; ++c) {
+        float v;
+        if (fp4) {
+          const uint8_t byte = e->bytes[r * (k / 2) + c / 2];
+          v = lut.e2m1[c % 2 ? byte >> 4 : byte & 0xf];
+        } else {
+          v = lut.e4m3[e->bytes[r * k + c]];
+        }
+        w[r * k + c] = v * scale;
+      }
+    }
+}
+
+// p: [n, ceil(k*bits/32)] int32 words, s: [n, k/group] bf16 -> w [n, k].
+void DecodeInt(const FormatSpec& f, const QTensorView* p, const QTensorView* s, size_t n, size_t k,
+               std::vector<float>& w) {
+  const int bits = f.element_bits;
+  const size_t per_word = 32 / static_cast<size_t>(bits);
+  const size_t group =
+      f.scale_layout == ScaleLayout::kGroup ? static_cast<size_t>(f.group_size) : k;
+  const size_t words = (k + per_word - 1) / per_word;
+  const uint32_t mask = (1u << bits) - 1;
+  for (size_t r = 0; r < n; ++r)
+    for (size_t c = 0; c < k; ++c) {
+      const uint32_t word = Load<uint32_t>(p, r * words + c / per_word);
+      const auto u =
+          static_cast<int>((word >> (static_cast<size_t>(bits) * (c % per_word))) & mask);
+      const float q = static_cast<float>(u - (1 << (bits - 1)));
+      w[r * k + c] = q * Bf16ToF32(Load<uint16_t>(s, r * (k / group) + c / group));
+    }
+}
+
 }  // namespace
 
 std::vector<QTensorView> Views(const std::vector<QTensor>& tensors) {
@@ -73,71 +127,42 @@ std::vector<QTensorView> Views(const std::vector<QTensor>& tensors) {
   return v;
 }
 
+Result<MatchedTensors> MatchTensors(FormatId id, std::span<const QTensorView> tensors, int64_t rows,
+                                    int64_t cols) {
+  PQ_RETURN_IF_ERROR(CheckShape(id, rows, cols));
+  const FormatSpec& f = Spec(id);
+  MatchedTensors out{id, {}};
+  for (const TensorSpec& spec : f.tensors) {
+    PQ_ASSIGN_OR_RETURN(const QTensorView* t,
+                        Require(tensors, spec, TensorShape(f, spec, rows, cols)));
+    if (spec.role == TensorRole::kShape &&
+        (Load<int64_t>(t, 0) != rows || Load<int64_t>(t, 1) != cols))
+      return InvalidArgument(std::string(spec.suffix) + " does not match the Linear's shape");
+    out.views.push_back(t);
+  }
+  return out;
+}
+
 Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> tensors,
                                       int64_t rows, int64_t cols) {
-  PQ_RETURN_IF_ERROR(CheckShape(id, rows, cols));
+  PQ_ASSIGN_OR_RETURN(const MatchedTensors m, MatchTensors(id, tensors, rows, cols));
   const size_t n = static_cast<size_t>(rows), k = static_cast<size_t>(cols);
   std::vector<float> w(n * k);
+  const QTensorView* e = &m.Get(TensorRole::kElements);
   switch (id) {
-    case FormatId::kBF16: {
-      PQ_ASSIGN_OR_RETURN(auto* t, Require(tensors, "weight", DType::kBF16, {rows, cols}));
-      for (size_t i = 0; i < n * k; ++i) w[i] = Bf16ToF32(Load<uint16_t>(t, i));
+    case FormatId::kBF16:
+      for (size_t i = 0; i < n * k; ++i) w[i] = Bf16ToF32(Load<uint16_t>(e, i));
       break;
-    }
     case FormatId::kNVFP4:
-    case FormatId::kNVFP4A16: {
-      // w = e2m1 * scale / global_scale (the same order of operations as compressed-tensors).
-      PQ_ASSIGN_OR_RETURN(auto* p, Require(tensors, "weight_packed", DType::kU8, {rows, cols / 2}));
-      PQ_ASSIGN_OR_RETURN(auto* s,
-                          Require(tensors, "weight_scale", DType::kF8E4M3, {rows, cols / 16}));
-      PQ_ASSIGN_OR_RETURN(auto* g, Require(tensors, "weight_global_scale", DType::kF32, {1}));
-      if (id == FormatId::kNVFP4) {
-        PQ_ASSIGN_OR_RETURN(auto* a, Require(tensors, "input_global_scale", DType::kF32, {1}));
-        (void)a;
-      }
-      const float gs = Load<float>(g, 0);
-      const DecodeTables& lut = Tables();
-      for (size_t r = 0; r < n; ++r)
-        for (size_t c0 = 0; c0 < k; c0 += 16) {
-          const float scale = lut.e4m3[s->bytes[r * (k / 16) + c0 / 16]] / gs;
-          for (size_t c = c0; c < c0 + 16; c += 2) {
-            const uint8_t byte = p->bytes[r * (k / 2) + c / 2];
-            w[r * k + c] = lut.e2m1[byte & 0xf] * scale;
-            w[r * k + c + 1] = lut.e2m1[byte >> 4] * scale;
-          }
-        }
+    case FormatId::kNVFP4A16:
+      DecodeNvFp4(e, &m.Get(TensorRole::kScales), &m.Get(TensorRole::kWeightGlobalScale), n, k, w);
       break;
-    }
     case FormatId::kMXFP8:
-    case FormatId::kMXFP4: {
-      const bool fp4 = id == FormatId::kMXFP4;
-      const QTensorView* e;
-      if (fp4) {
-        PQ_ASSIGN_OR_RETURN(e, Require(tensors, "weight_packed", DType::kU8, {rows, cols / 2}));
-      } else {
-        PQ_ASSIGN_OR_RETURN(e, Require(tensors, "weight", DType::kF8E4M3, {rows, cols}));
-      }
-      PQ_ASSIGN_OR_RETURN(auto* s, Require(tensors, "weight_scale", DType::kU8, {rows, cols / 32}));
-      const DecodeTables& lut = Tables();
-      for (size_t r = 0; r < n; ++r)
-        for (size_t c0 = 0; c0 < k; c0 += 32) {
-          const float scale = lut.e8m0[s->bytes[r * (k / 32) + c0 / 32]];
-          for (size_t c = c0; c < c0 + 32; ++c) {
-            float v;
-            if (fp4) {
-              const uint8_t byte = e->bytes[r * (k / 2) + c / 2];
-              v = lut.e2m1[c % 2 ? byte >> 4 : byte & 0xf];
-            } else {
-              v = lut.e4m3[e->bytes[r * k + c]];
-            }
-            w[r * k + c] = v * scale;
-          }
-        }
+    case FormatId::kMXFP4:
+      DecodeMx(id == FormatId::kMXFP4, e, &m.Get(TensorRole::kScales), n, k, w);
       break;
-    }
     case FormatId::kFP8: {
-      PQ_ASSIGN_OR_RETURN(auto* e, Require(tensors, "weight", DType::kF8E4M3, {rows, cols}));
-      PQ_ASSIGN_OR_RETURN(auto* s, Require(tensors, "weight_scale", DType::kBF16, {rows, 1}));
+      const QTensorView* s = &m.Get(TensorRole::kScales);
       for (size_t r = 0; r < n; ++r) {
         const float scale = Bf16ToF32(Load<uint16_t>(s, r));
         for (size_t c = 0; c < k; ++c) w[r * k + c] = Tables().e4m3[e->bytes[r * k + c]] * scale;
@@ -145,28 +170,9 @@ Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> 
       break;
     }
     case FormatId::kINT4:
-    case FormatId::kINT8: {
-      const int bits = id == FormatId::kINT4 ? 4 : 8;
-      const size_t per_word = 32 / static_cast<size_t>(bits);
-      const size_t group = bits == 4 ? 128 : k;
-      const auto words = static_cast<int64_t>((k + per_word - 1) / per_word);
-      PQ_ASSIGN_OR_RETURN(auto* p, Require(tensors, "weight_packed", DType::kI32, {rows, words}));
-      PQ_ASSIGN_OR_RETURN(auto* s, Require(tensors, "weight_scale", DType::kBF16,
-                                           {rows, static_cast<int64_t>(k / group)}));
-      PQ_ASSIGN_OR_RETURN(auto* shp, Require(tensors, "weight_shape", DType::kI64, {2}));
-      if (Load<int64_t>(shp, 0) != rows || Load<int64_t>(shp, 1) != cols)
-        return InvalidArgument("weight_shape does not match the Linear's shape");
-      const uint32_t mask = (1u << bits) - 1;
-      for (size_t r = 0; r < n; ++r)
-        for (size_t c = 0; c < k; ++c) {
-          const uint32_t word = Load<uint32_t>(p, r * static_cast<size_t>(words) + c / per_word);
-          const auto u =
-              static_cast<int>((word >> (static_cast<size_t>(bits) * (c % per_word))) & mask);
-          const float q = static_cast<float>(u - (1 << (bits - 1)));
-          w[r * k + c] = q * Bf16ToF32(Load<uint16_t>(s, r * (k / group) + c / group));
-        }
+    case FormatId::kINT8:
+      DecodeInt(Spec(id), e, &m.Get(TensorRole::kScales), n, k, w);
       break;
-    }
   }
   return w;
 }

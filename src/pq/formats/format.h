@@ -1,5 +1,8 @@
 // The format table: one row per on-disk weight format (DESIGN §3). Format ids, tensor
 // suffixes and compressed-tensors strings are persisted and therefore an ABI: never rename.
+// Each row lists the tensors it writes (TensorSpec: suffix, dtype, shape rule, role); byte
+// counts, suffix lists, the writers' outputs (MakeTensors) and the readers' validation
+// (MatchTensors) all derive from that list.
 //
 // Shapes: a Linear weight is W[rows, cols] = [out_features N, in_features K], row-major.
 #pragma once
@@ -30,6 +33,43 @@ enum class FormatId : uint8_t {
 // How a format groups its scales along the input dimension K.
 enum class ScaleLayout : uint8_t { kNone, kGroup, kChannel };
 
+// The suffixes of the tensors a Linear "M" stores as "M.<suffix>" (persisted ABI).
+inline constexpr std::string_view kSuffixWeight = "weight";
+inline constexpr std::string_view kSuffixWeightPacked = "weight_packed";
+inline constexpr std::string_view kSuffixWeightScale = "weight_scale";
+inline constexpr std::string_view kSuffixWeightGlobalScale = "weight_global_scale";
+inline constexpr std::string_view kSuffixInputGlobalScale = "input_global_scale";
+inline constexpr std::string_view kSuffixWeightShape = "weight_shape";
+
+// What one stored tensor of a format holds (at most one tensor per role in a row).
+enum class TensorRole : uint8_t {
+  kElements,           // the weight's values or codes
+  kScales,             // one stored scale per group or per output channel
+  kWeightGlobalScale,  // FP32 scalar; fused siblings share it
+  kInputGlobalScale,   // FP32 scalar from activation calibration; fused siblings share it
+  kShape,              // int64 [rows, cols] of the weight
+};
+
+// How a stored tensor's shape follows from the weight's [rows N, cols K], the format's
+// element_bits b and group_size g.
+enum class ShapeRule : uint8_t {
+  kDense,          // [N, K]
+  kPacked4,        // [N, K/2]: two 4-bit codes per byte, low nibble first
+  kPackedWords,    // [N, ceil(K*b/32)]: b-bit codes in little-endian int32 words
+  kGroupScales,    // [N, K/g]
+  kChannelScales,  // [N, 1]
+  kScalar,         // [1]
+  kPair,           // [2]
+};
+
+// One tensor in a format's on-disk layout.
+struct TensorSpec {
+  std::string_view suffix;
+  DType dtype;
+  ShapeRule shape;
+  TensorRole role;
+};
+
 struct FormatSpec {
   FormatId id;
   std::string_view name;       // stable id used on the CLI and in work dirs, e.g. "NVFP4"
@@ -40,6 +80,7 @@ struct FormatSpec {
   bool quantizes_activations;  // the runtime quantizes this Linear's input
   bool needs_calibration;      // needs calibrated activation statistics (NVFP4 W4A4)
   std::string_view description;
+  std::span<const TensorSpec> tensors;  // every tensor it writes, in on-disk order
 };
 
 // All formats, in table order.
@@ -53,8 +94,19 @@ std::string FormatNameList();
 // Whether the format can hold a [rows, cols] weight; InvalidArgument says why if not.
 Status CheckShape(FormatId id, int64_t rows, int64_t cols);
 
+// The shape of tensor `t` of format `f` for a [rows, cols] weight (its ShapeRule).
+std::vector<int64_t> TensorShape(const FormatSpec& f, const TensorSpec& t, int64_t rows,
+                                 int64_t cols);
+// The layout entry of `id` with `suffix` / `role`; nullptr if the format stores none.
+const TensorSpec* FindTensor(FormatId id, std::string_view suffix);
+const TensorSpec* FindTensor(FormatId id, TensorRole role);
+inline bool IsGlobalScale(TensorRole r) {
+  return r == TensorRole::kWeightGlobalScale || r == TensorRole::kInputGlobalScale;
+}
+
 // Exact bytes of every tensor the format writes for one [rows, cols] weight (scales and
-// global scales included, bias excluded). Requires CheckShape(...).ok().
+// global scales included, bias excluded): the sum over Spec(id).tensors. Requires
+// CheckShape(...).ok().
 uint64_t BytesOnDisk(FormatId id, int64_t rows, int64_t cols);
 
 // One tensor of a quantized weight, named by its suffix ("weight_packed", ...).
@@ -76,8 +128,11 @@ struct QuantizeOptions {
   bool reference_kernels = false;
 };
 
-// A zero-filled tensor of `shape` (the writers fill `bytes`).
-QTensor MakeTensor(std::string suffix, DType dtype, std::vector<int64_t> shape);
+// The tensors of `id`'s layout for a [rows, cols] weight, in Spec order, zero-filled except
+// the shape tensor, which holds [rows, cols] (the writers fill the rest).
+std::vector<QTensor> MakeTensors(FormatId id, int64_t rows, int64_t cols);
+// The tensor with `role` in MakeTensors' output; the format must store one.
+QTensor& TensorOf(FormatId id, std::vector<QTensor>& tensors, TensorRole role);
 
 // Round-to-nearest quantization exactly as compressed-tensors does it for bf16 weights.
 // `weight`: [rows, cols] values, which must be bf16-representable (the caller rounds);
@@ -93,13 +148,28 @@ struct QTensorView {
   std::span<const uint8_t> bytes;
 };
 
-// Dequantizes stored tensors back to a dense [rows, cols] float weight, validating that
-// every required tensor is present with the right dtype and shape.
+// Stored tensors matched to their format's layout (MatchTensors).
+struct MatchedTensors {
+  FormatId id;
+  std::vector<const QTensorView*> views;  // one per Spec(id).tensors entry, in that order
+  // The tensor with `role`; the format must store one.
+  const QTensorView& Get(TensorRole role) const;
+};
+
+// Checks `tensors` against `id`'s layout for a [rows, cols] weight: CheckShape, then every
+// layout tensor present with the table's dtype, shape and byte length, and the shape tensor
+// holding [rows, cols]. Tensors outside the layout are ignored (callers decide whether
+// extras are an error). NotFound / InvalidArgument name the offending tensor.
+Result<MatchedTensors> MatchTensors(FormatId id, std::span<const QTensorView> tensors, int64_t rows,
+                                    int64_t cols);
+
+// Dequantizes stored tensors back to a dense [rows, cols] float weight, validating them
+// with MatchTensors first.
 Result<std::vector<float>> Dequantize(FormatId id, std::span<const QTensorView> tensors,
                                       int64_t rows, int64_t cols);
 std::vector<QTensorView> Views(const std::vector<QTensor>& tensors);
 
-// The tensor suffixes a format stores for one Linear (what `inspect` requires).
+// The tensor suffixes a format stores for one Linear (Spec(id).tensors' suffixes).
 std::vector<std::string_view> TensorSuffixes(FormatId id);
 
 // NVFP4 global scale for a tensor (or sibling group) whose absolute maximum is `amax`:

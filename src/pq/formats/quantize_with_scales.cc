@@ -96,73 +96,31 @@ void PackIntWords(int bits, std::span<const uint8_t> codes, int64_t rows, int64_
     }
 }
 
-std::vector<QTensor> PackValid(FormatId id, const QCodes& q, int64_t rows, int64_t cols,
-                               int64_t groups) {
-  std::vector<QTensor> out;
-  const size_t nscales = static_cast<size_t>(rows * groups);
-  if (IsNvFp4(id) || IsMx(id)) {
-    QTensor elems = id == FormatId::kMXFP8
-                        ? MakeTensor("weight", DType::kF8E4M3, {rows, cols})
-                        : MakeTensor("weight_packed", DType::kU8, {rows, cols / 2});
-    if (id == FormatId::kMXFP8)
-      elems.bytes = q.codes;
-    else
-      PackNibbles(q.codes, elems);
-    QTensor scale =
-        MakeTensor("weight_scale", IsNvFp4(id) ? DType::kF8E4M3 : DType::kU8, {rows, groups});
-    for (size_t i = 0; i < nscales; ++i) scale.bytes[i] = ScaleCode(id, q.scales[i]);
-    out.push_back(std::move(elems));
-    out.push_back(std::move(scale));
-    if (IsNvFp4(id)) {
-      out.push_back(MakeTensor("weight_global_scale", DType::kF32, {1}));
-      Put<float>(out.back(), 0, q.weight_global_scale);
-    }
-    if (id == FormatId::kNVFP4) {
-      out.push_back(MakeTensor("input_global_scale", DType::kF32, {1}));
-      Put<float>(out.back(), 0, *q.input_global_scale);
-    }
-    return out;
-  }
-  QTensor scale = MakeTensor("weight_scale", DType::kBF16, {rows, groups});
-  for (size_t i = 0; i < nscales; ++i) Put<uint16_t>(scale, i, F32ToBf16(q.scales[i]));
-  if (id == FormatId::kFP8) {
-    QTensor elems = MakeTensor("weight", DType::kF8E4M3, {rows, cols});
+// Fills the tensors of `id`'s layout (MakeTensors) from valid codes and scales.
+std::vector<QTensor> PackValid(FormatId id, const QCodes& q, int64_t rows, int64_t cols) {
+  std::vector<QTensor> out = MakeTensors(id, rows, cols);
+  QTensor& elems = TensorOf(id, out, TensorRole::kElements);
+  if (IsFp4Elements(id))
+    PackNibbles(q.codes, elems);
+  else if (id == FormatId::kMXFP8 || id == FormatId::kFP8)
     elems.bytes = q.codes;
-    out.push_back(std::move(elems));
-    out.push_back(std::move(scale));
-    return out;
+  else
+    PackIntWords(IntBits(id), q.codes, rows, cols, elems);
+  QTensor& scale = TensorOf(id, out, TensorRole::kScales);
+  for (size_t i = 0; i < q.scales.size(); ++i) {
+    if (IsNvFp4(id) || IsMx(id))
+      scale.bytes[i] = ScaleCode(id, q.scales[i]);
+    else
+      Put<uint16_t>(scale, i, F32ToBf16(q.scales[i]));
   }
-  const int bits = IntBits(id), per_word = 32 / bits;
-  QTensor packed =
-      MakeTensor("weight_packed", DType::kI32, {rows, (cols + per_word - 1) / per_word});
-  PackIntWords(bits, q.codes, rows, cols, packed);
-  QTensor shape = MakeTensor("weight_shape", DType::kI64, {2});
-  Put<int64_t>(shape, 0, rows);
-  Put<int64_t>(shape, 1, cols);
-  out.push_back(std::move(packed));
-  out.push_back(std::move(scale));
-  out.push_back(std::move(shape));
+  if (FindTensor(id, TensorRole::kWeightGlobalScale))
+    Put<float>(TensorOf(id, out, TensorRole::kWeightGlobalScale), 0, q.weight_global_scale);
+  if (FindTensor(id, TensorRole::kInputGlobalScale))
+    Put<float>(TensorOf(id, out, TensorRole::kInputGlobalScale), 0, *q.input_global_scale);
   return out;
 }
 
 // ---------------------------------------------------------------- unpacking
-// Finds `suffix` with the expected dtype and shape (the checks Dequantize makes).
-Result<const QTensorView*> Require(std::span<const QTensorView> tensors, std::string_view suffix,
-                                   DType dtype, const std::vector<int64_t>& shape) {
-  for (const auto& t : tensors) {
-    if (t.suffix != suffix) continue;
-    size_t numel = 1;
-    for (int64_t d : shape) numel *= static_cast<size_t>(d);
-    if (t.dtype != dtype ||
-        !std::equal(t.shape.begin(), t.shape.end(), shape.begin(), shape.end()) ||
-        t.bytes.size() != numel * DTypeSize(dtype))
-      return InvalidArgument("tensor " + std::string(suffix) +
-                             " has the wrong dtype, shape or length for this format");
-    return &t;
-  }
-  return NotFound("missing tensor " + std::string(suffix));
-}
-
 void UnpackNibbles(const QTensorView& p, std::vector<uint8_t>& codes) {
   for (size_t j = 0; j < codes.size() / 2; ++j) {
     codes[2 * j] = p.bytes[j] & 0xf;
@@ -170,26 +128,21 @@ void UnpackNibbles(const QTensorView& p, std::vector<uint8_t>& codes) {
   }
 }
 
-Status UnpackElements(FormatId id, std::span<const QTensorView> tensors, int64_t rows, int64_t cols,
+Status UnpackElements(FormatId id, const MatchedTensors& matched, int64_t rows, int64_t cols,
                       QCodes& q) {
   q.codes.resize(static_cast<size_t>(rows * cols));
+  const QTensorView& e = matched.Get(TensorRole::kElements);
   if (IsFp4Elements(id)) {
-    PQ_ASSIGN_OR_RETURN(auto* p, Require(tensors, "weight_packed", DType::kU8, {rows, cols / 2}));
-    UnpackNibbles(*p, q.codes);
+    UnpackNibbles(e, q.codes);
   } else if (id == FormatId::kMXFP8 || id == FormatId::kFP8) {
-    PQ_ASSIGN_OR_RETURN(auto* e, Require(tensors, "weight", DType::kF8E4M3, {rows, cols}));
-    q.codes.assign(e->bytes.begin(), e->bytes.end());
+    q.codes.assign(e.bytes.begin(), e.bytes.end());
   } else {
     const int bits = IntBits(id), per_word = 32 / bits;
     const int64_t words = (cols + per_word - 1) / per_word;
-    PQ_ASSIGN_OR_RETURN(auto* p, Require(tensors, "weight_packed", DType::kI32, {rows, words}));
-    PQ_ASSIGN_OR_RETURN(auto* shp, Require(tensors, "weight_shape", DType::kI64, {2}));
-    if (Get<int64_t>(*shp, 0) != rows || Get<int64_t>(*shp, 1) != cols)
-      return InvalidArgument("weight_shape does not match the Linear's shape");
     const uint32_t mask = (1u << bits) - 1;
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c) {
-        const uint32_t word = Get<uint32_t>(*p, static_cast<size_t>(r * words + c / per_word));
+        const uint32_t word = Get<uint32_t>(e, static_cast<size_t>(r * words + c / per_word));
         q.codes[static_cast<size_t>(r * cols + c)] =
             static_cast<uint8_t>((word >> (bits * (c % per_word))) & mask);
       }
@@ -197,29 +150,25 @@ Status UnpackElements(FormatId id, std::span<const QTensorView> tensors, int64_t
   return CheckCodes(id, q.codes);
 }
 
-Status UnpackScales(FormatId id, std::span<const QTensorView> tensors, int64_t rows, int64_t groups,
+Status UnpackScales(FormatId id, const MatchedTensors& matched, int64_t rows, int64_t groups,
                     QCodes& q) {
   q.scales.resize(static_cast<size_t>(rows * groups));
-  if (IsNvFp4(id) || IsMx(id)) {
-    PQ_ASSIGN_OR_RETURN(auto* s,
-                        Require(tensors, "weight_scale", IsNvFp4(id) ? DType::kF8E4M3 : DType::kU8,
-                                {rows, groups}));
-    for (size_t i = 0; i < q.scales.size(); ++i)
-      q.scales[i] = IsNvFp4(id) ? E4M3Decode(s->bytes[i]) : E8M0Decode(s->bytes[i]);
-  } else {
-    PQ_ASSIGN_OR_RETURN(auto* s, Require(tensors, "weight_scale", DType::kBF16, {rows, groups}));
-    for (size_t i = 0; i < q.scales.size(); ++i) q.scales[i] = Bf16ToF32(Get<uint16_t>(*s, i));
+  const QTensorView& s = matched.Get(TensorRole::kScales);
+  for (size_t i = 0; i < q.scales.size(); ++i) {
+    if (IsNvFp4(id))
+      q.scales[i] = E4M3Decode(s.bytes[i]);
+    else if (IsMx(id))
+      q.scales[i] = E8M0Decode(s.bytes[i]);
+    else
+      q.scales[i] = Bf16ToF32(Get<uint16_t>(s, i));
   }
-  if (IsNvFp4(id)) {
-    PQ_ASSIGN_OR_RETURN(auto* g, Require(tensors, "weight_global_scale", DType::kF32, {1}));
-    q.weight_global_scale = Get<float>(*g, 0);
+  if (FindTensor(id, TensorRole::kWeightGlobalScale)) {
+    q.weight_global_scale = Get<float>(matched.Get(TensorRole::kWeightGlobalScale), 0);
     if (!(std::isfinite(q.weight_global_scale) && q.weight_global_scale > 0.0f))
       return InvalidArgument("weight_global_scale is not a positive finite number");
   }
-  if (id == FormatId::kNVFP4) {
-    PQ_ASSIGN_OR_RETURN(auto* a, Require(tensors, "input_global_scale", DType::kF32, {1}));
-    q.input_global_scale = Get<float>(*a, 0);
-  }
+  if (FindTensor(id, TensorRole::kInputGlobalScale))
+    q.input_global_scale = Get<float>(matched.Get(TensorRole::kInputGlobalScale), 0);
   return Status::Ok();
 }
 
@@ -359,16 +308,17 @@ Result<std::vector<QTensor>> PackCodes(FormatId id, const QCodes& q, int64_t row
   PQ_RETURN_IF_ERROR(CheckCodes(id, q.codes));
   if (id == FormatId::kNVFP4 && !q.input_global_scale)
     return InvalidArgument("NVFP4 (W4A4) needs an input_global_scale");
-  return PackValid(id, q, rows, cols, codec.groups_per_row());
+  return PackValid(id, q, rows, cols);
 }
 
 Result<QCodes> UnpackCodes(FormatId id, std::span<const QTensorView> tensors, int64_t rows,
                            int64_t cols) {
   PQ_RETURN_IF_ERROR(CheckShape(id, rows, cols));
   if (id == FormatId::kBF16) return InvalidArgument("BF16 is not quantized: it has no codes");
+  PQ_ASSIGN_OR_RETURN(const MatchedTensors matched, MatchTensors(id, tensors, rows, cols));
   QCodes q;
-  PQ_RETURN_IF_ERROR(UnpackScales(id, tensors, rows, cols / GroupSize(id, cols), q));
-  PQ_RETURN_IF_ERROR(UnpackElements(id, tensors, rows, cols, q));
+  PQ_RETURN_IF_ERROR(UnpackScales(id, matched, rows, cols / GroupSize(id, cols), q));
+  PQ_RETURN_IF_ERROR(UnpackElements(id, matched, rows, cols, q));
   PQ_ASSIGN_OR_RETURN(const GroupCodec codec, GroupCodec::Create(id, cols, q.weight_global_scale));
   PQ_RETURN_IF_ERROR(CheckScales(codec, q.scales, rows));
   return q;

@@ -52,94 +52,70 @@ Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> wei
   const float amax = fast::AbsMax(w, n * k);
   PQ_RETURN_IF_ERROR(CheckFinite(weight, amax));
   const int threads = options.num_threads;
-  std::vector<QTensor> out;
+  const bool use_ref = options.reference_kernels;
+  if (FindTensor(id, TensorRole::kInputGlobalScale) && !options.input_global_scale)
+    return InvalidArgument(
+        "NVFP4 (W4A4) needs a calibrated input_global_scale; use "
+        "NVFP4A16 for weight-only quantization without calibration");
+  std::vector<QTensor> out = MakeTensors(id, rows, cols);
+  QTensor& elements = TensorOf(id, out, TensorRole::kElements);
+  uint8_t* elems = elements.bytes.data();
   switch (id) {
-    case FormatId::kBF16: {
-      QTensor t = MakeTensor("weight", DType::kBF16, {rows, cols});
-      for (size_t i = 0; i < n * k; ++i) PutLE<uint16_t>(t.bytes, i, F32ToBf16(w[i]));
-      out.push_back(std::move(t));
+    case FormatId::kBF16:
+      for (size_t i = 0; i < n * k; ++i) PutLE<uint16_t>(elements.bytes, i, F32ToBf16(w[i]));
       break;
-    }
     case FormatId::kNVFP4:
     case FormatId::kNVFP4A16: {
-      if (id == FormatId::kNVFP4 && !options.input_global_scale)
-        return InvalidArgument(
-            "NVFP4 (W4A4) needs a calibrated input_global_scale; use "
-            "NVFP4A16 for weight-only quantization without calibration");
       const float gs = options.weight_global_scale.value_or(NvFp4GlobalScale(amax));
-      QTensor packed = MakeTensor("weight_packed", DType::kU8, {rows, cols / 2});
-      QTensor scale = MakeTensor("weight_scale", DType::kF8E4M3, {rows, cols / 16});
+      uint8_t* scale = TensorOf(id, out, TensorRole::kScales).bytes.data();
       ParallelFor(n, threads, [&](size_t b, size_t e) {
-        if (options.reference_kernels)
-          ref::NvFp4Rows(w, b, e, k, gs, packed.bytes.data(), scale.bytes.data());
+        if (use_ref)
+          ref::NvFp4Rows(w, b, e, k, gs, elems, scale);
         else
-          fast::NvFp4Rows(w, b, e, k, gs, packed.bytes.data(), scale.bytes.data());
+          fast::NvFp4Rows(w, b, e, k, gs, elems, scale);
       });
-      QTensor global = MakeTensor("weight_global_scale", DType::kF32, {1});
-      PutLE<float>(global.bytes, 0, gs);
-      out.push_back(std::move(packed));
-      out.push_back(std::move(scale));
-      out.push_back(std::move(global));
-      if (id == FormatId::kNVFP4) {
-        QTensor input = MakeTensor("input_global_scale", DType::kF32, {1});
-        PutLE<float>(input.bytes, 0, *options.input_global_scale);
-        out.push_back(std::move(input));
-      }
+      PutLE<float>(TensorOf(id, out, TensorRole::kWeightGlobalScale).bytes, 0, gs);
+      if (FindTensor(id, TensorRole::kInputGlobalScale))
+        PutLE<float>(TensorOf(id, out, TensorRole::kInputGlobalScale).bytes, 0,
+                     *options.input_global_scale);
       break;
     }
     case FormatId::kMXFP8:
     case FormatId::kMXFP4: {
       const bool fp4 = id == FormatId::kMXFP4;
-      QTensor elems = fp4 ? MakeTensor("weight_packed", DType::kU8, {rows, cols / 2})
-                          : MakeTensor("weight", DType::kF8E4M3, {rows, cols});
-      QTensor scale = MakeTensor("weight_scale", DType::kU8, {rows, cols / 32});
+      uint8_t* scale = TensorOf(id, out, TensorRole::kScales).bytes.data();
       ParallelFor(n, threads, [&](size_t b, size_t e) {
-        if (options.reference_kernels)
-          ref::MxRows(fp4, w, b, e, k, elems.bytes.data(), scale.bytes.data());
+        if (use_ref)
+          ref::MxRows(fp4, w, b, e, k, elems, scale);
         else
-          fast::MxRows(fp4, w, b, e, k, elems.bytes.data(), scale.bytes.data());
+          fast::MxRows(fp4, w, b, e, k, elems, scale);
       });
-      out.push_back(std::move(elems));
-      out.push_back(std::move(scale));
       break;
     }
     case FormatId::kFP8: {
-      QTensor elems = MakeTensor("weight", DType::kF8E4M3, {rows, cols});
-      QTensor scale = MakeTensor("weight_scale", DType::kBF16, {rows, 1});
-      auto* s = reinterpret_cast<uint16_t*>(scale.bytes.data());
+      auto* s = reinterpret_cast<uint16_t*>(TensorOf(id, out, TensorRole::kScales).bytes.data());
       ParallelFor(n, threads, [&](size_t b, size_t e) {
-        if (options.reference_kernels)
-          ref::Fp8Rows(w, b, e, k, elems.bytes.data(), s);
+        if (use_ref)
+          ref::Fp8Rows(w, b, e, k, elems, s);
         else
-          fast::Fp8Rows(w, b, e, k, elems.bytes.data(), s);
+          fast::Fp8Rows(w, b, e, k, elems, s);
       });
-      out.push_back(std::move(elems));
-      out.push_back(std::move(scale));
       break;
     }
     case FormatId::kINT4:
     case FormatId::kINT8: {
-      const bool int4 = id == FormatId::kINT4;
-      const int per_word = int4 ? 8 : 4;
-      const size_t group = int4 ? 128 : k;
-      QTensor packed =
-          MakeTensor("weight_packed", DType::kI32, {rows, (cols + per_word - 1) / per_word});
-      QTensor scale =
-          MakeTensor("weight_scale", DType::kBF16, {rows, static_cast<int64_t>(k / group)});
-      auto* words = reinterpret_cast<uint32_t*>(packed.bytes.data());
-      auto* s = reinterpret_cast<uint16_t*>(scale.bytes.data());
+      const int bits = Spec(id).element_bits;
+      const size_t group = Spec(id).scale_layout == ScaleLayout::kGroup
+                               ? static_cast<size_t>(Spec(id).group_size)
+                               : k;
+      auto* words = reinterpret_cast<uint32_t*>(elems);
+      auto* s = reinterpret_cast<uint16_t*>(TensorOf(id, out, TensorRole::kScales).bytes.data());
       ParallelFor(n, threads, [&](size_t b, size_t e) {
-        if (options.reference_kernels)
-          ref::IntRows(int4 ? 4 : 8, w, b, e, k, group, words, s);
+        if (use_ref)
+          ref::IntRows(bits, w, b, e, k, group, words, s);
         else
-          fast::IntRows(int4 ? 4 : 8, w, b, e, k, group, words, s);
+          fast::IntRows(bits, w, b, e, k, group, words, s);
       });
-      QTensor shape = MakeTensor("weight_shape", DType::kI64, {2});
-      PutLE<int64_t>(shape.bytes, 0, rows);
-      PutLE<int64_t>(shape.bytes, 1, cols);
-      out.push_back(std::move(packed));
-      out.push_back(std::move(scale));
-      out.push_back(std::move(shape));
       break;
     }
   }

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "pq/formats/format.h"
 #include "pq/model/config.h"
 
 namespace pq::model {
@@ -210,13 +211,14 @@ std::string Expand(std::string_view pattern, const std::string& text_model, int 
   return s;
 }
 
-// Every tensor a Linear module may hold, dense or compressed-tensors (format reference §2).
-constexpr std::string_view kLinearSuffixes[] = {"weight",
-                                                "weight_packed",
-                                                "weight_scale",
-                                                "weight_global_scale",
-                                                "input_global_scale",
-                                                "weight_shape",
+// Every tensor a Linear module may hold, dense or compressed-tensors (format reference §2):
+// those of the format table, and the ones other compressed-tensors schemes write.
+constexpr std::string_view kLinearSuffixes[] = {formats::kSuffixWeight,
+                                                formats::kSuffixWeightPacked,
+                                                formats::kSuffixWeightScale,
+                                                formats::kSuffixWeightGlobalScale,
+                                                formats::kSuffixInputGlobalScale,
+                                                formats::kSuffixWeightShape,
                                                 "weight_zero_point",
                                                 "weight_g_idx",
                                                 "input_scale",
@@ -240,7 +242,7 @@ Result<std::optional<LinearInfo>> ResolveLinear(const io::CheckpointReader& ckpt
     const std::string n = module + "." + std::string(suffix);
     if (ckpt.Find(n)) {
       seen->insert(n);
-      found |= suffix == "weight" || suffix == "weight_packed";
+      found |= suffix == formats::kSuffixWeight || suffix == formats::kSuffixWeightPacked;
     }
   }
   if (!found) {
@@ -248,9 +250,12 @@ Result<std::optional<LinearInfo>> ResolveLinear(const io::CheckpointReader& ckpt
     return std::optional<LinearInfo>();
   }
   li.has_bias = ckpt.Find(module + ".bias") != nullptr;
-  const io::TensorInfo* shape = ckpt.Find(module + ".weight_shape");
-  const io::TensorInfo* w = ckpt.Find(module + ".weight");
-  const io::TensorInfo* packed = ckpt.Find(module + ".weight_packed");
+  auto find = [&](std::string_view suffix) {
+    return ckpt.Find(module + "." + std::string(suffix));
+  };
+  const io::TensorInfo* shape = find(formats::kSuffixWeightShape);
+  const io::TensorInfo* w = find(formats::kSuffixWeight);
+  const io::TensorInfo* packed = find(formats::kSuffixWeightPacked);
   if (shape && shape->dtype == DType::kI64 && shape->numel() == 2) {
     int64_t v[2];
     std::memcpy(v, shape->bytes.data(), sizeof v);

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <set>
 
 #include "pq/formats/compressed_tensors.h"
 #include "pq/model/quant_config.h"
@@ -53,18 +52,16 @@ Result<InspectReport> Inspect(const std::string& path) {
       rep.linears.push_back(r);
       continue;
     }
-    // The scheme's tensor set, exactly.
+    // The scheme's tensor set, exactly: the format table's layout, nothing extra.
     std::vector<formats::QTensorView> views;
     std::vector<std::string> suffixes;  // owns the views' suffix strings
     suffixes.reserve(ckpt->names().size());
-    std::set<std::string> expected;
-    for (auto s : formats::TensorSuffixes(r.format)) expected.insert(std::string(s));
     for (const auto& name : ckpt->names()) {
       if (name.rfind(li.module + ".", 0) != 0) continue;
       const std::string suffix = name.substr(li.module.size() + 1);
       if (suffix.find('.') != std::string::npos || suffix == "bias") continue;
       const io::TensorInfo* t = ckpt->Find(name);
-      if (!expected.count(suffix)) {
+      if (!formats::FindTensor(r.format, suffix)) {
         rep.violations.push_back(name + ": unexpected tensor for a " +
                                  std::string(formats::Spec(r.format).name) + " Linear");
         continue;
@@ -73,30 +70,29 @@ Result<InspectReport> Inspect(const std::string& path) {
       suffixes.push_back(suffix);
       views.push_back({suffixes.back(), t->dtype, t->shape, t->bytes});
     }
-    // BF16 passthrough may be stored as F16/F32 too; everything else must decode.
+    // BF16 passthrough may be stored as F16/F32 too; everything else must match the
+    // layout's names, dtypes and shapes.
     const bool dense_float = r.format == FormatId::kBF16 && views.size() == 1;
     if (!dense_float || views[0].dtype == DType::kBF16) {
-      auto d = formats::Dequantize(r.format, views, li.rows, li.cols);
-      if (!d.ok())
+      auto m = formats::MatchTensors(r.format, views, li.rows, li.cols);
+      if (!m.ok())
         rep.violations.push_back(li.module + " (" + std::string(formats::Spec(r.format).name) +
-                                 "): " + d.status().message());
+                                 "): " + m.status().message());
     }
-    if (formats::Spec(r.format).group_size == 16) {  // NVFP4: siblings share global scales
-      for (const auto& v : views) {
-        if (v.suffix != "weight_global_scale" && v.suffix != "input_global_scale") continue;
-        float value = 0.0f;
-        if (v.bytes.size() == sizeof value) std::memcpy(&value, v.bytes.data(), sizeof value);
-        if (!(value > 0.0f) || !std::isfinite(value))
-          rep.violations.push_back(li.module + "." + std::string(v.suffix) + " is " +
-                                   std::to_string(value) +
-                                   "; a global scale must be finite and > 0");
-        const std::string key = li.scale_group + "/" + std::string(v.suffix);
-        std::vector<uint8_t> bytes(v.bytes.begin(), v.bytes.end());
-        auto [g, new_unit] = unit_global.emplace(key, std::pair{bytes, li.module});
-        if (!new_unit && g->second.first != bytes)
-          rep.violations.push_back(li.module + "." + std::string(v.suffix) + " differs from " +
-                                   g->second.second + "'s; fused siblings must share it");
-      }
+    // Global scales (NVFP4's): finite, > 0 and shared by the fused siblings.
+    for (const auto& v : views) {
+      if (!formats::IsGlobalScale(formats::FindTensor(r.format, v.suffix)->role)) continue;
+      float value = 0.0f;
+      if (v.bytes.size() == sizeof value) std::memcpy(&value, v.bytes.data(), sizeof value);
+      if (!(value > 0.0f) || !std::isfinite(value))
+        rep.violations.push_back(li.module + "." + std::string(v.suffix) + " is " +
+                                 std::to_string(value) + "; a global scale must be finite and > 0");
+      const std::string key = li.scale_group + "/" + std::string(v.suffix);
+      std::vector<uint8_t> bytes(v.bytes.begin(), v.bytes.end());
+      auto [g, new_unit] = unit_global.emplace(key, std::pair{bytes, li.module});
+      if (!new_unit && g->second.first != bytes)
+        rep.violations.push_back(li.module + "." + std::string(v.suffix) + " differs from " +
+                                 g->second.second + "'s; fused siblings must share it");
     }
     rep.linears.push_back(r);
   }
