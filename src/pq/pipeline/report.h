@@ -1,4 +1,4 @@
-// The `report` stage: one static HTML page (inline CSS and SVG, no script, no network) that
+// The `report` command: one static HTML page (inline CSS and SVG, no script, no network) that
 // shows what probe and allocate decided, read from a work dir without the model:
 //   header       model, calibration, target and what was achieved, the cost estimator
 //   Pareto       W/pareto.csv: predicted Δloss against bits/param (log y when the range

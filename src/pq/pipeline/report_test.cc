@@ -11,8 +11,7 @@
 #include <random>
 #include <regex>
 
-#include "pq/pipeline/allocate.h"
-#include "pq/pipeline/probe.h"
+#include "pq/pipeline/work_dir.h"
 
 namespace pq::pipeline {
 namespace {
