@@ -3,7 +3,6 @@
 #include <filesystem>
 
 #include "pq/core/log.h"
-#include "pq/pipeline/model_card.h"
 
 namespace pq::pipeline {
 
@@ -37,7 +36,6 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
     ev.reference = o.probe.model;
     PQ_ASSIGN_OR_RETURN(r.eval_out, engine::Evaluate(o.out, docs, ev));
   }
-  PQ_RETURN_IF_ERROR(WriteModelCard(o, r));
   return r;
 }
 

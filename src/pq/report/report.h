@@ -23,7 +23,7 @@
 
 #include "pq/core/status.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 
 struct ReportOptions {
   std::string work;
@@ -117,4 +117,4 @@ std::string ParetoSvg(const ReportData& d);
 std::string FormatMapSvg(const ReportData& d);
 std::string SensitivitySvg(const ReportData& d);
 
-}  // namespace pq::pipeline
+}  // namespace pq::report

@@ -1,7 +1,7 @@
 // The `report` command: loads a work dir (probe.json, layer_config.json, pareto.csv; typed by
 // pipeline/work_dir.h) into ReportData and renders the page (header, legend, tables; the SVGs are
 // in report_svg.cc).
-#include "pq/pipeline/report.h"
+#include "pq/report/report.h"
 
 #include <algorithm>
 #include <cctype>
@@ -16,7 +16,7 @@
 #include "pq/pipeline/work_dir.h"
 #include "pq/quant/cost.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 namespace {
 
 namespace fs = std::filesystem;
@@ -42,16 +42,16 @@ std::string KindOf(const std::string& module, int64_t layer) {
   return kind;
 }
 
-std::string TargetText(const AllocationTarget& t) {
+std::string TargetText(const pipeline::AllocationTarget& t) {
   char buf[160];
   switch (t.kind) {
-    case AllocationTarget::Kind::kBits:
+    case pipeline::AllocationTarget::Kind::kBits:
       std::snprintf(buf, sizeof buf, "%.4g bits/param", t.bits);
       break;
-    case AllocationTarget::Kind::kKnee:
+    case pipeline::AllocationTarget::Kind::kKnee:
       std::snprintf(buf, sizeof buf, "knee of the sweep (%.4g bits/param)", t.bits);
       break;
-    case AllocationTarget::Kind::kSize:
+    case pipeline::AllocationTarget::Kind::kSize:
       std::snprintf(buf, sizeof buf, "checkpoint size %llu bytes (KV reserve %llu)",
                     static_cast<unsigned long long>(t.size_bytes),
                     static_cast<unsigned long long>(t.kv_reserve_bytes));
@@ -60,7 +60,7 @@ std::string TargetText(const AllocationTarget& t) {
   return buf;
 }
 
-void FillFromConfig(const LayerConfig& c, ReportData* d) {
+void FillFromConfig(const pipeline::LayerConfig& c, ReportData* d) {
   d->estimator = c.cost;
   d->lm_head = c.lm_head;
   d->target = TargetText(c.target);
@@ -72,7 +72,7 @@ void FillFromConfig(const LayerConfig& c, ReportData* d) {
   d->knee_bits = c.knee_bits;
 }
 
-void FillFromProbe(const ProbeFile& p, const std::map<std::string, std::string>& chosen,
+void FillFromProbe(const pipeline::ProbeFile& p, const std::map<std::string, std::string>& chosen,
                    quant::CostEstimator estimator, ReportData* d) {
   d->model_path = p.model.path;
   d->architecture = p.model.architecture;
@@ -85,7 +85,7 @@ void FillFromProbe(const ProbeFile& p, const std::map<std::string, std::string>&
   d->tokens = p.calibration.tokens;
   d->nll = p.calibration.nll;
   d->probed_formats = p.formats;
-  for (const ProbeLinear& l : p.linears) {
+  for (const pipeline::ProbeLinear& l : p.linears) {
     ReportLinear r;
     r.module = l.module;
     r.layer = l.layer;
@@ -95,7 +95,7 @@ void FillFromProbe(const ProbeFile& p, const std::map<std::string, std::string>&
     r.fisher_trace = l.fisher_trace;
     const auto f = chosen.find(r.module);
     if (f != chosen.end()) r.format = f->second;
-    for (const ProbeCandidate& c : l.candidates)
+    for (const pipeline::ProbeCandidate& c : l.candidates)
       r.candidates.push_back({c.format, c.bytes, c.Cost(estimator)});
     d->linears.push_back(std::move(r));
   }
@@ -361,10 +361,10 @@ const ReportCandidate* ReportLinear::Find(std::string_view name) const {
 }
 
 Result<ReportData> LoadReportData(const std::string& work) {
-  const WorkDir w(work);
-  PQ_ASSIGN_OR_RETURN(const ProbeFile probe, ReadProbeFile(w));
-  PQ_ASSIGN_OR_RETURN(const LayerConfig config, ReadLayerConfig(w));
-  PQ_ASSIGN_OR_RETURN(const ParetoTable pareto, ReadParetoTable(w));
+  const pipeline::WorkDir w(work);
+  PQ_ASSIGN_OR_RETURN(const pipeline::ProbeFile probe, pipeline::ReadProbeFile(w));
+  PQ_ASSIGN_OR_RETURN(const pipeline::LayerConfig config, pipeline::ReadLayerConfig(w));
+  PQ_ASSIGN_OR_RETURN(const pipeline::ParetoTable pareto, pipeline::ReadParetoTable(w));
   if (config.probe_inputs != probe.inputs)
     return InvalidArgument(w.layer_config_json() + " was made from another probe than " +
                            w.probe_json() + ": run `prismaquant allocate --work " + work +
@@ -375,7 +375,7 @@ Result<ReportData> LoadReportData(const std::string& work) {
     return DataLoss(w.layer_config_json() + " uses estimator \"" + config.cost + "\", which " +
                     w.probe_json() + " does not have (re-run allocate)");
   ReportData d;
-  for (const ParetoPoint& p : pareto.points)
+  for (const pipeline::ParetoPoint& p : pareto.points)
     d.pareto.push_back(
         {p.target_bits, p.achieved_bits, p.total_bytes, p.predicted_dloss, p.optimal});
   FillFromConfig(config, &d);
@@ -441,4 +441,4 @@ Result<ReportSummary> WriteReport(const ReportOptions& o) {
   return r;
 }
 
-}  // namespace pq::pipeline
+}  // namespace pq::report

@@ -1,4 +1,4 @@
-#include "pq/pipeline/model_card.h"
+#include "pq/report/model_card.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -7,8 +7,14 @@
 #include "pq/io/file_util.h"
 #include "pq/io/safetensors.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 namespace {
+
+using pipeline::AllocateOptions;
+using pipeline::AllocateResult;
+using pipeline::ParetoPoint;
+using pipeline::QuantizeOptions;
+using pipeline::QuantizeResult;
 
 std::string Fmt(const char* f, double v) {
   char buf[64];
@@ -98,7 +104,7 @@ std::string ModelCard(const QuantizeOptions& o, const QuantizeResult& r, uint64_
   s += "## Precision mix (as written)\n\n" + MixTable(r) + "\n";
   s += "## Pareto sweep (same probe)\n\n" + ParetoMarkdown(r.allocation) + "\n";
   s += "## Which modules, how, and why\n\n" + WhyTable(o, r) + "\n";
-  s += "## Quantization passes\n\n`" + std::string(ExportPassesName(o.passes)) +
+  s += "## Quantization passes\n\n`" + std::string(pipeline::ExportPassesName(o.passes)) +
        "` (sequential: each layer quantized on the outputs of the already-quantized layers "
        "before it), compressed-tensors' exact arithmetic; NVFP4 global scales shared by fused "
        "siblings; NVFP4 (W4A4) input scales calibrated from the probe's activation amax. "
@@ -129,4 +135,4 @@ Status WriteModelCard(const QuantizeOptions& o, const QuantizeResult& r) {
   return io::WriteFileAtomic(o.out + "/README.md", ModelCard(o, r, source_bytes));
 }
 
-}  // namespace pq::pipeline
+}  // namespace pq::report
