@@ -415,6 +415,25 @@ bool ParseParetoRow(const std::string& line, const std::vector<std::string>& hea
   return true;
 }
 
+std::string ParetoCsvText(const ParetoTable& t) {
+  std::ostringstream os;
+  os << "target_bits,achieved_bits,unit_bytes,total_bytes,predicted_dloss,optimal";
+  for (const auto& f : t.formats) os << ",count_" << f;
+  for (const auto& f : t.formats) os << ",params_" << f;
+  os << "\n";
+  char buf[64];
+  for (const ParetoPoint& p : t.points) {
+    std::snprintf(buf, sizeof buf, "%.6f,%.6f,", p.target_bits, p.achieved_bits);
+    os << buf << p.unit_bytes << "," << p.total_bytes << ",";
+    std::snprintf(buf, sizeof buf, "%.9g", p.predicted_dloss);
+    os << buf << "," << (p.optimal ? 1 : 0);
+    for (int64_t c : p.count) os << "," << c;
+    for (int64_t c : p.params) os << "," << c;
+    os << "\n";
+  }
+  return os.str();
+}
+
 }  // namespace
 
 std::string WorkDir::unit_dir(int64_t layer) const { return Numbered(probe_dir(), "layer", layer); }
@@ -641,25 +660,6 @@ Status WriteLayerConfig(const WorkDir& w, const LayerConfig& c) {
                   {"knee_bits", c.knee_bits ? json(*c.knee_bits) : json(nullptr)},
                   {"formats", c.formats}};
   return io::WriteFileAtomic(w.layer_config_json(), j.dump(1) + "\n");
-}
-
-std::string ParetoCsvText(const ParetoTable& t) {
-  std::ostringstream os;
-  os << "target_bits,achieved_bits,unit_bytes,total_bytes,predicted_dloss,optimal";
-  for (const auto& f : t.formats) os << ",count_" << f;
-  for (const auto& f : t.formats) os << ",params_" << f;
-  os << "\n";
-  char buf[64];
-  for (const ParetoPoint& p : t.points) {
-    std::snprintf(buf, sizeof buf, "%.6f,%.6f,", p.target_bits, p.achieved_bits);
-    os << buf << p.unit_bytes << "," << p.total_bytes << ",";
-    std::snprintf(buf, sizeof buf, "%.9g", p.predicted_dloss);
-    os << buf << "," << (p.optimal ? 1 : 0);
-    for (int64_t c : p.count) os << "," << c;
-    for (int64_t c : p.params) os << "," << c;
-    os << "\n";
-  }
-  return os.str();
 }
 
 Status WriteParetoTable(const WorkDir& w, const ParetoTable& t) {

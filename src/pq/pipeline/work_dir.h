@@ -220,7 +220,6 @@ struct ParetoTable {
   bool operator==(const ParetoTable&) const = default;
 };
 
-std::string ParetoCsvText(const ParetoTable& t);
 Result<ParetoTable> ReadParetoTable(const WorkDir& w);
 Status WriteParetoTable(const WorkDir& w, const ParetoTable& t);
 
