@@ -35,9 +35,21 @@ Result<uint64_t> OtherTensorBytes(const std::string& model, const model::ModelLa
 }
 
 ProbeLinear ToProbeLinear(const engine::LinearResult& r, const model::LinearInfo& li) {
-  ProbeLinear l{r.module,  li.layer,      li.unit,        li.scale_group, r.rows,
-                r.cols,    li.is_lm_head, li.is_mtp,      false,          li.tied,
-                r.samples, r.tokens,      r.fisher_trace, r.input_amax,   {}};
+  ProbeLinear l{.module = r.module,
+                .layer = li.layer,
+                .unit = li.unit,
+                .scale_group = li.scale_group,
+                .rows = r.rows,
+                .cols = r.cols,
+                .is_lm_head = li.is_lm_head,
+                .is_mtp = li.is_mtp,
+                .is_visual = false,
+                .tied = li.tied,
+                .samples = r.samples,
+                .tokens = r.tokens,
+                .fisher_trace = r.fisher_trace,
+                .input_amax = r.input_amax,
+                .candidates = {}};
   for (const auto& c : r.candidates)
     l.candidates.push_back(
         {std::string(formats::Spec(c.format).name), c.bytes, c.weight_mse, c.cost});
