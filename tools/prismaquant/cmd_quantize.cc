@@ -6,6 +6,7 @@
 #include "pq/compute/ops.h"
 #include "pq/core/thread_pool.h"
 #include "pq/pipeline/quantize.h"
+#include "pq/report/model_card.h"
 
 namespace pq::cli {
 namespace {
@@ -69,6 +70,7 @@ Status Run(const QuantizeArgs& a) {
   pipeline::QuantizeOptions o;
   PQ_RETURN_IF_ERROR(Fill(a, o));
   PQ_ASSIGN_OR_RETURN(pipeline::QuantizeResult r, pipeline::Quantize(o));
+  PQ_RETURN_IF_ERROR(report::WriteModelCard(o, r));
   const auto& c = r.allocation.chosen;
   nlohmann::json mix = nlohmann::json::object();
   for (size_t i = 0; i < r.allocation.formats.size(); ++i)

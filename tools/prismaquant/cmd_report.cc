@@ -3,18 +3,18 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "pq/pipeline/report.h"
+#include "pq/report/report.h"
 
 namespace pq::cli {
 namespace {
 
 struct ReportArgs {
-  pipeline::ReportOptions o;
+  report::ReportOptions o;
   bool json = false;
 };
 
 Status Run(const ReportArgs& a) {
-  PQ_ASSIGN_OR_RETURN(pipeline::ReportSummary r, pipeline::WriteReport(a.o));
+  PQ_ASSIGN_OR_RETURN(report::ReportSummary r, report::WriteReport(a.o));
   if (a.json) {
     nlohmann::json j = {{"report", r.path},         {"bytes", r.bytes},
                         {"linears", r.linears},     {"rows", r.rows},

@@ -1,12 +1,9 @@
 // The `allocate` stage: turns a probe (W/probe.json) into one format per Linear under a bit
 // or size budget with the pure knapsack of alloc/, sweeps a Pareto curve, finds its knee,
 // and writes
-//   W/layer_config.json  schema "prismaquant.layer_config/1": {"formats": {module: format}}
-//                        for every Linear incl. lm_head, plus the target, what was achieved and
-//                        the estimator used (the export stage reads "formats")
-//   W/pareto.csv         one row per swept target: target_bits, achieved_bits, unit_bytes,
-//                        total_bytes, predicted_dloss, optimal, then count_<F> and params_<F>
-//                        for every format F
+//   W/layer_config.json  LayerConfig (work_dir.h): one format per Linear incl. lm_head, plus
+//                        the target, what was achieved and the estimator used
+//   W/pareto.csv         ParetoTable (work_dir.h): one row per swept target
 // Decision units are the probe's units (fused siblings; all experts of an MoE layer), so
 // coupled Linears always share a format; a format one member cannot hold is not offered to
 // the unit. Bits are over the units' Linears (lm_head excluded: it has a fixed format);
@@ -20,11 +17,10 @@
 
 #include "pq/core/status.h"
 #include "pq/formats/format.h"
+#include "pq/pipeline/work_dir.h"
 #include "pq/quant/cost.h"
 
 namespace pq::pipeline {
-
-inline constexpr const char* kLayerConfigSchema = "prismaquant.layer_config/1";
 
 struct AllocateOptions {
   std::string work;
@@ -33,7 +29,7 @@ struct AllocateOptions {
   std::optional<double> target_bits;
   bool target_knee = false;
   std::optional<uint64_t> target_size;
-  uint64_t kv_reserve = 0;  // subtracted from target_size
+  uint64_t kv_reserve = 0;                 // subtracted from target_size
   std::vector<formats::FormatId> formats;  // allowed formats (empty: every probed one)
   // Default: the measured winner (README "Which cost estimator", scripts/cost_experiment.sh).
   quant::CostEstimator cost = quant::CostEstimator::kHessian;
@@ -41,14 +37,6 @@ struct AllocateOptions {
   formats::FormatId lm_head = formats::FormatId::kBF16;
   // Vision-tower Linears (not calibrated yet): one fixed format, counted in the total bytes.
   formats::FormatId visual = formats::FormatId::kBF16;
-};
-
-struct ParetoPoint {
-  double target_bits = 0, achieved_bits = 0;
-  uint64_t unit_bytes = 0, total_bytes = 0;
-  double predicted_dloss = 0;
-  bool optimal = false;
-  std::vector<int64_t> count, params;  // per format of AllocateResult::formats
 };
 
 struct AllocateResult {

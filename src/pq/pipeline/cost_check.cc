@@ -3,19 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "pq/core/log.h"
 #include "pq/formats/act_quant.h"
 #include "pq/model/weights.h"
-#include "pq/pipeline/probe.h"
+#include "pq/pipeline/work_dir.h"
 #include "pq/quant/rtn_candidate.h"
 
 namespace pq::pipeline {
 namespace {
-
-using nlohmann::json;
 
 std::vector<double> Ranks(std::span<const double> v) {
   std::vector<size_t> idx(v.size());
@@ -46,23 +43,21 @@ struct Perturbation {
   float input_global_scale = 1;
 };
 
-Result<Perturbation> MakePerturbation(const model::WeightSource& src, const json& probe,
-                                      const json& linear, formats::FormatId f) {
+Result<Perturbation> MakePerturbation(const model::WeightSource& src, const ProbeFile& probe,
+                                      const ProbeLinear& linear, formats::FormatId f) {
   // Amaxes over the Linear's global-scale group, as the probe computed them.
-  const std::string group = linear["scale_group"].get<std::string>();
   float w_amax = 0, x_amax = 0;
-  for (const json& m : probe["linears"]) {
-    if (m["scale_group"] != group) continue;
-    PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(m["module"].get<std::string>()));
+  for (const ProbeLinear& m : probe.linears) {
+    if (m.scale_group != linear.scale_group) continue;
+    PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(m.module));
     w_amax = std::max(w_amax, quant::Bf16AbsMax(lw.w));
-    x_amax = std::max(x_amax, m["input_amax"].get<float>());
+    x_amax = std::max(x_amax, m.input_amax);
   }
-  Perturbation p{linear["module"].get<std::string>(), f, {},
-                 formats::NvFp4InputGlobalScale(x_amax)};
+  Perturbation p{linear.module, f, {}, formats::NvFp4InputGlobalScale(x_amax)};
   PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(p.module));
-  PQ_ASSIGN_OR_RETURN(p.w_hat, quant::RtnCandidate(f, lw.w, lw.rows, lw.cols,
-                                                   formats::NvFp4GlobalScale(w_amax),
-                                                   p.input_global_scale));
+  PQ_ASSIGN_OR_RETURN(
+      p.w_hat, quant::RtnCandidate(f, lw.w, lw.rows, lw.cols, formats::NvFp4GlobalScale(w_amax),
+                                   p.input_global_scale));
   return p;
 }
 
@@ -113,11 +108,11 @@ double Spearman(std::span<const double> a, std::span<const double> b) {
 }
 
 Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
-  PQ_ASSIGN_OR_RETURN(json probe, ReadProbe(o.work));
+  PQ_ASSIGN_OR_RETURN(const ProbeFile probe, ReadProbeFile(WorkDir(o.work)));
   PQ_ASSIGN_OR_RETURN(auto base, model::WeightSource::Open(o.model));
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));
-  if (probe["model"]["architecture"] != std::string(base->layout().arch->name) ||
-      probe["model"]["num_layers"] != base->layout().num_layers)
+  if (probe.model.architecture != base->layout().arch->name ||
+      probe.model.num_layers != base->layout().num_layers)
     return InvalidArgument(o.work + "/probe.json was not made from " + o.model);
   PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.model, o.text));
   engine::EvalOptions eo = o.eval;
@@ -128,12 +123,12 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
     r.base_nll = b.mean_nll;
     r.tokens = b.tokens;
   }
-  std::vector<std::pair<const json*, formats::FormatId>> work;
-  for (const json& li : probe["linears"]) {
-    if (li["is_lm_head"].get<bool>() && !o.include_lm_head) continue;
+  std::vector<std::pair<const ProbeLinear*, formats::FormatId>> work;
+  for (const ProbeLinear& li : probe.linears) {
+    if (li.is_lm_head && !o.include_lm_head) continue;
     for (auto f : o.formats)
-      for (const json& c : li["candidates"])
-        if (c["format"] == formats::Spec(f).name) work.emplace_back(&li, f);
+      for (const ProbeCandidate& c : li.candidates)
+        if (c.format == formats::Spec(f).name) work.emplace_back(&li, f);
   }
   if (work.empty()) return InvalidArgument("no probed Linear can hold the requested formats");
   std::optional<Progress> progress;
@@ -148,14 +143,14 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
       return Status::Ok();
     });
     PQ_ASSIGN_OR_RETURN(engine::EvalResult e, engine::Evaluate(*src, base.get(), docs, eo));
-    CostCheckRow row{p.module, std::string(formats::Spec(f).name), e.mean_nll - r.base_nll,
-                     e.mean_kl.value_or(0), {}};
-    for (const json& c : (*li)["candidates"])
-      if (c["format"] == row.format)
-        for (int k = 0; k < quant::kNumEstimators; ++k)
-          row.predicted[static_cast<size_t>(k)] =
-              c["cost"][std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(k)))]
-                  .get<double>();
+    CostCheckRow row{p.module,
+                     std::string(formats::Spec(f).name),
+                     e.mean_nll - r.base_nll,
+                     e.mean_kl.value_or(0),
+                     {}};
+    for (const ProbeCandidate& c : li->candidates)
+      if (c.format == row.format)
+        for (size_t k = 0; k < c.cost.size(); ++k) row.predicted[k] = c.cost[k];
     r.rows.push_back(row);
     if (progress) progress->Advance();
   }

@@ -16,6 +16,7 @@
 #include "pq/pipeline/checkpoint_util.h"
 #include "pq/pipeline/export_common.h"
 #include "pq/pipeline/export_work.h"
+#include "pq/pipeline/work_dir.h"
 #include "pq/quant/scale_search.h"
 
 namespace pq::pipeline {
@@ -25,19 +26,7 @@ using formats::FormatId;
 
 // The probe's calibration samples (W/probe/calibration: I32 ids / targets [N, T]).
 Result<std::vector<engine::Sequence>> LoadSamples(const std::string& work) {
-  const std::string dir = work + "/probe/calibration";
-  PQ_ASSIGN_OR_RETURN(auto r, io::CheckpointReader::Open(dir));
-  const io::TensorInfo* ids = r->Find("ids");
-  if (!ids || ids->dtype != DType::kI32 || ids->shape.size() != 2)
-    return DataLoss(dir + " has no I32 ids [samples, seqlen]; re-run the probe");
-  const int64_t n = ids->shape[0], t = ids->shape[1];
-  std::vector<engine::Sequence> out(static_cast<size_t>(n));
-  for (int64_t s = 0; s < n; ++s) {
-    auto& q = out[static_cast<size_t>(s)];
-    q.ids.resize(static_cast<size_t>(t));
-    std::memcpy(q.ids.data(), ids->bytes.data() + s * t * 4, static_cast<size_t>(t) * 4);
-  }
-  return out;
+  return ReadCalibrationSamples(WorkDir(work));
 }
 
 // diag(H) [K] of H [K, K].

@@ -2,34 +2,22 @@
 // every candidate format of every Linear, written to a work dir another stage (allocate,
 // report, export) reads without the model.
 //
-// Work dir (schema "prismaquant.probe/1"; persisted names are an ABI):
-//   W/probe/inputs.json            fingerprint of (model, calibration tokens, options); a rerun
-//                                  with other inputs is refused
-//   W/probe/calibration/           model.safetensors: I32 "ids", "targets" [samples, seqlen]
-//   W/probe/head/, layer_NNNN/     one finished unit of work each, written atomically:
-//                                  results.json (per Linear: statistics, per-format bytes and
-//                                  predicted Δloss by every estimator) + model.safetensors
-//                                  (per Linear "<module>.g2_out" [N], "<module>.x2_in" [K], F32,
-//                                  per-token means)
-//   W/probe/grad_NNNN/             dL/d(boundary NNNN) after the last finished layer (resume)
-//   W/probe.json                   everything allocate needs, written when all layers are done
-// A killed run resumes after the last finished layer (the forward sweep is recomputed; the
+// Its work dir (W/probe/..., W/probe.json) is described and read/written by work_dir.h. A
+// killed run resumes after the last finished layer (the forward sweep is recomputed; the
 // reverse sweep restarts from the saved gradient) and produces byte-identical files, given
 // the same --threads.
 #pragma once
 
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "pq/core/status.h"
 #include "pq/formats/format.h"
 #include "pq/pipeline/calibration.h"
+#include "pq/pipeline/work_dir.h"
 
 namespace pq::pipeline {
-
-inline constexpr const char* kProbeSchema = "prismaquant.probe/1";
 
 struct ProbeOptions {
   std::string model;
@@ -45,8 +33,8 @@ struct ProbeOptions {
 struct ProbeSummary {
   std::string probe_json;  // W/probe.json
   int64_t linears = 0, layers = 0, resumed_layers = 0;
-  int64_t tokens = 0;      // scored calibration tokens
-  double calib_nll = 0;    // mean NLL of the model on the calibration samples
+  int64_t tokens = 0;    // scored calibration tokens
+  double calib_nll = 0;  // mean NLL of the model on the calibration samples
 };
 
 Result<ProbeSummary> RunProbe(const ProbeOptions& o);
@@ -54,8 +42,5 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o);
 // Identity of a checkpoint without reading all of it (config, every tensor's name, dtype,
 // shape and first 4 KiB): recorded by the probe, checked by export.
 Result<std::string> ModelFingerprint(const std::string& model);
-
-// Reads and validates W/probe.json (schema, completeness).
-Result<nlohmann::json> ReadProbe(const std::string& work);
 
 }  // namespace pq::pipeline

@@ -3,10 +3,6 @@
 #include <filesystem>
 
 #include "pq/core/log.h"
-#include "pq/io/file_util.h"
-#include "pq/io/safetensors.h"
-#include "pq/pipeline/export_work.h"
-#include "pq/pipeline/model_card.h"
 
 namespace pq::pipeline {
 
@@ -40,10 +36,6 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
     ev.reference = o.probe.model;
     PQ_ASSIGN_OR_RETURN(r.eval_out, engine::Evaluate(o.out, docs, ev));
   }
-  PQ_ASSIGN_OR_RETURN(auto src, io::CheckpointReader::Open(o.probe.model));
-  uint64_t source_bytes = 0;
-  for (const auto& n : src->names()) source_bytes += src->Find(n)->bytes.size();
-  PQ_RETURN_IF_ERROR(io::WriteFileAtomic(o.out + "/README.md", ModelCard(o, r, source_bytes)));
   return r;
 }
 

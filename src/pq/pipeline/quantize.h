@@ -1,5 +1,6 @@
 // `prismaquant quantize`: probe → allocate → export in one command, reusing the work dir
-// when its inputs match (a finished probe is not redone; an interrupted one resumes).
+// when its inputs match (a finished probe is not redone; an interrupted one resumes). The
+// model card OUT/README.md is written by the caller (report::WriteModelCard).
 #pragma once
 
 #include <optional>

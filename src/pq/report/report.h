@@ -1,4 +1,4 @@
-// The `report` stage: one static HTML page (inline CSS and SVG, no script, no network) that
+// The `report` command: one static HTML page (inline CSS and SVG, no script, no network) that
 // shows what probe and allocate decided, read from a work dir without the model:
 //   header       model, calibration, target and what was achieved, the cost estimator
 //   Pareto       W/pareto.csv: predicted Δloss against bits/param (log y when the range
@@ -23,7 +23,7 @@
 
 #include "pq/core/status.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 
 struct ReportOptions {
   std::string work;
@@ -117,4 +117,4 @@ std::string ParetoSvg(const ReportData& d);
 std::string FormatMapSvg(const ReportData& d);
 std::string SensitivitySvg(const ReportData& d);
 
-}  // namespace pq::pipeline
+}  // namespace pq::report

@@ -6,11 +6,16 @@
 
 #include <string>
 
+#include "pq/core/status.h"
 #include "pq/pipeline/quantize.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 
 // The card's Markdown for a finished quantize run (`source_bytes`: tensor bytes of MODEL).
-std::string ModelCard(const QuantizeOptions& o, const QuantizeResult& r, uint64_t source_bytes);
+std::string ModelCard(const pipeline::QuantizeOptions& o, const pipeline::QuantizeResult& r,
+                      uint64_t source_bytes);
 
-}  // namespace pq::pipeline
+// Writes OUT/README.md (the card) for a finished quantize run, atomically.
+Status WriteModelCard(const pipeline::QuantizeOptions& o, const pipeline::QuantizeResult& r);
+
+}  // namespace pq::report

@@ -1,100 +1,27 @@
-// The `report` stage: loads a work dir (probe.json, layer_config.json, pareto.csv) into
-// ReportData and renders the page (header, legend, tables; the SVGs are in report_svg.cc).
-#include "pq/pipeline/report.h"
+// The `report` command: loads a work dir (probe.json, layer_config.json, pareto.csv; typed by
+// pipeline/work_dir.h) into ReportData and renders the page (header, legend, tables; the SVGs are
+// in report_svg.cc).
+#include "pq/report/report.h"
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "pq/formats/format.h"
 #include "pq/io/file_util.h"
-#include "pq/io/json_util.h"
-#include "pq/pipeline/allocate.h"
-#include "pq/pipeline/probe.h"
+#include "pq/pipeline/work_dir.h"
+#include "pq/quant/cost.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 
 constexpr size_t kTopLinears = 15;
-
-std::string AllocateHint(const std::string& work) {
-  return "run `prismaquant allocate --work " + work + " --target-bits B` first";
-}
-
-Result<json> ReadLayerConfig(const std::string& work) {
-  const std::string path = work + "/layer_config.json";
-  if (!fs::exists(path)) return NotFound(path + " not found: " + AllocateHint(work));
-  auto j = io::ReadJsonFile(path);
-  if (!j.ok()) {
-    if (j.status().code() != StatusCode::kDataLoss) return j.status();
-    return DataLoss(j.status().message() + " (re-run allocate)");
-  }
-  if (!j->is_object() || !j->contains("formats") || !(*j)["formats"].is_object() ||
-      !j->contains("achieved") || !j->contains("cost"))
-    return DataLoss(path + " is incomplete (re-run allocate)");
-  if (j->value("schema", "") != kLayerConfigSchema)
-    return InvalidArgument(path + " has schema \"" + j->value("schema", "") + "\", expected " +
-                           kLayerConfigSchema);
-  return j;
-}
-
-// Parses a whole number field of the CSV; false if it is not one.
-bool ParseDouble(const std::string& s, double* v) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  *v = std::strtod(s.c_str(), &end);
-  return end == s.c_str() + s.size() && std::isfinite(*v);
-}
-
-std::vector<std::string> SplitCsv(const std::string& line) {
-  std::vector<std::string> out;
-  std::stringstream ss(line);
-  std::string f;
-  while (std::getline(ss, f, ',')) out.push_back(f);
-  if (!line.empty() && line.back() == ',') out.emplace_back();
-  return out;
-}
-
-Result<std::vector<ReportParetoPoint>> ReadPareto(const std::string& work) {
-  const std::string path = work + "/pareto.csv";
-  if (!fs::exists(path)) return NotFound(path + " not found: " + AllocateHint(work));
-  PQ_ASSIGN_OR_RETURN(std::string text, io::ReadFileToString(path, 64ull << 20));
-  std::stringstream ss(text);
-  std::string line;
-  std::getline(ss, line);
-  const std::vector<std::string> header = SplitCsv(line);
-  std::map<std::string, size_t> col;
-  for (size_t i = 0; i < header.size(); ++i) col[header[i]] = i;
-  for (const char* need :
-       {"target_bits", "achieved_bits", "total_bytes", "predicted_dloss", "optimal"})
-    if (!col.count(need))
-      return DataLoss(path + ": header has no column \"" + need + "\" (re-run allocate)");
-  std::vector<ReportParetoPoint> pts;
-  for (int n = 2; std::getline(ss, line); ++n) {
-    if (line.empty()) continue;
-    const std::vector<std::string> f = SplitCsv(line);
-    double v[5];
-    const char* names[5] = {"target_bits", "achieved_bits", "total_bytes", "predicted_dloss",
-                            "optimal"};
-    for (int k = 0; k < 5; ++k)
-      if (f.size() != header.size() || !ParseDouble(f[col[names[k]]], &v[k]))
-        return DataLoss(path + " line " + std::to_string(n) + ": not " +
-                        std::to_string(header.size()) + " numbers (re-run allocate)");
-    pts.push_back({v[0], v[1], static_cast<uint64_t>(std::max(0.0, v[2])), v[3], v[4] != 0});
-  }
-  if (pts.empty()) return DataLoss(path + " has no points (re-run allocate)");
-  return pts;
-}
 
 // "model.layers.3.mlp.experts.17.gate_proj" -> "mlp.experts.*.gate_proj".
 std::string KindOf(const std::string& module, int64_t layer) {
@@ -115,64 +42,61 @@ std::string KindOf(const std::string& module, int64_t layer) {
   return kind;
 }
 
-std::string TargetText(const json& t) {
+std::string TargetText(const pipeline::AllocationTarget& t) {
   char buf[160];
-  if (t.contains("bits") && t["bits"].is_number()) {
-    std::snprintf(buf, sizeof buf, "%.4g bits/param", t["bits"].get<double>());
-  } else if (t.contains("bits") && t["bits"] == "knee") {
-    std::snprintf(buf, sizeof buf, "knee of the sweep (%.4g bits/param)",
-                  t.value("knee_bits", 0.0));
-  } else if (t.contains("size_bytes")) {
-    std::snprintf(buf, sizeof buf, "checkpoint size %llu bytes (KV reserve %llu)",
-                  static_cast<unsigned long long>(t["size_bytes"].get<uint64_t>()),
-                  static_cast<unsigned long long>(t.value("kv_reserve_bytes", uint64_t{0})));
-  } else {
-    return t.dump();
+  switch (t.kind) {
+    case pipeline::AllocationTarget::Kind::kBits:
+      std::snprintf(buf, sizeof buf, "%.4g bits/param", t.bits);
+      break;
+    case pipeline::AllocationTarget::Kind::kKnee:
+      std::snprintf(buf, sizeof buf, "knee of the sweep (%.4g bits/param)", t.bits);
+      break;
+    case pipeline::AllocationTarget::Kind::kSize:
+      std::snprintf(buf, sizeof buf, "checkpoint size %llu bytes (KV reserve %llu)",
+                    static_cast<unsigned long long>(t.size_bytes),
+                    static_cast<unsigned long long>(t.kv_reserve_bytes));
+      break;
   }
   return buf;
 }
 
-// Throws nlohmann::json::exception on a missing or mistyped field (caught by the caller).
-void FillFromConfig(const json& c, ReportData* d) {
-  d->estimator = c.at("cost").get<std::string>();
-  d->lm_head = c.value("lm_head", "");
-  d->target = c.contains("target") ? TargetText(c["target"]) : "?";
-  const json& a = c.at("achieved");
-  d->achieved_bits = a.at("bits_per_param").get<double>();
-  d->predicted_dloss = a.at("predicted_dloss").get<double>();
-  d->total_bytes = a.at("total_bytes").get<uint64_t>();
-  d->unit_bytes = a.value("unit_bytes", uint64_t{0});
-  d->optimal = a.value("optimal", true);
-  if (c.contains("knee_bits") && c["knee_bits"].is_number())
-    d->knee_bits = c["knee_bits"].get<double>();
+void FillFromConfig(const pipeline::LayerConfig& c, ReportData* d) {
+  d->estimator = c.cost;
+  d->lm_head = c.lm_head;
+  d->target = TargetText(c.target);
+  d->achieved_bits = c.achieved.bits_per_param;
+  d->predicted_dloss = c.achieved.predicted_dloss;
+  d->total_bytes = c.achieved.total_bytes;
+  d->unit_bytes = c.achieved.unit_bytes;
+  d->optimal = c.achieved.optimal;
+  d->knee_bits = c.knee_bits;
 }
 
-void FillFromProbe(const json& p, const json& chosen, ReportData* d) {
-  const json& m = p.at("model");
-  d->model_path = m.value("path", "");
-  d->architecture = m.value("architecture", "");
-  d->num_layers = m.value("num_layers", int64_t{0});
-  d->hidden = m.value("hidden", int64_t{0});
-  d->num_experts = m.value("num_experts", int64_t{0});
-  d->tied = m.value("tie_word_embeddings", false);
-  const json& cal = p.at("calibration");
-  d->samples = cal.value("samples", int64_t{0});
-  d->seqlen = cal.value("seqlen", int64_t{0});
-  d->tokens = cal.value("tokens", int64_t{0});
-  d->nll = cal.value("nll", 0.0);
-  for (const json& f : p.at("formats")) d->probed_formats.push_back(f.get<std::string>());
-  for (const json& l : p.at("linears")) {
+void FillFromProbe(const pipeline::ProbeFile& p, const std::map<std::string, std::string>& chosen,
+                   quant::CostEstimator estimator, ReportData* d) {
+  d->model_path = p.model.path;
+  d->architecture = p.model.architecture;
+  d->num_layers = p.model.num_layers;
+  d->hidden = p.model.hidden;
+  d->num_experts = p.model.num_experts;
+  d->tied = p.model.tie_word_embeddings;
+  d->samples = p.calibration.samples;
+  d->seqlen = p.calibration.seqlen;
+  d->tokens = p.calibration.tokens;
+  d->nll = p.calibration.nll;
+  d->probed_formats = p.formats;
+  for (const pipeline::ProbeLinear& l : p.linears) {
     ReportLinear r;
-    r.module = l.at("module").get<std::string>();
-    r.layer = l.at("layer").get<int64_t>();
+    r.module = l.module;
+    r.layer = l.layer;
     r.kind = KindOf(r.module, r.layer);
-    r.rows = l.at("rows").get<int64_t>();
-    r.cols = l.at("cols").get<int64_t>();
-    r.fisher_trace = l.value("fisher_trace", 0.0);
-    if (chosen.contains(r.module)) r.format = chosen[r.module].get<std::string>();
-    for (const json& c : l.at("candidates"))
-      r.candidates.push_back({c.at("format").get<std::string>(), c.at("bytes").get<uint64_t>(),
-                              c.at("cost").at(d->estimator).get<double>()});
+    r.rows = l.rows;
+    r.cols = l.cols;
+    r.fisher_trace = l.fisher_trace;
+    const auto f = chosen.find(r.module);
+    if (f != chosen.end()) r.format = f->second;
+    for (const pipeline::ProbeCandidate& c : l.candidates)
+      r.candidates.push_back({c.format, c.bytes, c.Cost(estimator)});
     d->linears.push_back(std::move(r));
   }
 }
@@ -437,27 +361,25 @@ const ReportCandidate* ReportLinear::Find(std::string_view name) const {
 }
 
 Result<ReportData> LoadReportData(const std::string& work) {
-  PQ_ASSIGN_OR_RETURN(json probe, ReadProbe(work));
-  PQ_ASSIGN_OR_RETURN(json config, ReadLayerConfig(work));
-  PQ_ASSIGN_OR_RETURN(std::vector<ReportParetoPoint> pareto, ReadPareto(work));
-  if (config.contains("probe_inputs") && probe.contains("inputs") &&
-      config["probe_inputs"] != probe["inputs"])
-    return InvalidArgument(work + "/layer_config.json was made from another probe than " + work +
-                           "/probe.json: " + AllocateHint(work));
+  const pipeline::WorkDir w(work);
+  PQ_ASSIGN_OR_RETURN(const pipeline::ProbeFile probe, pipeline::ReadProbeFile(w));
+  PQ_ASSIGN_OR_RETURN(const pipeline::LayerConfig config, pipeline::ReadLayerConfig(w));
+  PQ_ASSIGN_OR_RETURN(const pipeline::ParetoTable pareto, pipeline::ReadParetoTable(w));
+  if (config.probe_inputs != probe.inputs)
+    return InvalidArgument(w.layer_config_json() + " was made from another probe than " +
+                           w.probe_json() + ": run `prismaquant allocate --work " + work +
+                           " --target-bits B` first");
+  const auto& est = probe.estimators;
+  const auto estimator = quant::ParseCostEstimator(config.cost);
+  if (std::find(est.begin(), est.end(), config.cost) == est.end() || !estimator.ok())
+    return DataLoss(w.layer_config_json() + " uses estimator \"" + config.cost + "\", which " +
+                    w.probe_json() + " does not have (re-run allocate)");
   ReportData d;
-  d.pareto = std::move(pareto);
-  std::string where = work + "/layer_config.json";
-  try {
-    FillFromConfig(config, &d);
-    const json& est = probe.value("estimators", json::array());
-    if (std::find(est.begin(), est.end(), d.estimator) == est.end())
-      return DataLoss(where + " uses estimator \"" + d.estimator + "\", which " + work +
-                      "/probe.json does not have (re-run allocate)");
-    where = work + "/probe.json";
-    FillFromProbe(probe, config["formats"], &d);
-  } catch (const json::exception& e) {
-    return DataLoss(where + " is damaged (" + e.what() + "); re-run the stage that wrote it");
-  }
+  for (const pipeline::ParetoPoint& p : pareto.points)
+    d.pareto.push_back(
+        {p.target_bits, p.achieved_bits, p.total_bytes, p.predicted_dloss, p.optimal});
+  FillFromConfig(config, &d);
+  FillFromProbe(probe, config.formats, *estimator, &d);
   d.reference_format = ChooseReference(d);
   BuildGrid(&d);
   return d;
@@ -519,4 +441,4 @@ Result<ReportSummary> WriteReport(const ReportOptions& o) {
   return r;
 }
 
-}  // namespace pq::pipeline
+}  // namespace pq::report

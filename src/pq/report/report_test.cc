@@ -1,7 +1,7 @@
 // The report page from a small synthetic work dir (a 2-layer MoE with 3 experts, lm_head):
 // SVG structure, one map cell per layer × module kind with experts collapsed, markers, legend,
 // escaping, no network references, and the error paths (missing and damaged inputs).
-#include "pq/pipeline/report.h"
+#include "pq/report/report.h"
 
 #include <gtest/gtest.h>
 
@@ -11,11 +11,13 @@
 #include <random>
 #include <regex>
 
-#include "pq/pipeline/allocate.h"
-#include "pq/pipeline/probe.h"
+#include "pq/pipeline/work_dir.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 namespace {
+
+using pipeline::kLayerConfigSchema;
+using pipeline::kProbeSchema;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -313,4 +315,4 @@ TEST_F(ReportTest, RefusesAnotherProbesConfigAndExistingOutput) {
 }
 
 }  // namespace
-}  // namespace pq::pipeline
+}  // namespace pq::report

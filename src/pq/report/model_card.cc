@@ -1,11 +1,20 @@
-#include "pq/pipeline/model_card.h"
+#include "pq/report/model_card.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <map>
 
-namespace pq::pipeline {
+#include "pq/io/file_util.h"
+#include "pq/io/safetensors.h"
+
+namespace pq::report {
 namespace {
+
+using pipeline::AllocateOptions;
+using pipeline::AllocateResult;
+using pipeline::ParetoPoint;
+using pipeline::QuantizeOptions;
+using pipeline::QuantizeResult;
 
 std::string Fmt(const char* f, double v) {
   char buf[64];
@@ -39,7 +48,7 @@ std::string MixTable(const QuantizeResult& r) {
   return s;
 }
 
-std::string ParetoTable(const AllocateResult& a) {
+std::string ParetoMarkdown(const AllocateResult& a) {
   std::string s =
       "| bits/param | total bytes | predicted Δloss (nats/token) | mix (decision units) |\n"
       "|---|---|---|---|\n";
@@ -47,7 +56,8 @@ std::string ParetoTable(const AllocateResult& a) {
     const ParetoPoint& p = a.pareto[i];
     std::string mix;
     for (size_t f = 0; f < a.formats.size(); ++f)
-      if (p.count[f]) mix += (mix.empty() ? "" : ", ") + a.formats[f] + " " + std::to_string(p.count[f]);
+      if (p.count[f])
+        mix += (mix.empty() ? "" : ", ") + a.formats[f] + " " + std::to_string(p.count[f]);
     s += "| " + Fmt("%.3f", p.achieved_bits) + (a.knee == i ? " (knee)" : "") + " | " +
          std::to_string(p.total_bytes) + " | " + Fmt("%.4g", p.predicted_dloss) + " | " + mix +
          " |\n";
@@ -60,7 +70,8 @@ std::string WhyTable(const QuantizeOptions& o, const QuantizeResult& r) {
       "- Every Linear (attention q/k/v/o, MLP gate/up/down, each MoE expert) got the format the\n"
       "  allocator chose for its decision unit: q/k/v, gate/up and all experts of a layer share\n"
       "  one format (vLLM fuses them); formats a shape cannot hold were never offered.\n"
-      "- `lm_head`: fixed to " + std::string(formats::Spec(o.allocate.lm_head).name) +
+      "- `lm_head`: fixed to " +
+      std::string(formats::Spec(o.allocate.lm_head).name) +
       " (`--lm-head`).\n"
       "- Embeddings, norms, biases and MoE routers: BF16 (not quantizable by vLLM's loaders).\n";
   const nlohmann::json j = r.exported.ToJson();
@@ -91,9 +102,9 @@ std::string ModelCard(const QuantizeOptions& o, const QuantizeResult& r, uint64_
   s += Fmt("Linears: %.4f bits per parameter", c.achieved_bits) +
        Fmt(" (allocator's prediction of Δloss: %.4g nats/token).\n\n", c.predicted_dloss);
   s += "## Precision mix (as written)\n\n" + MixTable(r) + "\n";
-  s += "## Pareto sweep (same probe)\n\n" + ParetoTable(r.allocation) + "\n";
+  s += "## Pareto sweep (same probe)\n\n" + ParetoMarkdown(r.allocation) + "\n";
   s += "## Which modules, how, and why\n\n" + WhyTable(o, r) + "\n";
-  s += "## Quantization passes\n\n`" + std::string(ExportPassesName(o.passes)) +
+  s += "## Quantization passes\n\n`" + std::string(pipeline::ExportPassesName(o.passes)) +
        "` (sequential: each layer quantized on the outputs of the already-quantized layers "
        "before it), compressed-tensors' exact arithmetic; NVFP4 global scales shared by fused "
        "siblings; NVFP4 (W4A4) input scales calibrated from the probe's activation amax. "
@@ -109,11 +120,19 @@ std::string ModelCard(const QuantizeOptions& o, const QuantizeResult& r, uint64_
     s += "| this checkpoint | " + Fmt("%.6f", r.eval_out->mean_nll) + " | " +
          Fmt("%.6g", r.eval_out->mean_kl.value_or(0)) + " |\n\n";
   }
-  s += "## Serve\n\n```sh\nvllm serve " + o.out + "\n```\n\n"
+  s += "## Serve\n\n```sh\nvllm serve " + o.out +
+       "\n```\n\n"
        "vLLM reads the `compressed-tensors` config (format `mixed-precision`, one group per "
        "format) on its own. NVFP4 and MXFP4 need a GPU generation with FP4 support for full "
        "speed (elsewhere vLLM may fall back to weight-only kernels).\n";
   return s;
 }
 
-}  // namespace pq::pipeline
+Status WriteModelCard(const QuantizeOptions& o, const QuantizeResult& r) {
+  PQ_ASSIGN_OR_RETURN(auto src, io::CheckpointReader::Open(o.probe.model));
+  uint64_t source_bytes = 0;
+  for (const auto& n : src->names()) source_bytes += src->Find(n)->bytes.size();
+  return io::WriteFileAtomic(o.out + "/README.md", ModelCard(o, r, source_bytes));
+}
+
+}  // namespace pq::report

@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <map>
 
-#include "pq/pipeline/report.h"
+#include "pq/report/report.h"
 
-namespace pq::pipeline {
+namespace pq::report {
 namespace {
 
 constexpr double kWidth = 1200;
@@ -487,4 +487,4 @@ std::string SensitivitySvg(const ReportData& d) {
   return s + "</svg>\n";
 }
 
-}  // namespace pq::pipeline
+}  // namespace pq::report
