@@ -113,6 +113,7 @@ double Spearman(std::span<const double> a, std::span<const double> b) {
 }
 
 Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   PQ_ASSIGN_OR_RETURN(json probe, ReadProbe(o.work));
   PQ_ASSIGN_OR_RETURN(auto base, model::WeightSource::Open(o.model));
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));

@@ -194,6 +194,7 @@ Result<std::string> ModelFingerprint(const std::string& model) {
 }
 
 Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   if (o.work.empty()) return InvalidArgument("probe needs --work DIR");
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));
   const model::ModelLayout& layout = src->layout();
