@@ -33,7 +33,7 @@ struct CalibratedExportOptions {
   int64_t min_tokens = 32;
   quant::GptqOptions gptq;
   int64_t batch_tokens = 4096;  // calibration tokens run through a layer at once
-  ExecContext exec;  // threads, progress, log level: installed for the call
+  ExecContext exec;             // threads, progress, log level: installed for the call
 };
 
 struct CalibratedExportResult {
