@@ -1,11 +1,10 @@
 // `prismaquant check-costs MODEL --work W --text HELDOUT`
 #include <cstdio>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "cli_util.h"
 #include "commands.h"
-#include "pq/compute/ops.h"
+#include "flags.h"
 #include "pq/io/file_util.h"
 #include "pq/pipeline/cost_check.h"
 
@@ -15,7 +14,7 @@ namespace {
 struct CheckArgs {
   std::string model, work, text, split = "paragraphs", formats = "NVFP4,MXFP8", csv;
   int64_t max_docs = 0, ctx = 0;
-  int threads = 0;
+  ExecFlags exec;
   bool lm_head = false, json = false;
 };
 
@@ -41,7 +40,6 @@ std::string RowsCsv(const pipeline::CostCheckResult& r) {
 }
 
 Status Run(const CheckArgs& a) {
-  compute::cpu::SetNumThreads(a.threads);
   pipeline::CostCheckOptions o;
   o.model = a.model;
   o.work = a.work;
@@ -51,24 +49,11 @@ Status Run(const CheckArgs& a) {
   o.eval.ctx = a.ctx;
   PQ_ASSIGN_OR_RETURN(o.formats, ParseFormatList(a.formats));
   o.include_lm_head = a.lm_head;
+  o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::CostCheckResult r, pipeline::CheckCosts(o));
   if (!a.csv.empty()) PQ_RETURN_IF_ERROR(io::WriteFileAtomic(a.csv, RowsCsv(r)));
   if (a.json) {
-    nlohmann::json est = nlohmann::json::object();
-    for (int e = 0; e < quant::kNumEstimators; ++e) {
-      const auto i = static_cast<size_t>(e);
-      est[std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)))] = {
-          {"spearman_dnll", r.spearman_dnll[i]}, {"spearman_kl", r.spearman_kl[i]},
-          {"spearman_kl_within_format", r.spearman_kl_within[i]},
-          {"median_pred_over_kl", r.ratio_kl[i]}, {"median_pred_over_dnll", r.ratio_dnll[i]}};
-    }
-    std::printf("%s\n", nlohmann::json{{"model", a.model},
-                                       {"base_nll", r.base_nll},
-                                       {"tokens", r.tokens},
-                                       {"pairs", r.rows.size()},
-                                       {"estimators", est}}
-                            .dump(2)
-                            .c_str());
+    std::printf("%s\n", r.ToJson(o).dump(2).c_str());
     return Status::Ok();
   }
   std::printf("%s: %zu single-Linear perturbations, base NLL %.6f on %lld held-out tokens\n",
@@ -107,8 +92,8 @@ void AddCheckCostsCommand(CLI::App& app, int* exit_code) {
                   "shape cannot hold one are skipped for it)");
   sub->add_flag("--lm-head", a->lm_head, "Also perturb lm_head");
   sub->add_option("-o,--csv", a->csv, "Write every perturbation's numbers to this CSV");
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)");
-  sub->add_flag("--json", a->json, "Print the summary as JSON");
+  a->exec.Register(sub);
+  AddJsonFlag(sub, &a->json, "summary");
   sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
 }
 

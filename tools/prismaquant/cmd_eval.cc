@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "commands.h"
-#include "pq/compute/ops.h"
+#include "flags.h"
 #include "pq/engine/eval.h"
 #include "pq/pipeline/eval_text.h"
 
@@ -12,7 +12,7 @@ namespace {
 struct EvalArgs {
   std::string model, text, tokens, split = "none", reference, work;
   int64_t max_docs = 0, ctx = 0, stride = 0;
-  int threads = 0;
+  ExecFlags exec;
   double memory_gb = 8;
   bool no_bos = false, json = false, weights_only = false;
 };
@@ -20,7 +20,6 @@ struct EvalArgs {
 Status Run(const EvalArgs& a) {
   if (a.text.empty() == a.tokens.empty())
     return InvalidArgument("eval needs exactly one of --text FILE or --tokens FILE");
-  compute::cpu::SetNumThreads(a.threads);
   pipeline::EvalInput in;
   in.text_file = a.text;
   in.tokens_file = a.tokens;
@@ -35,6 +34,7 @@ Status Run(const EvalArgs& a) {
   o.weights_only = a.weights_only;
   o.runner.work_dir = a.work;
   o.runner.memory_budget_bytes = static_cast<uint64_t>(a.memory_gb * 1e9);
+  o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(engine::EvalResult r, engine::Evaluate(a.model, docs, o));
   if (a.json) {
     std::printf("%s\n", r.ToJson().dump(2).c_str());
@@ -58,7 +58,8 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
       "Mean NLL per token and perplexity of MODEL over a text (and, with --reference, the mean\n"
       "KL(reference || model) over the same tokens). MODEL is any checkpoint we read, including\n"
       "compressed-tensors output (weights dequantized on load; inputs of NVFP4/MXFP8/MXFP4/FP8\n"
-      "Linears quantized as the runtime does, see --weights-only). Each document is BOS + its tokens; a\n"
+      "Linears quantized as the runtime does, see --weights-only). Each document is BOS + its "
+      "tokens; a\n"
       "document longer than --ctx is scored in windows advancing by --stride, each token once.\n"
       "Example: prismaquant eval out/stories-nvfp4 --text valid.txt --split paragraphs "
       "--reference models/stories260K");
@@ -73,14 +74,15 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
                   "Window length in tokens (default: model max positions, <= 4096)");
   sub->add_option("--stride", a->stride, "New tokens per window after the first (default ctx/2)");
   sub->add_option("--reference", a->reference, "Reference model for KL(reference || model)");
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)");
+  a->exec.Register(sub);
   sub->add_option("--work", a->work, "Directory for spill files (default /tmp)");
   sub->add_option("--memory-budget-gb", a->memory_gb, "Memory for stored activations (default 8)");
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
-  sub->add_flag("--weights-only", a->weights_only,
-                "Do not quantize Linear inputs at run time (by default NVFP4, MXFP8, MXFP4 and FP8\n"
-                "Linears see their inputs quantized exactly as compressed-tensors does)");
-  sub->add_flag("--json", a->json, "Print the result as JSON");
+  sub->add_flag(
+      "--weights-only", a->weights_only,
+      "Do not quantize Linear inputs at run time (by default NVFP4, MXFP8, MXFP4 and FP8\n"
+      "Linears see their inputs quantized exactly as compressed-tensors does)");
+  AddJsonFlag(sub, &a->json, "result");
   sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
 }
 

@@ -3,63 +3,59 @@
 
 #include "cli_util.h"
 #include "commands.h"
-#include "pq/core/thread_pool.h"
+#include "flags.h"
 #include "pq/formats/format.h"
-#include "pq/pipeline/export_uniform.h"
 #include "pq/pipeline/export_calibrated.h"
-#include "pq/pipeline/export_work.h"
-#include "pq/compute/ops.h"
-#include <nlohmann/json.hpp>
+#include "pq/pipeline/export_uniform.h"
 
 namespace pq::cli {
 namespace {
 
 struct ExportArgs {
-  std::string model, out, uniform, work, lm_head = "BF16", visual = "BF16",
-              passes = "search+gptq";
+  std::string model, out, uniform, work, lm_head = "BF16", visual = "BF16";
+  PassesFlag passes;
   int64_t min_tokens = 32;
   bool act_order = false;
-  int threads = 0;
+  ExecFlags exec;
   double max_shard_gb = 5.0;
   bool overwrite = false, json = false;
 };
 
+// --work W: the allocation of `probe` + `allocate`, calibrated.
+Status RunCalibrated(const ExportArgs& a, const pipeline::ExportWriteOptions& write) {
+  pipeline::CalibratedExportOptions c;
+  c.model = a.model;
+  c.work = a.work;
+  c.out = a.out;
+  c.write = write;
+  c.min_tokens = a.min_tokens;
+  c.gptq.act_order = a.act_order;
+  PQ_ASSIGN_OR_RETURN(c.passes, a.passes.Parse());
+  c.exec = a.exec.Context();
+  PQ_ASSIGN_OR_RETURN(pipeline::CalibratedExportResult r, pipeline::ExportCalibrated(c));
+  if (a.json) {
+    std::printf("%s\n", r.ToJson(c).dump(2).c_str());
+  } else {
+    std::printf("%s", r.summary.ToText().c_str());
+    std::printf(
+        "passes %s: %lld Linears calibrated (output error vs RTN, geometric mean %.4f), "
+        "%lld by RTN\n",
+        a.passes.passes.c_str(), static_cast<long long>(r.linears_calibrated),
+        r.error_ratio_geomean, static_cast<long long>(r.linears_rtn));
+  }
+  return Status::Ok();
+}
+
 Status Run(const ExportArgs& a) {
   pipeline::UniformExportOptions o;
-  o.write.num_threads = a.threads > 0 ? a.threads : DefaultThreads();
+  o.write.num_threads = a.exec.WriterThreads();
   o.write.max_shard_bytes = static_cast<uint64_t>(a.max_shard_gb * 1e9);
   o.write.overwrite = a.overwrite;
   if (a.uniform.empty() == a.work.empty())
     return InvalidArgument(
         "export needs exactly one of --uniform FORMAT (data-free) or --work W (the allocation "
         "of `probe` + `allocate`)");
-  if (!a.work.empty()) {
-    pipeline::CalibratedExportOptions c;
-    c.model = a.model;
-    c.work = a.work;
-    c.out = a.out;
-    c.write = o.write;
-    c.min_tokens = a.min_tokens;
-    c.gptq.act_order = a.act_order;
-    PQ_ASSIGN_OR_RETURN(c.passes, pipeline::ParseExportPasses(a.passes));
-    compute::cpu::SetNumThreads(a.threads);
-    PQ_ASSIGN_OR_RETURN(pipeline::CalibratedExportResult r, pipeline::ExportCalibrated(c));
-    nlohmann::json j = r.summary.ToJson();
-    j["passes"] = a.passes;
-    j["error_ratio_vs_rtn_geomean"] = r.error_ratio_geomean;
-    j["linears_calibrated"] = r.linears_calibrated;
-    j["linears_rtn"] = r.linears_rtn;
-    if (a.json) {
-      std::printf("%s\n", j.dump(2).c_str());
-    } else {
-      std::printf("%s", r.summary.ToText().c_str());
-      std::printf("passes %s: %lld Linears calibrated (output error vs RTN, geometric mean %.4f), "
-                  "%lld by RTN\n",
-                  a.passes.c_str(), static_cast<long long>(r.linears_calibrated),
-                  r.error_ratio_geomean, static_cast<long long>(r.linears_rtn));
-    }
-    return Status::Ok();
-  }
+  if (!a.work.empty()) return RunCalibrated(a, o.write);
   auto fmt = formats::ParseFormat(a.uniform);
   if (!fmt)
     return InvalidArgument("unknown format \"" + a.uniform + "\"; one of " +
@@ -69,6 +65,7 @@ Status Run(const ExportArgs& a) {
   o.format = *fmt;
   o.lm_head = *head;
   PQ_ASSIGN_OR_RETURN(o.visual, ParseVisualFormat(a.visual));
+  o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::ExportSummary s, pipeline::ExportUniform(a.model, a.out, o));
   if (a.json)
     std::printf("%s\n", s.ToJson().dump(2).c_str());
@@ -103,17 +100,18 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--lm-head", args->lm_head, "Format for lm_head (default BF16)");
   sub->add_option("--visual-format", args->visual,
                   std::string(kVisualFormatHelp) + " (with --uniform; --work takes allocate's)");
-  sub->add_option("--passes", args->passes,
-                  "With --work: rtn, gptq, search, search+gptq (default; measured best), gptq+search");
+  args->passes.Register(
+      sub, "With --work: rtn, gptq, search, search+gptq (default; measured best), gptq+search");
   sub->add_flag("--act-order", args->act_order,
                 "With --work: GPTQ sweeps columns by descending H diagonal (groups and the stored "
                 "layout stay in plain order, scales static)");
-  sub->add_option("--min-tokens", args->min_tokens,
-                  "With --work: Linears (experts) with fewer calibration rows get RTN (default 32)");
-  sub->add_option("--threads", args->threads, "Worker threads (default: all cores)");
+  sub->add_option(
+      "--min-tokens", args->min_tokens,
+      "With --work: Linears (experts) with fewer calibration rows get RTN (default 32)");
+  args->exec.Register(sub, "Worker threads (default: all cores)");
   sub->add_option("--max-shard-gb", args->max_shard_gb, "Shard size limit in GB (default 5)");
-  sub->add_flag("--overwrite", args->overwrite, "Replace OUT if it exists");
-  sub->add_flag("--json", args->json, "Print the summary as JSON");
+  AddOverwriteFlag(sub, &args->overwrite);
+  AddJsonFlag(sub, &args->json, "summary");
   sub->callback([args, exit_code] { *exit_code = ExitCodeFor(Run(*args)); });
 }
 

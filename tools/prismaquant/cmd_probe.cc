@@ -3,47 +3,34 @@
 
 #include "cli_util.h"
 #include "commands.h"
-#include "pq/compute/ops.h"
+#include "flags.h"
 #include "pq/pipeline/probe.h"
 
 namespace pq::cli {
 namespace {
 
 struct ProbeArgs {
-  std::string model, calib, calib_tokens, split = "auto", work, formats;
-  int64_t samples = 64, seqlen = 512;
-  uint64_t seed = 0;
-  int threads = 0;
+  std::string model, work, formats;
+  CalibrationFlags calib;
+  ExecFlags exec;
   double memory_gb = 8, cache_gb = 2;
   bool no_lm_head = false, no_bos = false, json = false;
 };
 
 Status Run(const ProbeArgs& a) {
-  if (a.calib.empty() == a.calib_tokens.empty())
-    return InvalidArgument("probe needs exactly one of --calib FILE or --calib-tokens FILE");
-  compute::cpu::SetNumThreads(a.threads);
   pipeline::ProbeOptions o;
   o.model = a.model;
   o.work = a.work;
-  o.calib.input.text_file = a.calib;
-  o.calib.input.tokens_file = a.calib_tokens;
-  const bool jsonl = a.calib.size() > 6 && a.calib.substr(a.calib.size() - 6) == ".jsonl";
-  const std::string split = a.split != "auto" ? a.split : jsonl ? "jsonl" : "paragraphs";
-  PQ_ASSIGN_OR_RETURN(o.calib.input.split, pipeline::ParseDocSplit(split));
+  PQ_RETURN_IF_ERROR(a.calib.ToOptions("probe", o.calib));
   o.calib.input.add_bos = !a.no_bos;
-  o.calib.samples = a.samples;
-  o.calib.seqlen = a.seqlen;
-  o.calib.seed = a.seed;
   PQ_ASSIGN_OR_RETURN(o.formats, ParseFormatList(a.formats));
   o.probe_lm_head = !a.no_lm_head;
   o.memory_budget_bytes = static_cast<uint64_t>(a.memory_gb * 1e9);
   o.cache_bytes = static_cast<uint64_t>(a.cache_gb * 1e9);
+  o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::ProbeSummary s, pipeline::RunProbe(o));
   if (a.json) {
-    nlohmann::json j = {{"probe", s.probe_json},       {"linears", s.linears},
-                        {"layers", s.layers},          {"resumed_layers", s.resumed_layers},
-                        {"tokens", s.tokens},          {"calibration_nll", s.calib_nll}};
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", s.ToJson().dump(2).c_str());
   } else {
     std::printf("probed %lld Linears in %lld layers on %lld calibration tokens (NLL %.6f)%s\n",
                 static_cast<long long>(s.linears), static_cast<long long>(s.layers),
@@ -70,27 +57,19 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
       "Example: prismaquant probe models/stories260K --calib train.txt --work w --samples 64");
   sub->add_option("model", a->model, "Model directory or .safetensors file")->required();
   sub->add_option("--work", a->work, "Work directory (created; reused to resume)")->required();
-  sub->add_option("--calib", a->calib, "Calibration text (.txt, or .jsonl with a \"text\" field)");
-  sub->add_option("--calib-tokens", a->calib_tokens,
-                  "Pre-tokenized calibration input: one document per line, ids by spaces");
-  sub->add_option("--split", a->split,
-                  "Documents of --calib: auto (jsonl for .jsonl, else paragraphs), none, lines, "
-                  "paragraphs, jsonl");
-  sub->add_option("--samples", a->samples, "Calibration samples (default 64)");
-  sub->add_option("--seqlen", a->seqlen, "Tokens per sample (default 512)");
-  sub->add_option("--seed", a->seed, "Seed for choosing the samples (default 0)");
-  sub->add_option("--formats", a->formats,
-                  "Candidate formats, comma-separated (default all: " + formats::FormatNameList() +
-                      ")");
+  a->calib.Register(sub, /*compact=*/false);
+  sub->add_option(
+      "--formats", a->formats,
+      "Candidate formats, comma-separated (default all: " + formats::FormatNameList() + ")");
   sub->add_flag("--no-lm-head", a->no_lm_head, "Do not price lm_head's formats");
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)");
+  a->exec.Register(sub);
   sub->add_option("--memory-budget-gb", a->memory_gb,
                   "Memory for stored activations before spilling to WORK (default 8)");
   sub->add_option("--cache-gb", a->cache_gb,
                   "Memory for one layer's quantized candidates (default 2; beyond it they are "
                   "recomputed)");
-  sub->add_flag("--json", a->json, "Print the summary as JSON");
+  AddJsonFlag(sub, &a->json, "summary");
   sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
 }
 

@@ -84,7 +84,9 @@ PQ_COMPUTE_OPS(double)
 }  // namespace ref
 
 namespace cpu {
-// Threads used by the fast ops (0 = all cores). Set once by the caller (engine / CLI).
+// Threads used by the fast ops: the installed ExecContext's (core/exec_context.h; library
+// entry points install the one in their options). SetNumThreads sets the count outside any
+// context (0 = all cores), for tests and benchmarks that call the ops directly.
 void SetNumThreads(int n);
 int NumThreads();
 PQ_COMPUTE_OPS(float)

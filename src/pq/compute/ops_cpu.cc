@@ -5,7 +5,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -14,12 +13,11 @@
 #include "pq/compute/cpu_util.h"
 #include "pq/compute/op_checks.h"
 #include "pq/compute/ops.h"
+#include "pq/core/exec_context.h"
 #include "pq/core/thread_pool.h"
 
 namespace pq::compute::cpu {
 namespace {
-
-std::atomic<int> g_num_threads{0};  // 0: all cores
 
 // Below this much work (roughly element operations) a chunk is not worth a thread.
 constexpr int64_t kMinWorkPerThread = 1 << 15;
@@ -28,14 +26,11 @@ constexpr int64_t kMinWorkPerThread = 1 << 15;
 
 void SetNumThreads(int n) {
   PQ_CHECK(n >= 0, "SetNumThreads: n must be >= 0 (0 = all cores)");
-  g_num_threads.store(n);
+  SetProcessThreads(n);
   openblas_set_num_threads(1);  // we thread around sgemm ourselves (see Gemm)
 }
 
-int NumThreads() {
-  const int n = g_num_threads.load();
-  return n == 0 ? DefaultThreads() : n;
-}
+int NumThreads() { return ExecThreads(); }
 
 namespace internal {
 

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "pq/core/exec_context.h"
+
 namespace pq {
 namespace {
 LogLevel g_level = LogLevel::kInfo;
@@ -41,7 +43,7 @@ void Progress::Finish() {
 }
 
 void Progress::Draw(bool final) {
-  if (g_level < LogLevel::kInfo) return;
+  if (g_level < LogLevel::kInfo || !ExecProgress()) return;
   const bool tty = isatty(STDERR_FILENO);
   if (!tty && !final) return;  // in logs, only the final line
   const double pct =

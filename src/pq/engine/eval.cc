@@ -105,6 +105,7 @@ Result<std::vector<Sequence>> MakeWindows(const std::vector<std::vector<int32_t>
 
 Result<EvalResult> Evaluate(const std::string& model_path,
                             const std::vector<std::vector<int32_t>>& docs, const EvalOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(model_path));
   std::unique_ptr<model::WeightSource> ref;
   if (!o.reference.empty()) {
@@ -122,6 +123,7 @@ Result<EvalResult> Evaluate(const std::string& model_path,
 
 Result<EvalResult> Evaluate(const model::WeightSource& model, const model::WeightSource* ref,
                             const std::vector<std::vector<int32_t>>& docs, const EvalOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   const model::WeightSource* src = &model;
   if (ref && ref->config().vocab != src->config().vocab)
     return InvalidArgument("--reference has vocab " + std::to_string(ref->config().vocab) +

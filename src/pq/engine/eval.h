@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/engine/runner.h"
 
@@ -24,6 +25,7 @@ struct EvalOptions {
   bool weights_only = false;     // skip run-time activation quantization (path overload)
   int64_t chunk_tokens = 16384;  // windows are run in chunks of about this many tokens
   RunnerOptions runner;
+  ExecContext exec;  // threads, progress, log level: installed for the call
 };
 
 struct EvalResult {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -48,6 +49,9 @@ struct AllocateResult {
   double min_bits = 0, max_bits = 0;
   int64_t units = 0, linears = 0;
   std::string layer_config, pareto_csv;  // paths written
+
+  // Everything above; a point's counts as units_per_format {format: units}.
+  nlohmann::json ToJson() const;
 };
 
 Result<AllocateResult> Allocate(const AllocateOptions& o);

@@ -108,6 +108,7 @@ double Spearman(std::span<const double> a, std::span<const double> b) {
 }
 
 Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   PQ_ASSIGN_OR_RETURN(const ProbeFile probe, ReadProbeFile(WorkDir(o.work)));
   PQ_ASSIGN_OR_RETURN(auto base, model::WeightSource::Open(o.model));
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));

@@ -8,9 +8,11 @@
 #pragma once
 
 #include <array>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/engine/eval.h"
 #include "pq/formats/format.h"
@@ -26,6 +28,7 @@ struct CostCheckOptions {
   std::vector<formats::FormatId> formats = {formats::FormatId::kNVFP4, formats::FormatId::kMXFP8};
   bool include_lm_head = false;
   bool progress = true;
+  ExecContext exec;  // threads, progress, log level: installed for the call
 };
 
 struct CostCheckRow {
@@ -45,6 +48,9 @@ struct CostCheckResult {
   // Spearman ρ vs KL within each format (ranking Linears, which is what the allocator needs
   // once the format's own level is known), averaged over the formats weighted by their pairs.
   std::array<double, quant::kNumEstimators> spearman_kl_within{};
+
+  // {model (of o), base_nll, tokens, pairs, estimators: {name: {spearman_*, median_*}}}
+  nlohmann::json ToJson(const CostCheckOptions& o) const;
 };
 
 Result<CostCheckResult> CheckCosts(const CostCheckOptions& o);

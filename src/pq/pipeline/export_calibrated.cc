@@ -214,6 +214,7 @@ struct LayerQuantizer : engine::SweepHooks {
 }  // namespace
 
 Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   PQ_ASSIGN_OR_RETURN(UnitPlan plan, PlanFromWork(o.model, o.work));
   PQ_ASSIGN_OR_RETURN(std::vector<engine::Sequence> samples, LoadSamples(o.work));
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));

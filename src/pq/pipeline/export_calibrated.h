@@ -15,6 +15,7 @@
 
 #include <string>
 
+#include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/pipeline/export_uniform.h"
 #include "pq/quant/gptq.h"
@@ -32,6 +33,7 @@ struct CalibratedExportOptions {
   int64_t min_tokens = 32;
   quant::GptqOptions gptq;
   int64_t batch_tokens = 4096;  // calibration tokens run through a layer at once
+  ExecContext exec;             // threads, progress, log level: installed for the call
 };
 
 struct CalibratedExportResult {
@@ -40,6 +42,9 @@ struct CalibratedExportResult {
   // on the export's own H. Geometric mean over the Linears (1 for pure RTN).
   double error_ratio_geomean = 1.0;
   int64_t linears_calibrated = 0, linears_rtn = 0;  // rtn: too few tokens or fallback
+
+  // The summary's JSON + passes (of o), error_ratio_vs_rtn_geomean, linears_calibrated/_rtn.
+  nlohmann::json ToJson(const CalibratedExportOptions& o) const;
 };
 
 Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o);

@@ -201,6 +201,7 @@ Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::strin
 
 Result<ExportSummary> ExportUniform(const std::string& model_dir, const std::string& out_dir,
                                     const UniformExportOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.format, "--uniform"));
   PQ_RETURN_IF_ERROR(RefuseCalibratedFormat(o.lm_head, "--lm-head"));
   PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model_dir));

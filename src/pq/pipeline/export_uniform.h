@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/formats/format.h"
 
@@ -23,6 +24,7 @@ struct UniformExportOptions {
   formats::FormatId lm_head = formats::FormatId::kBF16;
   formats::FormatId visual = formats::FormatId::kBF16;  // vision-tower Linears
   ExportWriteOptions write;
+  ExecContext exec;  // threads, progress, log level: installed for the call
 };
 
 struct ExportedLinear {

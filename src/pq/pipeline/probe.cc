@@ -268,6 +268,7 @@ Result<std::string> ModelFingerprint(const std::string& model) {
 }
 
 Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   if (o.work.empty()) return InvalidArgument("probe needs --work DIR");
   PQ_ASSIGN_OR_RETURN(std::unique_ptr<ProbeContext> c, Prepare(o));
   engine::ProbeObserverOptions po;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/formats/format.h"
 #include "pq/pipeline/calibration.h"
@@ -28,13 +29,17 @@ struct ProbeOptions {
   uint64_t memory_budget_bytes = 8ull << 30;  // stored boundaries (spill beyond)
   uint64_t cache_bytes = 2ull << 30;          // dequantized candidates of one layer
   bool progress = true;
+  ExecContext exec;  // threads, progress, log level: installed for the call
 };
 
 struct ProbeSummary {
   std::string probe_json;  // W/probe.json
   int64_t linears = 0, layers = 0, resumed_layers = 0;
-  int64_t tokens = 0;    // scored calibration tokens
-  double calib_nll = 0;  // mean NLL of the model on the calibration samples
+  int64_t tokens = 0;      // scored calibration tokens
+  double calib_nll = 0;    // mean NLL of the model on the calibration samples
+
+  // {probe, linears, layers, resumed_layers, tokens, calibration_nll}
+  nlohmann::json ToJson() const;
 };
 
 Result<ProbeSummary> RunProbe(const ProbeOptions& o);

@@ -7,6 +7,7 @@
 namespace pq::pipeline {
 
 Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
+  ScopedExecContext exec_scope(o.exec);
   QuantizeResult r;
   if (o.out.empty()) return InvalidArgument("quantize needs -o OUT");
   if (!o.write.overwrite && std::filesystem::exists(o.out))

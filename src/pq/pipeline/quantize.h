@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/engine/eval.h"
 #include "pq/pipeline/allocate.h"
@@ -24,6 +25,8 @@ struct QuantizeOptions {
   std::string eval_text;  // optional: measure NLL / KL of OUT against the model
   EvalInput eval_input;
   engine::EvalOptions eval;
+  // Threads, progress, log level for the whole pipeline (the stages' own `exec` is ignored).
+  ExecContext exec;
 };
 
 struct QuantizeResult {
@@ -32,6 +35,10 @@ struct QuantizeResult {
   ExportSummary exported;
   double error_ratio_geomean = 1.0;  // export's output error vs RTN (geometric mean)
   std::optional<engine::EvalResult> eval_base, eval_out;  // with --eval
+
+  // {out, work, passes (of o), bits_per_param, total_bytes, predicted_dloss,
+  //  error_ratio_vs_rtn_geomean, params_per_format, eval (with --eval)}
+  nlohmann::json ToJson(const QuantizeOptions& o) const;
 };
 
 Result<QuantizeResult> Quantize(const QuantizeOptions& o);
