@@ -39,4 +39,23 @@ bool IsValidUtf8(std::string_view s) {
   return true;
 }
 
+size_t CompleteUtf8PrefixLength(std::string_view s) {
+  size_t i = s.size(), continuation = 0;
+  while (i > 0 && continuation < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) {
+    --i;
+    ++continuation;
+  }
+  if (i == 0) return s.size();  // only continuation bytes: nothing to wait for
+  const auto lead = static_cast<unsigned char>(s[i - 1]);
+  size_t need = 1;
+  if ((lead & 0xE0) == 0xC0) {
+    need = 2;
+  } else if ((lead & 0xF0) == 0xE0) {
+    need = 3;
+  } else if ((lead & 0xF8) == 0xF0) {
+    need = 4;
+  }
+  return need > continuation + 1 ? i - 1 : s.size();
+}
+
 }  // namespace pq

@@ -144,5 +144,27 @@ TEST(Utf8, AgreesWithTheRfcTableExhaustively) {
   }
 }
 
+TEST(Utf8, CompletePrefixHoldsBackAnUnfinishedTail) {
+  EXPECT_EQ(CompleteUtf8PrefixLength(""), 0u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("abc"), 3u);
+  for (const std::string full : {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"}) {
+    EXPECT_EQ(CompleteUtf8PrefixLength(Cat("ab", full)), 2 + full.size());
+    for (size_t keep = 1; keep < full.size(); ++keep)
+      EXPECT_EQ(CompleteUtf8PrefixLength(Cat("ab", full.substr(0, keep))), 2u) << keep;
+  }
+  // Invalid tails are not held back (waiting would not make them valid).
+  EXPECT_EQ(CompleteUtf8PrefixLength("a\xff"), 2u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("\x80\x80"), 2u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("a\xc3\xa9\xa9"), 4u);
+  // Streaming: feeding the complete prefix of every split reassembles the text.
+  const std::string text = "x\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80y";
+  for (size_t cut = 0; cut <= text.size(); ++cut) {
+    const size_t n = CompleteUtf8PrefixLength(text.substr(0, cut));
+    EXPECT_LE(n, cut);
+    EXPECT_TRUE(IsValidUtf8(text.substr(0, n))) << cut;
+    EXPECT_GE(n + 3, cut) << cut;  // holds back at most one unfinished character
+  }
+}
+
 }  // namespace
 }  // namespace pq
