@@ -6,8 +6,8 @@
 #include <string>
 
 #include "commands.h"
+#include "pq/convert/import_llama2c.h"
 #include "pq/core/dtype.h"
-#include "pq/io/llama2c.h"
 
 namespace pq::cli {
 
@@ -43,12 +43,12 @@ void AddImportLlama2cCommand(CLI::App& app, int* exit_code) {
   sub->add_flag("--overwrite", flags->overwrite, "Replace an existing output directory");
   sub->add_flag("--json", flags->json, "Print the result as JSON");
   sub->callback([flags, exit_code] {
-    io::ImportOptions opts;
+    convert::ImportOptions opts;
     std::string name = flags->dtype;
     for (char& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     opts.dtype = name == "BF16" ? DType::kBF16 : DType::kF32;  // IsMember allows only these
     opts.overwrite = flags->overwrite;
-    auto r = io::ImportLlama2c(flags->bin, flags->tokenizer, flags->out, opts);
+    auto r = convert::ImportLlama2c(flags->bin, flags->tokenizer, flags->out, opts);
     if (!r.ok()) {
       *exit_code = ExitCodeFor(r.status());
       return;

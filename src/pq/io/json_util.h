@@ -28,9 +28,6 @@ Result<nlohmann::json> ReadJsonFile(const std::string& path);
 // for error messages (escapes control characters; invalid UTF-8 becomes U+FFFD).
 std::string Quote(std::string_view s);
 
-// Returns true if `s` is well-formed UTF-8 (no overlongs, surrogates or values > U+10FFFF).
-bool IsValidUtf8(std::string_view s);
-
 // Returns `j` as compact JSON text for error messages (never throws).
 std::string Dump(const nlohmann::json& j);
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "pq/core/utf8.h"
 #include "pq/io/io_test_util.h"
 
 namespace pq::io {

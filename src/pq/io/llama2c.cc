@@ -9,30 +9,16 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <exception>
-#include <filesystem>
 #include <limits>
-#include <memory>
-#include <nlohmann/json.hpp>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 
-#include "pq/core/check.h"
-#include "pq/core/log.h"
-#include "pq/core/minifloat.h"
 #include "pq/io/file_util.h"
-#include "pq/io/safetensors.h"
 
 namespace pq::io {
 namespace {
 
-using ordered_json = nlohmann::ordered_json;
-
-constexpr uint32_t kLlama2cMagic = 0x616b3432;       // "ak42": llama2.c export.py version >= 1
-constexpr std::string_view kSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's space
-constexpr int kNumSpecial = 3;                       // <unk>, <s>, </s>
-constexpr int kFirstPiece = kNumSpecial + 256;       // after the byte tokens
+constexpr uint32_t kLlama2cMagic = 0x616b3432;  // "ak42": llama2.c export.py version >= 1
 
 int32_t LoadI32(const uint8_t* p) {
   int32_t v;
@@ -80,143 +66,6 @@ Status PreadAll(int fd, uint64_t offset, std::span<uint8_t> out, const std::stri
   return Status::Ok();
 }
 
-bool ValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    int n;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1Fu;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0Fu;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07u;
-    } else {
-      return false;
-    }
-    if (i + static_cast<size_t>(n) >= s.size()) return false;  // truncated sequence
-    for (int k = 1; k <= n; ++k) {
-      const auto cc = static_cast<uint8_t>(s[i + static_cast<size_t>(k)]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3Fu);
-    }
-    static constexpr uint32_t kMin[4] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += static_cast<size_t>(n) + 1;
-  }
-  return true;
-}
-
-// Byte offsets of the character boundaries strictly inside `s` (valid UTF-8).
-std::vector<size_t> InnerCharBoundaries(std::string_view s) {
-  std::vector<size_t> out;
-  for (size_t i = 1; i < s.size(); ++i) {
-    if ((static_cast<uint8_t>(s[i]) & 0xC0) != 0x80) out.push_back(i);
-  }
-  return out;
-}
-
-std::string ByteTokenName(int b) {
-  char buf[8];
-  std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
-  return buf;
-}
-
-// The HF spelling of piece `id`.
-std::string HfPiece(const Llama2cVocab& vocab, size_t id) {
-  if (id == 0) return "<unk>";
-  if (id == 1) return "<s>";
-  if (id == 2) return "</s>";
-  std::string out;
-  for (char c : vocab.pieces[id]) {
-    if (c == ' ') {
-      out += kSpace;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string_view TorchDtypeName(DType dtype) {
-  return dtype == DType::kBF16 ? "bfloat16" : "float32";
-}
-
-// ---- Checkpoint reading ----
-
-struct BinFile {
-  std::string path;
-  UniqueFd fd;
-  Llama2cConfig config;
-};
-
-Result<BinFile> OpenBin(const std::string& path) {
-  BinFile f;
-  f.path = path;
-  PQ_ASSIGN_OR_RETURN(f.fd, OpenFile(path, O_RDONLY));
-  struct stat st;
-  if (::fstat(f.fd.get(), &st) != 0) return ErrnoError(path, "stat", errno);
-  if (!S_ISREG(st.st_mode)) {
-    return InvalidArgument(path + ": not a regular file (expected a llama2.c .bin checkpoint)");
-  }
-  const auto size = static_cast<uint64_t>(st.st_size);
-  uint8_t header[kLlama2cHeaderBytes] = {};
-  if (size >= kLlama2cHeaderBytes) {
-    PQ_RETURN_IF_ERROR(PreadAll(f.fd.get(), 0, header, path));
-  }
-  PQ_ASSIGN_OR_RETURN(
-      f.config, ParseLlama2cHeader(
-                    std::span<const uint8_t>(header, std::min<uint64_t>(size, kLlama2cHeaderBytes)),
-                    size, path));
-  return f;
-}
-
-// Reads consecutive llama2.c tensors, checking every value is finite.
-class TensorCursor {
- public:
-  explicit TensorCursor(const BinFile& f) : f_(f) {}
-
-  // Reads `count` floats starting `float_offset` floats after the header.
-  Result<std::vector<float>> Read(uint64_t float_offset, uint64_t count, const std::string& what) {
-    std::vector<float> v(count);
-    PQ_RETURN_IF_ERROR(PreadAll(f_.fd.get(), kLlama2cHeaderBytes + 4 * float_offset,
-                                std::span<uint8_t>(reinterpret_cast<uint8_t*>(v.data()), 4 * count),
-                                f_.path));
-    for (uint64_t i = 0; i < count; ++i) {
-      if (!std::isfinite(v[i])) {
-        return DataLoss(f_.path + ": " + what + " has a non-finite value (" + std::to_string(v[i]) +
-                        ") at element " + std::to_string(i) + "; the checkpoint is corrupt");
-      }
-    }
-    return v;
-  }
-
- private:
-  const BinFile& f_;
-};
-
-Status AddF32Tensor(CheckpointWriter& w, const std::string& name, std::vector<int64_t> shape,
-                    const std::vector<float>& values, DType dtype, int64_t* params) {
-  *params += static_cast<int64_t>(values.size());
-  if (dtype == DType::kF32) {
-    return w.AddTensor(name, DType::kF32, std::move(shape),
-                       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values.data()),
-                                                values.size() * 4));
-  }
-  std::vector<uint16_t> bf(values.size());
-  for (size_t i = 0; i < values.size(); ++i) bf[i] = F32ToBf16(values[i]);
-  return w.AddTensor(
-      name, DType::kBF16, std::move(shape),
-      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bf.data()), bf.size() * 2));
-}
-
 // Region offsets (floats after the header) of the llama2.c layout.
 struct Layout {
   uint64_t embed, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final, freq, cls;
@@ -250,82 +99,47 @@ Layout ComputeLayout(const Llama2cConfig& c) {
   return l;
 }
 
-Status WriteTensors(const BinFile& bin, DType dtype, CheckpointWriter& w, int64_t* num_tensors,
-                    int64_t* params) {
-  const Llama2cConfig& c = bin.config;
+// Where tensor `t` lies: its first float after the header (layer 0), floats per copy, its
+// llama2.c name for errors, and whether it has one copy per layer.
+struct Region {
+  uint64_t offset;
+  uint64_t count;
+  const char* name;
+  bool per_layer;
+};
+
+Region RegionOf(const Llama2cConfig& c, Llama2cTensor t) {
   const Layout lay = ComputeLayout(c);
-  const int64_t D = c.dim, H = c.hidden_dim, V = c.vocab_size, KV = c.kv_dim(), hd = c.head_dim();
-  const auto uD = static_cast<uint64_t>(D), uH = static_cast<uint64_t>(H),
-             uKV = static_cast<uint64_t>(KV);
-  TensorCursor cur(bin);
-  auto emit = [&](const std::string& name, std::vector<int64_t> shape,
-                  const std::vector<float>& v) -> Status {
-    ++*num_tensors;
-    return AddF32Tensor(w, name, std::move(shape), v, dtype, params).WithContext("writing " + name);
-  };
-
-  PQ_ASSIGN_OR_RETURN(auto embed,
-                      cur.Read(lay.embed, static_cast<uint64_t>(V) * uD, "token_embedding_table"));
-  PQ_RETURN_IF_ERROR(emit("model.embed_tokens.weight", {V, D}, embed));
-  embed = {};
-
-  Progress progress("import-llama2c", static_cast<size_t>(c.n_layers));
-  for (int32_t layer = 0; layer < c.n_layers; ++layer) {
-    const auto l = static_cast<uint64_t>(layer);
-    const std::string pre = "model.layers." + std::to_string(layer) + ".";
-    const std::string in_layer = " of layer " + std::to_string(layer);
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.rms_att + l * uD, uD, "rms_att_weight" + in_layer));
-      PQ_RETURN_IF_ERROR(emit(pre + "input_layernorm.weight", {D}, v));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.wq + l * uD * uD, uD * uD, "wq" + in_layer));
-      std::vector<float> p(v.size());
-      PermuteRopeRows(v, c.n_heads, hd, D, p);
-      PQ_RETURN_IF_ERROR(emit(pre + "self_attn.q_proj.weight", {D, D}, p));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.wk + l * uKV * uD, uKV * uD, "wk" + in_layer));
-      std::vector<float> p(v.size());
-      PermuteRopeRows(v, c.n_kv_heads, hd, D, p);
-      PQ_RETURN_IF_ERROR(emit(pre + "self_attn.k_proj.weight", {KV, D}, p));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.wv + l * uKV * uD, uKV * uD, "wv" + in_layer));
-      PQ_RETURN_IF_ERROR(emit(pre + "self_attn.v_proj.weight", {KV, D}, v));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.wo + l * uD * uD, uD * uD, "wo" + in_layer));
-      PQ_RETURN_IF_ERROR(emit(pre + "self_attn.o_proj.weight", {D, D}, v));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.rms_ffn + l * uD, uD, "rms_ffn_weight" + in_layer));
-      PQ_RETURN_IF_ERROR(emit(pre + "post_attention_layernorm.weight", {D}, v));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.w1 + l * uH * uD, uH * uD, "w1" + in_layer));
-      PQ_RETURN_IF_ERROR(emit(pre + "mlp.gate_proj.weight", {H, D}, v));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.w2 + l * uD * uH, uD * uH, "w2" + in_layer));
-      PQ_RETURN_IF_ERROR(emit(pre + "mlp.down_proj.weight", {D, H}, v));
-    }
-    {
-      PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.w3 + l * uH * uD, uH * uD, "w3" + in_layer));
-      PQ_RETURN_IF_ERROR(emit(pre + "mlp.up_proj.weight", {H, D}, v));
-    }
-    progress.Advance();
+  const auto D = static_cast<uint64_t>(c.dim), H = static_cast<uint64_t>(c.hidden_dim),
+             V = static_cast<uint64_t>(c.vocab_size), KV = static_cast<uint64_t>(c.kv_dim());
+  using T = Llama2cTensor;
+  switch (t) {
+    case T::kTokenEmbedding:
+      return {lay.embed, V * D, "token_embedding_table", false};
+    case T::kRmsAtt:
+      return {lay.rms_att, D, "rms_att_weight", true};
+    case T::kWq:
+      return {lay.wq, D * D, "wq", true};
+    case T::kWk:
+      return {lay.wk, KV * D, "wk", true};
+    case T::kWv:
+      return {lay.wv, KV * D, "wv", true};
+    case T::kWo:
+      return {lay.wo, D * D, "wo", true};
+    case T::kRmsFfn:
+      return {lay.rms_ffn, D, "rms_ffn_weight", true};
+    case T::kW1:
+      return {lay.w1, H * D, "w1", true};
+    case T::kW2:
+      return {lay.w2, D * H, "w2", true};
+    case T::kW3:
+      return {lay.w3, H * D, "w3", true};
+    case T::kRmsFinal:
+      return {lay.rms_final, D, "rms_final_weight", false};
+    case T::kClassifier:
+      return {lay.cls, c.shared_classifier ? 0 : V * D, "wcls", false};
   }
-  progress.Finish();
-  {
-    PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.rms_final, uD, "rms_final_weight"));
-    PQ_RETURN_IF_ERROR(emit("model.norm.weight", {D}, v));
-  }
-  if (!c.shared_classifier) {
-    PQ_ASSIGN_OR_RETURN(auto v, cur.Read(lay.cls, static_cast<uint64_t>(V) * uD, "wcls"));
-    PQ_RETURN_IF_ERROR(emit("lm_head.weight", {V, D}, v));
-  }
-  return Status::Ok();
+  return {0, 0, "?", false};
 }
 
 }  // namespace
@@ -463,246 +277,48 @@ Result<Llama2cVocab> ReadLlama2cTokenizer(const std::string& path) {
       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()), path);
 }
 
-Result<std::string> MakeHfTokenizerJson(const Llama2cVocab& vocab, const std::string& file_name) {
-  const std::string bad = file_name + ": cannot convert to a Hugging Face tokenizer: ";
-  const size_t n = vocab.pieces.size();
-  if (n < static_cast<size_t>(kFirstPiece)) {
-    return InvalidArgument(bad + "expected at least " + std::to_string(kFirstPiece) +
-                           " tokens (3 special + 256 byte tokens), found " + std::to_string(n));
-  }
-  const auto& p = vocab.pieces;
-  if (p[0] != "<unk>" || (p[1] != "\n<s>\n" && p[1] != "<s>") ||
-      (p[2] != "\n</s>\n" && p[2] != "</s>")) {
-    return InvalidArgument(bad + "ids 0/1/2 must be <unk>/<s>/</s> (SentencePiece layout)");
-  }
-  for (int b = 0; b < 256; ++b) {
-    if (p[static_cast<size_t>(kNumSpecial + b)] != ByteTokenName(b)) {
-      return InvalidArgument(bad + "id " + std::to_string(kNumSpecial + b) + " must be the byte " +
-                             "token " + ByteTokenName(b) + " (SentencePiece byte fallback)");
-    }
-  }
-  std::vector<std::string> hf(n);
-  std::unordered_map<std::string, size_t> ids;
-  ids.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    if (!ValidUtf8(p[i])) {
-      return InvalidArgument(bad + "token " + std::to_string(i) + " is not valid UTF-8");
-    }
-    hf[i] = HfPiece(vocab, i);
-    if (!ids.emplace(hf[i], i).second) {
-      return InvalidArgument(bad + "tokens " + std::to_string(ids[hf[i]]) + " and " +
-                             std::to_string(i) + " have the same text \"" + p[i] + "\"");
-    }
-  }
+// ---- Checkpoint reading ----
 
-  // run.c merges the adjacent pair whose concatenation is the best-scoring piece. HF BPE
-  // applies the lowest-ranked merge first, so every split of a piece into two pieces is a
-  // merge, ranked by the merged piece's score (descending); ties (several splits of one
-  // piece) by longer left part first, as transformers' generate_merges does.
-  struct Merge {
-    float score;
-    size_t result;
-    size_t split;
-    size_t left, right;
-  };
-  std::vector<Merge> merges;
-  for (size_t id = kFirstPiece; id < n; ++id) {
-    const std::string& s = hf[id];
-    for (size_t k : InnerCharBoundaries(s)) {
-      auto l = ids.find(s.substr(0, k));
-      auto r = ids.find(s.substr(k));
-      if (l == ids.end() || r == ids.end()) continue;
-      if (l->second < kNumSpecial || r->second < kNumSpecial) continue;
-      merges.push_back({vocab.scores[id], id, k, l->second, r->second});
-    }
+Result<Llama2cReader> Llama2cReader::Open(const std::string& path) {
+  PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(path, "stat", errno);
+  if (!S_ISREG(st.st_mode)) {
+    return InvalidArgument(path + ": not a regular file (expected a llama2.c .bin checkpoint)");
   }
-  std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) {
-    if (a.score != b.score) return a.score > b.score;
-    if (a.result != b.result) return a.result < b.result;
-    return a.split > b.split;
-  });
-
-  const std::string space(kSpace);
-  ordered_json added = ordered_json::array();
-  for (int i = 0; i < kNumSpecial; ++i) {
-    added.push_back({{"id", i},
-                     {"content", hf[static_cast<size_t>(i)]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
+  const auto size = static_cast<uint64_t>(st.st_size);
+  uint8_t header[kLlama2cHeaderBytes] = {};
+  if (size >= kLlama2cHeaderBytes) {
+    PQ_RETURN_IF_ERROR(PreadAll(fd.get(), 0, header, path));
   }
-  ordered_json vocab_json = ordered_json::object();
-  for (size_t i = 0; i < n; ++i) vocab_json[hf[i]] = i;
-  ordered_json merges_json = ordered_json::array();
-  for (const Merge& m : merges) merges_json.push_back({hf[m.left], hf[m.right]});
-
-  auto special = [](const char* id, int type_id) {
-    return ordered_json{{"SpecialToken", {{"id", id}, {"type_id", type_id}}}};
-  };
-  auto sequence = [](const char* id, int type_id) {
-    return ordered_json{{"Sequence", {{"id", id}, {"type_id", type_id}}}};
-  };
-  ordered_json j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  j["added_tokens"] = std::move(added);
-  j["normalizer"] = {{"type", "Sequence"},
-                     {"normalizers",
-                      {{{"type", "Prepend"}, {"prepend", space}},
-                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", space}}}}};
-  j["pre_tokenizer"] = nullptr;
-  j["post_processor"] = {
-      {"type", "TemplateProcessing"},
-      {"single", {special("<s>", 0), sequence("A", 0)}},
-      {"pair", {special("<s>", 0), sequence("A", 0), special("<s>", 1), sequence("B", 1)}},
-      {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}};
-  j["decoder"] = {{"type", "Sequence"},
-                  {"decoders",
-                   {{{"type", "Replace"}, {"pattern", {{"String", space}}}, {"content", " "}},
-                    {{"type", "ByteFallback"}},
-                    {{"type", "Fuse"}},
-                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
-  j["model"] = {{"type", "BPE"},
-                {"dropout", nullptr},
-                {"unk_token", "<unk>"},
-                {"continuing_subword_prefix", nullptr},
-                {"end_of_word_suffix", nullptr},
-                {"fuse_unk", true},
-                {"byte_fallback", true},
-                {"ignore_merges", false},
-                {"vocab", std::move(vocab_json)},
-                {"merges", std::move(merges_json)}};
-  try {
-    return j.dump(2) + "\n";
-  } catch (const std::exception& e) {
-    return Internal(bad + "JSON serialization failed: " + e.what());
-  }
+  PQ_ASSIGN_OR_RETURN(const Llama2cConfig config,
+                      ParseLlama2cHeader(std::span<const uint8_t>(
+                                             header, std::min<uint64_t>(size, kLlama2cHeaderBytes)),
+                                         size, path));
+  return Llama2cReader(path, std::move(fd), config);
 }
 
-std::string MakeHfTokenizerConfigJson(int64_t model_max_length) {
-  ordered_json decoder = ordered_json::object();
-  const char* names[] = {"<unk>", "<s>", "</s>"};
-  for (int i = 0; i < kNumSpecial; ++i) {
-    decoder[std::to_string(i)] = {{"content", names[i]},  {"lstrip", false},
-                                  {"normalized", false},  {"rstrip", false},
-                                  {"single_word", false}, {"special", true}};
+Result<std::vector<float>> Llama2cReader::Read(Llama2cTensor t, int32_t layer) const {
+  const Region r = RegionOf(config_, t);
+  const bool layer_ok = r.per_layer ? layer >= 0 && layer < config_.n_layers : layer == 0;
+  if (!layer_ok || r.count == 0) {
+    return InvalidArgument(path_ + ": llama2.c tensor " + r.name + " of layer " +
+                           std::to_string(layer) + " does not exist in this checkpoint");
   }
-  ordered_json j;
-  j["add_bos_token"] = true;
-  j["add_eos_token"] = false;
-  j["added_tokens_decoder"] = std::move(decoder);
-  j["bos_token"] = "<s>";
-  j["eos_token"] = "</s>";
-  j["unk_token"] = "<unk>";
-  j["pad_token"] = nullptr;
-  j["clean_up_tokenization_spaces"] = false;
-  j["legacy"] = true;
-  j["model_max_length"] = model_max_length;
-  j["tokenizer_class"] = "PreTrainedTokenizerFast";
-  return j.dump(2) + "\n";
-}
-
-std::string MakeHfSpecialTokensMapJson() {
-  ordered_json j;
-  j["bos_token"] = "<s>";
-  j["eos_token"] = "</s>";
-  j["unk_token"] = "<unk>";
-  return j.dump(2) + "\n";
-}
-
-std::string MakeHfLlamaConfigJson(const Llama2cConfig& c, DType dtype) {
-  ordered_json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
-  j["hidden_size"] = c.dim;
-  j["intermediate_size"] = c.hidden_dim;
-  j["num_hidden_layers"] = c.n_layers;
-  j["num_attention_heads"] = c.n_heads;
-  j["num_key_value_heads"] = c.n_kv_heads;
-  j["head_dim"] = c.head_dim();
-  j["vocab_size"] = c.vocab_size;
-  j["max_position_embeddings"] = c.seq_len;
-  j["rms_norm_eps"] = 1e-5;
-  j["rope_theta"] = 10000.0;
-  j["hidden_act"] = "silu";
-  j["tie_word_embeddings"] = c.shared_classifier;
-  j["bos_token_id"] = 1;
-  j["eos_token_id"] = 2;
-  j["attention_bias"] = false;
-  j["mlp_bias"] = false;
-  j["torch_dtype"] = TorchDtypeName(dtype);
-  return j.dump(2);
-}
-
-void PermuteRopeRows(std::span<const float> src, int64_t heads, int64_t head_dim, int64_t cols,
-                     std::span<float> dst) {
-  PQ_CHECK(head_dim % 2 == 0, "head_dim must be even");
-  const auto rows = static_cast<size_t>(heads * head_dim);
-  const auto ucols = static_cast<size_t>(cols);
-  PQ_CHECK(src.size() == rows * ucols && dst.size() == src.size(), "size mismatch");
-  const int64_t half = head_dim / 2;
-  for (int64_t h = 0; h < heads; ++h) {
-    for (int64_t j = 0; j < 2; ++j) {
-      for (int64_t i = 0; i < half; ++i) {
-        const auto to = static_cast<size_t>(h * head_dim + j * half + i);
-        const auto from = static_cast<size_t>(h * head_dim + 2 * i + j);
-        std::copy_n(src.begin() + static_cast<std::ptrdiff_t>(from * ucols), ucols,
-                    dst.begin() + static_cast<std::ptrdiff_t>(to * ucols));
-      }
+  const std::string what =
+      r.per_layer ? std::string(r.name) + " of layer " + std::to_string(layer) : r.name;
+  const uint64_t float_offset = r.offset + static_cast<uint64_t>(layer) * r.count;
+  std::vector<float> v(r.count);
+  PQ_RETURN_IF_ERROR(PreadAll(fd_.get(), kLlama2cHeaderBytes + 4 * float_offset,
+                              std::span<uint8_t>(reinterpret_cast<uint8_t*>(v.data()), 4 * r.count),
+                              path_));
+  for (uint64_t i = 0; i < r.count; ++i) {
+    if (!std::isfinite(v[i])) {
+      return DataLoss(path_ + ": " + what + " has a non-finite value (" + std::to_string(v[i]) +
+                      ") at element " + std::to_string(i) + "; the checkpoint is corrupt");
     }
   }
-}
-
-// ---- Import ----
-
-Result<ImportSummary> ImportLlama2c(const std::string& bin_path, const std::string& tokenizer_path,
-                                    const std::string& out_dir, const ImportOptions& options) {
-  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
-    return InvalidArgument("import-llama2c: --dtype must be F32 or BF16, not " +
-                           std::string(DTypeName(options.dtype)));
-  }
-  if (out_dir.empty()) return InvalidArgument("import-llama2c: the output directory is empty");
-  std::error_code ec;
-  if (!options.overwrite && std::filesystem::exists(out_dir, ec)) {
-    return InvalidArgument(out_dir + ": already exists; pass --overwrite to replace it");
-  }
-
-  // Validate both inputs completely before writing anything.
-  PQ_ASSIGN_OR_RETURN(BinFile bin, OpenBin(bin_path));
-  PQ_ASSIGN_OR_RETURN(Llama2cVocab vocab, ReadLlama2cTokenizer(tokenizer_path));
-  if (vocab.pieces.size() != static_cast<size_t>(bin.config.vocab_size)) {
-    return InvalidArgument(tokenizer_path + ": the tokenizer has " +
-                           std::to_string(vocab.pieces.size()) + " tokens but the checkpoint " +
-                           bin_path + " has vocab_size " + std::to_string(bin.config.vocab_size) +
-                           "; pass the tokenizer the model was trained with");
-  }
-  PQ_ASSIGN_OR_RETURN(std::string tokenizer_json, MakeHfTokenizerJson(vocab, tokenizer_path));
-
-  WriterOptions wopts;
-  wopts.overwrite = options.overwrite;
-  PQ_ASSIGN_OR_RETURN(auto writer, CheckpointWriter::Create(out_dir, wopts));
-  ImportSummary s;
-  s.out_dir = out_dir;
-  s.config = bin.config;
-  PQ_RETURN_IF_ERROR(WriteTensors(bin, options.dtype, *writer, &s.num_tensors, &s.num_params));
-  const std::pair<std::string, std::string> files[] = {
-      {"config.json", MakeHfLlamaConfigJson(bin.config, options.dtype)},
-      {"tokenizer.json", std::move(tokenizer_json)},
-      {"tokenizer_config.json", MakeHfTokenizerConfigJson(bin.config.seq_len)},
-      {"special_tokens_map.json", MakeHfSpecialTokensMapJson()},
-  };
-  for (const auto& [name, contents] : files) {
-    PQ_RETURN_IF_ERROR(writer->AddFile(name, contents));
-    s.files.push_back(name);
-  }
-  PQ_RETURN_IF_ERROR(writer->CopyFile(tokenizer_path, "tokenizer.bin"));
-  s.files.push_back("tokenizer.bin");
-  s.tensor_bytes = writer->total_tensor_bytes();
-  PQ_RETURN_IF_ERROR(writer->Commit());
-  return s;
+  return v;
 }
 
 }  // namespace pq::io

@@ -1,6 +1,5 @@
-// llama2.c import: legacy (v0) llama2.c checkpoints and tokenizer.bin -> a Hugging Face
-// Llama directory (model.safetensors, config.json, tokenizer.json, tokenizer_config.json,
-// special_tokens_map.json, and the original tokenizer.bin).
+// llama2.c files, read and validated: legacy (v0) checkpoints and tokenizer.bin. The
+// conversion to a Hugging Face directory is convert/import_llama2c.h.
 //
 // Checkpoint (karpathy/llama2.c `export.py --version 0`, what run.c reads): 7 x int32 LE
 // header {dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len}, then fp32
@@ -9,30 +8,20 @@
 // freq_cis_imag[S,hd/2], and, when the header's vocab_size is negative, an unshared
 // classifier [V,D]. Matrices are row-major [out, in] like nn.Linear.
 //
-// Mapping: w1->gate_proj, w3->up_proj, w2->down_proj; rms_att->input_layernorm,
-// rms_ffn->post_attention_layernorm. llama2.c rotates adjacent pairs (0,1),(2,3).. of each
-// head; HF rotates halves (i, i+hd/2). So q_proj/k_proj rows are permuted per head:
-// w.reshape(heads, hd/2, 2, D).transpose(0,2,1,3).reshape(heads*hd, D). The freq_cis tables
-// are dropped (rope_theta 10000).
-//
 // Tokenizer (llama2.c tokenizer.bin): int32 max_token_length, then vocab_size x
 // {f32 score, i32 len, len bytes}. Ids 0/1/2 = <unk>/<s>/</s> (stored as "<unk>",
 // "\n<s>\n", "\n</s>\n"), 3..258 = byte tokens <0x00>..<0xFF>, the rest merged pieces with
-// spaces stored as ' '. run.c encodes by prepending " ", looking up each UTF-8 character
-// (else one byte token per byte), then repeatedly merging the adjacent pair whose
-// concatenation is the highest-scoring vocab piece (leftmost on ties). The HF tokenizer.json
-// we write is the equivalent SentencePiece-style BPE: ' ' spelled U+2581, normalizer
-// Prepend(U+2581) + Replace(' ', U+2581), byte_fallback, and merges ranked by the score of
-// the merged piece. scripts/llama2c_tokenizer_check.py verifies the equivalence on corpora.
+// spaces stored as ' '.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "pq/core/dtype.h"
 #include "pq/core/status.h"
+#include "pq/io/file_util.h"
 
 namespace pq::io {
 
@@ -74,37 +63,43 @@ Result<Llama2cVocab> ParseLlama2cTokenizer(std::span<const uint8_t> bytes,
                                            const std::string& file_name);
 Result<Llama2cVocab> ReadLlama2cTokenizer(const std::string& path);
 
-// The Hugging Face tokenizer.json equivalent to `vocab` (see the file comment). Requires the
-// SentencePiece layout (ids 0..258 as above), UTF-8 pieces and no duplicate pieces.
-Result<std::string> MakeHfTokenizerJson(const Llama2cVocab& vocab, const std::string& file_name);
-// tokenizer_config.json / special_tokens_map.json for that tokenizer.
-std::string MakeHfTokenizerConfigJson(int64_t model_max_length);
-std::string MakeHfSpecialTokensMapJson();
-// config.json of the LlamaForCausalLM (torch_dtype from `dtype`: F32 or BF16).
-std::string MakeHfLlamaConfigJson(const Llama2cConfig& config, DType dtype);
-
-// Permutes the rows of a [heads * head_dim, cols] q/k matrix from llama2.c's interleaved
-// RoPE pairs to HF's rotate-half order. `head_dim` must be even; sizes must match.
-void PermuteRopeRows(std::span<const float> src, int64_t heads, int64_t head_dim, int64_t cols,
-                     std::span<float> dst);
-
-struct ImportOptions {
-  DType dtype = DType::kF32;  // F32 (lossless) or BF16
-  bool overwrite = false;     // replace an existing output directory
+// The tensors of a llama2.c checkpoint, in file order (shapes row-major [out, in]; the
+// per-layer ones hold n_layers consecutive copies).
+enum class Llama2cTensor : uint8_t {
+  kTokenEmbedding,  // [V, D]
+  kRmsAtt,          // per layer [D]
+  kWq,              // per layer [D, D]
+  kWk,              // per layer [KV, D]
+  kWv,              // per layer [KV, D]
+  kWo,              // per layer [D, D]
+  kRmsFfn,          // per layer [D]
+  kW1,              // per layer [H, D]
+  kW2,              // per layer [D, H]
+  kW3,              // per layer [H, D]
+  kRmsFinal,        // [D]
+  kClassifier,      // [V, D], present only when !shared_classifier
 };
 
-struct ImportSummary {
-  std::string out_dir;
-  Llama2cConfig config;
-  int64_t num_tensors = 0;
-  int64_t num_params = 0;
-  uint64_t tensor_bytes = 0;
-  std::vector<std::string> files;  // written into out_dir, besides the safetensors shards
-};
+// An open llama2.c checkpoint whose header was validated against the file's size.
+class Llama2cReader {
+ public:
+  // Opens `path` (a regular file) and validates its header (see ParseLlama2cHeader).
+  static Result<Llama2cReader> Open(const std::string& path);
 
-// Converts `bin_path` + `tokenizer_path` into `out_dir` (atomically: nothing is left at
-// `out_dir` on failure). Both inputs are validated completely before anything is written.
-Result<ImportSummary> ImportLlama2c(const std::string& bin_path, const std::string& tokenizer_path,
-                                    const std::string& out_dir, const ImportOptions& options = {});
+  const Llama2cConfig& config() const { return config_; }
+  const std::string& path() const { return path_; }
+
+  // Reads tensor `t` (of layer `layer` for the per-layer ones) as row-major floats. Every
+  // value must be finite; errors name the file, the llama2.c tensor and the layer.
+  Result<std::vector<float>> Read(Llama2cTensor t, int32_t layer = 0) const;
+
+ private:
+  Llama2cReader(std::string path, UniqueFd fd, const Llama2cConfig& config)
+      : path_(std::move(path)), fd_(std::move(fd)), config_(config) {}
+
+  std::string path_;
+  UniqueFd fd_;
+  Llama2cConfig config_;
+};
 
 }  // namespace pq::io

@@ -15,6 +15,7 @@
 #include <set>
 #include <tuple>
 
+#include "pq/core/utf8.h"
 #include "pq/io/file_util.h"
 #include "pq/io/json_util.h"
 #include "pq/io/safetensors.h"

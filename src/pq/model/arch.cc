@@ -1,11 +1,11 @@
+// Layout resolution: the architecture tables (arch_tables.cc) matched against the tensors
+// of a concrete checkpoint.
 #include "pq/model/arch.h"
 
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "pq/formats/format.h"
 #include "pq/model/config.h"
@@ -14,190 +14,6 @@ namespace pq::model {
 namespace {
 
 using R = TensorRole;
-using K = LayerKind;
-
-// Attention block of a Llama-family layer (with its two norms).
-std::vector<TensorSpec> AttentionLayer(bool qkv_bias, bool qk_norm) {
-  std::vector<TensorSpec> t = {
-      {"input_layernorm.weight", R::kNorm, true, ""},
-      {"post_attention_layernorm.weight", R::kNorm, true, ""},
-      {"self_attn.q_proj.weight", R::kLinear, true, "qkv", "qkv"},
-      {"self_attn.k_proj.weight", R::kLinear, true, "qkv", "qkv"},
-      {"self_attn.v_proj.weight", R::kLinear, true, "qkv", "qkv"},
-      {"self_attn.o_proj.weight", R::kLinear, true, ""},
-      {"self_attn.o_proj.bias", R::kBias, false, ""},
-      {"self_attn.q_proj.bias", R::kBias, qkv_bias, ""},
-      {"self_attn.k_proj.bias", R::kBias, qkv_bias, ""},
-      {"self_attn.v_proj.bias", R::kBias, qkv_bias, ""},
-      // Old Llama checkpoints carry the rotary table as a buffer; passed through.
-      {"self_attn.rotary_emb.inv_freq", R::kBuffer, false, ""},
-  };
-  if (qk_norm) {
-    t.push_back({"self_attn.q_norm.weight", R::kNorm, true, ""});
-    t.push_back({"self_attn.k_norm.weight", R::kNorm, true, ""});
-  }
-  return t;
-}
-
-// SwiGLU MLP of a dense layer (biases only with Llama's mlp_bias).
-std::vector<TensorSpec> DenseMlp() {
-  return {{"mlp.gate_proj.weight", R::kLinear, true, "gate_up", "gate_up", K::kDenseMlp},
-          {"mlp.up_proj.weight", R::kLinear, true, "gate_up", "gate_up", K::kDenseMlp},
-          {"mlp.down_proj.weight", R::kLinear, true, "", "", K::kDenseMlp},
-          {"mlp.gate_proj.bias", R::kBias, false, "", "", K::kDenseMlp},
-          {"mlp.up_proj.bias", R::kBias, false, "", "", K::kDenseMlp},
-          {"mlp.down_proj.bias", R::kBias, false, "", "", K::kDenseMlp}};
-}
-
-// Per-expert 2-D tensors of an MoE layer (packed 3-D ones are detected by name).
-std::vector<TensorSpec> Experts() {
-  return {{"mlp.experts.{E}.gate_proj.weight", R::kLinear, true, "experts", "gate_up", K::kMoe},
-          {"mlp.experts.{E}.up_proj.weight", R::kLinear, true, "experts", "gate_up", K::kMoe},
-          {"mlp.experts.{E}.down_proj.weight", R::kLinear, true, "experts", "", K::kMoe}};
-}
-
-// Qwen3-Next / 3.5 / 3.6 layer (architectures.md §2.5-§2.6): gated attention or Gated
-// DeltaNet per layer_types, (1+w) norms, MoE with a shared expert or a dense MLP.
-std::vector<TensorSpec> HybridLayer(bool fused_linear_names) {
-  std::vector<TensorSpec> t = {
-      {"input_layernorm.weight", R::kNorm, true, ""},
-      {"post_attention_layernorm.weight", R::kNorm, true, ""},
-      {"self_attn.q_proj.weight", R::kLinear, true, "qkv", "qkv", K::kAttention},
-      {"self_attn.k_proj.weight", R::kLinear, true, "qkv", "qkv", K::kAttention},
-      {"self_attn.v_proj.weight", R::kLinear, true, "qkv", "qkv", K::kAttention},
-      {"self_attn.o_proj.weight", R::kLinear, true, "", "", K::kAttention},
-      {"self_attn.q_norm.weight", R::kNorm, true, "", "", K::kAttention},
-      {"self_attn.k_norm.weight", R::kNorm, true, "", "", K::kAttention},
-      {"linear_attn.conv1d.weight", R::kTensor, true, "", "", K::kLinearAttention},
-      {"linear_attn.A_log", R::kParam, true, "", "", K::kLinearAttention},
-      {"linear_attn.dt_bias", R::kParam, true, "", "", K::kLinearAttention},
-      {"linear_attn.norm.weight", R::kNorm, true, "", "", K::kLinearAttention},
-      {"linear_attn.out_proj.weight", R::kLinear, true, "", "", K::kLinearAttention},
-      // vLLM fuses in_proj_qkv + in_proj_z and in_proj_b + in_proj_a: one decision each.
-      {"linear_attn.in_proj_qkv.weight", R::kLinear, true, "qkvz", "qkvz", K::kLinearAttention},
-      {"linear_attn.in_proj_z.weight", R::kLinear, true, "qkvz", "qkvz", K::kLinearAttention},
-      {"linear_attn.in_proj_b.weight", R::kLinear, true, "ba", "ba", K::kLinearAttention},
-      {"linear_attn.in_proj_a.weight", R::kLinear, true, "ba", "ba", K::kLinearAttention},
-      {"mlp.gate.weight", R::kRouter, true, "", "", K::kMoe},
-      {"mlp.shared_expert_gate.weight", R::kRouter, true, "", "", K::kMoe},
-      {"mlp.shared_expert.gate_proj.weight", R::kLinear, true, "shared_gate_up", "shared_gate_up",
-       K::kMoe},
-      {"mlp.shared_expert.up_proj.weight", R::kLinear, true, "shared_gate_up", "shared_gate_up",
-       K::kMoe},
-      {"mlp.shared_expert.down_proj.weight", R::kLinear, true, "", "", K::kMoe},
-  };
-  if (fused_linear_names) {  // Qwen3-Next: in_proj_qkvz / in_proj_ba, rows interleaved
-    std::erase_if(t,
-                  [](const TensorSpec& s) { return s.pattern.find("in_proj_") != s.pattern.npos; });
-    t.push_back({"linear_attn.in_proj_qkvz.weight", R::kLinear, true, "", "", K::kLinearAttention});
-    t.push_back({"linear_attn.in_proj_ba.weight", R::kLinear, true, "", "", K::kLinearAttention});
-  }
-  const auto mlp = DenseMlp();
-  t.insert(t.end(), mlp.begin(), mlp.begin() + 3);
-  return t;
-}
-
-std::vector<TensorSpec> Concat(std::vector<TensorSpec> a, const std::vector<TensorSpec>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-std::vector<TensorSpec> Globals() {
-  return {{"{M}embed_tokens.weight", R::kEmbed, true, ""},
-          {"{M}norm.weight", R::kFinalNorm, true, ""},
-          {"lm_head.weight", R::kLmHead, false, ""}};
-}
-
-std::vector<TensorSpec> Mtp() {
-  return {{"mtp.fc.weight", R::kLinear, true, ""},
-          {"mtp.pre_fc_norm_embedding.weight", R::kNorm, true, ""},
-          {"mtp.pre_fc_norm_hidden.weight", R::kNorm, true, ""},
-          {"mtp.norm.weight", R::kNorm, true, ""}};
-}
-
-// Qwen3.5/3.6 vision tower (architectures.md §5.1): LayerNorms, biased Linears.
-std::vector<TensorSpec> VisionBlock() {
-  return {{"model.visual.blocks.{L}.norm1.weight", R::kNorm, true, ""},
-          {"model.visual.blocks.{L}.norm1.bias", R::kNorm, true, ""},
-          {"model.visual.blocks.{L}.norm2.weight", R::kNorm, true, ""},
-          {"model.visual.blocks.{L}.norm2.bias", R::kNorm, true, ""},
-          {"model.visual.blocks.{L}.attn.qkv.weight", R::kVisualLinear, true, ""},
-          {"model.visual.blocks.{L}.attn.qkv.bias", R::kBias, true, ""},
-          {"model.visual.blocks.{L}.attn.proj.weight", R::kVisualLinear, true, ""},
-          {"model.visual.blocks.{L}.attn.proj.bias", R::kBias, true, ""},
-          {"model.visual.blocks.{L}.mlp.linear_fc1.weight", R::kVisualLinear, true, ""},
-          {"model.visual.blocks.{L}.mlp.linear_fc1.bias", R::kBias, true, ""},
-          {"model.visual.blocks.{L}.mlp.linear_fc2.weight", R::kVisualLinear, true, ""},
-          {"model.visual.blocks.{L}.mlp.linear_fc2.bias", R::kBias, true, ""}};
-}
-
-std::vector<TensorSpec> VisionGlobals() {
-  return {{"model.visual.patch_embed.proj.weight", R::kTensor, true, ""},
-          {"model.visual.patch_embed.proj.bias", R::kParam, false, ""},
-          {"model.visual.pos_embed.weight", R::kTensor, false, ""},
-          {"model.visual.merger.norm.weight", R::kNorm, true, ""},
-          {"model.visual.merger.norm.bias", R::kNorm, true, ""},
-          {"model.visual.merger.linear_fc1.weight", R::kVisualLinear, true, ""},
-          {"model.visual.merger.linear_fc1.bias", R::kBias, true, ""},
-          {"model.visual.merger.linear_fc2.weight", R::kVisualLinear, true, ""},
-          {"model.visual.merger.linear_fc2.bias", R::kBias, true, ""}};
-}
-
-const std::vector<ArchDescriptor>& Table() {
-  static const std::vector<ArchDescriptor> table = {
-      {"llama",
-       {"LlamaForCausalLM"},
-       "model.",
-       Globals(),
-       Concat(AttentionLayer(false, false), DenseMlp()),
-       {}},
-      {"qwen2",
-       {"Qwen2ForCausalLM"},
-       "model.",
-       Globals(),
-       Concat(AttentionLayer(true, false), DenseMlp()),
-       {}},
-      {"qwen3",
-       {"Qwen3ForCausalLM"},
-       "model.",
-       Globals(),
-       Concat(AttentionLayer(false, true), DenseMlp()),
-       {}},
-      {"qwen3_moe",
-       {"Qwen3MoeForCausalLM"},
-       "model.",
-       Globals(),
-       Concat(Concat(AttentionLayer(false, true), DenseMlp()),
-              {{"mlp.gate.weight", R::kRouter, true, "", "", K::kMoe}}),
-       Experts()},
-      {"qwen3_next",
-       {"Qwen3NextForCausalLM"},
-       "model.",
-       Globals(),
-       HybridLayer(true),
-       Experts(),
-       Mtp()},
-      {"qwen3_5_moe",
-       {"Qwen3_5MoeForConditionalGeneration", "Qwen3_5MoeForCausalLM"},
-       "model.language_model.",
-       Globals(),
-       HybridLayer(false),
-       Experts(),
-       Mtp(),
-       VisionBlock(),
-       VisionGlobals()},
-      {"qwen3_5",
-       {"Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"},
-       "model.language_model.",
-       Globals(),
-       HybridLayer(false),
-       {},
-       Mtp(),
-       VisionBlock(),
-       VisionGlobals()},
-  };
-  return table;
-}
 
 // Replaces "{M}" (text model prefix), "{L}" (layer / block) and "{E}" (expert).
 std::string Expand(std::string_view pattern, const std::string& text_model, int layer, int expert) {
@@ -366,27 +182,6 @@ int VisionDepth(const nlohmann::json& config) {
 
 }  // namespace
 
-std::span<const ArchDescriptor> AllArchitectures() { return Table(); }
-
-std::string ArchitectureNameList() {
-  std::string s;
-  for (const auto& a : Table()) s += (s.empty() ? "" : ", ") + std::string(a.name);
-  return s;
-}
-
-Result<const ArchDescriptor*> DetectArchitecture(const nlohmann::json& config) {
-  if (config.contains("architectures") && config["architectures"].is_array())
-    for (const auto& a : config["architectures"])
-      for (const auto& d : Table())
-        for (auto hf : d.hf_architectures)
-          if (a.is_string() && a.get<std::string>() == hf) return &d;
-  const std::string type = config.value("model_type", "");
-  for (const auto& d : Table())
-    if (d.name == type) return &d;
-  return InvalidArgument("unsupported architecture (model_type \"" + type +
-                         "\"); supported: " + ArchitectureNameList());
-}
-
 std::string ModelLayout::LayerPrefix(int layer) const {
   if (layer >= num_layers) return "mtp.layers." + std::to_string(layer - num_layers) + ".";
   return text_model + "layers." + std::to_string(layer) + ".";
@@ -520,49 +315,6 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
                              std::string(layout.arch->name) +
                              " tensor list; refusing to guess how to treat it");
   return layout;
-}
-
-Result<nlohmann::json> ReadConfig(const std::string& model_dir) {
-  const std::string path = model_dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) return NotFound(path + ": cannot open (is this a Hugging Face model directory?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return DataLoss(path + ": not a JSON object");
-  return j;
-}
-
-}  // namespace pq::model
-
-namespace pq::model {
-
-Result<std::vector<float>> ReadDenseLinear(const io::CheckpointReader& ckpt, const LinearInfo& li) {
-  const std::string embed = ckpt.Find("model.language_model.embed_tokens.weight")
-                                ? "model.language_model.embed_tokens.weight"
-                                : "model.embed_tokens.weight";
-  const std::string name = li.tied                    ? embed
-                           : li.packed_tensor.empty() ? li.module + ".weight"
-                                                      : li.packed_tensor;
-  PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt.Get(name));
-  const auto n = static_cast<size_t>(li.rows * li.cols);
-  if (li.packed_tensor.empty()) {
-    if (t->numel() != li.rows * li.cols)
-      return InvalidArgument("tensor \"" + name + "\" does not have the Linear's shape");
-    auto v = io::ReadAsF32(*t);
-    io::ReleaseTensorPages(*t);
-    return v;
-  }
-  // Slice [packed_row, packed_row + rows) of expert packed_expert of a [E, R, C] tensor.
-  const int64_t r = t->shape[1], c = t->shape[2];
-  if (c != li.cols || li.packed_row + li.rows > r || li.packed_expert >= t->shape[0])
-    return InvalidArgument("tensor \"" + name + "\": packed slice out of range");
-  const size_t elem = DTypeSize(t->dtype);
-  const size_t first = static_cast<size_t>((li.packed_expert * r + li.packed_row) * c);
-  std::vector<float> out(n);
-  ConvertToF32(t->dtype, t->bytes.data() + first * elem, n, out.data());
-  io::ReleaseTensorPages(*t);
-  return out;
 }
 
 }  // namespace pq::model

@@ -1,5 +1,8 @@
 // One declaration per architecture: its tensor list drives loading, validation, naming,
 // sibling coupling and export. No name-substring heuristics elsewhere.
+//
+// The tables are in arch_tables.cc, their resolution against a checkpoint (ResolveLayout) in
+// arch.cc, reading config.json and dense Linear weights in arch_io.cc.
 #pragma once
 
 #include <cstdint>
@@ -43,10 +46,10 @@ enum class LayerKind : uint8_t {
 struct TensorSpec {
   std::string_view pattern;
   TensorRole role;
-  bool required;
+  bool required = true;  // absent from a checkpoint: an error (else skipped)
   // Linears that vLLM fuses into one layer share this key within a layer ("qkv",
   // "gate_up", "experts"); empty = a decision unit of its own.
-  std::string_view sibling;
+  std::string_view sibling = {};
   // Linears that share one weight (and input) global scale: the same key within a layer, or
   // within one expert for expert tensors ("qkv", "gate_up"); empty = scales of its own.
   // Coarser than nothing, finer than `sibling` for experts (each expert's gate/up share;
@@ -61,7 +64,7 @@ struct ArchDescriptor {
   std::string_view text_model;                     // "model." or "model.language_model."
   std::vector<TensorSpec> global_tensors;
   std::vector<TensorSpec> layer_tensors;
-  std::vector<TensorSpec> expert_tensors;  // per expert of an MoE layer (empty if dense)
+  std::vector<TensorSpec> expert_tensors = {};  // per expert of an MoE layer (empty if dense)
   // MTP head (architectures.md §4): its own tensors ("mtp.*"); its decoder layer(s) are
   // layer_tensors under "mtp.layers.J." (attention kind).
   std::vector<TensorSpec> mtp_tensors = {};

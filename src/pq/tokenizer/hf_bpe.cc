@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "pq/io/json_util.h"
-#include "pq/tokenizer/hf_components.h"
+#include "pq/tokenizer/hf_common.h"
 #include "pq/tokenizer/unicode.h"
 
 namespace pq::tokenizer::hf {

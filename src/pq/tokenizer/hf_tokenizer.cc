@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "pq/core/utf8.h"
 #include "pq/io/json_util.h"
 #include "pq/tokenizer/unicode.h"
 
@@ -209,7 +210,7 @@ Status HfTokenizer::ParseAddedTokens(const json& doc) {
     PQ_ASSIGN_OR_RETURN(a.rstrip, hf::GetBool(e, "rstrip", false, w));
     PQ_ASSIGN_OR_RETURN(a.special, hf::GetBool(e, "special", false, w));
     PQ_ASSIGN_OR_RETURN(a.normalized, hf::GetBool(e, "normalized", !a.special, w));
-    if (!io::IsValidUtf8(a.content)) return DataLoss(w + ".content is not valid UTF-8");
+    if (!IsValidUtf8(a.content)) return DataLoss(w + ".content is not valid UTF-8");
     if (a.content.empty()) continue;
     int32_t id;
     if (auto c = by_content.find(a.content); c != by_content.end()) {
@@ -348,7 +349,7 @@ Status HfTokenizer::EncodeText(std::string text, bool at_origin, std::vector<int
 }
 
 Result<std::vector<int32_t>> HfTokenizer::Encode(std::string_view text) const {
-  if (!io::IsValidUtf8(text)) {
+  if (!IsValidUtf8(text)) {
     return InvalidArgument(path_ + ": cannot encode text that is not valid UTF-8");
   }
   std::vector<int32_t> out;

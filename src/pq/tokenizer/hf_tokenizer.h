@@ -18,7 +18,9 @@
 
 #include "pq/core/status.h"
 #include "pq/tokenizer/hf_bpe.h"
-#include "pq/tokenizer/hf_components.h"
+#include "pq/tokenizer/hf_decoder.h"
+#include "pq/tokenizer/hf_normalizer.h"
+#include "pq/tokenizer/hf_pre_tokenizer.h"
 #include "pq/tokenizer/tokenizer.h"
 
 namespace pq::tokenizer {

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "pq/tokenizer/hf_components.h"
+#include "pq/tokenizer/hf_common.h"
 #include "pq/tokenizer/regex.h"
 #include "pq/tokenizer/tokenizer.h"
 #include "pq/tokenizer/unicode.h"

@@ -1,0 +1,50 @@
+// Reading what the layout describes: config.json and the dense weights of a Linear.
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "pq/model/arch.h"
+
+namespace pq::model {
+
+Result<nlohmann::json> ReadConfig(const std::string& model_dir) {
+  const std::string path = model_dir + "/config.json";
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": cannot open (is this a Hugging Face model directory?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return DataLoss(path + ": not a JSON object");
+  return j;
+}
+
+Result<std::vector<float>> ReadDenseLinear(const io::CheckpointReader& ckpt, const LinearInfo& li) {
+  const std::string embed = ckpt.Find("model.language_model.embed_tokens.weight")
+                                ? "model.language_model.embed_tokens.weight"
+                                : "model.embed_tokens.weight";
+  const std::string name = li.tied                    ? embed
+                           : li.packed_tensor.empty() ? li.module + ".weight"
+                                                      : li.packed_tensor;
+  PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt.Get(name));
+  const auto n = static_cast<size_t>(li.rows * li.cols);
+  if (li.packed_tensor.empty()) {
+    if (t->numel() != li.rows * li.cols)
+      return InvalidArgument("tensor \"" + name + "\" does not have the Linear's shape");
+    auto v = io::ReadAsF32(*t);
+    io::ReleaseTensorPages(*t);
+    return v;
+  }
+  // Slice [packed_row, packed_row + rows) of expert packed_expert of a [E, R, C] tensor.
+  const int64_t r = t->shape[1], c = t->shape[2];
+  if (c != li.cols || li.packed_row + li.rows > r || li.packed_expert >= t->shape[0])
+    return InvalidArgument("tensor \"" + name + "\": packed slice out of range");
+  const size_t elem = DTypeSize(t->dtype);
+  const size_t first = static_cast<size_t>((li.packed_expert * r + li.packed_row) * c);
+  std::vector<float> out(n);
+  ConvertToF32(t->dtype, t->bytes.data() + first * elem, n, out.data());
+  io::ReleaseTensorPages(*t);
+  return out;
+}
+
+}  // namespace pq::model
