@@ -66,6 +66,14 @@ text="$src/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
 : > "$work/empty.txt"
 expect 2 "no documents" -- "$bin" eval "$model" --text "$work/empty.txt"
 expect 2 "text.*cannot open|cannot open" -- "$bin" eval "$model" --text "$work/none.txt"
+# A FIFO where a file should be: refused at once, never a hang (timeout exits 124).
+mkfifo "$work/fifo.txt"
+expect 2 "fifo.txt: not a regular file" -- timeout 30 "$bin" eval "$model" --text "$work/fifo.txt"
+mkdir -p "$work/m-fifo"; cp "$model/config.json" "$model/tokenizer.json" "$work/m-fifo/"
+mkfifo "$work/m-fifo/model.safetensors"
+expect 2 "model.safetensors: not a regular file" -- timeout 30 "$bin" export "$work/m-fifo" \
+  --uniform FP8 -o "$work/o-fifo"
+absent "$work/o-fifo"
 for case in arch layers hidden tok; do
   mkdir -p "$work/m-$case"; cp "$model"/* "$work/m-$case/"
 done
