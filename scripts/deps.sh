@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages PrismaQuant builds with, if any is missing (idempotent).
+# Installs the Debian 12 packages PrismaQuant needs, if any is missing (idempotent).
+#   scripts/deps.sh          what building and running `prismaquant` needs
+#   scripts/deps.sh --test   that plus what the test suite needs (GoogleTest, Python with venv
+#                            for the test-only reference virtualenv, Chromium for the report test)
 set -euo pipefail
-pkgs=(cmake ninja-build g++ pkg-config libgtest-dev nlohmann-json3-dev libcli11-dev
-      libopenblas-dev libpcre2-dev python3 python3-venv chromium)
+pkgs=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libopenblas-dev
+      libpcre2-dev)
+case "${1:-}" in
+  --test) pkgs+=(libgtest-dev python3 python3-venv chromium) ;;
+  "") ;;
+  *) echo "usage: scripts/deps.sh [--test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# One-step setup: install what is missing, build (release), and run the main job on the
-# bundled default model: quantize stories260K at the knee of its size/quality curve
+# One-step setup: install what is missing for the product (Debian packages only; no Python:
+# the test suite's virtualenv is made by scripts/test.sh), build `prismaquant` (release,
+# without the tests), and run the main job on the bundled default model: quantize stories260K at the knee of its size/quality curve
 # (probe on bundled calibration text, allocate, export), measure it on held-out text, and
 # print a story from the original and from the quantized model.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/deps.sh
-scripts/setup_venv.sh >/dev/null   # test-only references (torch, transformers, compressed-tensors)
-cmake --preset release >/dev/null
-cmake --build build/release
+cmake --preset release -DPQ_BUILD_TESTS=OFF >/dev/null
+cmake --build build/release --target prismaquant
 bin=build/release/tools/prismaquant/prismaquant
 out=out/stories260K-knee
 "$bin" quantize models/stories260K -o "$out" --overwrite --target-bits knee \

@@ -5,9 +5,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/deps.sh
+scripts/deps.sh --test
+scripts/setup_venv.sh >/dev/null   # test-only references (torch, transformers, compressed-tensors)
 jobs="$(nproc)"
-cmake --preset release >/dev/null
+cmake --preset release -DPQ_BUILD_TESTS=ON >/dev/null
 cmake --build build/release -j "$jobs"
 cmake --preset asan >/dev/null
 cmake --build build/asan -j "$jobs" --target pq_io_test pq_formats_test pq_tokenizer_test pq_compute_test pq_alloc_test

@@ -66,6 +66,30 @@ text="$src/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
 : > "$work/empty.txt"
 expect 2 "no documents" -- "$bin" eval "$model" --text "$work/empty.txt"
 expect 2 "text.*cannot open|cannot open" -- "$bin" eval "$model" --text "$work/none.txt"
+# A FIFO where a file should be: refused at once, never a hang (timeout exits 124).
+mkfifo "$work/fifo.txt"
+expect 2 "fifo.txt: not a regular file" -- timeout 30 "$bin" eval "$model" --text "$work/fifo.txt"
+mkdir -p "$work/m-fifo"; cp "$model/config.json" "$model/tokenizer.json" "$work/m-fifo/"
+mkfifo "$work/m-fifo/model.safetensors"
+expect 2 "model.safetensors: not a regular file" -- timeout 30 "$bin" export "$work/m-fifo" \
+  --uniform FP8 -o "$work/o-fifo"
+absent "$work/o-fifo"
+# Configs as llm-compressor writes them (vLLM's resolution: ignore first, then name/regex,
+# then class "Linear"): targets ["Linear"] with lm_head and the BF16 down_proj ignored must
+# read exactly like our own per-module targets.
+"$bin" -q export "$model" --uniform NVFP4A16 -o "$work/llmc" > /dev/null 2>&1
+cp -r "$work/llmc" "$work/llmc-style"
+python3 - "$work/llmc-style/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+q = c["quantization_config"]
+q["config_groups"]["group_0"]["targets"] = ["Linear"]
+q["ignore"] = ["lm_head", "re:.*mlp\\.down_proj$"]
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PY
+expect 0 "vLLM loader rules: OK" -- "$bin" inspect "$work/llmc-style"
+nll_own="$("$bin" -q eval "$work/llmc" --text "$text" --max-docs 5 2>&1 | grep -o 'NLL [0-9.]*')"
+expect 0 "$nll_own" -- "$bin" -q eval "$work/llmc-style" --text "$text" --max-docs 5
 for case in arch layers hidden tok; do
   mkdir -p "$work/m-$case"; cp "$model"/* "$work/m-$case/"
 done

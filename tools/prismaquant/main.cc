@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "pq/core/log.h"
+#include "pq/io/mapped_fault.h"
 
 namespace pq::cli {
 
@@ -19,6 +20,9 @@ int ExitCodeFor(const Status& status) {
 }  // namespace pq::cli
 
 int main(int argc, char** argv) {
+  // A checkpoint truncated while we read it: a clear message and exit 2, not a bare SIGBUS.
+  if (const pq::Status s = pq::io::InstallMappedFileFaultHandler(); !s.ok())
+    std::fprintf(stderr, "warning: %s\n", s.message().c_str());
   CLI::App app{
       "PrismaQuant: measure each Linear's sensitivity, pick a format per Linear under a bit "
       "budget, and write a compressed-tensors checkpoint that vLLM serves."};

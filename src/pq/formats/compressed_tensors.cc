@@ -104,12 +104,13 @@ std::optional<FormatId> FormatOfGroup(const json& group) {
     auto same = [](const json& want, const json& got) {
       if (want.is_null()) return got.is_null();
       if (!got.is_object()) return false;
+      // An absent key reads as null (published configs may omit "group_size": null).
       for (const char* key : {"num_bits", "type", "strategy", "group_size", "symmetric"})
-        if (!got.contains(key) || got[key] != want[key]) return false;
+        if ((got.contains(key) ? got[key] : json()) != want[key]) return false;
       return true;
     };
-    if (same(w, group["weights"]) && same(a, in) &&
-        group.value("format", std::string(f.ct_format)) == f.ct_format)
+    const json& fmt = group.contains("format") ? group["format"] : json(f.ct_format);
+    if (same(w, group["weights"]) && same(a, in) && fmt.is_string() && fmt == f.ct_format)
       return f.id;
   }
   return std::nullopt;

@@ -1,6 +1,7 @@
 #include "pq/io/file_util.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <vector>
 
@@ -80,6 +82,17 @@ Result<UniqueFd> OpenFile(const std::string& path, int flags, unsigned mode) {
   return UniqueFd(fd);
 }
 
+Result<UniqueFd> OpenRegularFile(const std::string& path) {
+  PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY | O_NONBLOCK));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(path, "stat", errno);
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(path + ": not a regular file");
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+    return ErrnoError(path, "fcntl", errno);
+  return fd;
+}
+
 Status WriteAll(int fd, std::span<const uint8_t> data, const std::string& path) {
   size_t done = 0;
   while (done < data.size()) {
@@ -140,10 +153,9 @@ Status FsyncPath(const std::string& path) {
 }
 
 Result<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes) {
-  PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(path));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError(path, "stat", errno);
-  if (!S_ISREG(st.st_mode)) return InvalidArgument(path + ": not a regular file");
   auto size = static_cast<uint64_t>(st.st_size);
   if (size > max_bytes) {
     return InvalidArgument(path + ": file is " + std::to_string(size) +
@@ -171,7 +183,54 @@ Status WriteFile(const std::string& path, std::string_view contents) {
   return fd.Close(path);
 }
 
+namespace {
+
+// The pid in "<pid>-<random>", or 0 if `rest` does not start so.
+pid_t LeadingPid(std::string_view rest) {
+  const size_t dash = rest.find('-');
+  if (dash == 0 || dash == std::string_view::npos || dash > 9) return 0;
+  pid_t pid = 0;
+  for (char c : rest.substr(0, dash)) {
+    if (c < '0' || c > '9') return 0;
+    pid = pid * 10 + (c - '0');
+  }
+  return pid;
+}
+
+uint64_t TreeBytes(const std::filesystem::path& p) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(p, ec)) return std::filesystem::file_size(p, ec);
+  uint64_t bytes = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(p, ec))
+    if (e.is_regular_file(ec)) bytes += e.file_size(ec);
+  return bytes;
+}
+
+}  // namespace
+
+uint64_t RemoveStaleTemporaries(const std::string& dir, const std::string& prefix) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(dir.empty() ? "." : dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const pid_t pid = LeadingPid(std::string_view(name).substr(prefix.size()));
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(e.path());
+  }
+  uint64_t bytes = 0;
+  for (const auto& p : stale) {
+    bytes += TreeBytes(p);
+    fs::remove_all(p, ec);
+  }
+  return bytes;
+}
+
 Status WriteFileAtomic(const std::string& path, std::string_view contents) {
+  {
+    const std::filesystem::path p(path);
+    RemoveStaleTemporaries(p.parent_path().string(), p.filename().string() + ".tmp-");
+  }
   std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + RandomHex(8);
   Status s = [&]() -> Status {
     PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL));

@@ -46,6 +46,10 @@ Status ErrnoError(const std::string& path, std::string_view what, int err);
 // Opens `path` with open(2) flags (O_CLOEXEC is added) and `mode` for created files.
 Result<UniqueFd> OpenFile(const std::string& path, int flags, unsigned mode = 0644);
 
+// Opens an existing regular file for reading. A FIFO, device, socket or directory is refused
+// without blocking (open(2) on a FIFO would wait for a writer forever).
+Result<UniqueFd> OpenRegularFile(const std::string& path);
+
 // Writes all of `data` at the current position of `fd`.
 Status WriteAll(int fd, std::span<const uint8_t> data, const std::string& path);
 Status WriteAll(int fd, std::string_view data, const std::string& path);
@@ -68,6 +72,12 @@ Status WriteFile(const std::string& path, std::string_view contents);
 // Writes `contents` to a temporary file beside `path`, fsyncs it and renames it over
 // `path`, so readers see either the old or the new file, never a partial one.
 Status WriteFileAtomic(const std::string& path, std::string_view contents);
+
+// Temporary names carry the creating process's id: `prefix` + "<pid>-<random>". Removes (files
+// or whole directories) the entries of `dir` named so whose process no longer exists on this
+// machine — leftovers of killed runs — and returns how many bytes they held. Entries of live
+// processes (including this one) are kept.
+uint64_t RemoveStaleTemporaries(const std::string& dir, const std::string& prefix);
 
 // Returns `n` random lowercase hex digits (for unique temporary names).
 std::string RandomHex(int n);

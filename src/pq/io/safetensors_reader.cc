@@ -20,6 +20,7 @@
 
 #include "pq/io/file_util.h"
 #include "pq/io/json_util.h"
+#include "pq/io/mapped_fault.h"
 #include "pq/io/safetensors.h"
 
 namespace pq::io {
@@ -34,20 +35,22 @@ inline constexpr std::string_view kSingleName = "model.safetensors";
 class MappedFile {
  public:
   static Result<std::unique_ptr<MappedFile>> Open(const std::string& path) {
-    PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+    PQ_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(path));
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return ErrnoError(path, "stat", errno);
-    if (!S_ISREG(st.st_mode)) return InvalidArgument(path + ": not a regular file");
     auto m = std::unique_ptr<MappedFile>(new MappedFile());
     m->size_ = static_cast<size_t>(st.st_size);
     if (m->size_ == 0) return m;
     void* p = ::mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
     if (p == MAP_FAILED) return ErrnoError(path, "mmap", errno);
     m->data_ = static_cast<const uint8_t*>(p);
+    RegisterMapping(m->data_, m->size_, path);
     return m;
   }
   ~MappedFile() {
-    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+    if (data_ == nullptr) return;
+    UnregisterMapping(data_);
+    ::munmap(const_cast<uint8_t*>(data_), size_);
   }
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -15,6 +15,7 @@
 #include <set>
 #include <tuple>
 
+#include "pq/core/log.h"
 #include "pq/core/utf8.h"
 #include "pq/io/file_util.h"
 #include "pq/io/json_util.h"
@@ -315,6 +316,14 @@ Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(const std::st
   if (ec) {
     return IoError(out.parent_path().string() + ": cannot create directory: " + ec.message());
   }
+  // Temp dirs of killed runs that wrote here before: remove them (they hold shard data).
+  uint64_t stale = 0;
+  for (const char* kind : {".tmp-", ".old-"})
+    stale +=
+        RemoveStaleTemporaries(out.parent_path().string(), "." + out.filename().string() + kind);
+  if (stale > 0)
+    LogInfo("removed " + std::to_string(stale) + " bytes of temporary files left beside " +
+            out.string() + " by killed runs");
   const std::string prefix =
       "." + out.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-";
   for (int attempt = 0; attempt < 16 && impl->tmp.empty(); ++attempt) {

@@ -1,9 +1,10 @@
 #include "pq/pipeline/eval_text.h"
 
-#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "pq/io/file_util.h"
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
 #include "pq/model/config.h"
@@ -24,11 +25,8 @@ std::string Trim(const std::string& s) {
 }
 
 Result<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound(path + ": cannot open the text file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  // A regular file only (a FIFO would block); no size limit beyond memory.
+  return io::ReadFileToString(path, std::numeric_limits<uint64_t>::max());
 }
 
 // The BOS id: the tokenizer's, else config.json's bos_token_id.
@@ -50,8 +48,7 @@ Result<DocSplit> ParseDocSplit(const std::string& name) {
   if (name == "lines") return DocSplit::kLines;
   if (name == "paragraphs") return DocSplit::kParagraphs;
   if (name == "jsonl") return DocSplit::kJsonl;
-  return InvalidArgument("--split must be none, lines, paragraphs or jsonl (got \"" + name +
-                         "\")");
+  return InvalidArgument("--split must be none, lines, paragraphs or jsonl (got \"" + name + "\")");
 }
 
 std::vector<std::string> SplitDocuments(const std::string& text, DocSplit split) {

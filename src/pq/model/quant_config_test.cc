@@ -1,0 +1,136 @@
+// compressed-tensors quantization_config resolution as vLLM does it (issue 12 item 0):
+// `ignore` first, then the first target matching the layer name (exact or "re:"), then a
+// module class name ("Linear"; "FusedMoE" for routed experts), a target listed by several
+// groups belonging to the last of them; unmatched Linears are violations (lm_head excepted).
+#include "pq/model/quant_config.h"
+
+#include <gtest/gtest.h>
+
+namespace pq::model {
+namespace {
+
+using formats::FormatId;
+using nlohmann::json;
+
+ModelLayout Layout() {
+  ModelLayout l;
+  for (const char* m : {"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj",
+                        "model.layers.0.mlp.experts.3.up_proj", "lm_head"}) {
+    LinearInfo li;
+    li.module = m;
+    li.rows = 64;
+    li.cols = 64;
+    li.is_lm_head = std::string(m) == "lm_head";
+    l.linears.push_back(li);
+  }
+  return l;
+}
+
+const json kNvfp4A16 = {{"format", "nvfp4-pack-quantized"},
+                        {"weights",
+                         {{"num_bits", 4},
+                          {"type", "float"},
+                          {"strategy", "tensor_group"},
+                          {"group_size", 16},
+                          {"symmetric", true},
+                          {"dynamic", false}}},
+                        {"input_activations", nullptr}};
+const json kFp8 = {{"format", "float-quantized"},
+                   {"weights",
+                    {{"num_bits", 8},
+                     {"type", "float"},
+                     {"strategy", "channel"},
+                     {"symmetric", true},
+                     {"dynamic", false}}},
+                   {"input_activations",
+                    {{"num_bits", 8},
+                     {"type", "float"},
+                     {"strategy", "token"},
+                     {"dynamic", true},
+                     {"symmetric", true}}}};
+
+json Config(json groups, json ignore) {
+  return {{"quantization_config",
+           {{"quant_method", "compressed-tensors"},
+            {"config_groups", std::move(groups)},
+            {"ignore", std::move(ignore)}}}};
+}
+
+json Group(json scheme, json targets) {
+  scheme["targets"] = std::move(targets);
+  return scheme;
+}
+
+TEST(QuantConfig, LlmCompressorDefaultLinearTargetWithIgnoredHead) {
+  // What llm-compressor writes most: targets ["Linear"], ignore ["lm_head"].
+  std::vector<std::string> v;
+  const auto f = ResolveLinearFormats(
+      Config({{"group_0", Group(kNvfp4A16, {"Linear"})}}, {"lm_head"}), Layout(), &v);
+  EXPECT_TRUE(v.empty()) << v.front();
+  EXPECT_EQ(f.at("lm_head").group, "ignore");
+  EXPECT_EQ(f.at("lm_head").format, FormatId::kBF16);
+  for (const char* m : {"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj",
+                        "model.layers.0.mlp.experts.3.up_proj"}) {
+    EXPECT_EQ(f.at(m).group, "group_0") << m;
+    EXPECT_EQ(f.at(m).format, FormatId::kNVFP4A16) << m;
+  }
+}
+
+TEST(QuantConfig, NameAndRegexBeatClassTargets) {
+  std::vector<std::string> v;
+  const auto f = ResolveLinearFormats(
+      Config({{"dense", Group(kNvfp4A16, {"Linear"})},
+              {"down", Group(kFp8, {"re:.*down_proj$", "model.layers.0.self_attn.q_proj"})}},
+             json::array()),
+      Layout(), &v);
+  EXPECT_TRUE(v.empty());
+  EXPECT_EQ(f.at("model.layers.0.mlp.down_proj").format, FormatId::kFP8);
+  EXPECT_EQ(f.at("model.layers.0.self_attn.q_proj").format, FormatId::kFP8);
+  EXPECT_EQ(f.at("model.layers.0.mlp.experts.3.up_proj").format, FormatId::kNVFP4A16);
+  EXPECT_EQ(f.at("lm_head").format, FormatId::kNVFP4A16);  // a Linear, not ignored
+}
+
+TEST(QuantConfig, IgnoreFirstAndLastGroupOwnsASharedTarget) {
+  std::vector<std::string> v;
+  const auto f = ResolveLinearFormats(
+      Config({{"a", Group(kNvfp4A16, {"Linear"})}, {"b", Group(kFp8, {"Linear"})}},
+             {"re:.*self_attn.*", "lm_head"}),
+      Layout(), &v);
+  EXPECT_TRUE(v.empty());
+  EXPECT_EQ(f.at("model.layers.0.self_attn.q_proj").group, "ignore");  // ignore wins
+  EXPECT_EQ(f.at("model.layers.0.mlp.down_proj").group, "b");
+  EXPECT_EQ(f.at("model.layers.0.mlp.down_proj").format, FormatId::kFP8);
+}
+
+TEST(QuantConfig, FusedMoeClassTargetsTheExperts) {
+  std::vector<std::string> v;
+  const auto f = ResolveLinearFormats(
+      Config({{"dense", Group(kFp8, {"re:.*self_attn.*", "re:.*mlp.down_proj"})},
+              {"moe", Group(kNvfp4A16, {"FusedMoE"})}},
+             {"lm_head"}),
+      Layout(), &v);
+  EXPECT_TRUE(v.empty());
+  EXPECT_EQ(f.at("model.layers.0.mlp.experts.3.up_proj").group, "moe");
+}
+
+TEST(QuantConfig, UntargetedLinearIsAViolationButNotTheHead) {
+  std::vector<std::string> v;
+  ResolveLinearFormats(Config({{"g", Group(kFp8, {"re:.*self_attn.*"})}}, json::array()), Layout(),
+                       &v);
+  ASSERT_EQ(v.size(), 2u);  // down_proj and the expert; lm_head stays BF16 silently
+  EXPECT_NE(v[0].find("Unable to find matching target"), std::string::npos);
+}
+
+TEST(QuantConfig, MalformedPiecesDoNotThrow) {
+  std::vector<std::string> v;
+  json c = {{"quantization_config",
+             {{"quant_method", 5}, {"config_groups", "x"}, {"ignore", "lm_head"}}}};
+  auto f = ResolveLinearFormats(c, Layout(), &v);  // not compressed-tensors: dense
+  EXPECT_EQ(f.at("lm_head").group, "");
+  c["quantization_config"]["quant_method"] = "compressed-tensors";
+  f = ResolveLinearFormats(c, Layout(), &v);  // no groups: every Linear untargeted
+  EXPECT_EQ(v.size(), 3u);
+}
+
+}  // namespace
+}  // namespace pq::model
