@@ -88,8 +88,8 @@ q["ignore"] = ["lm_head", "re:.*mlp\\.down_proj$"]
 json.dump(c, open(sys.argv[1], "w"), indent=2)
 PY
 expect 0 "vLLM loader rules: OK" -- "$bin" inspect "$work/llmc-style"
-nll_own="$("$bin" -q eval "$work/llmc" --text "$text" --max-docs 5 2>&1 | grep -o 'NLL [0-9.]*')"
-expect 0 "$nll_own" -- "$bin" -q eval "$work/llmc-style" --text "$text" --max-docs 5
+nll_own="$("$bin" -q eval "$work/llmc" --text "$text" --split paragraphs --max-docs 5 2>&1 | grep -o 'NLL [0-9.]*')"
+expect 0 "$nll_own" -- "$bin" -q eval "$work/llmc-style" --text "$text" --split paragraphs --max-docs 5
 for case in arch layers hidden tok; do
   mkdir -p "$work/m-$case"; cp "$model"/* "$work/m-$case/"
 done

@@ -48,7 +48,6 @@ Status RunCalibrated(const ExportArgs& a, const pipeline::ExportWriteOptions& wr
 
 Status Run(const ExportArgs& a) {
   pipeline::UniformExportOptions o;
-  o.write.num_threads = a.exec.WriterThreads();
   o.write.max_shard_bytes = static_cast<uint64_t>(a.max_shard_gb * 1e9);
   o.write.overwrite = a.overwrite;
   if (a.uniform.empty() == a.work.empty())

@@ -30,7 +30,6 @@ Status Fill(const QuantizeArgs& a, pipeline::QuantizeOptions& o) {
   PQ_RETURN_IF_ERROR(a.target.ToOptions(o.allocate));
   PQ_RETURN_IF_ERROR(a.choice.ToOptions(o.allocate));
   o.out = a.out;
-  o.write.num_threads = a.exec.WriterThreads();
   o.write.overwrite = a.overwrite;
   PQ_ASSIGN_OR_RETURN(o.passes, a.passes.Parse());
   o.eval_text = a.eval_text;

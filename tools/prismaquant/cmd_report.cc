@@ -1,6 +1,5 @@
 // `prismaquant report --work W [-o report.html]`
 #include <cstdio>
-#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "pq/report/report.h"
@@ -16,11 +15,7 @@ struct ReportArgs {
 Status Run(const ReportArgs& a) {
   PQ_ASSIGN_OR_RETURN(report::ReportSummary r, report::WriteReport(a.o));
   if (a.json) {
-    nlohmann::json j = {{"report", r.path},         {"bytes", r.bytes},
-                        {"linears", r.linears},     {"rows", r.rows},
-                        {"columns", r.columns},     {"cells", r.cells},
-                        {"estimator", r.estimator}, {"reference_format", r.reference_format}};
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", r.ToJson().dump(2).c_str());
     return Status::Ok();
   }
   std::printf("%lld Linears in a %lld x %lld map (%lld cells); sensitivity in %s (%s)\n",

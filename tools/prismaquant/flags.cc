@@ -17,7 +17,6 @@ ExecContext ExecFlags::Context() const {
   return c;
 }
 
-int ExecFlags::WriterThreads() const { return threads > 0 ? threads : DefaultThreads(); }
 
 void AddJsonFlag(CLI::App* sub, bool* json, const std::string& what) {
   sub->add_flag("--json", *json, "Print the " + what + " as JSON");

@@ -24,8 +24,6 @@ struct ExecFlags {
   void Register(CLI::App* sub, const std::string& help = "Threads (default: all cores)");
   // threads + the process's log level (-q, set before any command runs).
   ExecContext Context() const;
-  // ExportWriteOptions::num_threads: --threads, or all cores.
-  int WriterThreads() const;
 };
 
 // --json, with the command's own wording ("Print the summary as JSON", ...).

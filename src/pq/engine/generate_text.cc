@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 
+#include "pq/core/utf8.h"
 #include "pq/tokenizer/tokenizer.h"
 
 namespace pq::engine {
@@ -75,7 +76,7 @@ class TextStream {
   void Flush(bool final) {
     if (!on_text_) return;
     const std::string s = tok_.Decode(shown_);
-    const size_t upto = final ? s.size() : CompleteUtf8Prefix(s);
+    const size_t upto = final ? s.size() : CompleteUtf8PrefixLength(s);
     if (upto <= emitted_) return;
     on_text_(std::string_view(s).substr(emitted_, upto - emitted_));
     emitted_ = upto;
@@ -89,21 +90,6 @@ class TextStream {
 };
 
 }  // namespace
-
-size_t CompleteUtf8Prefix(std::string_view s) {
-  size_t i = s.size(), back = 0;
-  while (i > 0 && back < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i, ++back;
-  if (i == 0) return s.size();
-  const auto lead = static_cast<unsigned char>(s[i - 1]);
-  size_t need = 1;
-  if ((lead & 0xE0) == 0xC0)
-    need = 2;
-  else if ((lead & 0xF0) == 0xE0)
-    need = 3;
-  else if ((lead & 0xF8) == 0xF0)
-    need = 4;
-  return need > back + 1 ? i - 1 : s.size();
-}
 
 Result<GenerateTextResult> GenerateText(const GenerateTextOptions& o,
                                         const std::function<void(std::string_view)>& on_text) {

@@ -53,7 +53,4 @@ Result<GenerateTextResult> GenerateText(
     const GenerateTextOptions& options,
     const std::function<void(std::string_view)>& on_text = nullptr);
 
-// Length of the longest prefix of s that does not end inside a UTF-8 sequence.
-size_t CompleteUtf8Prefix(std::string_view s);
-
 }  // namespace pq::engine

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "pq/core/utf8.h"
 #include "pq/io/io_test_util.h"
 
 namespace pq::engine {
@@ -60,7 +61,7 @@ TEST(GenerateText, StreamedPiecesAreThePromptThenTheText) {
   std::string all;
   for (const auto& p : pieces) {
     EXPECT_FALSE(p.empty());
-    EXPECT_EQ(CompleteUtf8Prefix(p), p.size()) << p;
+    EXPECT_EQ(CompleteUtf8PrefixLength(p), p.size()) << p;
     all += p;
   }
   EXPECT_EQ(all, "Once upon a time" + r->text);
@@ -176,14 +177,14 @@ TEST(GenerateText, ToJsonHasTheCommandsKeys) {
 }
 
 TEST(CompleteUtf8Prefix, HoldsBackAnIncompleteCharacter) {
-  EXPECT_EQ(CompleteUtf8Prefix(""), 0u);
-  EXPECT_EQ(CompleteUtf8Prefix("abc"), 3u);
-  EXPECT_EQ(CompleteUtf8Prefix("a\xC3"), 1u);
-  EXPECT_EQ(CompleteUtf8Prefix("a\xC3\xA9"), 3u);
-  EXPECT_EQ(CompleteUtf8Prefix("x\xE2\x82"), 1u);
-  EXPECT_EQ(CompleteUtf8Prefix("x\xE2\x82\xAC"), 4u);
-  EXPECT_EQ(CompleteUtf8Prefix("\xF0\x9F\x98"), 0u);
-  EXPECT_EQ(CompleteUtf8Prefix("\xF0\x9F\x98\x80"), 4u);
+  EXPECT_EQ(CompleteUtf8PrefixLength(""), 0u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("abc"), 3u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("a\xC3"), 1u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("a\xC3\xA9"), 3u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("x\xE2\x82"), 1u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("x\xE2\x82\xAC"), 4u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("\xF0\x9F\x98"), 0u);
+  EXPECT_EQ(CompleteUtf8PrefixLength("\xF0\x9F\x98\x80"), 4u);
 }
 
 }  // namespace

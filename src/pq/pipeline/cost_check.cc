@@ -133,7 +133,7 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
   }
   if (work.empty()) return InvalidArgument("no probed Linear can hold the requested formats");
   std::optional<Progress> progress;
-  if (o.progress) progress.emplace("cost check", work.size());
+  progress.emplace("cost check", work.size());
   for (const auto& [li, f] : work) {
     PQ_ASSIGN_OR_RETURN(Perturbation p, MakePerturbation(*base, probe, *li, f));
     src->set_linear_hook([&p](model::LinearWeights& l) {

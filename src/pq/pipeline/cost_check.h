@@ -27,7 +27,6 @@ struct CostCheckOptions {
   engine::EvalOptions eval;            // ctx, stride, runner
   std::vector<formats::FormatId> formats = {formats::FormatId::kNVFP4, formats::FormatId::kMXFP8};
   bool include_lm_head = false;
-  bool progress = true;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
 

@@ -186,7 +186,7 @@ struct LayerQuantizer : engine::SweepHooks {
       return WriteLinearTensors(ckpt, li, fmt, t, "", writer, res.summary);
     }
     formats::QuantizeOptions qo;
-    qo.num_threads = o.write.num_threads;
+    qo.num_threads = ExecThreads();
     if (fmt == FormatId::kNVFP4 || fmt == FormatId::kNVFP4A16)
       qo.weight_global_scale = wgs.at(li.scale_group);
     if (fmt == FormatId::kNVFP4) {
@@ -254,7 +254,7 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
     PQ_ASSIGN_OR_RETURN(std::vector<float> v, model::ReadDenseLinear(*ckpt, li));
     for (float& x : v) x = RoundBf16(x);
     formats::QuantizeOptions qo;
-    qo.num_threads = o.write.num_threads;
+    qo.num_threads = ExecThreads();
     if (fmt == FormatId::kNVFP4) {
       qo.input_global_scale = formats::NvFp4InputGlobalScale(plan.input_amax.at(li.scale_group));
     }

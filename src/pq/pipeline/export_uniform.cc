@@ -186,7 +186,7 @@ Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::strin
       module_formats["lm_head"] = fmt;
     } else {
       PQ_RETURN_IF_ERROR(
-          WriteUnit(*ckpt, u, fmt, why, plan.input_amax, o.num_threads, *writer, summary));
+          WriteUnit(*ckpt, u, fmt, why, plan.input_amax, ExecThreads(), *writer, summary));
       for (const auto* m : u.members) module_formats[m->module] = fmt;
     }
     const size_t done = u.members.size();

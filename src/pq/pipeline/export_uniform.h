@@ -13,8 +13,8 @@
 
 namespace pq::pipeline {
 
+// Quantizers run on the installed ExecContext's threads (ExecThreads()).
 struct ExportWriteOptions {
-  int num_threads = 1;
   uint64_t max_shard_bytes = 5'000'000'000;
   bool overwrite = false;
 };

@@ -176,7 +176,6 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   ro.memory_budget_bytes = o.memory_budget_bytes;
   ro.work_dir = o.work;
   ro.batch_tokens = 1;  // one sample per observer call (per-sample Fisher)
-  ro.progress = o.progress;
   engine::Runner runner(*c.src, c.calib.samples, ro);
   PQ_RETURN_IF_ERROR(runner.Forward(/*keep_all=*/true, &probe));
 

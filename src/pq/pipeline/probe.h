@@ -28,7 +28,6 @@ struct ProbeOptions {
   bool probe_lm_head = true;
   uint64_t memory_budget_bytes = 8ull << 30;  // stored boundaries (spill beyond)
   uint64_t cache_bytes = 2ull << 30;          // dequantized candidates of one layer
-  bool progress = true;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
 

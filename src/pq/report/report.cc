@@ -441,4 +441,11 @@ Result<ReportSummary> WriteReport(const ReportOptions& o) {
   return r;
 }
 
+nlohmann::json ReportSummary::ToJson() const {
+  return {{"report", path},         {"bytes", bytes},
+          {"linears", linears},     {"rows", rows},
+          {"columns", columns},     {"cells", cells},
+          {"estimator", estimator}, {"reference_format", reference_format}};
+}
+
 }  // namespace pq::report

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +38,9 @@ struct ReportSummary {
   int64_t linears = 0, rows = 0, columns = 0, cells = 0;
   std::string reference_format;  // of the sensitivity chart
   std::string estimator;
+
+  // {report, bytes, linears, rows, columns, cells, estimator, reference_format}
+  nlohmann::json ToJson() const;
 };
 
 // Reads W/probe.json, W/layer_config.json and W/pareto.csv and writes the page atomically.
