@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (preset "fuzz": clang + ASan/UBSan) and runs each for SECONDS
-# (default 30) on its seeds: fuzz/corpus/<target>/ plus the repo's real files of that kind.
+# (default 30) on its seeds: fuzz/corpus/<target>/, fuzz/regressions/<target>/ (past findings)
+# and the repo's real files of that kind.
 # Any crash, leak, sanitizer report or timeout fails the run (exit 1) and leaves the input
 # under build/fuzz/findings/. Prints executions and coverage per target.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. scripts/fuzz.sh 600 fuzz_tokenizer_json
@@ -18,6 +19,8 @@ seeds() {
   local name="${1#fuzz_}" dir="$2"
   mkdir -p "$dir"
   cp fuzz/corpus/"$name"/* "$dir"/
+  # Inputs that once failed (a fixed finding stays a seed forever).
+  if [[ -d fuzz/regressions/$name ]]; then cp fuzz/regressions/"$name"/* "$dir"/; fi
   case "$name" in
     safetensors) for m in models/trained/*/; do
                    cp "$m/model.safetensors" "$dir/$(basename "$m").safetensors"; done ;;

@@ -14,3 +14,4 @@ cmake --preset asan >/dev/null
 cmake --build build/asan -j "$jobs" --target pq_io_test pq_formats_test pq_tokenizer_test pq_compute_test pq_alloc_test
 ctest --preset asan -j "$jobs"
 ctest --preset release -j "$jobs"
+scripts/fuzz.sh 20   # each libFuzzer target for 20 s (clang build "fuzz"); fails on any finding

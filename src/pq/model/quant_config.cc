@@ -1,9 +1,10 @@
 #include "pq/model/quant_config.h"
 
 #include <cctype>
-#include <regex>
+#include <optional>
 
 #include "pq/formats/compressed_tensors.h"
+#include "pq/model/target_pattern.h"
 
 namespace pq::model {
 namespace {
@@ -11,28 +12,45 @@ namespace {
 using formats::FormatId;
 using nlohmann::json;
 
-// One target of a config group, as vLLM matches it (compressed_tensors/utils.py): "re:<regex>"
-// is Python re.match (anchored at the start only); a bare string matches a layer name exactly,
-// or a module class name as a case-insensitive substring.
-bool NameMatches(const std::string& target, const std::string& module) {
-  if (target.rfind("re:", 0) == 0) {
-    try {
-      return std::regex_search(module, std::regex(target.substr(3)),
-                               std::regex_constants::match_continuous);
-    } catch (const std::regex_error&) {
+// Matches targets as vLLM does (compressed_tensors/utils.py): "re:<regex>" is Python re.match
+// (anchored at the start only); a bare string matches a layer name exactly, or a module class
+// name as a case-insensitive substring. Each pattern is compiled once; one that is invalid or
+// gives up (TargetPattern's limits) matches nothing and is reported once as a violation.
+class Matcher {
+ public:
+  explicit Matcher(std::vector<std::string>* violations) : violations_(violations) {}
+
+  bool Name(const std::string& target, const std::string& name) {
+    if (target.rfind("re:", 0) != 0) return target == name;
+    auto it = patterns_.find(target);
+    if (it == patterns_.end()) {
+      auto p = TargetPattern::Compile(std::string_view(target).substr(3));
+      if (!p.ok()) Report(p.status());
+      it = patterns_.emplace(target, p.ok() ? std::optional(std::move(*p)) : std::nullopt).first;
+    }
+    if (!it->second) return false;
+    auto m = it->second->MatchesPrefix(name);
+    if (!m.ok()) {
+      Report(m.status());
+      it->second.reset();  // once failed, never again
       return false;
     }
+    return *m;
   }
-  return target == module;
-}
 
-bool ClassMatches(const std::string& target, const std::string& class_name) {
-  if (target.rfind("re:", 0) == 0) return NameMatches(target, class_name);
-  std::string t = target, c = class_name;
-  for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return !t.empty() && c.find(t) != std::string::npos;
-}
+  bool Class(const std::string& target, const std::string& class_name) {
+    if (target.rfind("re:", 0) == 0) return Name(target, class_name);
+    std::string t = target, c = class_name;
+    for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return !t.empty() && c.find(t) != std::string::npos;
+  }
+
+ private:
+  void Report(const Status& s) { violations_->push_back(s.message()); }
+  std::vector<std::string>* violations_;
+  std::map<std::string, std::optional<TargetPattern>> patterns_;
+};
 
 // The module classes vLLM sees for a Linear: every dense Linear is a *Linear class; routed
 // experts are one FusedMoE module, which vLLM also resolves through a "Linear" target.
@@ -70,12 +88,12 @@ TargetMap Targets(const json& groups) {
 
 // vLLM's precedence: the first target matching the layer name (exact or regex), else the
 // first matching a module class name; "" when none does.
-std::string MatchedGroup(const TargetMap& m, const LinearInfo& li) {
+std::string MatchedGroup(const TargetMap& m, const LinearInfo& li, Matcher& match) {
   for (const auto& t : m.order)
-    if (NameMatches(t, li.module)) return m.group.at(t);
+    if (match.Name(t, li.module)) return m.group.at(t);
   for (const auto& cls : ClassNames(li))
     for (const auto& t : m.order)
-      if (ClassMatches(t, cls)) return m.group.at(t);
+      if (match.Class(t, cls)) return m.group.at(t);
   return "";
 }
 
@@ -96,12 +114,13 @@ std::map<std::string, LinearFormat> ResolveLinearFormats(const json& config,
   const json groups_in = compressed ? qc.value("config_groups", json::object()) : json::object();
   const json groups = groups_in.is_object() ? groups_in : json::object();
   const TargetMap targets = Targets(groups);
+  Matcher match(violations);
   for (const auto& li : layout.linears) {
     LinearFormat r{FormatId::kBF16, ""};
     if (compressed) {
       bool ignored = false;
-      for (const auto& t : ignore) ignored |= NameMatches(t, li.module);
-      const std::string group = ignored ? "" : MatchedGroup(targets, li);
+      for (const auto& t : ignore) ignored = ignored || match.Name(t, li.module);
+      const std::string group = ignored ? "" : MatchedGroup(targets, li, match);
       if (ignored) {
         r.group = "ignore";
       } else if (group.empty()) {

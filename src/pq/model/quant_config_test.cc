@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 namespace pq::model {
 namespace {
 
@@ -130,6 +132,29 @@ TEST(QuantConfig, MalformedPiecesDoNotThrow) {
   c["quantization_config"]["quant_method"] = "compressed-tensors";
   f = ResolveLinearFormats(c, Layout(), &v);  // no groups: every Linear untargeted
   EXPECT_EQ(v.size(), 3u);
+}
+
+TEST(QuantConfig, HostilePatternsAreViolationsNotHangs) {
+  // Found by fuzz/fuzz_quant_config (std::regex's recursive backtracking ran for minutes on
+  // ".**" style patterns; kept in fuzz/regressions): PCRE2 under a match limit either answers
+  // or gives up with a violation naming the pattern. And an invalid pattern is reported once.
+  std::vector<std::string> v;
+  const std::string slow = "re:(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*(.*)*x$";
+  const auto f = ResolveLinearFormats(
+      Config({{"g", Group(kFp8, {slow, "re:(", "Linear"})}}, json::array()), Layout(), &v);
+  EXPECT_EQ(f.at("model.layers.0.mlp.down_proj").format, FormatId::kFP8);  // via "Linear"
+  bool invalid = false;
+  for (const auto& m : v) invalid |= m.find("\"re:(\" is invalid") != std::string::npos;
+  EXPECT_TRUE(invalid);
+  EXPECT_LE(v.size(), 2u);  // each bad pattern reported once, not once per Linear
+  const std::string path =
+      std::string(PQ_SOURCE_DIR) + "/fuzz/regressions/quant_config/regex_backtracking_timeout.json";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  const json hostile = json::parse(in, nullptr, false);
+  ASSERT_FALSE(hostile.is_discarded());
+  std::vector<std::string> v2;
+  ResolveLinearFormats(hostile, Layout(), &v2);  // returns (the test would time out otherwise)
 }
 
 }  // namespace
