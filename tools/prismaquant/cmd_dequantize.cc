@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "flags.h"
 #include "pq/pipeline/dequantize.h"
 
 namespace pq::cli {
@@ -18,8 +19,8 @@ void AddDequantizeCommand(CLI::App& app, int* exit_code) {
       "an F32 weight holding exactly our dequantization (what vLLM computes with).\n"
       "Example: prismaquant dequantize out/stories-nvfp4 -o out/stories-nvfp4-dense");
   sub->add_option("checkpoint", a->in, "compressed-tensors checkpoint")->required();
-  sub->add_option("-o,--out", a->out, "Output directory")->required();
-  sub->add_flag("--overwrite", a->overwrite, "Replace OUT if it exists");
+  AddOutputDirFlag(sub, &a->out, "Output directory");
+  AddOverwriteFlag(sub, &a->overwrite);
   sub->callback([a, exit_code] {
     pipeline::DequantizeOptions o;
     o.overwrite = a->overwrite;

@@ -91,7 +91,7 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
           "Example: prismaquant export models/stories260K --uniform NVFP4A16 -o out/stories-nvfp4");
   sub->add_option("model", args->model, "Hugging Face model directory or .safetensors file")
       ->required();
-  sub->add_option("-o,--out", args->out, "Output directory (written atomically)")->required();
+  AddOutputDirFlag(sub, &args->out, "Output directory (written atomically)");
   sub->add_option("--uniform", args->uniform, "Format for every Linear");
   sub->add_option("--work", args->work,
                   "Work dir of `probe` + `allocate`: every Linear in its allocated format "

@@ -74,8 +74,7 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
       "The work dir (default OUT.work) is reused when its inputs match.\n"
       "Example: prismaquant quantize models/stories260K -o out/s --target-bits knee --calib t.txt");
   sub->add_option("model", a->model, "Hugging Face model directory")->required();
-  sub->add_option("-o,--out", a->out, "Output checkpoint directory (written atomically)")
-      ->required();
+  AddOutputDirFlag(sub, &a->out, "Output checkpoint directory (written atomically)");
   a->target.Register(sub, /*compact=*/true);
   a->calib.Register(sub, /*compact=*/true);
   sub->add_option("--formats", a->formats, "Candidate formats, comma-separated (default all)");

@@ -17,9 +17,12 @@ ExecContext ExecFlags::Context() const {
   return c;
 }
 
-
 void AddJsonFlag(CLI::App* sub, bool* json, const std::string& what) {
   sub->add_flag("--json", *json, "Print the " + what + " as JSON");
+}
+
+void AddOutputDirFlag(CLI::App* sub, std::string* out, const std::string& help) {
+  sub->add_option("-o,--out", *out, help)->required();
 }
 
 void AddOverwriteFlag(CLI::App* sub, bool* overwrite) {

@@ -29,7 +29,8 @@ struct ExecFlags {
 // --json, with the command's own wording ("Print the summary as JSON", ...).
 void AddJsonFlag(CLI::App* sub, bool* json, const std::string& what);
 
-// --overwrite.
+// The output group: -o/--out DIR (required; `help` says how it is written) and --overwrite.
+void AddOutputDirFlag(CLI::App* sub, std::string* out, const std::string& help);
 void AddOverwriteFlag(CLI::App* sub, bool* overwrite);
 
 // The calibration input: --calib, --calib-tokens, --split, --samples, --seqlen, --seed.
