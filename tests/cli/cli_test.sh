@@ -74,6 +74,21 @@ mkfifo "$work/m-fifo/model.safetensors"
 expect 2 "model.safetensors: not a regular file" -- timeout 30 "$bin" export "$work/m-fifo" \
   --uniform FP8 -o "$work/o-fifo"
 absent "$work/o-fifo"
+# Hostile config.json (hardening): wrong JSON types, duplicate keys and deep nesting are clean
+# errors naming the file or key (exit 2), never an abort, and nothing is written.
+for case in type dup deep; do mkdir -p "$work/c-$case"; cp "$model"/* "$work/c-$case/"; done
+sed -i 's/"tie_word_embeddings": true/"tie_word_embeddings": "yes"/' "$work/c-type/config.json"
+sed -i 's/^{/{"hidden_size": 64, /' "$work/c-dup/config.json"
+python3 -c "import sys; open(sys.argv[1], 'w').write('[' * 100000 + ']' * 100000)" \
+  "$work/c-deep/config.json"
+expect 2 "tie_word_embeddings" -- "$bin" eval "$work/c-type" --text "$text" --split paragraphs --max-docs 2
+expect 2 "tie_word_embeddings" -- "$bin" export "$work/c-type" --uniform FP8 -o "$work/o-type"
+expect 2 "config.json.*(duplicate|hidden_size)" -- "$bin" export "$work/c-dup" --uniform FP8 \
+  -o "$work/o-dup"
+expect 2 "config.json" -- "$bin" export "$work/c-deep" --uniform FP8 -o "$work/o-deep"
+for o in o-type o-dup o-deep; do absent "$work/$o"; done
+[[ -z "$(ls -A "$work" | grep -F '.o-deep.tmp')" ]] && pass=$((pass + 1)) || {
+  fail=$((fail + 1)); echo "FAIL: a temp dir of the deep-nesting export was left" >&2; }
 # Configs as llm-compressor writes them (vLLM's resolution: ignore first, then name/regex,
 # then class "Linear"): targets ["Linear"] with lm_head and the BF16 down_proj ignored must
 # read exactly like our own per-module targets.

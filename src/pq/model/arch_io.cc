@@ -1,21 +1,22 @@
 // Reading what the layout describes: config.json and the dense weights of a Linear.
-#include <fstream>
-#include <sstream>
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "pq/io/json_util.h"
 #include "pq/model/arch.h"
 
 namespace pq::model {
 
+// The strict parser every reader uses (io/json_util.h): duplicate keys and nesting beyond
+// io::kMaxJsonDepth are errors naming the file, and only a regular file is opened.
 Result<nlohmann::json> ReadConfig(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) return NotFound(path + ": cannot open (is this a Hugging Face model directory?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return DataLoss(path + ": not a JSON object");
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    return NotFound(path + ": cannot open (is this a Hugging Face model directory?)");
+  PQ_ASSIGN_OR_RETURN(nlohmann::json j, io::ReadJsonFile(path));
+  if (!j.is_object()) return DataLoss(path + ": not a JSON object");
   return j;
 }
 

@@ -284,12 +284,16 @@ std::string ArchitectureNameList() {
 }
 
 Result<const ArchDescriptor*> DetectArchitecture(const nlohmann::json& config) {
+  if (!config.is_object()) return InvalidArgument("config.json: not a JSON object");
   if (config.contains("architectures") && config["architectures"].is_array())
     for (const auto& a : config["architectures"])
       for (const auto& d : Table())
         for (auto hf : d.hf_architectures)
           if (a.is_string() && a.get<std::string>() == hf) return &d;
-  const std::string type = config.value("model_type", "");
+  const nlohmann::json* mt = config.contains("model_type") ? &config["model_type"] : nullptr;
+  if (mt && !mt->is_string())
+    return InvalidArgument("config.json: \"model_type\" must be a string");
+  const std::string type = mt ? mt->get<std::string>() : "";
   for (const auto& d : Table())
     if (d.name == type) return &d;
   return InvalidArgument("unsupported architecture (model_type \"" + type +

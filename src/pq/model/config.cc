@@ -29,19 +29,45 @@ Status GetDouble(const json& c, const char* key, double* out) {
   return Status::Ok();
 }
 
+// `key` of c as a bool (absent or null: `fallback`); a value of another type is an error naming it.
+Status GetBool(const json& c, const char* key, bool fallback, bool* out) {
+  *out = fallback;
+  if (!c.contains(key) || c[key].is_null()) return Status::Ok();
+  if (!c[key].is_boolean())
+    return InvalidArgument(std::string("config.json: \"") + key + "\" must be true or false");
+  *out = c[key].get<bool>();
+  return Status::Ok();
+}
+
+Status GetString(const json& c, const char* key, std::string* out) {
+  if (!c.contains(key) || c[key].is_null()) return Status::Ok();
+  if (!c[key].is_string())
+    return InvalidArgument(std::string("config.json: \"") + key + "\" must be a string");
+  *out = c[key].get<std::string>();
+  return Status::Ok();
+}
+
 // Llama-3 frequency scaling (architectures.md §1.2).
 Status ApplyRopeScaling(const json& c, std::vector<double>* inv_freq) {
   json rs = c.contains("rope_scaling") ? c["rope_scaling"] : json();
   if (rs.is_null() && c.contains("rope_parameters")) rs = c["rope_parameters"];
   if (!rs.is_object()) return Status::Ok();
-  const std::string type = rs.value("rope_type", rs.value("type", std::string("default")));
+  std::string type = "default";
+  PQ_RETURN_IF_ERROR(GetString(rs, "type", &type));
+  PQ_RETURN_IF_ERROR(GetString(rs, "rope_type", &type));
   if (type == "default") return Status::Ok();
   if (type != "llama3")
     return Unimplemented("config.json: rope scaling \"" + type +
                          "\" is not supported (default, llama3)");
-  const double factor = rs.value("factor", 8.0), low = rs.value("low_freq_factor", 1.0),
-               high = rs.value("high_freq_factor", 4.0),
-               old_len = rs.value("original_max_position_embeddings", 8192.0);
+  double factor = 8.0, low = 1.0, high = 4.0, old_len = 8192.0;
+  PQ_RETURN_IF_ERROR(GetDouble(rs, "factor", &factor));
+  PQ_RETURN_IF_ERROR(GetDouble(rs, "low_freq_factor", &low));
+  PQ_RETURN_IF_ERROR(GetDouble(rs, "high_freq_factor", &high));
+  PQ_RETURN_IF_ERROR(GetDouble(rs, "original_max_position_embeddings", &old_len));
+  if (!(factor > 0) || !(low > 0) || !(high > low) || !(old_len > 0))
+    return InvalidArgument(
+        "config.json: rope scaling needs factor > 0 and "
+        "0 < low_freq_factor < high_freq_factor, original length > 0");
   const double low_wavelen = old_len / low, high_wavelen = old_len / high;
   for (double& f : *inv_freq) {
     const double wavelen = 2.0 * std::numbers::pi / f;
@@ -67,7 +93,8 @@ Status GetMoe(const json& c, const std::string& arch, ModelConfig* m) {
   PQ_RETURN_IF_ERROR(GetInt(c, "moe_intermediate_size", &m->moe_intermediate, true));
   PQ_RETURN_IF_ERROR(GetInt(c, "decoder_sparse_step", &m->decoder_sparse_step, false));
   // Qwen3.5/3.6 has no norm_topk_prob: it always renormalises (architectures.md §1.5).
-  m->norm_topk_prob = arch == "qwen3_5_moe" || c.value("norm_topk_prob", false);
+  PQ_RETURN_IF_ERROR(GetBool(c, "norm_topk_prob", false, &m->norm_topk_prob));
+  m->norm_topk_prob = m->norm_topk_prob || arch == "qwen3_5_moe";
   if (c.contains("mlp_only_layers") && c["mlp_only_layers"].is_array())
     for (const auto& v : c["mlp_only_layers"])
       if (v.is_number_integer()) m->mlp_only_layers.push_back(v.get<int64_t>());
@@ -106,7 +133,7 @@ Status GetLayerTypes(const json& c, ModelConfig* m) {
 // The Gated DeltaNet and gated-attention fields of Qwen3-Next / Qwen3.5 / Qwen3.6.
 Status GetHybrid(const json& c, const std::string& arch, ModelConfig* m) {
   m->norm_offset = 1.0f;
-  m->attn_output_gate = c.value("attn_output_gate", true);
+  PQ_RETURN_IF_ERROR(GetBool(c, "attn_output_gate", true, &m->attn_output_gate));
   m->lin_fused_naming = arch == "qwen3_next";
   PQ_RETURN_IF_ERROR(GetLayerTypes(c, m));
   PQ_RETURN_IF_ERROR(GetInt(c, "linear_num_key_heads", &m->lin_k_heads, true));
@@ -178,8 +205,9 @@ Result<ModelConfig> ParseModelConfig(const json& whole, const std::string& arch)
   PQ_RETURN_IF_ERROR(GetDouble(c, "rope_theta", &m.rope_theta));
   if (c.contains("rope_parameters") && c["rope_parameters"].is_object())
     PQ_RETURN_IF_ERROR(GetDouble(c["rope_parameters"], "rope_theta", &m.rope_theta));
-  m.tie_word_embeddings = c.value("tie_word_embeddings", false);
-  m.qkv_bias = arch == "qwen2" || c.value("attention_bias", false);
+  PQ_RETURN_IF_ERROR(GetBool(c, "tie_word_embeddings", false, &m.tie_word_embeddings));
+  PQ_RETURN_IF_ERROR(GetBool(c, "attention_bias", false, &m.qkv_bias));
+  m.qkv_bias = m.qkv_bias || arch == "qwen2";
   m.qk_norm = arch == "qwen3" || arch == "qwen3_moe" || IsHybrid(arch);
   if (arch == "qwen3_moe" || arch == "qwen3_5_moe" || arch == "qwen3_next")
     PQ_RETURN_IF_ERROR(GetMoe(c, arch, &m));

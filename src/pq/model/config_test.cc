@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "pq/model/arch.h"
+
 namespace pq::model {
 namespace {
 
@@ -317,6 +319,41 @@ TEST(ModelConfig, BadConfigsNameTheKey) {
   h = Hybrid();
   h["mtp_num_hidden_layers"] = 2;
   ExpectError(ParseModelConfig(h, "qwen3_5"), StatusCode::kUnimplemented, "MTP layers");
+}
+
+// Hardening: values of the wrong JSON type are errors naming the key, never an uncaught
+// nlohmann::type_error (which aborted every command before).
+TEST(ModelConfig, WrongJsonTypesNameTheKey) {
+  const std::vector<std::pair<std::string, json>> cases = {{"attention_bias", 0.0},
+                                                           {"tie_word_embeddings", "yes"},
+                                                           {"norm_topk_prob", 1},
+                                                           {"attn_output_gate", "true"}};
+  for (const auto& [key, value] : cases) {
+    json j = key == "attn_output_gate" ? Hybrid() : Llama();
+    j[key] = value;
+    const std::string arch = key == "attn_output_gate" ? "qwen3_5"
+                             : key == "norm_topk_prob" ? "qwen3_moe"
+                                                       : "llama";
+    if (arch == "qwen3_moe") {
+      j["num_experts"] = 4;
+      j["num_experts_per_tok"] = 2;
+      j["moe_intermediate_size"] = 32;
+    }
+    ExpectError(ParseModelConfig(j, arch), StatusCode::kInvalidArgument, "\"" + key + "\"");
+  }
+  json j = Llama();
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", "8"}};
+  ExpectError(ParseModelConfig(j, "llama"), StatusCode::kInvalidArgument, "factor");
+  j["rope_scaling"] = {{"rope_type", 3}};
+  ExpectError(ParseModelConfig(j, "llama"), StatusCode::kInvalidArgument, "rope_type");
+  j["rope_scaling"] = {
+      {"rope_type", "llama3"}, {"low_freq_factor", 4.0}, {"high_freq_factor", 1.0}};
+  ExpectError(ParseModelConfig(j, "llama"), StatusCode::kInvalidArgument, "low_freq_factor");
+  // Architecture detection: a non-object config or a non-string model_type.
+  EXPECT_EQ(DetectArchitecture(json::array()).status().code(), StatusCode::kInvalidArgument);
+  auto d = DetectArchitecture(json{{"model_type", 5}});
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("model_type"), std::string::npos);
 }
 
 }  // namespace
