@@ -9,6 +9,8 @@ namespace {
 
 using nlohmann::json;
 
+constexpr int64_t kMaxConfigInt = int64_t{1} << 24;
+
 Status GetInt(const json& c, const char* key, int64_t* out, bool required) {
   if (!c.contains(key) || c[key].is_null()) {
     if (required) return InvalidArgument(std::string("config.json: missing \"") + key + "\"");
@@ -17,6 +19,12 @@ Status GetInt(const json& c, const char* key, int64_t* out, bool required) {
   if (!c[key].is_number_integer() || c[key].get<int64_t>() < 0)
     return InvalidArgument(std::string("config.json: \"") + key +
                            "\" must be a non-negative integer");
+  // No real model has a dimension or count near 2^24 (vocabularies are ~2^18); a larger value
+  // is refused before anything is sized from it.
+  if (c[key].get<int64_t>() > kMaxConfigInt)
+    return InvalidArgument(std::string("config.json: \"") + key +
+                           "\" = " + std::to_string(c[key].get<int64_t>()) + " is larger than " +
+                           std::to_string(kMaxConfigInt));
   *out = c[key].get<int64_t>();
   return Status::Ok();
 }
@@ -205,6 +213,11 @@ Result<ModelConfig> ParseModelConfig(const json& whole, const std::string& arch)
   PQ_RETURN_IF_ERROR(GetDouble(c, "rope_theta", &m.rope_theta));
   if (c.contains("rope_parameters") && c["rope_parameters"].is_object())
     PQ_RETURN_IF_ERROR(GetDouble(c["rope_parameters"], "rope_theta", &m.rope_theta));
+  // These would turn every result into NaN (and a NaN NLL must never look like success).
+  if (!std::isfinite(m.rms_eps) || m.rms_eps < 0)
+    return InvalidArgument("config.json: \"rms_norm_eps\" must be a finite number >= 0");
+  if (!std::isfinite(m.rope_theta) || m.rope_theta <= 1)
+    return InvalidArgument("config.json: \"rope_theta\" must be a finite number > 1");
   PQ_RETURN_IF_ERROR(GetBool(c, "tie_word_embeddings", false, &m.tie_word_embeddings));
   PQ_RETURN_IF_ERROR(GetBool(c, "attention_bias", false, &m.qkv_bias));
   m.qkv_bias = m.qkv_bias || arch == "qwen2";

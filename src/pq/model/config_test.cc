@@ -349,6 +349,17 @@ TEST(ModelConfig, WrongJsonTypesNameTheKey) {
   j["rope_scaling"] = {
       {"rope_type", "llama3"}, {"low_freq_factor", 4.0}, {"high_freq_factor", 1.0}};
   ExpectError(ParseModelConfig(j, "llama"), StatusCode::kInvalidArgument, "low_freq_factor");
+  // Absurd sizes and values that would make every result NaN.
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, json>>{{"head_dim", int64_t{1} << 31},
+                                                 {"hidden_size", int64_t{1} << 62},
+                                                 {"rope_theta", 0.0},
+                                                 {"rope_theta", -5.0},
+                                                 {"rms_norm_eps", -1e-6}}) {
+    j = Llama();
+    j[key] = value;
+    ExpectError(ParseModelConfig(j, "llama"), StatusCode::kInvalidArgument, key);
+  }
   // Architecture detection: a non-object config or a non-string model_type.
   EXPECT_EQ(DetectArchitecture(json::array()).status().code(), StatusCode::kInvalidArgument);
   auto d = DetectArchitecture(json{{"model_type", 5}});
