@@ -10,7 +10,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 secs="${1:-30}"; shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(fuzz_safetensors fuzz_tokenizer_json fuzz_quant_config)
+((${#targets[@]})) || targets=(fuzz_safetensors fuzz_tokenizer_json fuzz_quant_config fuzz_config)
 cmake --preset fuzz >/dev/null
 cmake --build build/fuzz -j "$(nproc)" --target "${targets[@]}"
 
@@ -18,7 +18,7 @@ cmake --build build/fuzz -j "$(nproc)" --target "${targets[@]}"
 seeds() {
   local name="${1#fuzz_}" dir="$2"
   mkdir -p "$dir"
-  cp fuzz/corpus/"$name"/* "$dir"/
+  if [[ -d fuzz/corpus/$name ]]; then cp fuzz/corpus/"$name"/* "$dir"/; fi
   # Inputs that once failed (a fixed finding stays a seed forever).
   if [[ -d fuzz/regressions/$name ]]; then cp fuzz/regressions/"$name"/* "$dir"/; fi
   case "$name" in
@@ -27,6 +27,9 @@ seeds() {
     tokenizer_json) cp models/stories260K/tokenizer.json "$dir/stories260K.json" ;;
     quant_config) for m in models/stories260K models/trained/*/; do
                     cp "$m/config.json" "$dir/$(basename "$m").json"; done ;;
+    config) for f in models/stories260K/config.json models/trained/*/config.json \
+                     tests/golden/*/config_legacy.json tests/golden/*/model/config.json; do
+              [[ -f $f ]] && cp "$f" "$dir/$(echo "$f" | tr / _)"; done ;;
   esac
 }
 
