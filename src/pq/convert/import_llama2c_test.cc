@@ -24,9 +24,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kAssets = PQ_SOURCE_DIR "/../shared/assets";
-const std::string kBin = kAssets + "/llama2c-stories260K/stories260K.bin";
-const std::string kTok = kAssets + "/llama2c-stories260K/tok512.bin";
+const std::string& kAssets = io::testing::kLlama2cAssets;
+const std::string& kBin = io::testing::kStories260KBin;
+const std::string& kTok = io::testing::kTok512Bin;
 const std::string kDerived = kAssets + "/stories260K-hf-derived";
 
 using io::CheckpointReader;
@@ -40,22 +40,7 @@ using io::testing::ReadBytes;
 using io::testing::TinyConfig;
 using io::testing::WriteBytes;
 
-// A fresh scratch directory per test, removed afterwards.
-class Llama2cTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) /
-           ("pq_import_llama2c_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
-  static bool HaveAssets() { return fs::exists(kBin) && fs::exists(kTok); }
-
-  fs::path dir_;
-};
+using io::testing::Llama2cTest;
 
 TEST(PermuteRopeRows, InterleavedPairsBecomeHalves) {
   // 2 heads of head_dim 4, one column: rows (0,1),(2,3) pairs -> (0,2),(1,3) per head.

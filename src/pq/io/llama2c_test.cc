@@ -17,9 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kAssets = PQ_SOURCE_DIR "/../shared/assets";
-const std::string kBin = kAssets + "/llama2c-stories260K/stories260K.bin";
-const std::string kTok = kAssets + "/llama2c-stories260K/tok512.bin";
+const std::string& kAssets = io::testing::kLlama2cAssets;
+const std::string& kBin = io::testing::kStories260KBin;
+const std::string& kTok = io::testing::kTok512Bin;
 
 using io::testing::Code;
 using io::testing::MakeBin;
@@ -28,22 +28,7 @@ using io::testing::ReadBytes;
 using io::testing::TinyConfig;
 using io::testing::WriteBytes;
 
-// A fresh scratch directory per test, removed afterwards.
-class Llama2cTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) /
-           ("pq_llama2c_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
-  static bool HaveAssets() { return fs::exists(kBin) && fs::exists(kTok); }
-
-  fs::path dir_;
-};
+using io::testing::Llama2cTest;
 
 TEST_F(Llama2cTest, ParsesStories260KHeader) {
   if (!HaveAssets()) GTEST_SKIP() << "no shared assets at " << kAssets;

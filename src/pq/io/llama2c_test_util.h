@@ -2,9 +2,13 @@
 // encodes where it lies (Code), and a tokenizer.bin in the SentencePiece layout.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -87,5 +91,32 @@ inline Llama2cConfig TinyConfig(bool shared) {
   c.shared_classifier = shared;
   return c;
 }
+
+// The real stories260K llama2.c checkpoint and tokenizer in ../shared/assets (tests skip
+// without them).
+inline const std::string kLlama2cAssets = PQ_SOURCE_DIR "/../shared/assets";
+inline const std::string kStories260KBin = kLlama2cAssets + "/llama2c-stories260K/stories260K.bin";
+inline const std::string kTok512Bin = kLlama2cAssets + "/llama2c-stories260K/tok512.bin";
+
+// A fresh scratch directory per test (named after the test and the process), removed
+// afterwards.
+class Llama2cTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("pq_llama2c_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
+            std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  static bool HaveAssets() {
+    return std::filesystem::exists(kStories260KBin) && std::filesystem::exists(kTok512Bin);
+  }
+
+  std::filesystem::path dir_;
+};
 
 }  // namespace pq::io::testing
