@@ -59,6 +59,17 @@ Result<bool> GetBool(const json& obj, const char* key, bool dflt, const std::str
   return it->get<bool>();
 }
 
+Status ParseSequence(const json& obj, const char* key, const std::string& what, int depth,
+                     const std::function<Status(const json&, const std::string&, int)>& parse) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_array() || depth > kMaxNesting)
+    return DataLoss(what + "." + key + " must be an array");
+  for (size_t i = 0; i < it->size(); ++i)
+    PQ_RETURN_IF_ERROR(
+        parse((*it)[i], what + "." + key + "[" + std::to_string(i) + "]", depth + 1));
+  return Status::Ok();
+}
+
 Result<std::string> GetType(const json& obj, const std::string& what) {
   if (!obj.is_object()) {
     return DataLoss(what + " must be an object or null, got " + io::JsonTypeName(obj));

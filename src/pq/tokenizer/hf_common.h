@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -25,6 +26,11 @@ Result<bool> GetBool(const nlohmann::json& obj, const char* key, bool dflt,
                      const std::string& what);
 // The "type" member of a component object.
 Result<std::string> GetType(const nlohmann::json& obj, const std::string& what);
+// The members of a {"type": "Sequence", key: [...]} component: parse(item, "what.key[i]",
+// depth + 1) for each; DataLoss if `key` is not an array or Sequences nest beyond kMaxNesting.
+Status ParseSequence(
+    const nlohmann::json& obj, const char* key, const std::string& what, int depth,
+    const std::function<Status(const nlohmann::json&, const std::string&, int)>& parse);
 
 // ---- GPT-2's byte <-> unicode table (bytes_to_unicode).
 // The UTF-8 text of the character that stands for byte b.

@@ -40,15 +40,10 @@ Status Decoder::ParseInto(const json& j, const std::string& what, int depth,
                           std::vector<Step>* steps) {
   PQ_ASSIGN_OR_RETURN(std::string type, GetType(j, what));
   if (type == "Sequence") {
-    auto it = j.find("decoders");
-    if (it == j.end() || !it->is_array() || depth > kMaxNesting) {
-      return DataLoss(what + ".decoders must be an array");
-    }
-    for (size_t i = 0; i < it->size(); ++i) {
-      PQ_RETURN_IF_ERROR(
-          ParseInto((*it)[i], what + ".decoders[" + std::to_string(i) + "]", depth + 1, steps));
-    }
-    return Status::Ok();
+    return ParseSequence(j, "decoders", what, depth,
+                         [steps](const json& item, const std::string& w, int d) {
+                           return ParseInto(item, w, d, steps);
+                         });
   }
   Step s{};
   if (type == "ByteLevel") {
