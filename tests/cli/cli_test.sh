@@ -89,6 +89,17 @@ expect 2 "config.json" -- "$bin" export "$work/c-deep" --uniform FP8 -o "$work/o
 for o in o-type o-dup o-deep; do absent "$work/$o"; done
 [[ -z "$(ls -A "$work" | grep -F '.o-deep.tmp')" ]] && pass=$((pass + 1)) || {
   fail=$((fail + 1)); echo "FAIL: a temp dir of the deep-nesting export was left" >&2; }
+# Numeric flags out of range (hardening): a clear error, exit 2, before any work.
+expect 2 "threads" -- "$bin" eval "$model" --text "$text" --threads -1
+expect 2 "memory-budget-gb.*finite" -- "$bin" eval "$model" --text "$text" --memory-budget-gb nan
+expect 2 "memory-budget-gb.*finite" -- "$bin" probe "$model" --calib "$text" --work "$work/w-nan" \
+  --memory-budget-gb -1
+expect 2 "max-shard-gb.*finite" -- "$bin" export "$model" --uniform FP8 -o "$work/o-shard" \
+  --max-shard-gb nan
+expect 2 "max-shard-gb.*finite" -- "$bin" export "$model" --uniform FP8 -o "$work/o-shard" \
+  --max-shard-gb 0
+absent "$work/o-shard"
+absent "$work/w-nan"
 # Configs as llm-compressor writes them (vLLM's resolution: ignore first, then name/regex,
 # then class "Linear"): targets ["Linear"] with lm_head and the BF16 down_proj ignored must
 # read exactly like our own per-module targets.

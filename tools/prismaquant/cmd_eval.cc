@@ -76,7 +76,8 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--reference", a->reference, "Reference model for KL(reference || model)");
   a->exec.Register(sub);
   sub->add_option("--work", a->work, "Directory for spill files (default /tmp)");
-  sub->add_option("--memory-budget-gb", a->memory_gb, "Memory for stored activations (default 8)");
+  sub->add_option("--memory-budget-gb", a->memory_gb, "Memory for stored activations (default 8)")
+      ->check(FiniteNonNegative());
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   sub->add_flag(
       "--weights-only", a->weights_only,

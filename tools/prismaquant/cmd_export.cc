@@ -108,7 +108,8 @@ void AddExportCommand(CLI::App& app, int* exit_code) {
       "--min-tokens", args->min_tokens,
       "With --work: Linears (experts) with fewer calibration rows get RTN (default 32)");
   args->exec.Register(sub, "Worker threads (default: all cores)");
-  sub->add_option("--max-shard-gb", args->max_shard_gb, "Shard size limit in GB (default 5)");
+  sub->add_option("--max-shard-gb", args->max_shard_gb, "Shard size limit in GB (default 5)")
+      ->check(FinitePositive());
   AddOverwriteFlag(sub, &args->overwrite);
   AddJsonFlag(sub, &args->json, "summary");
   sub->callback([args, exit_code] { *exit_code = ExitCodeFor(Run(*args)); });

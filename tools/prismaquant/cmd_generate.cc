@@ -74,7 +74,8 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
                   "Tokenizer directory or file (default: MODEL's tokenizer.json / tokenizer.bin)");
   a->exec.Register(sub);
   sub->add_option("--resident-gb", a->resident_gb,
-                  "Keep all layers loaded when they fit in this many GB (default 4)");
+                  "Keep all layers loaded when they fit in this many GB (default 4)")
+      ->check(FiniteNonNegative());
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to the prompt");
   sub->add_flag("--weights-only", o.weights_only,
                 "Do not quantize Linear inputs at run time (see eval --weights-only)");

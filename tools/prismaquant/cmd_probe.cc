@@ -65,10 +65,12 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   a->exec.Register(sub);
   sub->add_option("--memory-budget-gb", a->memory_gb,
-                  "Memory for stored activations before spilling to WORK (default 8)");
+                  "Memory for stored activations before spilling to WORK (default 8)")
+      ->check(FiniteNonNegative());
   sub->add_option("--cache-gb", a->cache_gb,
                   "Memory for one layer's quantized candidates (default 2; beyond it they are "
-                  "recomputed)");
+                  "recomputed)")
+      ->check(FiniteNonNegative());
   AddJsonFlag(sub, &a->json, "summary");
   sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
 }

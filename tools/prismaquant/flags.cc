@@ -1,13 +1,43 @@
 #include "flags.h"
 
+#include <cmath>
+
 #include "cli_util.h"
 #include "pq/core/log.h"
 #include "pq/core/thread_pool.h"
 
 namespace pq::cli {
 
+namespace {
+
+CLI::Validator FiniteNumber(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& text) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v) || !std::isfinite(v) || v < 0 ||
+            (!allow_zero && v == 0))
+          return "must be a finite number " + std::string(allow_zero ? ">= 0" : "> 0") + ", got " +
+                 text;
+        return "";
+      },
+      allow_zero ? "NUMBER >= 0" : "NUMBER > 0");
+}
+
+}  // namespace
+
+const CLI::Validator& FiniteNonNegative() {
+  static const CLI::Validator v = FiniteNumber(true);
+  return v;
+}
+
+const CLI::Validator& FinitePositive() {
+  static const CLI::Validator v = FiniteNumber(false);
+  return v;
+}
+
 void ExecFlags::Register(CLI::App* sub, const std::string& help) {
-  sub->add_option("--threads", threads, help);
+  // 0 = all cores; a negative count tripped an internal check before.
+  sub->add_option("--threads", threads, help)->check(CLI::Range(0, 1 << 16));
 }
 
 ExecContext ExecFlags::Context() const {

@@ -26,6 +26,11 @@ struct ExecFlags {
   ExecContext Context() const;
 };
 
+// Validators for sizes given in GB: a finite number >= 0 (or > 0). CLI11's own number checks
+// let "nan" through, which then became an undefined conversion to bytes.
+const CLI::Validator& FiniteNonNegative();
+const CLI::Validator& FinitePositive();
+
 // --json, with the command's own wording ("Print the summary as JSON", ...).
 void AddJsonFlag(CLI::App* sub, bool* json, const std::string& what);
 
