@@ -62,12 +62,16 @@ manifest="$work/manifest.tsv"
 : > "$manifest"
 head_note=0
 
-# fixture NAME MODEL PROBE_ARGS...: probe, then every weight-only export + dequantize.
+# fixture NAME MODEL PROBE_ARGS...: probe, then every weight-only export + dequantize. The
+# reference recomputes RTN's candidates, so the probe prices RTN here (--passes rtn); the
+# export-aware pricing is checked against what export writes in pq_pipeline_test
+# (ExportAwareProbeTest).
 fixture() {
   local name="$1" model="$2"; shift 2
   local w="$work/$name"
   mkdir -p "$w"
-  step "$name.probe" "$bin" probe "$model" --work "$w/work" --threads 1 --json "$@" || return 0
+  step "$name.probe" "$bin" probe "$model" --work "$w/work" --threads 1 --passes rtn --json "$@" \
+    || return 0
   ok "$name: probe $* ($(tr -d '\n ' < "$work/$name.probe.out" | grep -o '"linears":[0-9]*'))"
   printf 'fixture\t%s\t%s\t%s\n' "$name" "$model" "$w/work" >> "$manifest"
   local fmt e head

@@ -12,6 +12,7 @@ namespace {
 struct ProbeArgs {
   std::string model, work, formats;
   CalibrationFlags calib;
+  PassesFlag passes;
   ExecFlags exec;
   double memory_gb = 8, cache_gb = 2;
   bool no_lm_head = false, no_bos = false, json = false;
@@ -25,6 +26,7 @@ Status Run(const ProbeArgs& a) {
   o.calib.input.add_bos = !a.no_bos;
   PQ_ASSIGN_OR_RETURN(o.formats, ParseFormatList(a.formats));
   o.probe_lm_head = !a.no_lm_head;
+  PQ_ASSIGN_OR_RETURN(o.passes, a.passes.Parse());
   o.memory_budget_bytes = static_cast<uint64_t>(a.memory_gb * 1e9);
   o.cache_bytes = static_cast<uint64_t>(a.cache_gb * 1e9);
   o.exec = a.exec.Context();
@@ -49,8 +51,9 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
       "probe",
       "Calibration pass: for every Linear (and expert) and every candidate format, predict how\n"
       "much the mean next-token loss grows (nats/token) with each cost estimator (trace,\n"
-      "channel, hessian, output), using the exact quantizer export uses, activation\n"
-      "quantization included. Streams one layer at a time; results go to WORK (resumable).\n"
+      "channel, hessian, output), using the exact quantizer and passes export uses (scale\n"
+      "search + GPTQ on the probe's own Hessians by default), activation quantization\n"
+      "included. Streams one layer at a time; results go to WORK (resumable).\n"
       "Qwen3-Next / Qwen3.5 / Qwen3.6: the MTP head (mtp.*) is probed with its own objective\n"
       "(token t+2 from the embedding of t+1 and the body's hidden state at t); the vision\n"
       "tower is not calibrated yet (no image samples): allocate gives it --visual-format.\n"
@@ -61,6 +64,10 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
   sub->add_option(
       "--formats", a->formats,
       "Candidate formats, comma-separated (default all: " + formats::FormatNameList() + ")");
+  a->passes.Register(sub,
+                     "Export passes the candidates are priced after: each candidate is quantized "
+                     "as export will write it (default search+gptq, export's default; rtn prices "
+                     "round-to-nearest, faster). Export with the same --passes");
   sub->add_flag("--no-lm-head", a->no_lm_head, "Do not price lm_head's formats");
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   a->exec.Register(sub);

@@ -32,6 +32,7 @@ Status Fill(const QuantizeArgs& a, pipeline::QuantizeOptions& o) {
   o.out = a.out;
   o.write.overwrite = a.overwrite;
   PQ_ASSIGN_OR_RETURN(o.passes, a.passes.Parse());
+  p.passes = o.passes;  // the probe prices what export writes
   o.eval_text = a.eval_text;
   o.eval_input.split = pipeline::DocSplit::kParagraphs;
   o.eval_input.max_docs = a.eval_docs;

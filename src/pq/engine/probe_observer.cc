@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "pq/compute/ops.h"
+#include "pq/core/exec_context.h"
+#include "pq/core/minifloat.h"
 #include "pq/formats/act_quant.h"
 #include "pq/quant/rtn_candidate.h"
 
@@ -41,7 +43,8 @@ void ProbeObserver::OnLinearInput(const model::LinearWeights& l, std::span<const
   a = std::max(a, m);
 }
 
-Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>& linears) {
+Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>& linears,
+                                 const HessianObserver* hessians) {
   order_.clear();
   active_.clear();
   // Unit-wide amaxes: fused siblings share one weight and one input global scale.
@@ -54,11 +57,11 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
     const float m = quant::Bf16AbsMax(l->w);
     unit_w[unit(l->module)] = std::max(unit_w[unit(l->module)], m);
     auto it = amax_.find(l->module);
-    unit_x[unit(l->module)] = std::max(unit_x[unit(l->module)], it == amax_.end() ? 0.f : it->second);
+    unit_x[unit(l->module)] =
+        std::max(unit_x[unit(l->module)], it == amax_.end() ? 0.f : it->second);
   }
   uint64_t cache_need = 0;
-  for (const auto* l : linears)
-    cache_need += l->w.size() * sizeof(float) * opt_.formats.size();
+  for (const auto* l : linears) cache_need += l->w.size() * sizeof(float) * opt_.formats.size();
   const bool cache = cache_need <= opt_.cache_bytes;
   for (const auto* l : linears) {
     Active a;
@@ -76,10 +79,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
       }
       a.cands.push_back(std::move(c));
     }
-    if (cache)
-      for (Candidate& c : a.cands) {
-        PQ_ASSIGN_OR_RETURN(c.w_hat, CandidateWeight(a, c.format));
-      }
+    PQ_RETURN_IF_ERROR(PrepareCandidates(a, cache, hessians));
     order_.push_back(l->module);
     active_.emplace(l->module, std::move(a));
   }
@@ -90,10 +90,60 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
 // Ŵ: bf16(W) quantized by RTN exactly as export writes it, then dequantized.
 Result<std::vector<float>> ProbeObserver::CandidateWeight(const Active& a, FormatId f) const {
   const model::LinearWeights& l = *a.linear;
-  auto d = quant::RtnCandidate(f, l.w, l.rows, l.cols, a.weight_global_scale,
-                               a.input_global_scale);
+  auto d = quant::RtnCandidate(f, l.w, l.rows, l.cols, a.weight_global_scale, a.input_global_scale);
   if (!d.ok()) return d.status().WithContext(l.module);
   return d;
+}
+
+Result<quant::QuantizedLinear> ProbeObserver::ExportCandidate(
+    const Active& a, FormatId f, const HessianObserver& hessians) const {
+  const model::LinearWeights& l = *a.linear;
+  std::vector<float> wb(l.w.size());
+  for (size_t i = 0; i < wb.size(); ++i) wb[i] = RoundBf16(l.w[i]);
+  quant::LinearQuantizeOptions o{opt_.passes, opt_.min_tokens, opt_.gptq, {}, l.module};
+  o.qo.num_threads = ExecThreads();
+  if (f == FormatId::kNVFP4 || f == FormatId::kNVFP4A16)
+    o.qo.weight_global_scale = a.weight_global_scale;
+  if (f == FormatId::kNVFP4) o.qo.input_global_scale = a.input_global_scale;
+  const HessianObserver::Entry* h = hessians.Find(l.module);
+  auto q = quant::QuantizeLinear(f, wb, l.rows, l.cols, h ? h->h : std::span<const float>(),
+                                 h ? h->rows : 0, o);
+  if (!q.ok()) return q.status().WithContext(l.module);
+  return q;
+}
+
+// Candidates cached as dequantized weights when `cache`; otherwise RTN ones are re-quantized
+// on every use and export-aware ones keep their packed tensors.
+Status ProbeObserver::PrepareCandidates(Active& a, bool cache,
+                                        const HessianObserver* hessians) const {
+  for (Candidate& c : a.cands) {
+    if (opt_.passes == quant::Passes::kRtn || !hessians) {
+      if (cache) {
+        PQ_ASSIGN_OR_RETURN(c.w_hat, CandidateWeight(a, c.format));
+      }
+      continue;
+    }
+    PQ_ASSIGN_OR_RETURN(quant::QuantizedLinear q, ExportCandidate(a, c.format, *hessians));
+    if (cache) {
+      c.w_hat = std::move(q.w_hat);
+    } else {
+      c.packed = std::move(q.tensors);
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::span<const float>> ProbeObserver::WeightOf(const Active& a, const Candidate& c,
+                                                       std::vector<float>& fresh) const {
+  if (!c.w_hat.empty()) return std::span<const float>(c.w_hat);
+  const model::LinearWeights& l = *a.linear;
+  if (!c.packed.empty()) {
+    PQ_ASSIGN_OR_RETURN(fresh,
+                        formats::Dequantize(c.format, formats::Views(c.packed), l.rows, l.cols));
+  } else {
+    PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
+  }
+  return std::span<const float>(fresh);
 }
 
 // Energies from differences computed before the matmul (X·ΔWᵀ, ΔX·Wᵀ), not as differences of
@@ -104,16 +154,12 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, int64_t t)
   std::vector<float> dw(l.w.size()), xq, dx, act_err;
   for (Candidate& c : a.cands) {
     std::vector<float> fresh;
-    if (c.w_hat.empty()) {
-      PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
-    }
-    const std::span<const float> w_hat = c.w_hat.empty() ? fresh : c.w_hat;
+    PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh));
     for (size_t j = 0; j < dw.size(); ++j) dw[j] = l.w[j] - w_hat[j];
     AddSquares(MatMulNoBias(x, dw, t, k, n), t, n, c.e.e_weight);  // X ΔWᵀ
     if (!formats::Spec(c.format).quantizes_activations) continue;
     xq.assign(x.begin(), x.begin() + t * k);
-    PQ_RETURN_IF_ERROR(
-        formats::FakeQuantizeActivations(c.format, xq, t, k, a.input_global_scale));
+    PQ_RETURN_IF_ERROR(formats::FakeQuantizeActivations(c.format, xq, t, k, a.input_global_scale));
     dx.resize(xq.size());
     for (size_t j = 0; j < xq.size(); ++j) {
       dx[j] = x[j] - xq[j];
@@ -164,10 +210,7 @@ Result<std::vector<LinearResult>> ProbeObserver::FinishLayer() {
     const quant::CostInputs in{l.rows, l.cols, t, st.fisher_sum, st.g2_out, st.x2_in, {}};
     for (Candidate& c : a.cands) {
       std::vector<float> fresh;
-      if (c.w_hat.empty()) {
-        PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
-      }
-      const std::span<const float> w_hat = c.w_hat.empty() ? fresh : c.w_hat;
+      PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh));
       CandidateResult cr{c.format, formats::BytesOnDisk(c.format, l.rows, l.cols), 0, {}};
       double dw2 = 0;
       for (size_t j = 0; j < l.w.size(); ++j) {
@@ -176,9 +219,9 @@ Result<std::vector<LinearResult>> ProbeObserver::FinishLayer() {
       }
       cr.weight_mse = dw2 / static_cast<double>(l.w.size());
       for (int e = 0; e < quant::kNumEstimators; ++e) {
-        PQ_ASSIGN_OR_RETURN(cr.cost[static_cast<size_t>(e)],
-                            quant::CandidateCost(static_cast<quant::CostEstimator>(e), in, c.e,
-                                                 l.w, w_hat));
+        PQ_ASSIGN_OR_RETURN(
+            cr.cost[static_cast<size_t>(e)],
+            quant::CandidateCost(static_cast<quant::CostEstimator>(e), in, c.e, l.w, w_hat));
       }
       r.candidates.push_back(cr);
     }

@@ -4,6 +4,10 @@
 // exact quantizer — RTN exactly as export writes it (fused siblings share the NVFP4 weight
 // global scale) and the run-time activation quantization of formats that quantize inputs
 // (NVFP4 with its calibrated input_global_scale, MXFP8, MXFP4, FP8).
+// Export-aware pricing (options.passes other than rtn): each candidate is instead the weight
+// the calibrated export writes — quant::QuantizeLinear with the export's passes on the
+// Linear's input Hessian (BeginLayer's `hessians`, from the same calibration samples) — so the
+// energies price the error export leaves after scale search and GPTQ, not RTN's.
 //
 // Use: Forward(keep_all, &probe) records each Linear's input amax (OnLinearInput); then per
 // layer BeginLayer(weights) → Backward's OnLinear calls → FinishLayer() returns the results.
@@ -18,27 +22,29 @@
 #include <vector>
 
 #include "pq/core/status.h"
+#include "pq/engine/hessian_observer.h"
 #include "pq/engine/linear_stats.h"
 #include "pq/formats/format.h"
 #include "pq/model/weights.h"
 #include "pq/quant/cost.h"
+#include "pq/quant/export_quantizer.h"
 
 namespace pq::engine {
 
 struct CandidateResult {
   formats::FormatId format;
-  uint64_t bytes = 0;      // exact bytes on disk (scales included, bias excluded)
-  double weight_mse = 0;   // mean (W − Ŵ)²
+  uint64_t bytes = 0;     // exact bytes on disk (scales included, bias excluded)
+  double weight_mse = 0;  // mean (W − Ŵ)²
   std::array<double, quant::kNumEstimators> cost{};  // predicted Δloss, nats/token
 };
 
 struct LinearResult {
   std::string module;
   int64_t rows = 0, cols = 0;
-  int64_t samples = 0, tokens = 0;  // samples that reached it, rows seen (routed tokens)
-  double fisher_trace = 0;          // fisher_sum / T
-  float input_amax = 0;             // calibration inputs (forward sweep)
-  std::vector<float> g2_out, x2_in;  // per-token means: g2_out / T, x2_in / T
+  int64_t samples = 0, tokens = 0;          // samples that reached it, rows seen (routed tokens)
+  double fisher_trace = 0;                  // fisher_sum / T
+  float input_amax = 0;                     // calibration inputs (forward sweep)
+  std::vector<float> g2_out, x2_in;         // per-token means: g2_out / T, x2_in / T
   std::vector<CandidateResult> candidates;  // feasible formats only, in requested order
 };
 
@@ -49,8 +55,14 @@ struct ProbeObserverOptions {
   std::map<std::string, std::string> unit_of;
   int64_t total_tokens = 0;  // T: scored calibration tokens
   // Cache the candidates' dequantized weights of a layer up to this many bytes; beyond it
-  // they are re-quantized on every call (slower, memory-flat).
+  // RTN candidates are re-quantized on every call and export-aware ones are kept packed and
+  // dequantized on every call (slower, less memory).
   uint64_t cache_bytes = 2ull << 30;
+  // The passes the candidates are priced after (rtn: RTN; otherwise export-aware where
+  // BeginLayer gets hessians). min_tokens and gptq as the calibrated export's.
+  quant::Passes passes = quant::Passes::kRtn;
+  int64_t min_tokens = 32;
+  quant::GptqOptions gptq;
 };
 
 class ProbeObserver : public model::LinearObserver {
@@ -60,7 +72,11 @@ class ProbeObserver : public model::LinearObserver {
   void OnLinearInput(const model::LinearWeights& linear, std::span<const float> x,
                      int64_t rows) override;
   // Prepares the candidates of `linears` (which must stay alive until FinishLayer).
-  Status BeginLayer(const std::vector<const model::LinearWeights*>& linears);
+  // `hessians`: H of every linear (HessianObserver::Want'ed by scale group) from the layer's
+  // calibration inputs, for export-aware pricing; nullptr prices RTN candidates (lm_head,
+  // which export writes by RTN).
+  Status BeginLayer(const std::vector<const model::LinearWeights*>& linears,
+                    const HessianObserver* hessians = nullptr);
   void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
                 std::span<const float> dy, int64_t rows) override;
   // Costs of every candidate of the layer's Linears (in BeginLayer order); resets state.
@@ -73,7 +89,8 @@ class ProbeObserver : public model::LinearObserver {
   struct Candidate {
     formats::FormatId format;
     quant::CandidateEnergies e;
-    std::vector<float> w_hat;  // cached dequantized weight, or empty
+    std::vector<float> w_hat;              // cached dequantized weight, or empty
+    std::vector<formats::QTensor> packed;  // export-aware and not cached: the stored tensors
   };
   struct Active {
     const model::LinearWeights* linear = nullptr;
@@ -81,6 +98,13 @@ class ProbeObserver : public model::LinearObserver {
     std::vector<Candidate> cands;
   };
   Result<std::vector<float>> CandidateWeight(const Active& a, formats::FormatId f) const;
+  // Export-aware: the candidate exactly as the export's passes write it on H.
+  Result<quant::QuantizedLinear> ExportCandidate(const Active& a, formats::FormatId f,
+                                                 const HessianObserver& hessians) const;
+  Status PrepareCandidates(Active& a, bool cache, const HessianObserver* hessians) const;
+  // Ŵ of c: cached, dequantized from its packed tensors, or re-quantized by RTN into `fresh`.
+  Result<std::span<const float>> WeightOf(const Active& a, const Candidate& c,
+                                          std::vector<float>& fresh) const;
   Status Accumulate(Active& a, std::span<const float> x, int64_t rows);
 
   ProbeObserverOptions opt_;

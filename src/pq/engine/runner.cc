@@ -124,6 +124,32 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
   return r;
 }
 
+Status Runner::ObserveLayer(int64_t l, const model::LayerWeights& w,
+                            model::LinearObserver& observer, int64_t batch_tokens) const {
+  const model::ModelConfig& c = src_.config();
+  const auto d = static_cast<size_t>(c.hidden);
+  std::vector<float> x(final_.size()), y;
+  PQ_RETURN_IF_ERROR(store_.Get(l, x));
+  const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
+  size_t s = 0;
+  while (s < seqs_.size()) {  // consecutive sequences up to batch_tokens (at least one)
+    std::vector<int64_t> lens;
+    int64_t tokens = 0;
+    const size_t off = offsets_[s];
+    do {
+      lens.push_back(static_cast<int64_t>(seqs_[s].ids.size()));
+      tokens += lens.back();
+      ++s;
+    } while (s < seqs_.size() &&
+             tokens + static_cast<int64_t>(seqs_[s].ids.size()) <= batch_tokens);
+    const size_t n = static_cast<size_t>(tokens) * d;
+    y.resize(n);
+    model::DecoderLayerForward(c, w, rope, std::span<const float>(x).subspan(off * d, n), y, lens,
+                               nullptr, &observer);
+  }
+  return Status::Ok();
+}
+
 Status Runner::Backward(model::LinearObserver* observer, const BoundaryGradFn& on_grad) {
   if (d_final_.size() != final_.size()) return Internal("Backward needs Head(..., backward=true)");
   return BackwardFrom(src_.config().num_layers - 1, d_final_, observer, nullptr, on_grad);

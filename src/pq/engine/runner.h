@@ -114,6 +114,13 @@ class Runner {
   using LayerFn = std::function<Status(int64_t l, const model::LayerWeights& w)>;
   Status BackwardFrom(int64_t top, std::vector<float> dy, model::LinearObserver* observer,
                       const LayerFn& on_layer, const BoundaryGradFn& on_grad);
+  // Layer l (weights w) run forward again from its stored input boundary (needs Forward(true)),
+  // in batches of up to `batch_tokens`, for `observer` to see its Linears' inputs
+  // (OnLinearInput) — e.g. the Hessians of the probe's export-aware pricing. The output is
+  // discarded.
+  Status ObserveLayer(int64_t l, const model::LayerWeights& w, model::LinearObserver& observer,
+                      int64_t batch_tokens) const;
+
   // dL/d(boundary L) from the last Head(..., backward=true).
   const std::vector<float>& head_grad() const { return d_final_; }
 

@@ -17,7 +17,7 @@
 #include "pq/pipeline/export_common.h"
 #include "pq/pipeline/export_work.h"
 #include "pq/pipeline/work_dir.h"
-#include "pq/quant/scale_search.h"
+#include "pq/quant/export_quantizer.h"
 
 namespace pq::pipeline {
 namespace {
@@ -28,103 +28,6 @@ using formats::FormatId;
 Result<std::vector<engine::Sequence>> LoadSamples(const std::string& work) {
   return ReadCalibrationSamples(WorkDir(work));
 }
-
-// diag(H) [K] of H [K, K].
-std::vector<float> Diagonal(const std::vector<float>& h, int64_t k) {
-  std::vector<float> d(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i) d[static_cast<size_t>(i)] = h[static_cast<size_t>(i * k + i)];
-  return d;
-}
-
-struct Quantized {
-  std::vector<formats::QTensor> tensors;
-  std::vector<float> w_hat;
-  double error_ratio = 1.0;
-  bool calibrated = false;
-};
-
-// One Linear in `fmt` by the chosen passes; w: bf16 values [N, K].
-Result<Quantized> QuantizeLinear(FormatId fmt, const std::vector<float>& w, int64_t n, int64_t k,
-                                 const engine::HessianObserver::Entry* h,
-                                 const CalibratedExportOptions& o, formats::QuantizeOptions qo,
-                                 const std::string& module) {
-  Quantized q;
-  PQ_ASSIGN_OR_RETURN(q.tensors, formats::QuantizeRtn(fmt, w, n, k, qo));
-  PQ_ASSIGN_OR_RETURN(q.w_hat, formats::Dequantize(fmt, formats::Views(q.tensors), n, k));
-  if (o.passes == ExportPasses::kRtn) return q;
-  if (!h || h->rows < o.min_tokens) {
-    LogInfo(module + ": " + std::to_string(h ? h->rows : 0) + " calibration rows (< " +
-            std::to_string(o.min_tokens) + "), quantized by RTN");
-    return q;
-  }
-  const double rtn_error = quant::OutputError(w, q.w_hat, h->h, n, k);
-  std::vector<float> scales;
-  if (o.passes == ExportPasses::kSearch || o.passes == ExportPasses::kSearchGptq) {
-    const auto views = formats::Views(q.tensors);
-    PQ_ASSIGN_OR_RETURN(auto s, quant::ScaleSearch(fmt, w, views, Diagonal(h->h, k), n, k));
-    q.tensors = std::move(s.tensors);
-    q.w_hat = std::move(s.w_hat);
-    if (o.passes == ExportPasses::kSearchGptq) {
-      PQ_ASSIGN_OR_RETURN(auto codes, formats::UnpackCodes(fmt, formats::Views(q.tensors), n, k));
-      scales = std::move(codes.scales);
-    }
-  }
-  if (o.passes == ExportPasses::kGptq || o.passes == ExportPasses::kSearchGptq ||
-      o.passes == ExportPasses::kGptqSearch) {
-    quant::GptqOptions g = o.gptq;
-    g.weight_global_scale = qo.weight_global_scale;
-    g.input_global_scale = qo.input_global_scale;
-    g.num_threads = qo.num_threads;
-    g.scales = std::move(scales);
-    PQ_ASSIGN_OR_RETURN(auto r, quant::GptqQuantize(fmt, w, h->h, n, k, g));
-    if (!r.fallback.ok()) {
-      LogWarning(module + ": GPTQ fell back to RTN: " + r.fallback.message());
-      return q;
-    }
-    q.tensors = std::move(r.tensors);
-    q.w_hat = std::move(r.w_hat);
-  }
-  if (o.passes == ExportPasses::kGptqSearch) {
-    const auto views = formats::Views(q.tensors);
-    PQ_ASSIGN_OR_RETURN(auto s, quant::ScaleSearch(fmt, w, views, Diagonal(h->h, k), n, k));
-    q.tensors = std::move(s.tensors);
-    q.w_hat = std::move(s.w_hat);
-  }
-  q.calibrated = true;
-  const double err = quant::OutputError(w, q.w_hat, h->h, n, k);
-  q.error_ratio = rtn_error > 0 ? err / rtn_error : 1.0;
-  return q;
-}
-
-}  // namespace
-
-Result<ExportPasses> ParseExportPasses(const std::string& name) {
-  if (name == "rtn") return ExportPasses::kRtn;
-  if (name == "gptq") return ExportPasses::kGptq;
-  if (name == "search") return ExportPasses::kSearch;
-  if (name == "search+gptq") return ExportPasses::kSearchGptq;
-  if (name == "gptq+search") return ExportPasses::kGptqSearch;
-  return InvalidArgument("--passes must be rtn, gptq, search, search+gptq or gptq+search (got \"" +
-                         name + "\")");
-}
-
-const char* ExportPassesName(ExportPasses p) {
-  switch (p) {
-    case ExportPasses::kRtn:
-      return "rtn";
-    case ExportPasses::kGptq:
-      return "gptq";
-    case ExportPasses::kSearch:
-      return "search";
-    case ExportPasses::kSearchGptq:
-      return "search+gptq";
-    case ExportPasses::kGptqSearch:
-      return "gptq+search";
-  }
-  return "?";
-}
-
-namespace {
 
 // Per global-scale group of a step: the NVFP4 weight global scale from the largest bf16 amax.
 std::map<std::string, float> GroupWeightScales(
@@ -195,7 +98,10 @@ struct LayerQuantizer : engine::SweepHooks {
         return InvalidArgument(li.module + ": NVFP4 needs the calibrated input amax (probe)");
       qo.input_global_scale = formats::NvFp4InputGlobalScale(a->second);
     }
-    auto q = QuantizeLinear(fmt, wb, li.rows, li.cols, hobs.Find(li.module), o, qo, li.module);
+    const engine::HessianObserver::Entry* h = hobs.Find(li.module);
+    quant::LinearQuantizeOptions lo{o.passes, o.min_tokens, o.gptq, qo, li.module};
+    auto q = quant::QuantizeLinear(fmt, wb, li.rows, li.cols, h ? h->h : std::span<const float>(),
+                                   h ? h->rows : 0, lo);
     if (!q.ok()) return q.status().WithContext(li.module);
     PQ_RETURN_IF_ERROR(WriteLinearTensors(ckpt, li, fmt, q->tensors, "", writer, res.summary));
     if (q->calibrated) {

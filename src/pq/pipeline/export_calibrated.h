@@ -4,13 +4,9 @@
 // H = XᵀX is accumulated from those inputs (for an expert, from the tokens routed to it),
 // each Linear is quantized in its allocated format by the chosen passes, the layer's
 // quantized weights (and run-time activation quantization) then produce the next layer's
-// inputs. Passes:
-//   rtn          round to nearest (the reference)
-//   gptq         GPTQ (quant/gptq.h) on every quantized Linear
-//   search       per-group scale search on RTN, weighted by diag(H)
-//   search+gptq  scale search on RTN, then GPTQ with those scales fixed (measured best)
-//   gptq+search  GPTQ, then scale search on its output (the original plan; measured worse)
-// A Linear with fewer than `min_tokens` calibration rows (a rarely routed expert) gets RTN.
+// inputs. Each Linear is quantized by quant::QuantizeLinear (quant/export_quantizer.h: the
+// passes, and RTN for a Linear with fewer than `min_tokens` calibration rows) — the function
+// the probe prices candidates with.
 #pragma once
 
 #include <string>
@@ -18,13 +14,16 @@
 #include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/pipeline/export_uniform.h"
+#include "pq/quant/export_quantizer.h"
 #include "pq/quant/gptq.h"
 
 namespace pq::pipeline {
 
-enum class ExportPasses { kRtn, kGptq, kSearch, kSearchGptq, kGptqSearch };
-Result<ExportPasses> ParseExportPasses(const std::string& name);
-const char* ExportPassesName(ExportPasses p);
+using ExportPasses = quant::Passes;
+inline Result<ExportPasses> ParseExportPasses(const std::string& name) {
+  return quant::ParsePasses(name);
+}
+inline const char* ExportPassesName(ExportPasses p) { return quant::PassesName(p); }
 
 struct CalibratedExportOptions {
   std::string model, work, out;

@@ -8,6 +8,7 @@
 
 #include "pq/core/hash.h"
 #include "pq/core/log.h"
+#include "pq/engine/hessian_observer.h"
 #include "pq/engine/probe_observer.h"
 #include "pq/engine/runner.h"
 #include "pq/io/file_util.h"
@@ -88,6 +89,14 @@ struct ProbeContext {
   const model::ModelLayout& layout() const { return src->layout(); }
   int64_t layers() const { return layout().num_layers; }
 
+  // A Hessian observer that wants every one of `linears` (shared by scale group).
+  engine::HessianObserver WantHessians(
+      const std::vector<const model::LinearWeights*>& linears) const {
+    engine::HessianObserver h;
+    for (const auto* l : linears) h.Want(*l, info.at(l->module)->scale_group);
+    return h;
+  }
+
   // One finished unit of work from the observer's results, written atomically.
   Status SaveUnit(const std::string& dir, std::vector<engine::LinearResult> results,
                   ProbeUnit unit) const {
@@ -116,6 +125,7 @@ Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   in.seed = o.calib.seed;
   for (auto f : c->formats) in.formats.emplace_back(formats::Spec(f).name);
   in.probe_lm_head = o.probe_lm_head;
+  in.passes = quant::PassesName(o.passes);
   PQ_RETURN_IF_ERROR(CheckProbeInputs(c->work, in.ToJson()));
   RemoveProbeEntries(c->work, ".");  // temp dirs of a killed run's unfinished writes
   if (!fs::exists(c->work.calibration_dir())) {
@@ -157,7 +167,13 @@ Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::ProbeObse
   PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &probe).status());  // input amax
   std::vector<const model::LinearWeights*> linears = LayerLinears(mw);
   linears.push_back(&mtp.fc);
-  PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
+  if (c.o.passes == quant::Passes::kRtn) {
+    PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
+  } else {
+    engine::HessianObserver h = c.WantHessians(linears);
+    PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &h).status());
+    PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
+  }
   PQ_ASSIGN_OR_RETURN(engine::HeadResult mr, runner.Mtp(nullptr, true, 1.0, &probe));
   PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
   ProbeUnit unit;
@@ -191,8 +207,12 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
     PQ_RETURN_IF_ERROR(SweepMtp(c, runner, probe));
   }
   if (top < 0) return Status::Ok();
-  const auto begin_layer = [&](int64_t, const model::LayerWeights& lw) {
-    return probe.BeginLayer(LayerLinears(lw));
+  const auto begin_layer = [&](int64_t l, const model::LayerWeights& lw) -> Status {
+    const std::vector<const model::LinearWeights*> linears = LayerLinears(lw);
+    if (o.passes == quant::Passes::kRtn) return probe.BeginLayer(linears);
+    engine::HessianObserver h = c.WantHessians(linears);
+    PQ_RETURN_IF_ERROR(runner.ObserveLayer(l, lw, h, o.hessian_batch_tokens));
+    return probe.BeginLayer(linears, &h);
   };
   const auto finish_layer = [&](int64_t l, std::span<const float> grad) -> Status {
     PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
@@ -275,6 +295,9 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
   po.formats = c->formats;
   po.total_tokens = c->calib.scored_tokens();
   po.cache_bytes = o.cache_bytes;
+  po.passes = o.passes;
+  po.min_tokens = o.min_tokens;
+  po.gptq = o.gptq;
   engine::ProbeObserver probe(po);
   if (c->progress.head && c->progress.finished_layers > 0)
     LogInfo("probe: resuming after " + std::to_string(c->progress.finished_layers) +

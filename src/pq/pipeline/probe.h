@@ -17,6 +17,7 @@
 #include "pq/formats/format.h"
 #include "pq/pipeline/calibration.h"
 #include "pq/pipeline/work_dir.h"
+#include "pq/quant/export_quantizer.h"
 
 namespace pq::pipeline {
 
@@ -28,14 +29,23 @@ struct ProbeOptions {
   bool probe_lm_head = true;
   uint64_t memory_budget_bytes = 8ull << 30;  // stored boundaries (spill beyond)
   uint64_t cache_bytes = 2ull << 30;          // dequantized candidates of one layer
+  // The passes candidates are priced after: the calibrated export's (search+gptq by default),
+  // each candidate quantized by quant::QuantizeLinear on its H from the probe's own samples
+  // (run through the layer in batches of hessian_batch_tokens, as export runs them, so layer
+  // 0's H and candidates are the export's bits); rtn prices round-to-nearest. lm_head is
+  // priced by RTN (export writes it so).
+  quant::Passes passes = quant::Passes::kSearchGptq;
+  int64_t min_tokens = 32;  // fewer calibration rows: priced by RTN, as export writes them
+  quant::GptqOptions gptq;
+  int64_t hessian_batch_tokens = 4096;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
 
 struct ProbeSummary {
   std::string probe_json;  // W/probe.json
   int64_t linears = 0, layers = 0, resumed_layers = 0;
-  int64_t tokens = 0;      // scored calibration tokens
-  double calib_nll = 0;    // mean NLL of the model on the calibration samples
+  int64_t tokens = 0;    // scored calibration tokens
+  double calib_nll = 0;  // mean NLL of the model on the calibration samples
 
   // {probe, linears, layers, resumed_layers, tokens, calibration_nll}
   nlohmann::json ToJson() const;

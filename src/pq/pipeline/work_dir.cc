@@ -454,7 +454,8 @@ nlohmann::json ProbeInputs::ToJson() const {
           {"seqlen", seqlen},
           {"seed", seed},
           {"formats", formats},
-          {"probe_lm_head", probe_lm_head}};
+          {"probe_lm_head", probe_lm_head},
+          {"passes", passes}};
 }
 
 std::string ProbeFile::model_fingerprint() const {

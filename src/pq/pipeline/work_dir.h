@@ -119,6 +119,7 @@ struct ProbeInputs {
   uint64_t seed = 0;
   std::vector<std::string> formats;
   bool probe_lm_head = true;
+  std::string passes = "rtn";  // quant::PassesName of the pricing (export-aware unless rtn)
   nlohmann::json ToJson() const;
 };
 
