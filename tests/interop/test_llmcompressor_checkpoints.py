@@ -47,12 +47,23 @@ EXPECT = {
     "qwen3-w4a16-gptq-down": [(r".*mlp\.down_proj$", "INT4"), (".*", "BF16")],
     "qwen3moe-fp8attn-nvfp4a16experts-modelfree": [(r".*self_attn\.", "FP8"),
                                                    (r".*mlp\.experts\.", "NVFP4A16")],
+    "qwen3_5_moe-nvfp4a16-modelfree": [(r"(.*\.linear_attn\.|model\.visual\.|mtp\.)", "BF16"),
+                                       (".*", "NVFP4A16")],
 }
+# MoE checkpoints: per-expert compressed experts, which transformers 5.23 does not load.
+MOE = {"qwen3moe-fp8attn-nvfp4a16experts-modelfree", "qwen3_5_moe-nvfp4a16-modelfree"}
+SOURCE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe",
+          "qwen3_5_moe": "qwen3_5_moe"}
 READABLE = sorted(EXPECT)
-# What llm-compressor 0.14's model_free_ptq leaves unshared on the MoE fixture: each expert's
-# gate/up weight_global_scale (3 layers x 4 experts); vLLM would use gate's for both.
-UNSHARED = re.compile(r"model\.layers\.\d\.mlp\.experts\.\d\.up_proj\.weight_global_scale "
-                      r"differs from model\.layers\.\d\.mlp\.experts\.\d\.gate_proj's")
+# What llm-compressor 0.14's model_free_ptq leaves unshared on the MoE fixtures: each
+# expert's (and the shared expert's) gate/up weight_global_scale; vLLM would use gate's for
+# both. Count of such pairs per checkpoint (Qwen3.5: 4 layers x (8 experts + the shared
+# one), less layer 0's expert 4, whose gate and up happen to get the same bf16 scale).
+UNSHARED = re.compile(r"model\.(language_model\.)?layers\.(\d+)\.mlp\.(experts\.\d+|shared_expert)"
+                      r"\.up_proj\.weight_global_scale differs from model\.(language_model\.)?"
+                      r"layers\.\2\.mlp\.\3\.gate_proj's")
+UNSHARED_PAIRS = {"qwen3moe-fp8attn-nvfp4a16experts-modelfree": 3 * 4,
+                  "qwen3_5_moe-nvfp4a16-modelfree": 4 * 9 - 1}
 
 
 def _want(name: str, module: str) -> str:
@@ -69,9 +80,9 @@ def _inspect(path: Path) -> dict:
 @pytest.mark.parametrize("name", READABLE)
 def test_inspect_reads_the_recipe(name):
     rep = _inspect(DATA / name)
-    if name.startswith("qwen3moe"):
-        assert len(rep["violations"]) == 12 and all(UNSHARED.search(v) for v in rep["violations"]), \
-            rep["violations"]
+    if name in UNSHARED_PAIRS:
+        v = rep["violations"]
+        assert len(v) == UNSHARED_PAIRS[name] and all(UNSHARED.search(x) for x in v), v[:4]
     else:
         assert rep["violations"] == [], rep["violations"]
     got = {li["module"]: li["format"] for li in rep["linears"]}
@@ -207,15 +218,13 @@ def test_eval_matches_transformers(name, ckpts):
     # transformers 5.23 does not load per-expert compressed experts into its fused MoE
     # (they keep their random init); for the MoE checkpoint it reads the bf16 copy of our
     # dense dequantization, which test_dequantize_equals_ct_decompress ties to ct's.
-    moe = name.startswith("qwen3moe")
+    moe = name in MOE
     theirs = _transformers(bf16, compressed=False) if moe else _transformers(ck.path)
     ours_bf16 = _ours(bf16)
     assert abs(ours_bf16 - theirs) < 2e-5, (ours_bf16, theirs)
     assert abs(ours - theirs) < 1e-3, (ours, theirs)
     full = _ours(ck.path)
-    src = {"llama": "llama", "qwen2": "qwen2", "qwen3moe": "qwen3_moe"}.get(name.split("-")[0],
-                                                                           "qwen3")
-    base = _source_nll(src)
+    base = _source_nll(SOURCE[name.split("-")[0]])
     assert ours > base, (ours, base)  # quantization costs something on trained weights
     acts = any(_want(name, m) in ("NVFP4", "FP8") for m in ck.quantized())
     assert (full != ours) == acts, (full, ours)

@@ -53,6 +53,13 @@ CASES = {
         groups={"attention": ("FP8_DYNAMIC", ["re:.*self_attn\\.(q|k|v|o)_proj$"]),
                 "experts": ("NVFP4A16", ["re:.*mlp\\.experts\\.\\d+\\.(gate|up|down)_proj$"])},
         ignore=["lm_head", "model.embed_tokens", "re:.*mlp\\.gate$"]),
+    # Qwen3.5-MoE (hybrid DeltaNet, gated attention, packed 3-D experts, shared expert, MTP
+    # head, vision tower): model_free_ptq writes the packed experts per expert; DeltaNet, the
+    # routers, the vision tower and the MTP head are ignored.
+    "qwen3_5_moe-nvfp4a16-modelfree": dict(
+        src="qwen3_5_moe", how="model_free", scheme="NVFP4A16",
+        ignore=["lm_head", "re:.*embed_tokens$", "re:.*visual.*", "re:^mtp.*",
+                "re:.*mlp\\.gate$", "re:.*shared_expert_gate$", "re:.*linear_attn.*"]),
 }
 
 
