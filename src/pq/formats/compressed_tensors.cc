@@ -1,6 +1,7 @@
 #include "pq/formats/compressed_tensors.h"
 
 #include <set>
+#include <string_view>
 
 namespace pq::formats {
 namespace {
@@ -94,26 +95,76 @@ json QuantizationConfig(const std::map<std::string, FormatId>& module_formats,
               {"config_groups", groups}};
 }
 
+namespace {
+
+// A QuantizationArgs key as compressed-tensors reads it: an absent key takes the pydantic
+// default (symmetric true, dynamic false, group_size / actorder null).
+json ArgOf(const json& args, const char* key) {
+  if (args.contains(key)) return args[key];
+  if (std::string_view(key) == "symmetric") return true;
+  if (std::string_view(key) == "dynamic") return false;
+  return nullptr;
+}
+
+// The keys that decide the arithmetic of a scheme; observers, scale dtypes and the like
+// only say how the values were found.
+constexpr const char* kArgKeys[] = {"num_bits",  "type",    "strategy", "group_size",
+                                    "symmetric", "dynamic", "actorder", "block_structure"};
+
+// "key: want X, got Y" for each differing key of one side (weights / input_activations).
+void ArgDiffs(const char* side, const json& want, const json& got,
+              std::vector<std::string>* diffs) {
+  if (want.is_null() || !got.is_object()) {
+    if (!want.is_null() || !got.is_null())
+      diffs->push_back(std::string(side) + ": want " + (want.is_null() ? "none" : "present") +
+                       ", got " + (got.is_null() ? "none" : got.dump()));
+    return;
+  }
+  for (const char* key : kArgKeys) {
+    json w = ArgOf(want, key), g = ArgOf(got, key);
+    // A weight-only scheme's activations or an unordered GPTQ's "static"/"weight" actorder
+    // store nothing extra: only actorder "group" (weight_g_idx permutation) changes the math.
+    if (std::string_view(key) == "actorder" && g != "group") g = w;
+    if (w != g)
+      diffs->push_back(std::string(side) + "." + key + ": want " + w.dump() + ", got " + g.dump());
+  }
+}
+
+std::vector<std::string> GroupDiffs(FormatId id, const json& group) {
+  std::vector<std::string> d;
+  const json in = group.contains("input_activations") ? group["input_activations"] : json();
+  ArgDiffs("weights", WeightArgs(id), group.value("weights", json()), &d);
+  ArgDiffs("input_activations", InputArgs(id), in, &d);
+  const json fmt = group.contains("format") ? group["format"] : json(Spec(id).ct_format);
+  if (!fmt.is_string() || fmt != Spec(id).ct_format)
+    d.push_back("format: want \"" + std::string(Spec(id).ct_format) + "\", got " + fmt.dump());
+  return d;
+}
+
+}  // namespace
+
 std::optional<FormatId> FormatOfGroup(const json& group) {
   if (!group.is_object() || !group.contains("weights") || !group["weights"].is_object())
     return std::nullopt;
-  const json& in = group.contains("input_activations") ? group["input_activations"] : json();
+  for (const auto& f : AllFormats())
+    if (f.id != FormatId::kBF16 && GroupDiffs(f.id, group).empty()) return f.id;
+  return std::nullopt;
+}
+
+std::string ExplainGroup(const json& group) {
+  if (!group.is_object() || !group.contains("weights") || !group["weights"].is_object())
+    return "no \"weights\" quantization (activation-only or malformed group)";
+  std::optional<FormatId> best;
+  std::vector<std::string> best_diffs;
   for (const auto& f : AllFormats()) {
     if (f.id == FormatId::kBF16) continue;
-    const json w = WeightArgs(f.id), a = InputArgs(f.id);
-    auto same = [](const json& want, const json& got) {
-      if (want.is_null()) return got.is_null();
-      if (!got.is_object()) return false;
-      // An absent key reads as null (published configs may omit "group_size": null).
-      for (const char* key : {"num_bits", "type", "strategy", "group_size", "symmetric"})
-        if ((got.contains(key) ? got[key] : json()) != want[key]) return false;
-      return true;
-    };
-    const json& fmt = group.contains("format") ? group["format"] : json(f.ct_format);
-    if (same(w, group["weights"]) && same(a, in) && fmt.is_string() && fmt == f.ct_format)
-      return f.id;
+    auto d = GroupDiffs(f.id, group);
+    if (!best || d.size() < best_diffs.size()) best = f.id, best_diffs = std::move(d);
   }
-  return std::nullopt;
+  if (best_diffs.empty()) return "matches " + std::string(Spec(*best).name);
+  std::string s = "closest is " + std::string(Spec(*best).name) + ", but ";
+  for (size_t i = 0; i < best_diffs.size(); ++i) s += (i ? "; " : "") + best_diffs[i];
+  return s;
 }
 
 }  // namespace pq::formats

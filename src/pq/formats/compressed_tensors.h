@@ -29,8 +29,14 @@ nlohmann::json ConfigGroup(FormatId id, const std::vector<std::string>& targets)
 nlohmann::json QuantizationConfig(const std::map<std::string, FormatId>& module_formats,
                                   const std::vector<std::string>& extra_ignore = {});
 
-// Parses a group back to a FormatId by its arguments (what vLLM's scheme selection does);
-// nullopt if the group is not one of our formats.
+// Parses a group back to a FormatId by the arguments that decide its arithmetic (num_bits,
+// type, strategy, group_size, symmetric, dynamic, actorder "group", block_structure, and the
+// format string), an absent key read as compressed-tensors' default; observers and scale
+// dtypes are ignored. nullopt if the group is not one of our formats.
 std::optional<FormatId> FormatOfGroup(const nlohmann::json& group);
+
+// Why FormatOfGroup rejects `group`: the closest of our formats and each differing argument
+// ("closest is INT8, but input_activations: want none, got {...}").
+std::string ExplainGroup(const nlohmann::json& group);
 
 }  // namespace pq::formats

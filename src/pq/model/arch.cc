@@ -203,6 +203,13 @@ class LayoutBuilder {
     if (spec.role == R::kLinear || spec.role == R::kLmHead || spec.role == R::kVisualLinear)
       return VisitLinear(spec, name, prefix, layer, expert);
     const io::TensorInfo* t = ckpt_.Find(name);
+    if (CompressedInstead(name))
+      return InvalidArgument("tensor \"" + name + "\" is stored compressed (" + ModuleOf(name) +
+                             ".weight_packed / .weight_scale): " +
+                             "only Linears may be quantized, vLLM loads this one dense; the "
+                             "recipe that wrote it did not ignore it (llm-compressor's "
+                             "model_free_ptq: add \"" +
+                             ModuleOf(name) + "\" to ignore)");
     if (!t) {
       if (spec.required)
         return NotFound("checkpoint has no tensor \"" + name + "\" required by " +
@@ -225,6 +232,13 @@ class LayoutBuilder {
   std::set<std::string>* seen() { return &seen_; }
 
  private:
+  // A non-Linear ".weight" (embedding, router, norm) written as a compressed-tensors Linear
+  // (NVFP4/INT: weight_packed; FP8/MX: weight in 8 bits beside a weight_scale).
+  bool CompressedInstead(const std::string& name) const {
+    if (name.size() < 7 || name.compare(name.size() - 7, 7, ".weight") != 0) return false;
+    return ckpt_.Find(name + "_packed") || ckpt_.Find(name + "_scale");
+  }
+
   Status VisitLinear(const TensorSpec& spec, const std::string& name, const std::string& prefix,
                      int layer, int expert) {
     PQ_ASSIGN_OR_RETURN(auto li, ResolveLinear(ckpt_, name, spec.required, &seen_));

@@ -226,6 +226,29 @@ TEST_F(ArchTest, MissingUnknownAndMisshapenTensorsAreErrors) {
   EXPECT_NE(r.status().message().find("expected 1"), std::string::npos);
 }
 
+TEST_F(ArchTest, CompressedNonLinearIsNamedWithTheFix) {
+  // llm-compressor's model_free_ptq quantizes every 2-D weight a "Linear" target matches, the
+  // embedding included unless ignored: NVFP4 (weight_packed) or FP8 (an 8-bit weight beside a
+  // weight_scale). Neither vLLM nor we load that; the error names the tensor and the fix.
+  Tensors nvfp4 = LlamaTensors(1, true);
+  nvfp4.erase("model.embed_tokens.weight");
+  nvfp4["model.embed_tokens.weight_packed"] = {{8, 2}, DType::kU8};
+  nvfp4["model.embed_tokens.weight_scale"] = {{8, 1}, DType::kF8E4M3};
+  Tensors fp8 = LlamaTensors(1, true);
+  fp8["model.embed_tokens.weight"] = {{8, 4}, DType::kF8E4M3};
+  fp8["model.embed_tokens.weight_scale"] = {{8, 1}, DType::kBF16};
+  for (const Tensors& t : {nvfp4, fp8}) {
+    auto r = Resolve(LlamaConfig(1, false), t);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("tensor \"model.embed_tokens.weight\" is stored "
+                                        "compressed"),
+              std::string::npos)
+        << r.status().message();
+    EXPECT_NE(r.status().message().find("add \"model.embed_tokens\" to ignore"), std::string::npos);
+  }
+}
+
 TEST_F(ArchTest, Qwen2BiasesAreRequiredAndAttached) {
   json c = LlamaConfig(1, false);
   c["architectures"] = {"Qwen2ForCausalLM"};

@@ -97,24 +97,61 @@ std::string MatchedGroup(const TargetMap& m, const LinearInfo& li, Matcher& matc
   return "";
 }
 
+// The quantization_config's method: "" for a dense checkpoint (no or null block),
+// "compressed-tensors", or whatever else the block names (read by nobody here).
+std::string QuantMethod(const json& config) {
+  if (!config.is_object() || !config.contains("quantization_config")) return "";
+  const json& qc = config["quantization_config"];
+  if (qc.is_null()) return "";
+  const json m = qc.is_object() ? qc.value("quant_method", json()) : json();
+  return m.is_string() ? m.get<std::string>() : m.dump();
+}
+
+// The config groups, each group without its own "format" given the block's top-level one
+// (as vLLM and compressed-tensors read them).
+json GroupsWithFormat(const json& qc) {
+  const json in = qc.is_object() ? qc.value("config_groups", json::object()) : json::object();
+  json groups = in.is_object() ? in : json::object();
+  const json top = qc.is_object() ? qc.value("format", json()) : json();
+  for (auto& [name, g] : groups.items())
+    if (g.is_object() && !g.contains("format") && top.is_string()) g["format"] = top;
+  return groups;
+}
+
+// One violation per config group we cannot represent, naming the group, why (the closest
+// of our formats and each differing argument), and how many Linears it would hold.
+void ReportUnreadableGroups(const std::map<std::string, std::vector<std::string>>& unreadable,
+                            const json& groups, std::vector<std::string>* violations) {
+  for (const auto& [group, modules] : unreadable)
+    violations->push_back("config group \"" + group + "\" is not a scheme prismaquant reads (" +
+                          formats::ExplainGroup(groups[group]) + "); it holds " +
+                          std::to_string(modules.size()) + " Linear(s), e.g. " + modules.front() +
+                          "; readable: " + formats::FormatNameList());
+}
+
 }  // namespace
 
 // vLLM applies `ignore` first (exact names and "re:" patterns), then the target precedence
 // above; a Linear neither ignored nor targeted fails to load ("Unable to find matching
-// target"), except lm_head, which vLLM leaves unquantized unless targeted.
+// target"), except lm_head, which vLLM leaves unquantized unless targeted. A checkpoint
+// quantized by another method (GPTQ, AWQ, bitsandbytes, ModelOpt, ...) is refused outright:
+// its tensors are not compressed-tensors', and reading them as dense would be silently wrong.
 std::map<std::string, LinearFormat> ResolveLinearFormats(const json& config,
                                                          const ModelLayout& layout,
                                                          std::vector<std::string>* violations) {
   std::map<std::string, LinearFormat> out;
-  const json qc = config.contains("quantization_config") ? config["quantization_config"] : json();
-  const json method = qc.is_object() ? qc.value("quant_method", json()) : json();
-  const bool compressed = method.is_string() && method.get<std::string>() == "compressed-tensors";
+  const std::string method = QuantMethod(config);
+  const bool compressed = method == "compressed-tensors";
+  if (!method.empty() && !compressed)
+    violations->push_back("quantization_config.quant_method is \"" + method +
+                          "\"; prismaquant reads dense and compressed-tensors checkpoints only");
+  const json qc = compressed ? config["quantization_config"] : json();
   const std::vector<std::string> ignore =
       compressed ? Strings(qc.value("ignore", json())) : std::vector<std::string>{};
-  const json groups_in = compressed ? qc.value("config_groups", json::object()) : json::object();
-  const json groups = groups_in.is_object() ? groups_in : json::object();
+  const json groups = GroupsWithFormat(qc);
   const TargetMap targets = Targets(groups);
   Matcher match(violations);
+  std::map<std::string, std::vector<std::string>> unreadable;  // group -> its Linears
   for (const auto& li : layout.linears) {
     LinearFormat r{FormatId::kBF16, ""};
     if (compressed) {
@@ -132,14 +169,14 @@ std::map<std::string, LinearFormat> ResolveLinearFormats(const json& config,
         r.group = group;
         auto f = formats::FormatOfGroup(groups[group]);
         if (!f)
-          violations->push_back(li.module + ": group " + group +
-                                " is not a scheme vLLM serves as we know it");
+          unreadable[group].push_back(li.module);
         else
           r.format = *f;
       }
     }
     out[li.module] = r;
   }
+  ReportUnreadableGroups(unreadable, groups, violations);
   return out;
 }
 

@@ -8,6 +8,8 @@
 
 #include <fstream>
 
+#include "pq/formats/compressed_tensors.h"
+
 namespace pq::model {
 namespace {
 
@@ -127,11 +129,79 @@ TEST(QuantConfig, MalformedPiecesDoNotThrow) {
   std::vector<std::string> v;
   json c = {{"quantization_config",
              {{"quant_method", 5}, {"config_groups", "x"}, {"ignore", "lm_head"}}}};
-  auto f = ResolveLinearFormats(c, Layout(), &v);  // not compressed-tensors: dense
+  auto f = ResolveLinearFormats(c, Layout(), &v);  // not compressed-tensors: refused
   EXPECT_EQ(f.at("lm_head").group, "");
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_NE(v[0].find("quant_method is \"5\""), std::string::npos) << v[0];
+  v.clear();
   c["quantization_config"]["quant_method"] = "compressed-tensors";
   f = ResolveLinearFormats(c, Layout(), &v);  // no groups: every Linear untargeted
   EXPECT_EQ(v.size(), 3u);
+  v.clear();
+  ResolveLinearFormats({{"quantization_config", nullptr}}, Layout(), &v);  // null: dense
+  EXPECT_TRUE(v.empty());
+}
+
+TEST(QuantConfig, OtherQuantMethodsAreRefusedNotReadAsDense) {
+  // A GPTQ/AWQ/ModelOpt checkpoint's weights are not dense: reading them as BF16 would be
+  // silently wrong, so the method itself is the error.
+  for (const char* m : {"gptq", "awq", "modelopt", "bitsandbytes", "fp8"}) {
+    std::vector<std::string> v;
+    ResolveLinearFormats({{"quantization_config", {{"quant_method", m}, {"bits", 4}}}}, Layout(),
+                         &v);
+    ASSERT_EQ(v.size(), 1u) << m;
+    EXPECT_NE(v[0].find(std::string("quant_method is \"") + m + "\""), std::string::npos) << v[0];
+  }
+}
+
+TEST(QuantConfig, UnreadableSchemeIsOneViolationPerGroupSayingWhy) {
+  json w8a8 = kFp8;  // INT8 W8A8: int weights and dynamic per-token int inputs
+  w8a8["format"] = "int-quantized";
+  w8a8["weights"]["type"] = "int";
+  w8a8["input_activations"]["type"] = "int";
+  std::vector<std::string> v;
+  const auto f =
+      ResolveLinearFormats(Config({{"w8a8", Group(w8a8, {"Linear"})}}, {"lm_head"}), Layout(), &v);
+  ASSERT_EQ(v.size(), 1u);  // not one per Linear
+  EXPECT_NE(v[0].find("config group \"w8a8\""), std::string::npos) << v[0];
+  EXPECT_NE(v[0].find("it holds 3 Linear(s), e.g. model.layers.0.self_attn.q_proj"),
+            std::string::npos)
+      << v[0];
+  EXPECT_NE(v[0].find("closest is INT8, but input_activations: want none"), std::string::npos)
+      << v[0];
+  EXPECT_EQ(f.at("model.layers.0.mlp.down_proj").group, "w8a8");
+  EXPECT_EQ(f.at("model.layers.0.mlp.down_proj").format, FormatId::kBF16);
+}
+
+TEST(QuantConfig, ArithmeticArgumentsDecideTheFormat) {
+  // Absent symmetric / dynamic read as compressed-tensors' defaults (true / false).
+  json minimal = kNvfp4A16;
+  minimal["weights"].erase("symmetric");
+  minimal["weights"].erase("dynamic");
+  EXPECT_EQ(formats::FormatOfGroup(minimal), FormatId::kNVFP4A16);
+  // GPTQ's activation ordering: "static"/"weight" store nothing extra; "group" stores a
+  // weight_g_idx permutation we do not apply, so it is not our format.
+  json int4 = {{"format", "pack-quantized"},
+               {"weights",
+                {{"num_bits", 4},
+                 {"type", "int"},
+                 {"strategy", "group"},
+                 {"group_size", 128},
+                 {"symmetric", true},
+                 {"dynamic", false},
+                 {"actorder", "static"}}},
+               {"input_activations", nullptr}};
+  EXPECT_EQ(formats::FormatOfGroup(int4), FormatId::kINT4);
+  int4["weights"]["actorder"] = "group";
+  EXPECT_EQ(formats::FormatOfGroup(int4), std::nullopt);
+  EXPECT_NE(formats::ExplainGroup(int4).find("weights.actorder: want null, got \"group\""),
+            std::string::npos)
+      << formats::ExplainGroup(int4);
+  // FP8 with static (non-dynamic) per-token inputs is not our dynamic FP8.
+  json fp8 = kFp8;
+  fp8["input_activations"]["dynamic"] = false;
+  EXPECT_EQ(formats::FormatOfGroup(fp8), std::nullopt);
+  EXPECT_EQ(formats::FormatOfGroup(kFp8), FormatId::kFP8);
 }
 
 TEST(QuantConfig, HostilePatternsAreViolationsNotHangs) {
