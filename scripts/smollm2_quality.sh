@@ -62,21 +62,24 @@ row() {
 
 wg="$out/w_search_gptq" wr="$out/w_rtn"
 probe "$wg" search+gptq
-probe "$wr" rtn
 menu="NVFP4,MXFP8,FP8,BF16"
 min_bits() { "$bin" -q allocate --work "$wg" --formats "$1" --target-bits 16 --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["min_bits"] + 1e-6)'; }
 nvfp4a16=$(min_bits NVFP4A16,BF16); nvfp4=$(min_bits NVFP4,BF16); mxfp8=$(min_bits MXFP8,BF16)
-row "uniform NVFP4 (W4A4), RTN" "$wg" rtn --formats NVFP4,BF16 --target-bits "$nvfp4"
-row "uniform NVFP4 (W4A4)" "$wg" search+gptq --formats NVFP4,BF16 --target-bits "$nvfp4"
+plus=$(python3 -c "print($nvfp4a16 + 0.25)")
 row "uniform NVFP4A16" "$wg" search+gptq --formats NVFP4A16,BF16 --target-bits "$nvfp4a16"
-row "uniform MXFP8 (W8A8)" "$wg" search+gptq --formats MXFP8,BF16 --target-bits "$mxfp8"
-for w in "$wg" "$wr"; do
-  row "PrismaQuant, all formats, uniform NVFP4's bytes" "$w" search+gptq --target-bits "$nvfp4a16"
-  row "PrismaQuant, all formats, +0.25 bits" "$w" search+gptq --target-bits "$(python3 -c "print($nvfp4a16 + 0.25)")"
-done
+row "PrismaQuant, all formats, uniform NVFP4's bytes" "$wg" search+gptq --target-bits "$nvfp4a16"
 row "PrismaQuant, all formats, 4.75 bits" "$wg" search+gptq --target-bits 4.75
+row "uniform NVFP4 (W4A4)" "$wg" search+gptq --formats NVFP4,BF16 --target-bits "$nvfp4"
+row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits" "$wg" search+gptq --formats "$menu" --target-bits 4.75
+row "PrismaQuant, all formats, +0.25 bits" "$wg" search+gptq --target-bits "$plus"
+row "uniform NVFP4 (W4A4), RTN" "$wg" rtn --formats NVFP4,BF16 --target-bits "$nvfp4"
+row "uniform MXFP8 (W8A8)" "$wg" search+gptq --formats MXFP8,BF16 --target-bits "$mxfp8"
 row "PrismaQuant, all formats, knee" "$wg" search+gptq --target-bits knee
 row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, uniform NVFP4's bytes" "$wg" search+gptq --formats "$menu" --target-bits "$nvfp4"
-row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits" "$wg" search+gptq --formats "$menu" --target-bits 4.75
 row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, knee" "$wg" search+gptq --formats "$menu" --target-bits knee
+# The same allocations priced by RTN (the earlier probe), exported the same way.
+probe "$wr" rtn
+row "PrismaQuant (RTN-priced), all formats, uniform NVFP4's bytes" "$wr" search+gptq --target-bits "$nvfp4a16"
+row "PrismaQuant (RTN-priced), all formats, +0.25 bits" "$wr" search+gptq --target-bits "$plus"
+row "PrismaQuant (RTN-priced), all formats, 4.75 bits" "$wr" search+gptq --target-bits 4.75

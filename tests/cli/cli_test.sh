@@ -151,5 +151,30 @@ out=$("$bin" export "$model" --uniform NVFP4A16 --lm-head INT4 -o "$work/head4" 
 if grep -q '"tie_word_embeddings": true' "$work/head4/config.json" && [[ "$out" == *'"module": "lm_head"'* ]]; then
   pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: INT4 head should stay tied and be listed" >&2; fi
 
+# An output that is, contains or lies inside an input (symlinks and .. resolved) is refused
+# before anything is written, even with --overwrite; the source stays intact.
+mkdir -p "$work/src"; cp "$model"/* "$work/src/"; ln -s "$work/src" "$work/src-link"
+before=$(cat "$work/src"/* | sha256sum)
+for o in "$work/src" "$work/src/sub" "$work/src-link" "$work/src/../src/" "$work"; do
+  expect 2 "is the input|inside the input|contains the input" -- \
+    "$bin" export "$work/src" --uniform MXFP8 -o "$o" --overwrite
+done
+expect 2 "inside the input" -- "$bin" dequantize "$work/ok" -o "$work/ok/dense" --overwrite
+expect 2 "contains the input" -- "$bin" quantize "$work/src" -o "$work" --overwrite --target-bits 5 \
+  --calib "$text" --samples 2 --seqlen 16
+if [[ "$(cat "$work/src"/* | sha256sum)" == "$before" && ! -e "$work/src/sub" ]]; then
+  pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: the source model was modified" >&2; fi
+# quantize checks its arguments and the output location before the probe (no work dir made);
+# OUT/ puts the work dir beside OUT, not inside it.
+expect 2 "target-bits must be" -- "$bin" quantize "$model" -o "$work/q1" --target-bits -1 --calib "$text"
+expect 2 "target-size must be positive" -- "$bin" quantize "$model" -o "$work/q1" --target-size 0 --calib "$text"
+expect 2 "exactly one" -- "$bin" quantize "$model" -o "$work/q1" --calib "$text"
+expect 2 "parent directory" -- "$bin" quantize "$model" -o "$work/none/q1" --target-bits 5 --calib "$text"
+absent "$work/q1.work"
+"$bin" -q quantize "$model" -o "$work/q2/" --target-bits 8 --calib "$text" --samples 4 --seqlen 32 \
+  > /dev/null 2>&1
+if [[ -d "$work/q2.work" && ! -e "$work/q2/.work" && -f "$work/q2/config.json" ]]; then
+  pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: quantize -o DIR/ work dir placement" >&2; fi
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

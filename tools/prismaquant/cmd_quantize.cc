@@ -24,7 +24,9 @@ struct QuantizeArgs {
 Status Fill(const QuantizeArgs& a, pipeline::QuantizeOptions& o) {
   pipeline::ProbeOptions& p = o.probe;
   p.model = a.model;
-  p.work = a.work.empty() ? a.out + ".work" : a.work;
+  std::string out = a.out;  // OUT/ -> OUT.work beside OUT, never inside it
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  p.work = a.work.empty() ? out + ".work" : a.work;
   PQ_RETURN_IF_ERROR(a.calib.ToOptions("quantize", p.calib));
   PQ_ASSIGN_OR_RETURN(p.formats, ParseFormatList(a.formats));
   PQ_RETURN_IF_ERROR(a.target.ToOptions(o.allocate));

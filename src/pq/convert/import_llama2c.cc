@@ -9,6 +9,7 @@
 #include "pq/convert/llama2c_hf.h"
 #include "pq/core/log.h"
 #include "pq/core/minifloat.h"
+#include "pq/io/file_util.h"
 #include "pq/io/safetensors.h"
 
 namespace pq::convert {
@@ -128,6 +129,7 @@ Result<ImportSummary> ImportLlama2c(const std::string& bin_path, const std::stri
                            std::string(DTypeName(options.dtype)));
   }
   if (out_dir.empty()) return InvalidArgument("import-llama2c: the output directory is empty");
+  PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(out_dir, {bin_path, tokenizer_path}));
   std::error_code ec;
   if (!options.overwrite && std::filesystem::exists(out_dir, ec)) {
     return InvalidArgument(out_dir + ": already exists; pass --overwrite to replace it");

@@ -255,4 +255,58 @@ std::string RandomHex(int n) {
   return out;
 }
 
+namespace {
+
+// Absolute, symlinks of the existing prefix resolved, `.`/`..` and trailing slashes removed.
+std::filesystem::path Resolved(const std::string& p) {
+  std::error_code ec;
+  std::filesystem::path r = std::filesystem::weakly_canonical(std::filesystem::absolute(p), ec);
+  if (ec) r = std::filesystem::absolute(p).lexically_normal();
+  if (!r.has_filename() && r.has_parent_path() && r != r.root_path()) r = r.parent_path();
+  return r;
+}
+
+// Whether `inner` equals `outer` or lies below it (whole path components).
+bool IsWithin(const std::filesystem::path& inner, const std::filesystem::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
+    if (o->empty()) continue;  // a trailing separator
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Status CheckOutputOutsideInputs(const std::string& out, const std::vector<std::string>& inputs) {
+  const std::filesystem::path o = Resolved(out);
+  for (const std::string& in : inputs) {
+    if (in.empty()) continue;
+    const std::filesystem::path i = Resolved(in);
+    const char* how = IsWithin(o, i)   ? (o == i ? "is" : "is inside")
+                      : IsWithin(i, o) ? "contains"
+                                       : nullptr;
+    if (!how) continue;
+    const bool renamed = o.string() != out || i.string() != in;
+    return InvalidArgument("output " + out + " " + how + " the input " + in +
+                           (renamed ? " (resolved: " + o.string() + ", " + i.string() + ")" : "") +
+                           "; writing it would destroy the input: choose another output directory");
+  }
+  return Status::Ok();
+}
+
+Status CheckOutputLocation(const std::string& out, bool overwrite) {
+  if (out.empty()) return InvalidArgument("the output directory is empty");
+  std::error_code ec;
+  if (!overwrite && std::filesystem::exists(out, ec))
+    return InvalidArgument(out + " exists; pass --overwrite to replace it");
+  const std::filesystem::path parent = Resolved(out).parent_path();
+  if (!std::filesystem::is_directory(parent, ec))
+    return InvalidArgument(out + ": the parent directory " + parent.string() +
+                           " does not exist; create it first");
+  if (::access(parent.c_str(), W_OK) != 0)
+    return ErrnoError(parent.string(), "cannot write the output into", errno);
+  return Status::Ok();
+}
+
 }  // namespace pq::io

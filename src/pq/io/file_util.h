@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pq/core/status.h"
 
@@ -81,5 +82,14 @@ uint64_t RemoveStaleTemporaries(const std::string& dir, const std::string& prefi
 
 // Returns `n` random lowercase hex digits (for unique temporary names).
 std::string RandomHex(int n);
+
+// InvalidArgument when the output directory `out` is, contains or lies inside one of `inputs`
+// (a model directory or file, a work dir), after resolving symlinks and `..` — writing it
+// (with --overwrite, replacing it) would destroy the input. Empty inputs are skipped.
+Status CheckOutputOutsideInputs(const std::string& out, const std::vector<std::string>& inputs);
+
+// Whether `out` can be written as a new directory before any long work starts: it must not
+// exist unless `overwrite`, and its parent must be an existing, writable directory.
+Status CheckOutputLocation(const std::string& out, bool overwrite);
 
 }  // namespace pq::io

@@ -58,3 +58,31 @@ TEST(FileUtil, RandomHex) {
 
 }  // namespace
 }  // namespace pq::io
+
+namespace pq::io {
+namespace {
+
+TEST(FileUtil, OutputMustNotOverlapAnInput) {
+  namespace fs = std::filesystem;
+  const fs::path d = fs::temp_directory_path() / ("pq_overlap_" + RandomHex(8));
+  fs::create_directories(d / "model");
+  fs::create_directory_symlink(d / "model", d / "link");
+  const std::string m = (d / "model").string();
+  EXPECT_FALSE(CheckOutputOutsideInputs(m, {m}).ok());                          // is
+  EXPECT_FALSE(CheckOutputOutsideInputs(m + "/", {m}).ok());                    // trailing /
+  EXPECT_FALSE(CheckOutputOutsideInputs((d / "link").string(), {m}).ok());      // symlink
+  EXPECT_FALSE(CheckOutputOutsideInputs(m + "/../model/x", {m}).ok());          // inside, via ..
+  EXPECT_FALSE(CheckOutputOutsideInputs(d.string(), {"", m}).ok());             // contains
+  EXPECT_TRUE(CheckOutputOutsideInputs((d / "model-out").string(), {m}).ok());  // a sibling
+  EXPECT_TRUE(CheckOutputOutsideInputs((d / "out").string(), {m, ""}).ok());
+  const Status s = CheckOutputOutsideInputs((d / "link").string(), {m});
+  EXPECT_NE(s.message().find("is the input"), std::string::npos) << s.message();
+  EXPECT_FALSE(CheckOutputLocation((d / "none" / "out").string(), false).ok());  // no parent
+  EXPECT_FALSE(CheckOutputLocation(m, false).ok());                              // exists
+  EXPECT_TRUE(CheckOutputLocation(m, true).ok());
+  EXPECT_TRUE(CheckOutputLocation((d / "new").string(), false).ok());
+  fs::remove_all(d);
+}
+
+}  // namespace
+}  // namespace pq::io

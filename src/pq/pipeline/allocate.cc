@@ -192,8 +192,6 @@ Result<Chosen> ChooseBudget(const alloc::Problem& problem, const AllocateOptions
     c.bits = sweep.bits[*r.knee];
     c.target = {AllocationTarget::Kind::kKnee, c.bits, 0, 0};
   } else {
-    if (*o.target_size <= o.kv_reserve)
-      return InvalidArgument("--kv-reserve is not smaller than --target-size");
     auto b = alloc::BudgetForTotalBytes(*o.target_size - o.kv_reserve, r.fixed_bytes);
     if (!b.ok())
       return InvalidArgument("--target-size " + std::to_string(*o.target_size) +
@@ -234,11 +232,25 @@ LayerConfig MakeLayerConfig(const ProbeFile& probe, const AllocateOptions& o,
 
 }  // namespace
 
-Result<AllocateResult> Allocate(const AllocateOptions& o) {
+Status ValidateAllocateOptions(const AllocateOptions& o) {
   const int targets = o.target_bits.has_value() + o.target_knee + o.target_size.has_value();
   if (targets != 1)
     return InvalidArgument(
         "give exactly one of --target-bits B, --target-bits knee, --target-size");
+  if (o.target_bits && !(std::isfinite(*o.target_bits) && *o.target_bits > 0))
+    return InvalidArgument("--target-bits must be a positive number or knee (got " +
+                           std::to_string(*o.target_bits) + ")");
+  if (o.target_size && *o.target_size == 0)
+    return InvalidArgument("--target-size must be positive");
+  if (o.target_size && *o.target_size <= o.kv_reserve)
+    return InvalidArgument("--kv-reserve (" + std::to_string(o.kv_reserve) +
+                           " bytes) is not smaller than --target-size (" +
+                           std::to_string(*o.target_size) + " bytes)");
+  return Status::Ok();
+}
+
+Result<AllocateResult> Allocate(const AllocateOptions& o) {
+  PQ_RETURN_IF_ERROR(ValidateAllocateOptions(o));
   const WorkDir w(o.work);
   PQ_ASSIGN_OR_RETURN(const ProbeFile probe, ReadProbeFile(w));
   AllocateResult r;

@@ -54,6 +54,10 @@ struct AllocateResult {
   nlohmann::json ToJson() const;
 };
 
+// The options' own consistency, checked before any work (quantize calls it before the probe):
+// exactly one target, target bits finite and > 0, target size > 0 and above --kv-reserve.
+Status ValidateAllocateOptions(const AllocateOptions& o);
+
 Result<AllocateResult> Allocate(const AllocateOptions& o);
 
 }  // namespace pq::pipeline

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "pq/formats/format.h"
+#include "pq/io/file_util.h"
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
 #include "pq/pipeline/checkpoint_util.h"
@@ -12,6 +13,7 @@ namespace pq::pipeline {
 
 Result<size_t> DequantizeCheckpoint(const std::string& in, const std::string& out_dir,
                                     const DequantizeOptions& options) {
+  PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(out_dir, {in}));
   PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(in));
   PQ_ASSIGN_OR_RETURN(nlohmann::json config, model::ReadConfig(ckpt->dir()));
   PQ_ASSIGN_OR_RETURN(model::ModelLayout layout, model::ResolveLayout(config, *ckpt));

@@ -11,6 +11,7 @@
 #include "pq/engine/runner.h"
 #include "pq/formats/act_quant.h"
 #include "pq/formats/quantize_with_scales.h"
+#include "pq/io/file_util.h"
 #include "pq/model/decoder.h"
 #include "pq/model/weights.h"
 #include "pq/pipeline/checkpoint_util.h"
@@ -121,6 +122,7 @@ struct LayerQuantizer : engine::SweepHooks {
 
 Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o) {
   ScopedExecContext exec_scope(o.exec);
+  PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(o.out, {o.model, o.work}));
   PQ_ASSIGN_OR_RETURN(UnitPlan plan, PlanFromWork(o.model, o.work));
   PQ_ASSIGN_OR_RETURN(std::vector<engine::Sequence> samples, LoadSamples(o.work));
   PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));

@@ -10,6 +10,7 @@
 #include "pq/core/minifloat.h"
 #include "pq/formats/act_quant.h"
 #include "pq/formats/compressed_tensors.h"
+#include "pq/io/file_util.h"
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
 #include "pq/pipeline/checkpoint_util.h"
@@ -135,8 +136,7 @@ Status FinishCheckpoint(const std::string& model_dir, const io::CheckpointReader
   PQ_RETURN_IF_ERROR(WriteOtherTensors(ckpt, layout, w));
   // Untie only when the head is really written on its own (not when it stays BF16).
   const auto head = module_formats.find("lm_head");
-  if (layout.tie_word_embeddings && head != module_formats.end() &&
-      head->second != FormatId::kBF16)
+  if (layout.tie_word_embeddings && head != module_formats.end() && head->second != FormatId::kBF16)
     config["tie_word_embeddings"] = false;
   config["quantization_config"] =
       formats::QuantizationConfig(module_formats, layout.always_ignored);
@@ -150,6 +150,7 @@ Status FinishCheckpoint(const std::string& model_dir, const io::CheckpointReader
 
 Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::string& out_dir,
                                   const UnitPlan& plan, const ExportWriteOptions& o) {
+  PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(out_dir, {model_dir}));
   PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model_dir));
   PQ_ASSIGN_OR_RETURN(nlohmann::json config, model::ReadConfig(model_dir));
   PQ_ASSIGN_OR_RETURN(model::ModelLayout layout, model::ResolveLayout(config, *ckpt));

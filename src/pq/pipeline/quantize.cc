@@ -3,15 +3,18 @@
 #include <filesystem>
 
 #include "pq/core/log.h"
+#include "pq/io/file_util.h"
 
 namespace pq::pipeline {
 
 Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   ScopedExecContext exec_scope(o.exec);
   QuantizeResult r;
+  // Everything that can be checked before the probe (hours on a real model) is checked first.
   if (o.out.empty()) return InvalidArgument("quantize needs -o OUT");
-  if (!o.write.overwrite && std::filesystem::exists(o.out))
-    return InvalidArgument(o.out + " exists; pass --overwrite to replace it");
+  PQ_RETURN_IF_ERROR(ValidateAllocateOptions(o.allocate));
+  PQ_RETURN_IF_ERROR(io::CheckOutputLocation(o.out, o.write.overwrite));
+  PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(o.out, {o.probe.model, o.probe.work}));
   LogInfo("[1/3] probe");
   PQ_ASSIGN_OR_RETURN(r.probe, RunProbe(o.probe));
   LogInfo("[2/3] allocate");
