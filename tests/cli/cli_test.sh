@@ -129,6 +129,7 @@ expect 2 "q_proj|shape|hidden" -- "$bin" eval "$work/m-hidden" --text "$text" --
 expect 2 "tokenizer.json" -- "$bin" eval "$work/m-tok" --text "$text" --max-docs 2 --split paragraphs
 expect 2 "stride" -- "$bin" eval "$model" --text "$text" --ctx 16 --stride 16
 expect 2 "exactly one" -- "$bin" eval "$model"
+expect 2 "max_position_embeddings 512" -- "$bin" eval "$model" --text "$text" --ctx 513 --max-docs 2
 
 # Pre-tokenized input: `tokenize` then `eval --tokens` gives the same numbers as `eval --text`.
 "$bin" tokenize "$model" --text "$text" --split paragraphs --max-docs 30 > "$work/ids.txt"

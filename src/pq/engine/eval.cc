@@ -130,6 +130,11 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
                            ", the model has " + std::to_string(src->config().vocab));
   const int64_t max_pos = src->config().max_positions;
   const int64_t ctx = o.ctx > 0 ? o.ctx : (max_pos > 0 ? std::min<int64_t>(max_pos, 4096) : 2048);
+  if (max_pos > 0 && ctx > max_pos)
+    return InvalidArgument("--ctx " + std::to_string(ctx) + " exceeds the model's " +
+                           "max_position_embeddings " + std::to_string(max_pos) +
+                           " (positions beyond it were never trained); use --ctx <= " +
+                           std::to_string(max_pos));
   const int64_t stride = o.stride > 0 ? o.stride : std::max<int64_t>(ctx / 2, 1);
   PQ_ASSIGN_OR_RETURN(std::vector<Sequence> windows, MakeWindows(docs, ctx, stride));
   EvalResult res;
