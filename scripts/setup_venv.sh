@@ -48,6 +48,6 @@ fi
 echo "setup_venv: installing $req into $venv" >&2
 rm -f "$stamp"
 "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off -r "$req" >&2
-"$venv/bin/python" -c 'import torch, transformers, compressed_tensors, safetensors, tokenizers, numpy, pytest' >&2
+"$venv/bin/python" -c 'import torch, transformers, compressed_tensors, safetensors, tokenizers, numpy, pytest, gguf, accelerate' >&2
 echo "$want" >"$stamp"
 echo "$venv"

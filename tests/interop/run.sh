@@ -6,6 +6,8 @@
 # Registered in ctest as interop_compressed_tensors. Makes/updates the test-only venv
 # (scripts/setup_venv.sh), works in a fresh temp dir (removed at exit unless PQ_KEEP_WORK=1),
 # and exits non-zero on any failure. Extra arguments go to pytest (e.g. -k NVFP4A16 -x).
+# PQ_INTEROP_TESTS (default ".": every test_*.py here) names the test file to run instead
+# (tests/interop/smollm2.sh runs check_smollm2.py this way).
 # PQ_ACT_TOOL (default: tests/pq_act_quant_tool in PQ_BIN's build tree) is the test-only
 # bridge that test_act_quant.py runs.
 set -euo pipefail
@@ -37,4 +39,4 @@ export PYTHONDONTWRITEBYTECODE=1 TRANSFORMERS_VERBOSITY=error
 
 cd "$src/tests/interop"
 "$venv/bin/python" -m pytest -p no:cacheprovider -q -rfE --tb=short \
-  -W "ignore::UserWarning" "$@" .
+  -W "ignore::UserWarning" "$@" "${PQ_INTEROP_TESTS:-.}"
