@@ -177,5 +177,35 @@ absent "$work/q1.work"
 if [[ -d "$work/q2.work" && ! -e "$work/q2/.work" && -f "$work/q2/config.json" ]]; then
   pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: quantize -o DIR/ work dir placement" >&2; fi
 
+# Non-finite weights are found and named (tensor and index) by every command that reads them,
+# and nothing is written.
+poison() {  # poison DIR TENSOR FLAT_INDEX VALUE: a copy of the model with one F32 value replaced
+  mkdir -p "$1"; cp "$model"/* "$1/"
+  python3 - "$1/model.safetensors" "$2" "$3" "$4" <<'PY'
+import json, struct, sys
+path, name, index, value = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+with open(path, "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    info = json.loads(f.read(n))[name]
+    assert info["dtype"] == "F32"
+    f.seek(8 + n + info["data_offsets"][0] + 4 * index)
+    f.write(struct.pack("<f", value))
+PY
+}
+poison "$work/nan-w" model.layers.0.mlp.down_proj.weight 177 nan        # [1, 5]
+poison "$work/inf-norm" model.layers.2.input_layernorm.weight 3 inf
+poison "$work/nan-emb" model.embed_tokens.weight $((7 * 64 + 2)) nan     # [7, 2]
+pat='down_proj.weight" holds NaN at \[1, 5\]'
+expect 2 "$pat" -- "$bin" eval "$work/nan-w" --text "$text" --max-docs 2 --split paragraphs
+expect 2 "$pat" -- "$bin" probe "$work/nan-w" --calib "$text" --work "$work/nan-probe" --samples 2 --seqlen 16
+expect 2 "$pat" -- "$bin" export "$work/nan-w" --uniform MXFP8 -o "$work/nan-out"
+absent "$work/nan-out"
+expect 2 'input_layernorm.weight" holds an infinity at \[3\]' -- \
+  "$bin" export "$work/inf-norm" --uniform NVFP4A16 -o "$work/inf-out"
+absent "$work/inf-out"
+expect 2 'input_layernorm.weight" holds an infinity' -- "$bin" eval "$work/inf-norm" --text "$text" --max-docs 2 --split paragraphs
+expect 2 'embed_tokens.weight" holds NaN at \[7, 2\]' -- "$bin" export "$work/nan-emb" --uniform FP8 -o "$work/emb-out"
+absent "$work/emb-out"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

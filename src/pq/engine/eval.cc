@@ -165,6 +165,12 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   res.mean_nll = nll / static_cast<double>(res.tokens);
   res.ppl = std::exp(res.mean_nll);
   if (ref) res.mean_kl = kl / static_cast<double>(res.tokens);
+  // Weights are checked when loaded; a non-finite result (an overflow inside the model) must
+  // still never look like success.
+  if (!std::isfinite(res.mean_nll) || (res.mean_kl && !std::isfinite(*res.mean_kl)))
+    return DataLoss("the model's NLL" + std::string(res.mean_kl ? " or KL" : "") +
+                    " is not finite (an overflow inside the model: activations beyond float "
+                    "range); the result is meaningless");
   return res;
 }
 

@@ -91,6 +91,13 @@ void ReleaseTensorPages(const TensorInfo& t);
 // Reads any float/int tensor as float32 values (row-major).
 Result<std::vector<float>> ReadAsF32(const TensorInfo& t);
 
+// DataLoss naming the file, the tensor and the first non-finite element's index when `v`
+// (a floating tensor's values, or the [offset, offset + v.size()) slice of it) holds a NaN or
+// an infinity; weights never legitimately do, and one would turn every result into NaN.
+Status CheckFinite(std::span<const float> v, const TensorInfo& t, int64_t offset = 0);
+// The same over the stored bytes of a floating tensor (integer tensors: Ok).
+Status CheckFiniteTensor(const TensorInfo& t);
+
 struct WriterOptions {
   uint64_t max_shard_bytes = kDefaultMaxShardBytes;  // data bytes per shard
   bool overwrite = false;                            // replace an existing output dir

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <limits>
 #include <set>
@@ -332,7 +333,40 @@ Result<std::vector<float>> ReadAsF32(const TensorInfo& t) {
   }
   std::vector<float> out(static_cast<size_t>(n));
   if (n > 0) ConvertToF32(t.dtype, t.bytes.data(), out.size(), out.data());
+  if (IsFloatingPoint(t.dtype)) PQ_RETURN_IF_ERROR(CheckFinite(out, t));
   return out;
+}
+
+Status CheckFinite(std::span<const float> v, const TensorInfo& t, int64_t offset) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (std::isfinite(v[i])) continue;
+    // The element's index in the tensor's shape, last dimension fastest.
+    auto flat = static_cast<int64_t>(i) + offset;
+    std::vector<int64_t> index(t.shape.size());
+    for (size_t d = t.shape.size(); d-- > 0;) {
+      const int64_t extent = std::max<int64_t>(t.shape[d], 1);
+      index[d] = flat % extent;
+      flat /= extent;
+    }
+    return DataLoss(t.file + ": tensor " + Quote(t.name) + " holds " +
+                    (std::isnan(v[i]) ? "NaN" : "an infinity") + " at " + ShapeString(index) +
+                    "; the checkpoint is damaged (re-download or re-convert it)");
+  }
+  return Status::Ok();
+}
+
+Status CheckFiniteTensor(const TensorInfo& t) {
+  if (!IsFloatingPoint(t.dtype)) return Status::Ok();
+  const size_t elem = DTypeSize(t.dtype), n = t.bytes.size() / elem;
+  constexpr size_t kChunk = 1 << 16;
+  std::vector<float> buf(std::min(n, kChunk));
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t m = std::min(kChunk, n - i);
+    ConvertToF32(t.dtype, t.bytes.data() + i * elem, m, buf.data());
+    PQ_RETURN_IF_ERROR(
+        CheckFinite(std::span<const float>(buf.data(), m), t, static_cast<int64_t>(i)));
+  }
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ Result<std::vector<float>> ReadDenseLinear(const io::CheckpointReader& ckpt, con
   std::vector<float> out(n);
   ConvertToF32(t->dtype, t->bytes.data() + first * elem, n, out.data());
   io::ReleaseTensorPages(*t);
+  PQ_RETURN_IF_ERROR(io::CheckFinite(out, *t, static_cast<int64_t>(first)));
   return out;
 }
 

@@ -1,5 +1,7 @@
 #include "pq/model/weights.h"
 
+#include <cmath>
+
 #include "pq/formats/format.h"
 
 namespace pq::model {
@@ -56,6 +58,12 @@ Result<LinearWeights> WeightSource::LoadLinear(const std::string& module) const 
     auto d = formats::Dequantize(fmt, views, li.rows, li.cols);
     for (const io::TensorInfo* t : stored) io::ReleaseTensorPages(*t);
     if (!d.ok()) return d.status().WithContext(path_ + ": " + module);
+    for (size_t i = 0; i < d->size(); ++i)
+      if (!std::isfinite((*d)[i]))
+        return DataLoss(path_ + ": " + module + " dequantizes to a non-finite value at [" +
+                        std::to_string(i / static_cast<size_t>(li.cols)) + ", " +
+                        std::to_string(i % static_cast<size_t>(li.cols)) +
+                        "] (a damaged scale); the checkpoint is damaged");
     lw.w = std::move(*d);
     lw.act_format = fmt;
     if (fmt == formats::FormatId::kNVFP4) {
@@ -203,8 +211,11 @@ Status WeightSource::Embed(std::span<const int32_t> ids, std::span<float> out) c
     if (ids[i] < 0 || ids[i] >= t->shape[0])
       return InvalidArgument("token id " + std::to_string(ids[i]) + " is outside the vocabulary (" +
                              std::to_string(t->shape[0]) + ")");
+    float* row = out.data() + i * static_cast<size_t>(d);
     ConvertToF32(t->dtype, t->bytes.data() + static_cast<size_t>(ids[i]) * row_bytes,
-                 static_cast<size_t>(d), out.data() + i * static_cast<size_t>(d));
+                 static_cast<size_t>(d), row);
+    PQ_RETURN_IF_ERROR(io::CheckFinite(std::span<const float>(row, static_cast<size_t>(d)), *t,
+                                       static_cast<int64_t>(ids[i]) * d));
   }
   io::ReleaseTensorPages(*t);
   return Status::Ok();

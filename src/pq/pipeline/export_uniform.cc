@@ -105,6 +105,7 @@ Status WriteOtherTensors(const io::CheckpointReader& ckpt, const model::ModelLay
       PQ_ASSIGN_OR_RETURN(std::vector<float> v, ReadAsBf16Values(*t));
       PQ_RETURN_IF_ERROR(AddBf16Tensor(w, name, t->shape, v));
     } else {
+      PQ_RETURN_IF_ERROR(io::CheckFiniteTensor(*t));  // BF16: copied as stored
       PQ_RETURN_IF_ERROR(w.AddTensor(name, t->dtype, t->shape, t->bytes));
     }
   }
