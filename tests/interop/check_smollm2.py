@@ -207,7 +207,7 @@ def mixed(smol, texts, work_dir) -> tme.Mixed:
     d.mkdir(parents=True)
     work, out, deq = d / "work", d / "mixed", d / "mixed-dequantized"
     pqtest.run_pq("probe", smol, "--calib", texts.calib, "--work", work, "--samples", 1,
-                  "--seqlen", 64, "--threads", THREADS)
+                  "--seqlen", 64, "--threads", THREADS, "--passes", "rtn")  # priced like its export
     pqtest.run_pq("allocate", "--work", work, "--target-bits", 6)
     probe = json.loads((work / "probe.json").read_text())
     alloc_config = json.loads((work / "layer_config.json").read_text())
