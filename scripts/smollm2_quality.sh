@@ -6,6 +6,7 @@
 #
 #   scripts/smollm2_quality.sh MODEL_DIR OUT_DIR [BIN]     (~1.5 h on 2 cores)
 # MODEL_DIR: scripts/fetch_smollm2.sh's output (BF16 weights on Q4_1's grid, see there).
+# (The first, slow part: the export-aware probe took 59 min here on a busy 2-core machine.)
 # Prints one TSV row per checkpoint: label, pricing, passes, bits/param, total bytes,
 # predicted Δloss, KL and ΔNLL on wikitext-2, KL and ΔNLL on TinyStories, export seconds.
 set -euo pipefail
@@ -66,20 +67,19 @@ menu="NVFP4,MXFP8,FP8,BF16"
 min_bits() { "$bin" -q allocate --work "$wg" --formats "$1" --target-bits 16 --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["min_bits"] + 1e-6)'; }
 nvfp4a16=$(min_bits NVFP4A16,BF16); nvfp4=$(min_bits NVFP4,BF16); mxfp8=$(min_bits MXFP8,BF16)
-plus=$(python3 -c "print($nvfp4a16 + 0.25)")
-row "uniform NVFP4A16" "$wg" search+gptq --formats NVFP4A16,BF16 --target-bits "$nvfp4a16"
-row "PrismaQuant, all formats, uniform NVFP4's bytes" "$wg" search+gptq --target-bits "$nvfp4a16"
-row "PrismaQuant, all formats, 4.75 bits" "$wg" search+gptq --target-bits 4.75
-row "uniform NVFP4 (W4A4)" "$wg" search+gptq --formats NVFP4,BF16 --target-bits "$nvfp4"
-row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits" "$wg" search+gptq --formats "$menu" --target-bits 4.75
-row "PrismaQuant, all formats, +0.25 bits" "$wg" search+gptq --target-bits "$plus"
-row "uniform NVFP4 (W4A4), RTN" "$wg" rtn --formats NVFP4,BF16 --target-bits "$nvfp4"
-row "uniform MXFP8 (W8A8)" "$wg" search+gptq --formats MXFP8,BF16 --target-bits "$mxfp8"
-row "PrismaQuant, all formats, knee" "$wg" search+gptq --target-bits knee
-row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, uniform NVFP4's bytes" "$wg" search+gptq --formats "$menu" --target-bits "$nvfp4"
-row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, knee" "$wg" search+gptq --formats "$menu" --target-bits knee
+# Rows in order of importance (each export is minutes on 2 cores); ROWS=N stops after N.
+rows=0; max_rows="${ROWS:-99}"
+next() { rows=$((rows + 1)); [[ $rows -le $max_rows ]]; }
+next && row "uniform NVFP4A16" "$wg" search+gptq --formats NVFP4A16,BF16 --target-bits "$nvfp4a16"
+next && row "PrismaQuant, all formats, uniform NVFP4A16's bytes" "$wg" search+gptq --target-bits "$nvfp4a16"
+next && row "PrismaQuant, all formats, 4.75 bits" "$wg" search+gptq --target-bits 4.75
+next && row "uniform NVFP4 (W4A4)" "$wg" search+gptq --formats NVFP4,BF16 --target-bits "$nvfp4"
+next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits" "$wg" search+gptq --formats "$menu" --target-bits 4.75
 # The same allocations priced by RTN (the earlier probe), exported the same way.
 probe "$wr" rtn
-row "PrismaQuant (RTN-priced), all formats, uniform NVFP4's bytes" "$wr" search+gptq --target-bits "$nvfp4a16"
-row "PrismaQuant (RTN-priced), all formats, +0.25 bits" "$wr" search+gptq --target-bits "$plus"
-row "PrismaQuant (RTN-priced), all formats, 4.75 bits" "$wr" search+gptq --target-bits 4.75
+next && row "PrismaQuant (RTN-priced), all formats, uniform NVFP4A16's bytes" "$wr" search+gptq --target-bits "$nvfp4a16"
+next && row "PrismaQuant, all formats, knee" "$wg" search+gptq --target-bits knee
+next && row "uniform MXFP8 (W8A8)" "$wg" search+gptq --formats MXFP8,BF16 --target-bits "$mxfp8"
+next && row "PrismaQuant (RTN-priced), all formats, 4.75 bits" "$wr" search+gptq --target-bits 4.75
+next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, knee" "$wg" search+gptq --formats "$menu" --target-bits knee
+next && row "uniform NVFP4 (W4A4), RTN" "$wg" rtn --formats NVFP4,BF16 --target-bits "$nvfp4"

@@ -207,5 +207,17 @@ expect 2 'input_layernorm.weight" holds an infinity' -- "$bin" eval "$work/inf-n
 expect 2 'embed_tokens.weight" holds NaN at \[7, 2\]' -- "$bin" export "$work/nan-emb" --uniform FP8 -o "$work/emb-out"
 absent "$work/emb-out"
 
+# config.json against the tensors: one validation (model::WeightSource::Open) for every command,
+# export included, before any work.
+for c in vocab inter; do mkdir -p "$work/cfg-$c"; cp "$model"/* "$work/cfg-$c/"; done
+sed -i 's/"vocab_size": 512/"vocab_size": 1000/' "$work/cfg-vocab/config.json"
+sed -i 's/"intermediate_size": 172/"intermediate_size": 0/' "$work/cfg-inter/config.json"
+for cmd in "export --uniform MXFP8 -o $work/cfg-out" "probe --calib $text --work $work/cfg-w" \
+           "eval --text $text --max-docs 2"; do
+  expect 2 "config implies \[1000, 64\]" -- "$bin" ${cmd%% *} "$work/cfg-vocab" ${cmd#* }
+  expect 2 "gate_proj is \[172, 64\], config implies \[0, 64\]" -- "$bin" ${cmd%% *} "$work/cfg-inter" ${cmd#* }
+done
+absent "$work/cfg-out"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

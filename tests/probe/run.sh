@@ -105,7 +105,7 @@ print(sys.argv[2] if h and any(c["format"] == sys.argv[2] for c in h[0]["candida
 t0=$SECONDS
 echo "== probe + exports"
 step tokens "$py" "$ref" tokens "$work/tokens.txt" --vocab 97 --docs 12 --seed 1 || true
-step make_moe "$py" "$ref" make-moe "$work/moe128" --seed 0 || true
+step make_moe "$py" "$ref" make-moe "$work/moe128-model" --seed 0 || true
 
 fixture stories260K "$stories" --calib "$text" --samples 6 --seqlen 64
 fixture qwen3_moe "$golden/qwen3_moe/model" --calib-tokens "$work/tokens.txt" --samples 4 --seqlen 32
@@ -115,8 +115,8 @@ fi
 if [[ -f "$golden/qwen3/model/config.json" ]]; then
   fixture qwen3 "$golden/qwen3/model" --calib-tokens "$work/tokens.txt" --samples 4 --seqlen 32
 fi
-if [[ -f "$work/moe128/config.json" ]]; then
-  fixture moe128 "$work/moe128" --calib-tokens "$work/tokens.txt" --samples 4 --seqlen 32
+if [[ -f "$work/moe128-model/config.json" ]]; then
+  fixture moe128 "$work/moe128-model" --calib-tokens "$work/tokens.txt" --samples 4 --seqlen 32
 fi
 if [[ $head_note == 1 ]]; then
   echo "note: \`prismaquant dequantize\` rejects exports with a quantized lm_head (\"checkpoint has no" \

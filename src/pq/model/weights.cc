@@ -18,6 +18,7 @@ Result<std::unique_ptr<WeightSource>> WeightSource::Open(const std::string& path
   if (!violations.empty())
     return InvalidArgument(path + ": " + violations.front() + " (see `prismaquant inspect`)");
   for (const auto& li : ws->layout_.linears) ws->linear_by_module_[li.module] = &li;
+  PQ_RETURN_IF_ERROR(ws->CheckShapes());
   return ws;
 }
 
@@ -31,6 +32,7 @@ Result<std::vector<float>> WeightSource::LoadVector(const std::string& name, int
   if (t->numel() != size)
     return InvalidArgument(path_ + ": tensor \"" + name + "\" has " + std::to_string(t->numel()) +
                            " elements, expected " + std::to_string(size));
+  if (shapes_only_) return std::vector<float>();
   auto v = io::ReadAsF32(*t);
   io::ReleaseTensorPages(*t);  // streaming: only the converted copy stays resident
   return v;
@@ -45,6 +47,7 @@ Result<LinearWeights> WeightSource::LoadLinear(const std::string& module) const 
   lw.rows = li.rows;
   lw.cols = li.cols;
   const formats::FormatId fmt = formats_.at(module).format;
+  if (shapes_only_) return lw;  // rows, cols from the stored tensors (ResolveLayout)
   if (li.tied || fmt == formats::FormatId::kBF16) {
     PQ_ASSIGN_OR_RETURN(lw.w, ReadDenseLinear(*ckpt_, li));
   } else {
@@ -196,8 +199,33 @@ Result<HeadWeights> WeightSource::LoadHead() const {
                       LoadVector(layout_.text_model + "norm.weight", config_.hidden, true));
   PQ_ASSIGN_OR_RETURN(h.lm_head, LoadLinear("lm_head"));
   if (h.lm_head.rows != config_.vocab || h.lm_head.cols != config_.hidden)
-    return InvalidArgument(path_ + ": lm_head shape does not match vocab_size x hidden_size");
+    return InvalidArgument(path_ + ": lm_head" + " is [" + std::to_string(h.lm_head.rows) + ", " +
+                           std::to_string(h.lm_head.cols) + "], config implies [" +
+                           std::to_string(config_.vocab) + ", " + std::to_string(config_.hidden) +
+                           "] (vocab_size, hidden_size)");
   return h;
+}
+
+Status WeightSource::CheckShapes() const {
+  shapes_only_ = true;
+  struct Restore {
+    bool& flag;
+    ~Restore() { flag = false; }
+  } restore{shapes_only_};
+  for (int64_t l = 0; l < config_.num_layers + layout_.mtp_layers; ++l)
+    PQ_RETURN_IF_ERROR(LoadLayer(l).status());
+  if (layout_.has_mtp()) PQ_RETURN_IF_ERROR(LoadMtp().status());
+  PQ_RETURN_IF_ERROR(LoadHead().status());
+  const std::string name = layout_.text_model + "embed_tokens.weight";
+  PQ_ASSIGN_OR_RETURN(const io::TensorInfo* t, ckpt_->Get(name));
+  if (t->shape.size() != 2 || t->shape[1] != config_.hidden || t->shape[0] < config_.vocab)
+    return InvalidArgument(path_ + ": " + name + " is [" +
+                           (t->shape.size() == 2
+                                ? std::to_string(t->shape[0]) + ", " + std::to_string(t->shape[1])
+                                : std::to_string(t->shape.size()) + "-D") +
+                           "], config implies [" + std::to_string(config_.vocab) + ", " +
+                           std::to_string(config_.hidden) + "] (vocab_size, hidden_size)");
+  return Status::Ok();
 }
 
 Status WeightSource::Embed(std::span<const int32_t> ids, std::span<float> out) const {

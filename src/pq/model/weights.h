@@ -82,6 +82,9 @@ struct HeadWeights {
 
 class WeightSource {
  public:
+  // Opens a checkpoint and checks, from the tensors' metadata only, that every tensor the
+  // config implies exists with the shape it implies (embedding, norms, every Linear, router,
+  // MTP head, lm_head) — before any command allocates or computes from the config's sizes.
   static Result<std::unique_ptr<WeightSource>> Open(const std::string& path);
 
   const ModelConfig& config() const { return config_; }
@@ -111,6 +114,8 @@ class WeightSource {
   Status LoadAttention(const std::string& p, LayerWeights& lw) const;
   Status LoadLinearAttention(const std::string& p, LayerWeights& lw) const;
   Status LoadFfn(const std::string& p, LayerWeights& lw) const;
+  // Runs every loader with shapes_only_ set: the same shape checks, no tensor data read.
+  Status CheckShapes() const;
 
   std::string path_;
   std::unique_ptr<io::CheckpointReader> ckpt_;
@@ -119,6 +124,7 @@ class WeightSource {
   std::map<std::string, LinearFormat> formats_;
   std::map<std::string, const LinearInfo*> linear_by_module_;
   LinearHook linear_hook_;
+  mutable bool shapes_only_ = false;  // loaders check shapes and return empty data
 };
 
 }  // namespace pq::model

@@ -13,6 +13,7 @@
 #include "pq/io/file_util.h"
 #include "pq/io/safetensors.h"
 #include "pq/model/arch.h"
+#include "pq/model/weights.h"
 #include "pq/pipeline/checkpoint_util.h"
 #include "pq/pipeline/export_common.h"
 
@@ -152,6 +153,8 @@ Status FinishCheckpoint(const std::string& model_dir, const io::CheckpointReader
 Result<ExportSummary> ExportUnits(const std::string& model_dir, const std::string& out_dir,
                                   const UnitPlan& plan, const ExportWriteOptions& o) {
   PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(out_dir, {model_dir}));
+  // The one config-vs-tensors validation every command shares (WeightSource::Open).
+  PQ_RETURN_IF_ERROR(model::WeightSource::Open(model_dir).status());
   PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model_dir));
   PQ_ASSIGN_OR_RETURN(nlohmann::json config, model::ReadConfig(model_dir));
   PQ_ASSIGN_OR_RETURN(model::ModelLayout layout, model::ResolveLayout(config, *ckpt));
