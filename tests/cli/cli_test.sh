@@ -170,6 +170,8 @@ if [[ "$(cat "$work/src"/* | sha256sum)" == "$before" && ! -e "$work/src/sub" ]]
 expect 2 "target-bits must be" -- "$bin" quantize "$model" -o "$work/q1" --target-bits -1 --calib "$text"
 expect 2 "target-size must be positive" -- "$bin" quantize "$model" -o "$work/q1" --target-size 0 --calib "$text"
 expect 2 "exactly one" -- "$bin" quantize "$model" -o "$work/q1" --calib "$text"
+expect 2 "not above the .* bytes of tensors outside the Linears" -- \
+  "$bin" quantize "$model" -o "$work/q1" --target-size 1B --calib "$text"
 expect 2 "parent directory" -- "$bin" quantize "$model" -o "$work/none/q1" --target-bits 5 --calib "$text"
 absent "$work/q1.work"
 "$bin" -q quantize "$model" -o "$work/q2/" --target-bits 8 --calib "$text" --samples 4 --seqlen 32 \

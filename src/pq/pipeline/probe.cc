@@ -22,19 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Bytes of every tensor that is not a probed Linear weight as export writes it (floating
-// tensors in BF16, others unchanged): embeddings, norms, biases, routers, buffers.
-Result<uint64_t> OtherTensorBytes(const std::string& model, const model::ModelLayout& layout) {
-  PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model));
-  uint64_t bytes = 0;
-  for (const std::string& n : layout.other_tensors) {
-    const io::TensorInfo* t = ckpt->Find(n);
-    if (!t) return NotFound(model + ": tensor " + n);
-    bytes += IsFloatingPoint(t->dtype) ? static_cast<uint64_t>(t->numel()) * 2 : t->bytes.size();
-  }
-  return bytes;
-}
-
 ProbeLinear ToProbeLinear(const engine::LinearResult& r, const model::LinearInfo& li) {
   ProbeLinear l{.module = r.module,
                 .layer = li.layer,
@@ -268,6 +255,17 @@ Result<ProbeFile> Assemble(const ProbeContext& c) {
 }
 
 }  // namespace
+
+Result<uint64_t> OtherTensorBytes(const std::string& model, const model::ModelLayout& layout) {
+  PQ_ASSIGN_OR_RETURN(auto ckpt, io::CheckpointReader::Open(model));
+  uint64_t bytes = 0;
+  for (const std::string& n : layout.other_tensors) {
+    const io::TensorInfo* t = ckpt->Find(n);
+    if (!t) return NotFound(model + ": tensor " + n);
+    bytes += IsFloatingPoint(t->dtype) ? static_cast<uint64_t>(t->numel()) * 2 : t->bytes.size();
+  }
+  return bytes;
+}
 
 // Identity of a checkpoint without reading all of it: config, every tensor's name, dtype and
 // shape, and up to 4 KiB of each tensor's data.

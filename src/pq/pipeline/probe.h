@@ -15,6 +15,7 @@
 #include "pq/core/exec_context.h"
 #include "pq/core/status.h"
 #include "pq/formats/format.h"
+#include "pq/model/arch.h"
 #include "pq/pipeline/calibration.h"
 #include "pq/pipeline/work_dir.h"
 #include "pq/quant/export_quantizer.h"
@@ -52,6 +53,10 @@ struct ProbeSummary {
 };
 
 Result<ProbeSummary> RunProbe(const ProbeOptions& o);
+
+// Bytes of every tensor that is not a Linear weight as export writes it (floating tensors in
+// BF16, others unchanged): embeddings, norms, biases, routers, buffers.
+Result<uint64_t> OtherTensorBytes(const std::string& model, const model::ModelLayout& layout);
 
 // Identity of a checkpoint without reading all of it (config, every tensor's name, dtype,
 // shape and first 4 KiB): recorded by the probe, checked by export.

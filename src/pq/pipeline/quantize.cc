@@ -4,6 +4,7 @@
 
 #include "pq/core/log.h"
 #include "pq/io/file_util.h"
+#include "pq/model/weights.h"
 
 namespace pq::pipeline {
 
@@ -15,6 +16,15 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   PQ_RETURN_IF_ERROR(ValidateAllocateOptions(o.allocate));
   PQ_RETURN_IF_ERROR(io::CheckOutputLocation(o.out, o.write.overwrite));
   PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(o.out, {o.probe.model, o.probe.work}));
+  if (o.allocate.target_size) {  // a size below the tensors outside the Linears cannot be met
+    PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.probe.model));
+    PQ_ASSIGN_OR_RETURN(const uint64_t other, OtherTensorBytes(o.probe.model, src->layout()));
+    if (*o.allocate.target_size - o.allocate.kv_reserve <= other)
+      return InvalidArgument("--target-size " + std::to_string(*o.allocate.target_size) +
+                             " bytes (less --kv-reserve) is not above the " +
+                             std::to_string(other) +
+                             " bytes of tensors outside the Linears (embeddings, norms, ...)");
+  }
   LogInfo("[1/3] probe");
   PQ_ASSIGN_OR_RETURN(r.probe, RunProbe(o.probe));
   LogInfo("[2/3] allocate");
