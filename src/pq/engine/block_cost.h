@@ -1,15 +1,16 @@
 // Block-output pricing of the decision units of an MoE decoder layer (quant/cost.h "block";
 // DESIGN §3 "Cost of a candidate format"). A Linear's own statistics price its output error;
-// in an MoE layer that error also moves the router's top-k choice (for units upstream of the
-// router: attention, DeltaNet) and is mixed with the other experts' (for the experts), which
-// no per-Linear score sees. Here the whole layer is re-run from its stored input boundary once
-// per (unit, candidate format), with every Linear of the unit replaced by its candidate — Ŵ
-// and the run-time activation quantization export writes — and the change of the layer's
-// output is weighted by the loss gradient there, token by token. Tokens whose top-k expert set
-// changed are counted.
+// in an MoE model that error also moves routers' top-k choices — of its own layer (units
+// upstream of the router: attention, DeltaNet) and of the layers after it (every unit) — and an
+// expert's error is mixed with the other experts', which no per-Linear score sees. Here the
+// unit's layer is re-run from its stored input boundary once per (unit, candidate format), with
+// every Linear of the unit replaced by its candidate — Ŵ and the run-time activation
+// quantization export writes — and followed through a window of the next layers; the change of
+// the window's output is weighted by the loss gradient there, token by token. Tokens whose
+// top-k expert set changed are counted, in every MoE layer of the window.
 //
-// Cost: one layer forward over the calibration tokens per (unit, format), plus one for the
-// unquantized reference; dense layers are never re-run.
+// Cost: one forward of the window's layers over the calibration tokens per (unit, format),
+// plus one for the unquantized reference; dense layers are never re-run.
 #pragma once
 
 #include <cstdint>

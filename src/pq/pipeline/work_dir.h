@@ -4,11 +4,13 @@
 // bytes are an ABI (schemas "prismaquant.probe/1" and "prismaquant.layer_config/1"):
 //   W/probe/inputs.json            {"schema", "inputs"}: fingerprint of (model, calibration
 //                                  tokens, options); a rerun with other inputs is refused
+//                                  (block pricing options appear only when not the default)
 //   W/probe/calibration/           model.safetensors: I32 "ids", "targets" [samples, seqlen]
 //   W/probe/head/, layer_NNNN/     one finished unit of work each (ProbeUnit), written
 //                                  atomically: results.json + model.safetensors (per Linear
 //                                  "<module>.g2_out" [N], "<module>.x2_in" [K], F32)
-//   W/probe/grad_NNNN/             dL/d(boundary NNNN) after the last finished layer (resume)
+//   W/probe/grad_NNNN/             dL/d(boundary NNNN) after the last finished layer (resume),
+//                                  and those MoE layers' block windows below still need
 //   W/probe.json                   ProbeFile: everything allocate needs
 //   W/layer_config.json            LayerConfig: one format per Linear (from allocate)
 //   W/pareto.csv                   ParetoTable: the allocator's sweep

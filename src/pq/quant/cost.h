@@ -65,18 +65,18 @@ Result<double> CandidateCost(CostEstimator estimator, const CostInputs& in,
                              std::span<const float> w_hat);
 
 // "block": the price of a whole decision unit of an MoE decoder layer (its experts, its shared
-// expert, or an attention / DeltaNet unit upstream of the router), measured at the layer's
-// output. The layer is re-run from its stored input with every Linear of the unit replaced by
-// its candidate (Ŵ and the run-time activation quantization export writes), the router
-// included, so tokens whose top-k choice changes carry that change. With y, ŷ [T_all, D] the
-// layer's outputs before and after, dy = dL/dy (L = Σ scored NLL, so dy[t] is token t's
-// gradient) and T the scored calibration tokens:
+// expert, or an attention / DeltaNet unit upstream of the router), measured downstream of the
+// unit: its layer is re-run from its stored input with every Linear of the unit replaced by
+// its candidate (Ŵ and the run-time activation quantization export writes), routers included,
+// followed through the next layer(s) of a window (engine/block_cost.h; the probe's default is
+// the unit's layer and the next, so the next router's changed choices count too). With y, ŷ
+// [T_all, D] the window's output before and after, dy = dL/dy there (L = Σ scored NLL, so dy[t]
+// is token t's gradient) and T the scored calibration tokens:
 //   block    ½ · Σ_t Σ_d dy[t,d]² · (ŷ[t,d] − y[t,d])² / T
-// — the per-token diagonal empirical Fisher at the block output (output's score moved from the
-// Linear's output to the layer's, and kept per token instead of factorised into two means, so
-// an expert's routed tokens are not averaged with the tokens it never sees). For a dense
-// Linear with no routing after it, it would reduce to output's score without the
-// factorisation; dense layers are not re-run (they keep the hessian value).
+// — the per-token diagonal empirical Fisher at the window's output: AutoQuantize's block score,
+// in output's normalisation (output = ½ Σ_o mean_t dy² · mean_t Δy², here the mean over tokens
+// of the products, so an expert's routed tokens are not averaged with the tokens it never
+// sees). Dense layers are not re-run: their "block" is the hessian value (CandidateCost).
 // BlockEnergy returns Σ_t Σ_d dy² (ŷ − y)² (all spans [T_all·D]); BlockCost = ½ · energy / T.
 double BlockEnergy(std::span<const float> dy, std::span<const float> y,
                    std::span<const float> y_hat);
