@@ -16,7 +16,7 @@ struct ProbeArgs {
   ExecFlags exec;
   double memory_gb = 8, cache_gb = 2;
   std::string block = "rerun";
-  int64_t block_layers = 2;
+  int64_t block_layers = 2, block_samples = 0;
   bool no_lm_head = false, no_bos = false, json = false;
 };
 
@@ -35,6 +35,7 @@ Status Run(const ProbeArgs& a) {
   o.block_cost = a.block != "off";
   o.block_reroute = a.block == "rerun";
   o.block_layers = a.block_layers;
+  o.block_samples = a.block_samples;
   PQ_ASSIGN_OR_RETURN(pipeline::ProbeSummary s, pipeline::RunProbe(o));
   if (a.json) {
     std::printf("%s\n", s.ToJson().dump(2).c_str());
@@ -84,6 +85,10 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--block-layers", a->block_layers,
                   "Layers an MoE unit's error is followed through in the block reruns (default "
                   "2: its own and the next, whose router sees it; 1: its own; 0: to the last)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--block-samples", a->block_samples,
+                  "Re-run only this many of the calibration samples in the block reruns (default "
+                  "0: all; fewer is proportionally faster on large MoE layers)")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   a->exec.Register(sub);

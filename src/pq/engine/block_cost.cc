@@ -98,11 +98,14 @@ Result<std::vector<BlockUnitCost>> PriceBlockUnits(const Runner& runner, const B
                                                    const ReplacementFn& replace,
                                                    const BlockPricingOptions& o) {
   const model::ModelConfig& c = runner.config();
-  const size_t size = static_cast<size_t>(runner.total_tokens() * c.hidden);
-  if (o.total_tokens <= 0 || window.dy.size() != size || window.layers.empty())
+  const auto d = static_cast<size_t>(c.hidden);
+  const size_t all = static_cast<size_t>(runner.total_tokens()) * d;
+  const size_t size =
+      o.samples == 0 || o.samples >= runner.sequences() ? all : runner.offset(o.samples) * d;
+  if (o.total_tokens <= 0 || window.dy.size() != all || window.layers.empty())
     return InvalidArgument(
-        "block pricing: no scored tokens, no layer or a gradient of the "
-        "wrong size");
+        "block pricing: no scored tokens, no layer or a gradient of the wrong size");
+  const std::span<const float> dy = window.dy.first(size);
   model::LayerWeights lw = *window.layers[0];  // candidates replace Linears of this copy
   std::map<std::string, model::LinearWeights*> by_module;
   model::ForEachLinear(lw, [&](model::LinearWeights& l) { by_module[l.module] = &l; });
@@ -118,7 +121,7 @@ Result<std::vector<BlockUnitCost>> PriceBlockUnits(const Runner& runner, const B
                                  o.reroute ? nullptr : &topk);
       Restore(saved);
       PQ_RETURN_IF_ERROR(s.WithContext("block pricing " + spec.unit));
-      BlockCandidateCost cc{f, quant::BlockEnergy(window.dy, y, y_hat), 0, 0};
+      BlockCandidateCost cc{f, quant::BlockEnergy(dy, y, y_hat), 0, 0};
       cc.cost = quant::BlockCost(cc.energy, o.total_tokens);
       for (size_t j = 0; j < topk.size(); ++j) {
         const int64_t l = window.first + static_cast<int64_t>(j);

@@ -59,12 +59,15 @@ struct BlockPricingOptions {
   // false: the experts run on the unquantized layer's top-k choices (the routing frozen) —
   // the ablation that shows what the routing changes cost; routing_changes are then 0.
   bool reroute = true;
+  // Re-run only the first `samples` calibration sequences (0: all); total_tokens must then
+  // count the scored tokens of those. Costs one window forward of them per (unit, format).
+  size_t samples = 0;
 };
 
 // Where a unit's error is measured: the unit's layer `first` (layers[0]) re-run from its
-// stored input, then the following layers (layers[1..], usually none) on its output, and the
-// change of the last one's output weighted by dy = dL/d(that output) [sum T, D]. With one
-// layer dy is Runner::BackwardFrom's on_layer argument.
+// stored input, then the following layers (layers[1..]) on its output, and the change of the
+// last one's output weighted by dy = dL/d(that output) [sum T, D] (its first rows when only
+// some samples are re-run). With one layer dy is Runner::BackwardFrom's on_layer argument.
 struct BlockWindow {
   int64_t first = 0;
   std::vector<const model::LayerWeights*> layers;

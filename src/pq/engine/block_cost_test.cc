@@ -210,6 +210,34 @@ TEST_F(BlockCostTest, EqualsTheDirectRerunAndSeesThePlantedRoutingFlip) {
               1e-9 * (*r)[1].candidates.at(0).cost);
 }
 
+// Re-running only the first samples prices on their tokens alone.
+TEST_F(BlockCostTest, ASubsetOfSamplesPricesOnItsTokens) {
+  PlantFlip(30);  // in the second sequence
+  const model::ModelConfig& c = src_->config();
+  model::LayerActs a0, a1;
+  const std::vector<float> y0 = Forward(c, w_, x_, a0);
+  const std::vector<float> y1 = Forward(c, Quantized(), x_, a1);
+  const size_t first = static_cast<size_t>(kLen * c.hidden);  // the first sequence's rows
+  double direct = 0;
+  for (size_t i = 0; i < first; ++i) {
+    const double e = static_cast<double>(y1[i]) - y0[i];
+    direct += static_cast<double>(dy_[i]) * dy_[i] * e * e;
+  }
+  direct *= 0.5 / (kLen - 1);
+  const std::vector<BlockUnitSpec> units = {{"o", {w_.o.module}, {FormatId::kINT8}}};
+  BlockPricingOptions o;
+  o.total_tokens = kLen - 1;
+  o.samples = 1;
+  auto r = PriceBlockUnits(*runner_, {0, {&w_}, dy_}, units, Replace(), o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const BlockCandidateCost& oc = (*r)[0].candidates.at(0);
+  EXPECT_NEAR(oc.cost, direct, 1e-6 * direct);
+  EXPECT_EQ(
+      oc.routing_changes,
+      ChangedTokens(std::vector<int32_t>(a0.topk_idx.begin(), a0.topk_idx.begin() + 2 * kLen),
+                    std::vector<int32_t>(a1.topk_idx.begin(), a1.topk_idx.begin() + 2 * kLen), 2));
+}
+
 TEST(BlockCost, RoutingChangesIgnoreTheOrderWithinTheTopK) {
   const std::vector<int32_t> a = {0, 1, 2, 3, 1, 2}, b = {1, 0, 2, 1, 2, 1};
   EXPECT_EQ(CountRoutingChanges(a, b, 2), 1);  // token 1: {2,3} -> {1,2}

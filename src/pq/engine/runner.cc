@@ -124,9 +124,16 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
   return r;
 }
 
-void Runner::ForEachBatch(int64_t batch_tokens, const BatchFn& fn) const {
+std::optional<size_t> Runner::SequencesIn(size_t rows) const {
+  if (rows == static_cast<size_t>(total_tokens_)) return seqs_.size();
+  for (size_t n = 0; n < seqs_.size(); ++n)
+    if (offsets_[n] == rows) return n;
+  return std::nullopt;
+}
+
+void Runner::ForEachBatch(int64_t batch_tokens, size_t seqs, const BatchFn& fn) const {
   size_t s = 0;
-  while (s < seqs_.size()) {  // consecutive sequences up to batch_tokens (at least one)
+  while (s < seqs) {  // consecutive sequences up to batch_tokens (at least one)
     std::vector<int64_t> lens;
     int64_t tokens = 0;
     const size_t off = offsets_[s];
@@ -134,8 +141,7 @@ void Runner::ForEachBatch(int64_t batch_tokens, const BatchFn& fn) const {
       lens.push_back(static_cast<int64_t>(seqs_[s].ids.size()));
       tokens += lens.back();
       ++s;
-    } while (s < seqs_.size() &&
-             tokens + static_cast<int64_t>(seqs_[s].ids.size()) <= batch_tokens);
+    } while (s < seqs && tokens + static_cast<int64_t>(seqs_[s].ids.size()) <= batch_tokens);
     fn(off, lens);
   }
 }
@@ -147,7 +153,7 @@ Status Runner::ObserveLayer(int64_t l, const model::LayerWeights& w,
   std::vector<float> x(final_.size()), y;
   PQ_RETURN_IF_ERROR(store_.Get(l, x));
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
-  ForEachBatch(batch_tokens, [&](size_t off, std::span<const int64_t> lens) {
+  ForEachBatch(batch_tokens, seqs_.size(), [&](size_t off, std::span<const int64_t> lens) {
     int64_t t = 0;
     for (int64_t n : lens) t += n;
     const size_t n = static_cast<size_t>(t) * d;
@@ -163,7 +169,8 @@ Status Runner::RerunLayer(int64_t l, const model::LayerWeights& w, int64_t batch
                           std::span<const int32_t> fixed_topk) const {
   std::vector<float> x(final_.size());
   PQ_RETURN_IF_ERROR(store_.Get(l, x));
-  return RunLayerOn(l, w, x, batch_tokens, y, topk, fixed_topk);
+  return RunLayerOn(l, w, std::span<const float>(x).first(std::min(x.size(), y.size())),
+                    batch_tokens, y, topk, fixed_topk);
 }
 
 Status Runner::RunLayerOn(int64_t l, const model::LayerWeights& w, std::span<const float> x,
@@ -172,13 +179,15 @@ Status Runner::RunLayerOn(int64_t l, const model::LayerWeights& w, std::span<con
   const model::ModelConfig& c = src_.config();
   const auto d = static_cast<size_t>(c.hidden);
   const auto k = static_cast<size_t>(c.IsMoeLayer(l) ? c.top_k : 0);
-  const auto rows = static_cast<size_t>(total_tokens_);
-  if (x.size() != rows * d || y.size() != rows * d ||
+  const size_t rows = x.size() / d;
+  const std::optional<size_t> seqs = SequencesIn(rows);
+  if (!seqs || x.size() != rows * d || y.size() != x.size() ||
       (!fixed_topk.empty() && fixed_topk.size() != rows * k))
-    return InvalidArgument("RunLayerOn: input, output or fixed routing of the wrong size");
+    return InvalidArgument(
+        "RunLayerOn: input, output or fixed routing of the wrong size (whole sequences)");
   if (topk) topk->assign(rows * k, 0);
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
-  ForEachBatch(batch_tokens, [&](size_t off, std::span<const int64_t> lens) {
+  ForEachBatch(batch_tokens, *seqs, [&](size_t off, std::span<const int64_t> lens) {
     size_t t = 0;
     for (int64_t n : lens) t += static_cast<size_t>(n);
     model::LayerActs acts;

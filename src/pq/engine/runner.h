@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -123,14 +124,15 @@ class Runner {
   Status ObserveLayer(int64_t l, const model::LayerWeights& w, model::LinearObserver& observer,
                       int64_t batch_tokens) const;
   // Layer l (weights w, e.g. with some Linears replaced) run forward again from its stored
-  // input boundary (needs Forward(true)) in batches of up to `batch_tokens`: y[sum T, D] its
-  // output. An MoE layer's top-k choices [sum T, top_k] go to `topk` (optional); `fixed_topk`
-  // (optional, [sum T, top_k]) routes by those instead (model::DecoderLayerForward).
+  // input boundary (needs Forward(true)) in batches of up to `batch_tokens`: y[R, D] its output
+  // for the first R token rows, which must be whole sequences (R = offset(n), or all). An MoE
+  // layer's top-k choices [R, top_k] go to `topk` (optional); `fixed_topk` (optional,
+  // [R, top_k]) routes by those instead (model::DecoderLayerForward).
   Status RerunLayer(int64_t l, const model::LayerWeights& w, int64_t batch_tokens,
                     std::span<float> y, std::vector<int32_t>* topk = nullptr,
                     std::span<const int32_t> fixed_topk = {}) const;
-  // As RerunLayer, from the input x[sum T, D] instead of the stored boundary (e.g. the output
-  // of an earlier RerunLayer: a window of layers run with a perturbation).
+  // As RerunLayer, from the input x[R, D] instead of the stored boundary (e.g. the output of
+  // an earlier RerunLayer: a window of layers run with a perturbation).
   Status RunLayerOn(int64_t l, const model::LayerWeights& w, std::span<const float> x,
                     int64_t batch_tokens, std::span<float> y, std::vector<int32_t>* topk = nullptr,
                     std::span<const int32_t> fixed_topk = {}) const;
@@ -143,6 +145,7 @@ class Runner {
   // Whether the stored boundaries went to the spill file.
   bool spilled() const { return store_.spilled(); }
   size_t offset(size_t seq) const { return offsets_[seq]; }
+  size_t sequences() const { return seqs_.size(); }
 
  private:
   const model::WeightSource& src_;
@@ -156,10 +159,12 @@ class Runner {
   };
   std::vector<Batch> batches_;  // consecutive sequences run through a layer together
 
-  // fn(first token row, lens) for consecutive sequences up to batch_tokens each (at least one
-  // sequence per call).
+  // fn(first token row, lens) for consecutive sequences of the first `seqs` up to
+  // batch_tokens each (at least one sequence per call).
   using BatchFn = std::function<void(size_t off, std::span<const int64_t> lens)>;
-  void ForEachBatch(int64_t batch_tokens, const BatchFn& fn) const;
+  void ForEachBatch(int64_t batch_tokens, size_t seqs, const BatchFn& fn) const;
+  // The number of leading sequences that hold exactly `rows` token rows (nullopt: none).
+  std::optional<size_t> SequencesIn(size_t rows) const;
   // Runs every batch of h [sum T, D] through layer w into next [sum T, D].
   void RunLayer(const model::LayerWeights& w, const model::RopeCache& rope,
                 std::span<const float> h, std::span<float> next,

@@ -130,6 +130,7 @@ Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   in.block_cost = o.block_cost;
   in.block_frozen_routing = o.block_cost && !o.block_reroute;
   in.block_layers = o.block_layers;
+  in.block_samples = o.block_samples;
   PQ_RETURN_IF_ERROR(CheckProbeInputs(c->work, in.ToJson()));
   RemoveProbeEntries(c->work, ".");  // temp dirs of a killed run's unfinished writes
   if (!fs::exists(c->work.calibration_dir())) {
@@ -211,7 +212,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
     PQ_RETURN_IF_ERROR(SweepMtp(c, runner, probe));
   }
   if (top < 0) return Status::Ok();
-  ProbeBlockPricing block(o, c.src->config(), c.info, c.formats, w, c.calib.scored_tokens());
+  ProbeBlockPricing block(o, c.src->config(), c.info, c.formats, w, c.calib.samples);
   PQ_RETURN_IF_ERROR(block.Start(top, dy));
   const auto begin_layer = [&](int64_t l, const model::LayerWeights& lw,
                                std::span<const float> layer_dy) -> Status {

@@ -49,6 +49,9 @@ struct ProbeOptions {
   // layer's output; 0: up to the last layer. Default 2: the next layer's routing changes are
   // most of what one layer misses (README "Which cost estimator", MoE).
   int64_t block_layers = 2;
+  // Re-run only the first N calibration samples in the block reruns (0: all; the samples are
+  // a seeded random choice, so the first N are a random subset): N/samples of their cost.
+  int64_t block_samples = 0;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
 

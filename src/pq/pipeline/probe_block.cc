@@ -32,13 +32,14 @@ std::vector<engine::BlockUnitSpec> LayerUnits(
 ProbeBlockPricing::ProbeBlockPricing(const ProbeOptions& o, const model::ModelConfig& config,
                                      const std::map<std::string, const model::LinearInfo*>& info,
                                      const std::vector<formats::FormatId>& formats,
-                                     const WorkDir& work, int64_t scored_tokens)
-    : o_(o),
-      config_(config),
-      info_(info),
-      formats_(formats),
-      work_(work),
-      scored_tokens_(scored_tokens) {}
+                                     const WorkDir& work,
+                                     const std::vector<engine::Sequence>& samples)
+    : o_(o), config_(config), info_(info), formats_(formats), work_(work) {
+  const size_t n =
+      o.block_samples > 0 ? std::min<size_t>(o.block_samples, samples.size()) : samples.size();
+  for (size_t s = 0; s < n; ++s)
+    for (int32_t t : samples[s].targets) scored_tokens_ += t >= 0;
+}
 
 int64_t ProbeBlockPricing::WindowEnd(int64_t l) const {
   const int64_t top = config_.num_layers;
@@ -83,6 +84,7 @@ Status ProbeBlockPricing::PriceLayer(const engine::Runner& runner,
   bo.total_tokens = scored_tokens_;
   bo.batch_tokens = o_.hessian_batch_tokens;
   bo.reroute = o_.block_reroute;
+  bo.samples = static_cast<size_t>(std::max<int64_t>(o_.block_samples, 0));
   const engine::ReplacementFn replace =
       [&](const std::string& m, formats::FormatId f,
           std::vector<float>& scratch) -> Result<engine::LinearReplacement> {

@@ -25,10 +25,11 @@ namespace pq::pipeline {
 class ProbeBlockPricing {
  public:
   // `info`: every Linear by module. All references must outlive this.
+  // `samples`: the calibration samples (the first block_samples of them are re-run).
   ProbeBlockPricing(const ProbeOptions& o, const model::ModelConfig& config,
                     const std::map<std::string, const model::LinearInfo*>& info,
                     const std::vector<formats::FormatId>& formats, const WorkDir& work,
-                    int64_t scored_tokens);
+                    const std::vector<engine::Sequence>& samples);
 
   // Before the reverse sweep from layer `top` (dy = dL/d(boundary top+1)): keeps dy if a
   // window ends there and reads the gradients above it that an interrupted run left.
@@ -58,7 +59,7 @@ class ProbeBlockPricing {
   const std::map<std::string, const model::LinearInfo*>& info_;
   const std::vector<formats::FormatId>& formats_;
   const WorkDir& work_;
-  int64_t scored_tokens_ = 0;
+  int64_t scored_tokens_ = 0;                    // of the re-run samples
   std::map<int64_t, std::vector<float>> grads_;  // dL/d(boundary) by boundary
   std::vector<engine::BlockUnitCost> units_;     // the current layer's
 };

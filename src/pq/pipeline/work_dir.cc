@@ -475,6 +475,8 @@ nlohmann::json ProbeInputs::ToJson() const {
   if (!block_cost) j["block_cost"] = false;
   if (block_frozen_routing) j["block_routing"] = "frozen";
   if (block_cost && block_layers != 2) j["block_layers"] = block_layers;
+  if (block_cost && block_samples > 0 && block_samples < samples)
+    j["block_samples"] = block_samples;
   return j;
 }
 

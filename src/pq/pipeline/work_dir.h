@@ -132,6 +132,7 @@ struct ProbeInputs {
   bool block_cost = true;             // MoE units priced at the block output (ProbeOptions)
   bool block_frozen_routing = false;  // ... with the routing frozen (an ablation)
   int64_t block_layers = 2;           // ... through this many layers (ProbeOptions)
+  int64_t block_samples = 0;          // ... re-running this many samples (0: all)
   nlohmann::json ToJson() const;
 };
 
