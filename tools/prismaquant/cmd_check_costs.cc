@@ -15,14 +15,14 @@ struct CheckArgs {
   std::string model, work, text, split = "paragraphs", formats = "NVFP4,MXFP8", csv;
   int64_t max_docs = 0, ctx = 0;
   ExecFlags exec;
-  bool lm_head = false, json = false;
+  bool lm_head = false, per_unit = false, json = false;
 };
 
 std::string RowsCsv(const pipeline::CostCheckResult& r) {
   std::string s = "module,format,measured_dnll,measured_kl";
   for (int e = 0; e < quant::kNumEstimators; ++e)
     s += ",pred_" + std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)));
-  s += "\n";
+  s += ",routing_changes\n";
   char buf[64];
   for (const auto& row : r.rows) {
     s += row.module + "," + row.format;
@@ -34,7 +34,7 @@ std::string RowsCsv(const pipeline::CostCheckResult& r) {
       std::snprintf(buf, sizeof buf, ",%.9g", v);
       s += buf;
     }
-    s += "\n";
+    s += "," + (row.routing_changes ? std::to_string(*row.routing_changes) : std::string()) + "\n";
   }
   return s;
 }
@@ -49,6 +49,7 @@ Status Run(const CheckArgs& a) {
   o.eval.ctx = a.ctx;
   PQ_ASSIGN_OR_RETURN(o.formats, ParseFormatList(a.formats));
   o.include_lm_head = a.lm_head;
+  o.per_unit = a.per_unit;
   o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::CostCheckResult r, pipeline::CheckCosts(o));
   if (!a.csv.empty()) PQ_RETURN_IF_ERROR(io::WriteFileAtomic(a.csv, RowsCsv(r)));
@@ -56,8 +57,9 @@ Status Run(const CheckArgs& a) {
     std::printf("%s\n", r.ToJson(o).dump(2).c_str());
     return Status::Ok();
   }
-  std::printf("%s: %zu single-Linear perturbations, base NLL %.6f on %lld held-out tokens\n",
-              a.model.c_str(), r.rows.size(), r.base_nll, static_cast<long long>(r.tokens));
+  std::printf("%s: %zu single-%s perturbations, base NLL %.6f on %lld held-out tokens\n",
+              a.model.c_str(), r.rows.size(), a.per_unit ? "unit" : "Linear", r.base_nll,
+              static_cast<long long>(r.tokens));
   std::printf("%-8s %14s %12s %20s %16s %18s\n", "cost", "Spearman dNLL", "Spearman KL",
               "Spearman KL in fmt", "median pred/KL", "median pred/dNLL");
   for (int e = 0; e < quant::kNumEstimators; ++e) {
@@ -77,7 +79,8 @@ void AddCheckCostsCommand(CLI::App& app, int* exit_code) {
   CLI::App* sub = app.add_subcommand(
       "check-costs",
       "Measure how well each cost estimator predicts reality: quantize one Linear at a time\n"
-      "(RTN, as probed; inputs quantized as the runtime does), evaluate ΔNLL and KL on held-out\n"
+      "(or one decision unit with --per-unit) exactly as the probe priced it (RTN or the\n"
+      "export's passes; inputs quantized as the runtime does), evaluate ΔNLL and KL on held-out\n"
       "text, and report each estimator's Spearman rank correlation and predicted/measured\n"
       "ratio. Needs a probe of MODEL in WORK.\n"
       "Example: prismaquant check-costs models/stories260K --work w --text heldout.txt");
@@ -91,6 +94,9 @@ void AddCheckCostsCommand(CLI::App& app, int* exit_code) {
                   "Formats to perturb with, comma-separated (default NVFP4,MXFP8; Linears whose "
                   "shape cannot hold one are skipped for it)");
   sub->add_flag("--lm-head", a->lm_head, "Also perturb lm_head");
+  sub->add_flag("--per-unit", a->per_unit,
+                "Perturb whole decision units (all experts of an MoE layer, fused q/k/v, ...; "
+                "predictions summed over the members, as allocate sums them)");
   sub->add_option("-o,--csv", a->csv, "Write every perturbation's numbers to this CSV");
   a->exec.Register(sub);
   AddJsonFlag(sub, &a->json, "summary");

@@ -15,6 +15,8 @@ struct ProbeArgs {
   PassesFlag passes;
   ExecFlags exec;
   double memory_gb = 8, cache_gb = 2;
+  std::string block = "rerun";
+  int64_t block_layers = 2, block_samples = 0;
   bool no_lm_head = false, no_bos = false, json = false;
 };
 
@@ -30,6 +32,10 @@ Status Run(const ProbeArgs& a) {
   o.memory_budget_bytes = static_cast<uint64_t>(a.memory_gb * 1e9);
   o.cache_bytes = static_cast<uint64_t>(a.cache_gb * 1e9);
   o.exec = a.exec.Context();
+  o.block_cost = a.block != "off";
+  o.block_reroute = a.block == "rerun";
+  o.block_layers = a.block_layers;
+  o.block_samples = a.block_samples;
   PQ_ASSIGN_OR_RETURN(pipeline::ProbeSummary s, pipeline::RunProbe(o));
   if (a.json) {
     std::printf("%s\n", s.ToJson().dump(2).c_str());
@@ -51,9 +57,12 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
       "probe",
       "Calibration pass: for every Linear (and expert) and every candidate format, predict how\n"
       "much the mean next-token loss grows (nats/token) with each cost estimator (trace,\n"
-      "channel, hessian, output), using the exact quantizer and passes export uses (scale\n"
+      "channel, hessian, output, block), using the exact quantizer and passes export uses (scale\n"
       "search + GPTQ on the probe's own Hessians by default), activation quantization\n"
       "included. Streams one layer at a time; results go to WORK (resumable).\n"
+      "MoE layers: every decision unit (experts, shared expert, attention/DeltaNet) is also\n"
+      "priced at the output of its layer and the next with the routers re-run (estimator\n"
+      "block; two layer forwards per unit and format).\n"
       "Qwen3-Next / Qwen3.5 / Qwen3.6: the MTP head (mtp.*) is probed with its own objective\n"
       "(token t+2 from the embedding of t+1 and the body's hidden state at t); the vision\n"
       "tower is not calibrated yet (no image samples): allocate gives it --visual-format.\n"
@@ -69,6 +78,18 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
                      "as export will write it (default search+gptq, export's default; rtn prices "
                      "round-to-nearest, faster). Export with the same --passes");
   sub->add_flag("--no-lm-head", a->no_lm_head, "Do not price lm_head's formats");
+  sub->add_option("--block", a->block,
+                  "MoE layers' block-output pricing: rerun (default: the router re-run), "
+                  "frozen (the unquantized routing kept: an ablation), off (block = hessian)")
+      ->check(CLI::IsMember({"rerun", "frozen", "off"}));
+  sub->add_option("--block-layers", a->block_layers,
+                  "Layers an MoE unit's error is followed through in the block reruns (default "
+                  "2: its own and the next, whose router sees it; 1: its own; 0: to the last)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--block-samples", a->block_samples,
+                  "Re-run only this many of the calibration samples in the block reruns (default "
+                  "0: all; fewer is proportionally faster on large MoE layers)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   a->exec.Register(sub);
   sub->add_option("--memory-budget-gb", a->memory_gb,

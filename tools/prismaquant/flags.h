@@ -65,7 +65,7 @@ Status ParseTargetBits(const std::string& text, pipeline::AllocateOptions& o);
 
 // How allocate chooses: --cost, --pareto (allocate only), --lm-head, --visual-format.
 struct ChoiceFlags {
-  std::string cost = "hessian", pareto, lm_head = "BF16", visual = "BF16";
+  std::string cost = "block", pareto, lm_head = "BF16", visual = "BF16";
 
   void Register(CLI::App* sub, bool compact, bool with_pareto);
   Status ToOptions(pipeline::AllocateOptions& o) const;

@@ -70,7 +70,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
     a.input_global_scale = formats::NvFp4InputGlobalScale(unit_x[unit(l->module)]);
     for (FormatId f : opt_.formats) {
       if (!formats::CheckShape(f, l->rows, l->cols).ok()) continue;
-      Candidate c{f, {}, {}};
+      Candidate c{f, {}, {}, {}};
       c.e.e_weight.assign(static_cast<size_t>(l->rows), 0.0);
       if (formats::Spec(f).quantizes_activations) {
         c.e.e_act.assign(static_cast<size_t>(l->rows), 0.0);
@@ -146,6 +146,19 @@ Result<std::span<const float>> ProbeObserver::WeightOf(const Active& a, const Ca
   return std::span<const float>(fresh);
 }
 
+Result<ProbeObserver::PricedCandidate> ProbeObserver::Priced(const std::string& module, FormatId f,
+                                                             std::vector<float>& scratch) const {
+  auto it = active_.find(module);
+  if (it == active_.end()) return NotFound("probe: " + module + " is not in the current layer");
+  for (const Candidate& c : it->second.cands) {
+    if (c.format != f) continue;
+    PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(it->second, c, scratch));
+    return PricedCandidate{w_hat, it->second.input_global_scale};
+  }
+  return NotFound("probe: " + module + " has no " + std::string(formats::Spec(f).name) +
+                  " candidate");
+}
+
 // Energies from differences computed before the matmul (X·ΔWᵀ, ΔX·Wᵀ), not as differences of
 // two large outputs, so near-exact candidates (BF16: ΔW ≈ 2⁻⁹ W) keep their precision.
 Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, int64_t t) {
@@ -211,7 +224,7 @@ Result<std::vector<LinearResult>> ProbeObserver::FinishLayer() {
     for (Candidate& c : a.cands) {
       std::vector<float> fresh;
       PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh));
-      CandidateResult cr{c.format, formats::BytesOnDisk(c.format, l.rows, l.cols), 0, {}};
+      CandidateResult cr{c.format, formats::BytesOnDisk(c.format, l.rows, l.cols), 0, {}, {}};
       double dw2 = 0;
       for (size_t j = 0; j < l.w.size(); ++j) {
         const double d = static_cast<double>(l.w[j]) - w_hat[j];

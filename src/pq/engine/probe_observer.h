@@ -36,6 +36,9 @@ struct CandidateResult {
   uint64_t bytes = 0;     // exact bytes on disk (scales included, bias excluded)
   double weight_mse = 0;  // mean (W − Ŵ)²
   std::array<double, quant::kNumEstimators> cost{};  // predicted Δloss, nats/token
+  // MoE-layer units priced at the block output: calibration tokens whose top-k expert set
+  // changed when this candidate's unit was quantized (the unit's count, on every member).
+  std::optional<int64_t> routing_changes;
 };
 
 struct LinearResult {
@@ -81,6 +84,15 @@ class ProbeObserver : public model::LinearObserver {
                 std::span<const float> dy, int64_t rows) override;
   // Costs of every candidate of the layer's Linears (in BeginLayer order); resets state.
   Result<std::vector<LinearResult>> FinishLayer();
+
+  // A candidate of the current layer as it was priced (between BeginLayer and FinishLayer):
+  // Ŵ (held in `scratch` when not cached) and the NVFP4 input global scale of its Linear.
+  struct PricedCandidate {
+    std::span<const float> w_hat;
+    float input_global_scale = 1;
+  };
+  Result<PricedCandidate> Priced(const std::string& module, formats::FormatId f,
+                                 std::vector<float>& scratch) const;
 
   const std::map<std::string, float>& input_amax() const { return amax_; }
   void set_input_amax(std::map<std::string, float> a) { amax_ = std::move(a); }

@@ -109,6 +109,7 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
     c[2] += 0.5 * act_h / t2;
   }
   c[3] = 0.5 * out / t2;
+  c[4] = c[2];  // block: the hessian value where no block rerun priced the Linear
   return c;
 }
 

@@ -124,15 +124,16 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
   return r;
 }
 
-Status Runner::ObserveLayer(int64_t l, const model::LayerWeights& w,
-                            model::LinearObserver& observer, int64_t batch_tokens) const {
-  const model::ModelConfig& c = src_.config();
-  const auto d = static_cast<size_t>(c.hidden);
-  std::vector<float> x(final_.size()), y;
-  PQ_RETURN_IF_ERROR(store_.Get(l, x));
-  const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
+std::optional<size_t> Runner::SequencesIn(size_t rows) const {
+  if (rows == static_cast<size_t>(total_tokens_)) return seqs_.size();
+  for (size_t n = 0; n < seqs_.size(); ++n)
+    if (offsets_[n] == rows) return n;
+  return std::nullopt;
+}
+
+void Runner::ForEachBatch(int64_t batch_tokens, size_t seqs, const BatchFn& fn) const {
   size_t s = 0;
-  while (s < seqs_.size()) {  // consecutive sequences up to batch_tokens (at least one)
+  while (s < seqs) {  // consecutive sequences up to batch_tokens (at least one)
     std::vector<int64_t> lens;
     int64_t tokens = 0;
     const size_t off = offsets_[s];
@@ -140,13 +141,64 @@ Status Runner::ObserveLayer(int64_t l, const model::LayerWeights& w,
       lens.push_back(static_cast<int64_t>(seqs_[s].ids.size()));
       tokens += lens.back();
       ++s;
-    } while (s < seqs_.size() &&
-             tokens + static_cast<int64_t>(seqs_[s].ids.size()) <= batch_tokens);
-    const size_t n = static_cast<size_t>(tokens) * d;
+    } while (s < seqs && tokens + static_cast<int64_t>(seqs_[s].ids.size()) <= batch_tokens);
+    fn(off, lens);
+  }
+}
+
+Status Runner::ObserveLayer(int64_t l, const model::LayerWeights& w,
+                            model::LinearObserver& observer, int64_t batch_tokens) const {
+  const model::ModelConfig& c = src_.config();
+  const auto d = static_cast<size_t>(c.hidden);
+  std::vector<float> x(final_.size()), y;
+  PQ_RETURN_IF_ERROR(store_.Get(l, x));
+  const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
+  ForEachBatch(batch_tokens, seqs_.size(), [&](size_t off, std::span<const int64_t> lens) {
+    int64_t t = 0;
+    for (int64_t n : lens) t += n;
+    const size_t n = static_cast<size_t>(t) * d;
     y.resize(n);
     model::DecoderLayerForward(c, w, rope, std::span<const float>(x).subspan(off * d, n), y, lens,
                                nullptr, &observer);
-  }
+  });
+  return Status::Ok();
+}
+
+Status Runner::RerunLayer(int64_t l, const model::LayerWeights& w, int64_t batch_tokens,
+                          std::span<float> y, std::vector<int32_t>* topk,
+                          std::span<const int32_t> fixed_topk) const {
+  std::vector<float> x(final_.size());
+  PQ_RETURN_IF_ERROR(store_.Get(l, x));
+  return RunLayerOn(l, w, std::span<const float>(x).first(std::min(x.size(), y.size())),
+                    batch_tokens, y, topk, fixed_topk);
+}
+
+Status Runner::RunLayerOn(int64_t l, const model::LayerWeights& w, std::span<const float> x,
+                          int64_t batch_tokens, std::span<float> y, std::vector<int32_t>* topk,
+                          std::span<const int32_t> fixed_topk) const {
+  const model::ModelConfig& c = src_.config();
+  const auto d = static_cast<size_t>(c.hidden);
+  const auto k = static_cast<size_t>(c.IsMoeLayer(l) ? c.top_k : 0);
+  const size_t rows = x.size() / d;
+  const std::optional<size_t> seqs = SequencesIn(rows);
+  if (!seqs || x.size() != rows * d || y.size() != x.size() ||
+      (!fixed_topk.empty() && fixed_topk.size() != rows * k))
+    return InvalidArgument(
+        "RunLayerOn: input, output or fixed routing of the wrong size (whole sequences)");
+  if (topk) topk->assign(rows * k, 0);
+  const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
+  ForEachBatch(batch_tokens, *seqs, [&](size_t off, std::span<const int64_t> lens) {
+    size_t t = 0;
+    for (int64_t n : lens) t += static_cast<size_t>(n);
+    model::LayerActs acts;
+    model::DecoderLayerForward(
+        c, w, rope, x.subspan(off * d, t * d), y.subspan(off * d, t * d), lens,
+        topk ? &acts : nullptr, nullptr,
+        fixed_topk.empty() ? fixed_topk : fixed_topk.subspan(off * k, t * k));
+    if (topk && k > 0)
+      std::copy(acts.topk_idx.begin(), acts.topk_idx.end(),
+                topk->begin() + static_cast<std::ptrdiff_t>(off * k));
+  });
   return Status::Ok();
 }
 
@@ -168,7 +220,7 @@ Status Runner::BackwardFrom(int64_t top, std::vector<float> dy, model::LinearObs
   for (int64_t l = top; l >= 0; --l) {
     PQ_RETURN_IF_ERROR(store_.Get(l, x));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
-    if (on_layer) PQ_RETURN_IF_ERROR(on_layer(l, w));
+    if (on_layer) PQ_RETURN_IF_ERROR(on_layer(l, w, dy));
     for (const Batch& b : batches_) {
       model::LayerActs acts;
       std::vector<float> y(static_cast<size_t>(b.tokens * d));

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -109,9 +110,11 @@ class Runner {
   Status Backward(model::LinearObserver* observer, const BoundaryGradFn& on_grad);
 
   // The reverse sweep from layer `top` down to 0, starting from dy = dL/d(boundary top+1)
-  // [sum T, D] (e.g. saved by an interrupted run). on_layer(l, weights) runs after layer l is
-  // loaded and before its batches; on_grad as above. Needs Forward(true).
-  using LayerFn = std::function<Status(int64_t l, const model::LayerWeights& w)>;
+  // [sum T, D] (e.g. saved by an interrupted run). on_layer(l, weights, dy) runs after layer l
+  // is loaded and before its batches, with dy = dL/d(boundary l+1), the gradient at the
+  // layer's output; on_grad as above. Needs Forward(true).
+  using LayerFn =
+      std::function<Status(int64_t l, const model::LayerWeights& w, std::span<const float> dy)>;
   Status BackwardFrom(int64_t top, std::vector<float> dy, model::LinearObserver* observer,
                       const LayerFn& on_layer, const BoundaryGradFn& on_grad);
   // Layer l (weights w) run forward again from its stored input boundary (needs Forward(true)),
@@ -120,14 +123,29 @@ class Runner {
   // discarded.
   Status ObserveLayer(int64_t l, const model::LayerWeights& w, model::LinearObserver& observer,
                       int64_t batch_tokens) const;
+  // Layer l (weights w, e.g. with some Linears replaced) run forward again from its stored
+  // input boundary (needs Forward(true)) in batches of up to `batch_tokens`: y[R, D] its output
+  // for the first R token rows, which must be whole sequences (R = offset(n), or all). An MoE
+  // layer's top-k choices [R, top_k] go to `topk` (optional); `fixed_topk` (optional,
+  // [R, top_k]) routes by those instead (model::DecoderLayerForward).
+  Status RerunLayer(int64_t l, const model::LayerWeights& w, int64_t batch_tokens,
+                    std::span<float> y, std::vector<int32_t>* topk = nullptr,
+                    std::span<const int32_t> fixed_topk = {}) const;
+  // As RerunLayer, from the input x[R, D] instead of the stored boundary (e.g. the output of
+  // an earlier RerunLayer: a window of layers run with a perturbation).
+  Status RunLayerOn(int64_t l, const model::LayerWeights& w, std::span<const float> x,
+                    int64_t batch_tokens, std::span<float> y, std::vector<int32_t>* topk = nullptr,
+                    std::span<const int32_t> fixed_topk = {}) const;
 
   // dL/d(boundary L) from the last Head(..., backward=true).
   const std::vector<float>& head_grad() const { return d_final_; }
 
   int64_t total_tokens() const { return total_tokens_; }
+  const model::ModelConfig& config() const { return src_.config(); }
   // Whether the stored boundaries went to the spill file.
   bool spilled() const { return store_.spilled(); }
   size_t offset(size_t seq) const { return offsets_[seq]; }
+  size_t sequences() const { return seqs_.size(); }
 
  private:
   const model::WeightSource& src_;
@@ -141,6 +159,12 @@ class Runner {
   };
   std::vector<Batch> batches_;  // consecutive sequences run through a layer together
 
+  // fn(first token row, lens) for consecutive sequences of the first `seqs` up to
+  // batch_tokens each (at least one sequence per call).
+  using BatchFn = std::function<void(size_t off, std::span<const int64_t> lens)>;
+  void ForEachBatch(int64_t batch_tokens, size_t seqs, const BatchFn& fn) const;
+  // The number of leading sequences that hold exactly `rows` token rows (nullopt: none).
+  std::optional<size_t> SequencesIn(size_t rows) const;
   // Runs every batch of h [sum T, D] through layer w into next [sum T, D].
   void RunLayer(const model::LayerWeights& w, const model::RopeCache& rope,
                 std::span<const float> h, std::span<float> next,

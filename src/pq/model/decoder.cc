@@ -204,8 +204,30 @@ void SharedExpertBackward(const LayerWeights& w, int64_t t, const LayerActs& a,
 }
 
 // ---- routed experts: n2[T, D] -> out[T, D] = sum_k w[t,k] * Expert_idx[t,k](n2[t]) ----
+// The router's probabilities of the experts in `fixed` [T, K] become the routing weights
+// (normalised over the K when the router normalises), replacing its own top-k choice.
+void FixRouting(const ModelConfig& c, int64_t t, std::span<const int32_t> fixed, LayerActs& a) {
+  const int64_t e_count = c.num_experts, k = c.top_k;
+  PQ_CHECK(fixed.size() == static_cast<size_t>(t * k), "fixed_topk must be [T, top_k]");
+  for (int64_t r = 0; r < t; ++r) {
+    double wsum = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+      const auto i = static_cast<size_t>(r * k + j);
+      PQ_CHECK(fixed[i] >= 0 && fixed[i] < e_count, "fixed_topk: expert out of range");
+      a.topk_idx[i] = fixed[i];
+      a.topk_w[i] = a.router_probs[static_cast<size_t>(r * e_count + fixed[i])];
+      wsum += a.topk_w[i];
+    }
+    if (!c.norm_topk_prob) continue;
+    for (int64_t j = 0; j < k; ++j) {
+      const auto i = static_cast<size_t>(r * k + j);
+      a.topk_w[i] = static_cast<float>(a.topk_w[i] / wsum);
+    }
+  }
+}
+
 void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerActs& a, Vec& out,
-                LinearObserver* obs) {
+                LinearObserver* obs, std::span<const int32_t> fixed_topk) {
   const int64_t d = c.hidden, e_count = c.num_experts, k = c.top_k;
   Vec logits = Zeros(t * e_count);
   LinearForward(a.n2, w.router, logits, t, obs);
@@ -213,6 +235,7 @@ void MoeForward(const ModelConfig& c, const LayerWeights& w, int64_t t, LayerAct
   a.topk_idx.assign(static_cast<size_t>(t * k), 0);
   a.topk_w = Zeros(t * k);
   ops::RouterTopK(logits, a.router_probs, a.topk_idx, a.topk_w, t, e_count, k, c.norm_topk_prob);
+  if (!fixed_topk.empty()) FixRouting(c, t, fixed_topk, a);
   a.experts.assign(static_cast<size_t>(e_count), ExpertActs{});
   for (int64_t i = 0; i < t * k; ++i) {
     ExpertActs& ea = a.experts[static_cast<size_t>(a.topk_idx[static_cast<size_t>(i)])];
@@ -324,7 +347,8 @@ RopeCache RopeCache::Make(const ModelConfig& c, int64_t tokens) {
 
 void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                          std::span<const float> x, std::span<float> y,
-                         std::span<const int64_t> lens, LayerActs* acts, LinearObserver* obs) {
+                         std::span<const int64_t> lens, LayerActs* acts, LinearObserver* obs,
+                         std::span<const int32_t> fixed_topk) {
   int64_t t = 0;
   for (int64_t ts : lens) {
     PQ_CHECK(rope.tokens >= ts, "RoPE cache shorter than a sequence");
@@ -349,7 +373,7 @@ void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const Rope
   ops::RmsNorm(a.h, w.post_norm, eps, c.norm_offset, a.n2, a.rstd2, t, d);
   Vec f;
   if (c.IsMoeLayer(w.layer))
-    MoeForward(c, w, t, a, f, obs);
+    MoeForward(c, w, t, a, f, obs, fixed_topk);
   else
     MlpForward(w, t, a, f, obs);
   for (size_t i = 0; i < a.h.size(); ++i) y[i] = a.h[i] + f[i];

@@ -102,10 +102,14 @@ void LinearBackward(std::span<const float> dy, std::span<const float> x, const L
 
 // y[T, D] = layer(x[T, D]) for sequences of lengths `lens` (sum T). `acts` (optional) keeps
 // what the backward needs. `observer` (optional) sees every Linear's input (OnLinearInput).
+// `fixed_topk` ([T, top_k], MoE layers only; empty: the router's choice): route every token
+// to these experts instead, weighted by the router's current probabilities of them
+// (normalised as the router normalises) — the routing frozen, for pricing ablations.
 void DecoderLayerForward(const ModelConfig& c, const LayerWeights& w, const RopeCache& rope,
                          std::span<const float> x, std::span<float> y,
                          std::span<const int64_t> lens, LayerActs* acts,
-                         LinearObserver* observer = nullptr);
+                         LinearObserver* observer = nullptr,
+                         std::span<const int32_t> fixed_topk = {});
 
 // dx[T, D] = dL/dx given dy[T, D] = dL/dy and the forward's `acts` (x is the layer input).
 // Calls `observer` (optional) for every Linear with its input rows and output gradients.

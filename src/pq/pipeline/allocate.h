@@ -32,8 +32,11 @@ struct AllocateOptions {
   std::optional<uint64_t> target_size;
   uint64_t kv_reserve = 0;                 // subtracted from target_size
   std::vector<formats::FormatId> formats;  // allowed formats (empty: every probed one)
-  // Default: the measured winner (README "Which cost estimator", scripts/cost_experiment.sh).
-  quant::CostEstimator cost = quant::CostEstimator::kHessian;
+  // Default: the measured winner (README "Which cost estimator", scripts/cost_experiment.sh and
+  // scripts/moe_cost_experiment.sh): block — the block-output price for MoE-layer units, the
+  // hessian price (the winner on dense Linears) everywhere else, so dense models allocate as
+  // with hessian.
+  quant::CostEstimator cost = quant::CostEstimator::kBlock;
   std::vector<double> pareto_bits;  // empty: 11 points from the minimum to the maximum
   formats::FormatId lm_head = formats::FormatId::kBF16;
   // Vision-tower Linears (not calibrated yet): one fixed format, counted in the total bytes.

@@ -8,8 +8,8 @@
 #include "pq/core/log.h"
 #include "pq/formats/act_quant.h"
 #include "pq/model/weights.h"
+#include "pq/pipeline/probed_candidates.h"
 #include "pq/pipeline/work_dir.h"
-#include "pq/quant/rtn_candidate.h"
 
 namespace pq::pipeline {
 namespace {
@@ -35,30 +35,34 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// The replacement of one Linear: its candidate weight and run-time activation format.
-struct Perturbation {
-  std::string module;
+// One perturbation: a Linear, or every Linear of a decision unit, in one format.
+struct Work {
+  std::string name;  // the Linear's module, or the unit
   formats::FormatId format;
-  std::vector<float> w_hat;
-  float input_global_scale = 1;
+  std::vector<const ProbeLinear*> members;
 };
 
-Result<Perturbation> MakePerturbation(const model::WeightSource& src, const ProbeFile& probe,
-                                      const ProbeLinear& linear, formats::FormatId f) {
-  // Amaxes over the Linear's global-scale group, as the probe computed them.
-  float w_amax = 0, x_amax = 0;
-  for (const ProbeLinear& m : probe.linears) {
-    if (m.scale_group != linear.scale_group) continue;
-    PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(m.module));
-    w_amax = std::max(w_amax, quant::Bf16AbsMax(lw.w));
-    x_amax = std::max(x_amax, m.input_amax);
+// The (Linear or unit, format) perturbations of `probe`: body Linears (lm_head if asked; not
+// the MTP head, which the body's NLL and KL do not see, nor the unprobed vision tower) in
+// every requested format all members were probed in.
+std::vector<Work> Perturbations(const ProbeFile& probe, const CostCheckOptions& o) {
+  std::vector<Work> groups;
+  std::map<std::string, size_t> index;
+  for (const ProbeLinear& li : probe.linears) {
+    if (li.is_mtp || li.is_visual || (li.is_lm_head && !o.include_lm_head)) continue;
+    const std::string key = o.per_unit ? li.unit : li.module;
+    auto [it, added] = index.emplace(key, groups.size());
+    if (added) groups.push_back({key, formats::FormatId::kBF16, {}});
+    groups[it->second].members.push_back(&li);
   }
-  Perturbation p{linear.module, f, {}, formats::NvFp4InputGlobalScale(x_amax)};
-  PQ_ASSIGN_OR_RETURN(model::LinearWeights lw, src.LoadLinear(p.module));
-  PQ_ASSIGN_OR_RETURN(
-      p.w_hat, quant::RtnCandidate(f, lw.w, lw.rows, lw.cols, formats::NvFp4GlobalScale(w_amax),
-                                   p.input_global_scale));
-  return p;
+  std::vector<Work> work;
+  for (const Work& g : groups)
+    for (auto f : o.formats) {
+      bool all = true;
+      for (const ProbeLinear* m : g.members) all &= m->Find(formats::Spec(f).name) != nullptr;
+      if (all) work.push_back({g.name, f, g.members});
+    }
+  return work;
 }
 
 void Summarize(CostCheckResult& r) {
@@ -124,34 +128,29 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
     r.base_nll = b.mean_nll;
     r.tokens = b.tokens;
   }
-  std::vector<std::pair<const ProbeLinear*, formats::FormatId>> work;
-  for (const ProbeLinear& li : probe.linears) {
-    if (li.is_lm_head && !o.include_lm_head) continue;
-    for (auto f : o.formats)
-      for (const ProbeCandidate& c : li.candidates)
-        if (c.format == formats::Spec(f).name) work.emplace_back(&li, f);
-  }
+  const std::vector<Work> work = Perturbations(probe, o);
   if (work.empty()) return InvalidArgument("no probed Linear can hold the requested formats");
+  PQ_ASSIGN_OR_RETURN(auto cands, ProbedCandidates::Open(*base, probe, o.work));
   std::optional<Progress> progress;
-  progress.emplace("cost check", work.size());
-  for (const auto& [li, f] : work) {
-    PQ_ASSIGN_OR_RETURN(Perturbation p, MakePerturbation(*base, probe, *li, f));
-    src->set_linear_hook([&p](model::LinearWeights& l) {
-      if (l.module != p.module) return Status::Ok();
-      l.w = p.w_hat;
-      l.act_format = p.format;
-      l.input_global_scale = p.input_global_scale;
+  progress.emplace(o.per_unit ? "cost check (units)" : "cost check", work.size());
+  for (const Work& w : work) {
+    std::map<std::string, ProbedCandidate> replaced;
+    CostCheckRow row{w.name, std::string(formats::Spec(w.format).name), 0, 0, {}, {}};
+    for (const ProbeLinear* m : w.members) {
+      PQ_ASSIGN_OR_RETURN(ProbedCandidate c, cands->Make(*m, w.format));
+      replaced.emplace(m->module, std::move(c));
+      const ProbeCandidate* pc = m->Find(row.format);
+      for (size_t k = 0; k < pc->cost.size(); ++k) row.predicted[k] += pc->cost[k];
+      if (pc->routing_changes) row.routing_changes = pc->routing_changes;
+    }
+    src->set_linear_hook([&replaced](model::LinearWeights& l) {
+      auto it = replaced.find(l.module);
+      if (it != replaced.end()) it->second.ApplyTo(l);
       return Status::Ok();
     });
     PQ_ASSIGN_OR_RETURN(engine::EvalResult e, engine::Evaluate(*src, base.get(), docs, eo));
-    CostCheckRow row{p.module,
-                     std::string(formats::Spec(f).name),
-                     e.mean_nll - r.base_nll,
-                     e.mean_kl.value_or(0),
-                     {}};
-    for (const ProbeCandidate& c : li->candidates)
-      if (c.format == row.format)
-        for (size_t k = 0; k < c.cost.size(); ++k) row.predicted[k] = c.cost[k];
+    row.measured_dnll = e.mean_nll - r.base_nll;
+    row.measured_kl = e.mean_kl.value_or(0);
     r.rows.push_back(row);
     if (progress) progress->Advance();
   }

@@ -1,14 +1,18 @@
-// Which cost estimator to trust, measured (DESIGN §3): every Linear of a probed model is
-// quantized alone — RTN in each requested format, with the unit's shared NVFP4 global scales
-// and the calibrated input global scale, exactly as the probe priced it — and the model is
-// evaluated on held-out text with that Linear's input quantized as the runtime does. The
-// measured ΔNLL and KL(base || perturbed) are compared with each estimator's prediction from
-// W/probe.json: Spearman rank correlation (over all (Linear, format) pairs) and the median
-// ratio predicted / measured.
+// Which cost estimator to trust, measured (DESIGN §3): every Linear of a probed model — or,
+// per_unit, every decision unit (all its Linears at once: the experts of an MoE layer, fused
+// q/k/v, ...) — is quantized alone in each requested format exactly as the probe priced it
+// (ProbedCandidates: RTN or the export's passes, the probe's global scales and calibrated
+// input global scale), and the model is evaluated on held-out text with those Linears' inputs
+// quantized as the runtime does. The measured ΔNLL and KL(base || perturbed) are compared with
+// each estimator's prediction from W/probe.json (a unit's: the sum over its members, as
+// allocate sums them): Spearman rank correlation (over all (Linear or unit, format) pairs) and
+// the median ratio predicted / measured. The MTP head is not perturbed (the body's NLL does
+// not see it).
 #pragma once
 
 #include <array>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,17 +27,19 @@ namespace pq::pipeline {
 
 struct CostCheckOptions {
   std::string model, work;
-  EvalInput text;                      // held-out text
-  engine::EvalOptions eval;            // ctx, stride, runner
+  EvalInput text;            // held-out text
+  engine::EvalOptions eval;  // ctx, stride, runner
   std::vector<formats::FormatId> formats = {formats::FormatId::kNVFP4, formats::FormatId::kMXFP8};
   bool include_lm_head = false;
-  ExecContext exec;  // threads, progress, log level: installed for the call
+  bool per_unit = false;  // perturb whole decision units instead of single Linears
+  ExecContext exec;       // threads, progress, log level: installed for the call
 };
 
 struct CostCheckRow {
-  std::string module, format;
+  std::string module, format;  // module: the unit's name when per_unit
   double measured_dnll = 0, measured_kl = 0;
-  std::array<double, quant::kNumEstimators> predicted{};
+  std::array<double, quant::kNumEstimators> predicted{};  // summed over the unit's members
+  std::optional<int64_t> routing_changes;                 // the probe's, for block-priced MoE units
 };
 
 struct CostCheckResult {

@@ -14,6 +14,7 @@
 #include "pq/io/file_util.h"
 #include "pq/io/safetensors.h"
 #include "pq/model/weights.h"
+#include "pq/pipeline/probe_block.h"
 #include "pq/quant/cost.h"
 
 namespace pq::pipeline {
@@ -39,8 +40,8 @@ ProbeLinear ToProbeLinear(const engine::LinearResult& r, const model::LinearInfo
                 .input_amax = r.input_amax,
                 .candidates = {}};
   for (const auto& c : r.candidates)
-    l.candidates.push_back(
-        {std::string(formats::Spec(c.format).name), c.bytes, c.weight_mse, c.cost});
+    l.candidates.push_back({std::string(formats::Spec(c.format).name), c.bytes, c.weight_mse,
+                            c.cost, c.routing_changes});
   return l;
 }
 
@@ -113,6 +114,10 @@ Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   for (auto f : c->formats) in.formats.emplace_back(formats::Spec(f).name);
   in.probe_lm_head = o.probe_lm_head;
   in.passes = quant::PassesName(o.passes);
+  in.block_cost = o.block_cost;
+  in.block_frozen_routing = o.block_cost && !o.block_reroute;
+  in.block_layers = o.block_layers;
+  in.block_samples = o.block_samples;
   PQ_RETURN_IF_ERROR(CheckProbeInputs(c->work, in.ToJson()));
   RemoveProbeEntries(c->work, ".");  // temp dirs of a killed run's unfinished writes
   if (!fs::exists(c->work.calibration_dir())) {
@@ -194,20 +199,28 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
     PQ_RETURN_IF_ERROR(SweepMtp(c, runner, probe));
   }
   if (top < 0) return Status::Ok();
-  const auto begin_layer = [&](int64_t l, const model::LayerWeights& lw) -> Status {
+  ProbeBlockPricing block(o, c.src->config(), c.info, c.formats, w, c.calib.samples);
+  PQ_RETURN_IF_ERROR(block.Start(top, dy));
+  const auto begin_layer = [&](int64_t l, const model::LayerWeights& lw,
+                               std::span<const float> layer_dy) -> Status {
     const std::vector<const model::LinearWeights*> linears = LayerLinears(lw);
-    if (o.passes == quant::Passes::kRtn) return probe.BeginLayer(linears);
-    engine::HessianObserver h = c.WantHessians(linears);
-    PQ_RETURN_IF_ERROR(runner.ObserveLayer(l, lw, h, o.hessian_batch_tokens));
-    return probe.BeginLayer(linears, &h);
+    if (o.passes == quant::Passes::kRtn) {
+      PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
+    } else {
+      engine::HessianObserver h = c.WantHessians(linears);
+      PQ_RETURN_IF_ERROR(runner.ObserveLayer(l, lw, h, o.hessian_batch_tokens));
+      PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
+    }
+    return block.PriceLayer(runner, probe, *c.src, l, lw, layer_dy);
   };
   const auto finish_layer = [&](int64_t l, std::span<const float> grad) -> Status {
     PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
+    block.Apply(results);
     PQ_RETURN_IF_ERROR(WriteBoundaryGrad(w, l, grad));
     ProbeUnit unit;
     unit.layer = l;
     PQ_RETURN_IF_ERROR(c.SaveUnit(w.unit_dir(l), std::move(results), std::move(unit)));
-    RemoveBoundaryGrad(w, l + 1);
+    block.Finished(l, grad);  // drops grad_{l+1} (and window gradients no longer needed)
     return Status::Ok();
   };
   return runner.BackwardFrom(top, std::move(dy), &probe, begin_layer, finish_layer);

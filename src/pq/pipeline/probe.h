@@ -38,7 +38,21 @@ struct ProbeOptions {
   quant::Passes passes = quant::Passes::kSearchGptq;
   int64_t min_tokens = 32;  // fewer calibration rows: priced by RTN, as export writes them
   quant::GptqOptions gptq;
-  int64_t hessian_batch_tokens = 4096;
+  int64_t hessian_batch_tokens = 4096;  // also the batches of the block reruns
+  // MoE layers: price every decision unit at the layer's output with the router re-run
+  // (engine/block_cost.h, estimator "block"); off, "block" is the hessian value everywhere.
+  bool block_cost = true;
+  // false: the block reruns keep the unquantized layer's routing (an ablation; recorded in
+  // the probe's inputs as "block_routing": "frozen").
+  bool block_reroute = true;
+  // Layers the block reruns follow a unit's error through: 1 the unit's own layer, weighted by
+  // dL/d(its output); N: also the next N−1 layers (their routers too), weighted at the N-th
+  // layer's output; 0: up to the last layer. Default 2: the next layer's routing changes are
+  // most of what one layer misses (README "Which cost estimator", MoE).
+  int64_t block_layers = 2;
+  // Re-run only the first N calibration samples in the block reruns (0: all; the samples are
+  // a seeded random choice, so the first N are a random subset): N/samples of their cost.
+  int64_t block_samples = 0;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
 

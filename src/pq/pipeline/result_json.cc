@@ -58,11 +58,8 @@ nlohmann::json CostCheckResult::ToJson(const CostCheckOptions& o) const {
         {"median_pred_over_kl", ratio_kl[i]},
         {"median_pred_over_dnll", ratio_dnll[i]}};
   }
-  return {{"model", o.model},
-          {"base_nll", base_nll},
-          {"tokens", tokens},
-          {"pairs", rows.size()},
-          {"estimators", est}};
+  return {{"model", o.model},     {"base_nll", base_nll},   {"tokens", tokens},
+          {"pairs", rows.size()}, {"per_unit", o.per_unit}, {"estimators", est}};
 }
 
 nlohmann::json CalibratedExportResult::ToJson(const CalibratedExportOptions& o) const {

@@ -172,18 +172,33 @@ ProbeCandidate ParseCandidate(const Obj& o) {
   c.bytes = o.U64("bytes");
   c.weight_mse = o.Num("weight_mse");
   const Obj cost = o.Child("cost");
-  for (int e = 0; e < quant::kNumEstimators; ++e)
-    c.cost[static_cast<size_t>(e)] =
-        cost.Num(std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e))).c_str());
+  for (int e = 0; e < quant::kNumEstimators; ++e) {
+    const auto est = static_cast<quant::CostEstimator>(e);
+    const std::string name(quant::EstimatorName(est));
+    // "block" is written only where it differs from "hessian" (block-priced MoE units); files
+    // of dense models and those probed before it existed have none.
+    if (est == quant::CostEstimator::kBlock && !cost.Has(name.c_str())) {
+      c.cost[static_cast<size_t>(e)] = c.Cost(quant::CostEstimator::kHessian);
+      continue;
+    }
+    c.cost[static_cast<size_t>(e)] = cost.Num(name.c_str());
+  }
+  c.routing_changes = o.OptInt("routing_changes");
   return c;
 }
 
 json CandidateJson(const ProbeCandidate& c) {
   json cost = json::object();
-  for (int e = 0; e < quant::kNumEstimators; ++e)
-    cost[std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)))] =
-        c.cost[static_cast<size_t>(e)];
-  return {{"format", c.format}, {"bytes", c.bytes}, {"weight_mse", c.weight_mse}, {"cost", cost}};
+  for (int e = 0; e < quant::kNumEstimators; ++e) {
+    const auto est = static_cast<quant::CostEstimator>(e);
+    if (est == quant::CostEstimator::kBlock &&
+        c.Cost(est) == c.Cost(quant::CostEstimator::kHessian))
+      continue;  // absent = the hessian value (ParseCandidate)
+    cost[std::string(quant::EstimatorName(est))] = c.Cost(est);
+  }
+  json j = {{"format", c.format}, {"bytes", c.bytes}, {"weight_mse", c.weight_mse}, {"cost", cost}};
+  if (c.routing_changes) j["routing_changes"] = *c.routing_changes;
+  return j;
 }
 
 // Hand-made files may omit scale_group (then: its own), is_mtp and is_visual.
@@ -448,14 +463,21 @@ const ProbeCandidate* ProbeLinear::Find(std::string_view format) const {
 }
 
 nlohmann::json ProbeInputs::ToJson() const {
-  return {{"model_fingerprint", model_fingerprint},
-          {"calib_tokens_hash", calib_tokens_hash},
-          {"samples", samples},
-          {"seqlen", seqlen},
-          {"seed", seed},
-          {"formats", formats},
-          {"probe_lm_head", probe_lm_head},
-          {"passes", passes}};
+  json j = {{"model_fingerprint", model_fingerprint},
+            {"calib_tokens_hash", calib_tokens_hash},
+            {"samples", samples},
+            {"seqlen", seqlen},
+            {"seed", seed},
+            {"formats", formats},
+            {"probe_lm_head", probe_lm_head},
+            {"passes", passes}};
+  // Only when not the default, so work dirs probed before these options keep their identity.
+  if (!block_cost) j["block_cost"] = false;
+  if (block_frozen_routing) j["block_routing"] = "frozen";
+  if (block_cost && block_layers != 2) j["block_layers"] = block_layers;
+  if (block_cost && block_samples > 0 && block_samples < samples)
+    j["block_samples"] = block_samples;
+  return j;
 }
 
 std::string ProbeFile::model_fingerprint() const {

@@ -4,14 +4,20 @@
 // bytes are an ABI (schemas "prismaquant.probe/1" and "prismaquant.layer_config/1"):
 //   W/probe/inputs.json            {"schema", "inputs"}: fingerprint of (model, calibration
 //                                  tokens, options); a rerun with other inputs is refused
+//                                  (block pricing options appear only when not the default)
 //   W/probe/calibration/           model.safetensors: I32 "ids", "targets" [samples, seqlen]
 //   W/probe/head/, layer_NNNN/     one finished unit of work each (ProbeUnit), written
 //                                  atomically: results.json + model.safetensors (per Linear
 //                                  "<module>.g2_out" [N], "<module>.x2_in" [K], F32)
-//   W/probe/grad_NNNN/             dL/d(boundary NNNN) after the last finished layer (resume)
+//   W/probe/grad_NNNN/             dL/d(boundary NNNN) after the last finished layer (resume),
+//                                  and those MoE layers' block windows below still need
 //   W/probe.json                   ProbeFile: everything allocate needs
 //   W/layer_config.json            LayerConfig: one format per Linear (from allocate)
 //   W/pareto.csv                   ParetoTable: the allocator's sweep
+// A candidate's "cost" object holds one number per quant::CostEstimator name, except that
+// "block" is written only where it differs from "hessian" (MoE-layer units priced at the block
+// output): absent, it reads as the hessian value — so dense models' files, and files probed
+// before "block" existed (4 estimators), read and write back unchanged.
 // JSON is written with nlohmann's dump(1) (keys sorted, shortest round-trip numbers) plus a
 // newline; integer and floating fields keep their JSON number kinds, so read -> write gives
 // back the same bytes.
@@ -63,6 +69,9 @@ struct ProbeCandidate {
   uint64_t bytes = 0;     // exact bytes on disk (scales included, bias excluded)
   double weight_mse = 0;  // mean (W − Ŵ)²
   std::array<double, quant::kNumEstimators> cost{};  // predicted Δloss by quant::CostEstimator
+  // Linears of MoE layers (priced at the block output): calibration tokens whose top-k set
+  // changed with this candidate's whole unit quantized (the unit's count, on every member).
+  std::optional<int64_t> routing_changes;
   double Cost(quant::CostEstimator e) const { return cost[static_cast<size_t>(e)]; }
   bool operator==(const ProbeCandidate&) const = default;
 };
@@ -119,7 +128,11 @@ struct ProbeInputs {
   uint64_t seed = 0;
   std::vector<std::string> formats;
   bool probe_lm_head = true;
-  std::string passes = "rtn";  // quant::PassesName of the pricing (export-aware unless rtn)
+  std::string passes = "rtn";         // quant::PassesName of the pricing (export-aware unless rtn)
+  bool block_cost = true;             // MoE units priced at the block output (ProbeOptions)
+  bool block_frozen_routing = false;  // ... with the routing frozen (an ablation)
+  int64_t block_layers = 2;           // ... through this many layers (ProbeOptions)
+  int64_t block_samples = 0;          // ... re-running this many samples (0: all)
   nlohmann::json ToJson() const;
 };
 

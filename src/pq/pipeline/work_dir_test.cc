@@ -36,8 +36,9 @@ ProbeLinear Linear(const std::string& module, int64_t layer, double scale) {
   l.tokens = 190;
   l.fisher_trace = 0.1 * scale;
   l.input_amax = 2.5f * static_cast<float>(scale);
-  l.candidates = {{"BF16", 256, 0.0, {1e-9, 2e-9, 3e-9, 4e-9}},
-                  {"NVFP4A16", 80, 1.0 / 3 * scale, {0.5, 1.25, scale, 1e-300}}};
+  // BF16: block = hessian (not block-priced); NVFP4A16: a block-priced MoE unit's candidate.
+  l.candidates = {{"BF16", 256, 0.0, {1e-9, 2e-9, 3e-9, 4e-9, 3e-9}, {}},
+                  {"NVFP4A16", 80, 1.0 / 3 * scale, {0.5, 1.25, scale, 1e-300, 2.5 * scale}, 17}};
   return l;
 }
 
@@ -53,7 +54,7 @@ ProbeFile SampleProbe() {
   p.inputs = in.ToJson();
   p.model = {"models/x", "qwen3_5_moe", 2, 1, 64, 4, true, 12345};
   p.calibration = {4, 64, 7, 999, 252, 2.25, 3.5};
-  p.estimators = {"trace", "channel", "hessian", "output"};
+  p.estimators = {"trace", "channel", "hessian", "output", "block"};
   p.formats = {"BF16", "NVFP4A16"};
   p.linears = {Linear("model.layers.0.q", 0, 1), Linear("mtp.fc", 2, 2), Linear("lm_head", -1, 3)};
   p.linears[1].is_mtp = true;
@@ -107,6 +108,13 @@ TEST(WorkDir, ProbeFileRoundTrips) {
   EXPECT_EQ(j["linears"][1]["is_mtp"], true);
   EXPECT_FALSE(j["linears"][3].contains("is_mtp"));
   EXPECT_TRUE(j["linears"][3]["fisher_trace"].is_number_float());
+  // "block" only where it differs from "hessian"; routing changes only where counted.
+  const json& bf16 = j["linears"][0]["candidates"][0];
+  const json& nvfp4 = j["linears"][0]["candidates"][1];
+  EXPECT_FALSE(bf16["cost"].contains("block"));
+  EXPECT_FALSE(bf16.contains("routing_changes"));
+  EXPECT_EQ(nvfp4["cost"]["block"], 2.5);
+  EXPECT_EQ(nvfp4["routing_changes"], 17);
   EXPECT_TRUE(j["linears"][3]["samples"].is_number_integer());
   ProbeFile no_mtp = p;
   no_mtp.calibration.mtp_nll.reset();
@@ -221,6 +229,13 @@ TEST(WorkDir, GoldenFilesComeBackByteForByte) {
   auto probe = ReadProbeFile(golden);
   ASSERT_TRUE(probe.ok()) << probe.status().ToString();
   EXPECT_GT(probe->linears.size(), 30u);
+  // Probed with 4 estimators, before "block": it reads as the hessian value everywhere.
+  EXPECT_EQ(probe->estimators.size(), 4u);
+  for (const ProbeLinear& l : probe->linears)
+    for (const ProbeCandidate& c : l.candidates) {
+      EXPECT_EQ(c.Cost(quant::CostEstimator::kBlock), c.Cost(quant::CostEstimator::kHessian));
+      EXPECT_FALSE(c.routing_changes.has_value());
+    }
   ASSERT_TRUE(WriteProbeFile(w, *probe).ok());
   EXPECT_EQ(ReadBytes(w.probe_json()), ReadBytes(golden.probe_json()));
 

@@ -15,6 +15,8 @@ std::string_view EstimatorName(CostEstimator e) {
       return "hessian";
     case CostEstimator::kOutput:
       return "output";
+    case CostEstimator::kBlock:
+      return "block";
   }
   return "?";
 }
@@ -25,7 +27,7 @@ Result<CostEstimator> ParseCostEstimator(std::string_view name) {
     if (name == EstimatorName(e)) return e;
   }
   return InvalidArgument("unknown cost estimator \"" + std::string(name) +
-                         "\" (trace, channel, hessian, output)");
+                         "\" (trace, channel, hessian, output, block)");
 }
 
 Result<double> PredictedLossIncrease(CostEstimator est, const CostInputs& in,
@@ -72,6 +74,8 @@ Result<double> PredictedLossIncrease(CostEstimator est, const CostInputs& in,
     }
     case CostEstimator::kOutput:
       return InvalidArgument("cost: the output estimator needs the probe's energies");
+    case CostEstimator::kBlock:
+      return InvalidArgument("cost: the block estimator needs a block rerun");
   }
   return Internal("unreachable");
 }
@@ -132,7 +136,8 @@ Result<double> CandidateCost(CostEstimator est, const CostInputs& in, const Cand
       }
       return 0.5 * sum / (t * t);
     }
-    case CostEstimator::kHessian: {
+    case CostEstimator::kHessian:
+    case CostEstimator::kBlock: {  // block: the hessian value where no block rerun priced it
       double sum = Weighted(in.g2_out, e.e_weight);
       if (act) sum += Weighted(in.g2_out, e.e_act);
       return 0.5 * sum / (t * t);
@@ -141,6 +146,25 @@ Result<double> CandidateCost(CostEstimator est, const CostInputs& in, const Cand
       return 0.5 * Weighted(in.g2_out, e.e_out.empty() ? e.e_weight : e.e_out) / (t * t);
   }
   return Internal("unreachable");
+}
+
+double BlockEnergy(std::span<const float> dy, std::span<const float> y,
+                   std::span<const float> y_hat) {
+  double sum = 0;
+  for (size_t i = 0; i < dy.size(); ++i) {
+    const double g = dy[i], d = static_cast<double>(y_hat[i]) - y[i];
+    sum += g * g * d * d;
+  }
+  return sum;
+}
+
+std::vector<double> SplitUnitCost(double unit_cost, std::span<const double> share,
+                                  std::span<const double> params) {
+  std::span<const double> by = Sum(share) > 0 ? share : params;
+  const double total = Sum(by);
+  std::vector<double> out(by.size(), 0.0);
+  for (size_t i = 0; i < by.size(); ++i) out[i] = total > 0 ? unit_cost * by[i] / total : 0.0;
+  return out;
 }
 
 }  // namespace pq::quant

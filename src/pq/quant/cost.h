@@ -27,9 +27,11 @@ struct CostInputs {
   std::span<const float> hessian;  // [K, K] (hessian cost only)
 };
 
-enum class CostEstimator { kTrace, kChannel, kHessian, kOutput };
-inline constexpr int kNumEstimators = 4;
-// Stable names (persisted in work dirs): "trace", "channel", "hessian", "output".
+enum class CostEstimator { kTrace, kChannel, kHessian, kOutput, kBlock };
+inline constexpr int kNumEstimators = 5;
+// Stable names (persisted in work dirs): "trace", "channel", "hessian", "output", "block".
+// Work dirs probed before "block" existed carry the first four; they read "block" as
+// "hessian" (what "block" is wherever no block rerun priced the Linear, see below).
 std::string_view EstimatorName(CostEstimator e);
 Result<CostEstimator> ParseCostEstimator(std::string_view name);
 
@@ -43,8 +45,8 @@ Result<double> PredictedLossIncrease(CostEstimator estimator, const CostInputs& 
 struct CandidateEnergies {
   std::vector<double> e_weight;  // [N] Σ_t ((X (W − Ŵ)ᵀ)[t, o])²
   std::vector<double> e_act;     // [N] Σ_t (((X − Q_a X) Wᵀ)[t, o])²      (empty: no Q_a)
-  std::vector<double> e_out;     // [N] Σ_t ((Y − Q_a(X) Ŵᵀ)[t, o])²       (empty: = e_weight)
-  std::vector<double> dx2;       // [K] Σ_t ((X − Q_a X)[t, i])²           (empty: no Q_a)
+  std::vector<double> e_out;  // [N] Σ_t ((Y − Q_a(X) Ŵᵀ)[t, o])²       (empty: = e_weight)
+  std::vector<double> dx2;    // [K] Σ_t ((X − Q_a X)[t, i])²           (empty: no Q_a)
 };
 
 // Predicted Δloss (nats/token) of a whole candidate — weight and activation quantization —
@@ -55,9 +57,39 @@ struct CandidateEnergies {
 //   hessian  ½ · Σ_o g[o] · (e_weight[o] + e_act[o]) / T    (ΔW_o H ΔW_oᵀ = e_weight[o])
 //   output   ½ · Σ_o g[o] · e_out[o] / T                      (AutoQuantize's score; also
 //            prices the interaction of weight and activation errors)
+//   block    = hessian here: a Linear's own statistics cannot see routing; an MoE layer's
+//            units are priced at the block output instead (BlockCost below)
 // w, w_hat: [N, K]; `in.hessian` is not used.
 Result<double> CandidateCost(CostEstimator estimator, const CostInputs& in,
                              const CandidateEnergies& e, std::span<const float> w,
                              std::span<const float> w_hat);
+
+// "block": the price of a whole decision unit of an MoE decoder layer (its experts, its shared
+// expert, or an attention / DeltaNet unit upstream of the router), measured downstream of the
+// unit: its layer is re-run from its stored input with every Linear of the unit replaced by
+// its candidate (Ŵ and the run-time activation quantization export writes), routers included,
+// followed through the next layer(s) of a window (engine/block_cost.h; the probe's default is
+// the unit's layer and the next, so the next router's changed choices count too). With y, ŷ
+// [T_all, D] the window's output before and after, dy = dL/dy there (L = Σ scored NLL, so dy[t]
+// is token t's gradient) and T the scored calibration tokens:
+//   block    ½ · Σ_t Σ_d dy[t,d]² · (ŷ[t,d] − y[t,d])² / T
+// — the per-token diagonal empirical Fisher at the window's output: AutoQuantize's block score,
+// in output's normalisation (output = ½ Σ_o mean_t dy² · mean_t Δy², here the mean over tokens
+// of the products, so an expert's routed tokens are not averaged with the tokens it never
+// sees). Dense layers are not re-run: their "block" is the hessian value (CandidateCost).
+// BlockEnergy returns Σ_t Σ_d dy² (ŷ − y)² (all spans [T_all·D]); BlockCost = ½ · energy / T.
+double BlockEnergy(std::span<const float> dy, std::span<const float> y,
+                   std::span<const float> y_hat);
+inline double BlockCost(double energy, int64_t tokens) {
+  return 0.5 * energy / static_cast<double>(tokens);
+}
+
+// How a unit's block cost is written per Linear (probe.json stores costs per Linear; allocate
+// sums a unit's members): member i gets unit_cost · share[i] / Σ share, with share = its own
+// `output` price of the same candidate (the part of the unit's output error it causes, to
+// first order); when every share is 0 (no routed token reached any member), in proportion
+// to `params`. The parts sum to unit_cost (up to rounding).
+std::vector<double> SplitUnitCost(double unit_cost, std::span<const double> share,
+                                  std::span<const double> params);
 
 }  // namespace pq::quant

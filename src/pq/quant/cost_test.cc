@@ -97,6 +97,31 @@ TEST(CandidateCost, HandValues) {
   EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kTrace, in, wo, w, w_hat), 2.5 * 1.25);
   wo.e_weight = {3};
   EXPECT_FALSE(CandidateCost(CostEstimator::kOutput, in, wo, w, w_hat).ok());
+  // block without a block rerun: the hessian value.
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kBlock, in, e, w, w_hat), 0.5 * 30 / 4);
+}
+
+TEST(BlockCost, HandValues) {
+  // Σ dy² (ŷ − y)² = 4·1 + 1·4 + 0 + 9·0.25 = 10.25; ½ · 10.25 / T with T = 5.
+  const std::vector<float> dy = {2, -1, 3, 3}, y = {1, 1, 0, 0}, y_hat = {2, -1, 0, 0.5};
+  EXPECT_DOUBLE_EQ(BlockEnergy(dy, y, y_hat), 10.25);
+  EXPECT_DOUBLE_EQ(BlockCost(10.25, 5), 1.025);
+  EXPECT_EQ(EstimatorName(CostEstimator::kBlock), "block");
+  EXPECT_EQ(*ParseCostEstimator("block"), CostEstimator::kBlock);
+}
+
+TEST(BlockCost, SplitFollowsTheSharesAndKeepsTheSum) {
+  const std::vector<double> share = {1, 3, 0}, params = {10, 10, 20};
+  const auto part = SplitUnitCost(8.0, share, params);
+  EXPECT_DOUBLE_EQ(part[0], 2.0);
+  EXPECT_DOUBLE_EQ(part[1], 6.0);
+  EXPECT_DOUBLE_EQ(part[2], 0.0);
+  // No member has a share (e.g. no routed token reached them): by parameters.
+  const std::vector<double> none = {0, 0, 0};
+  const auto by_params = SplitUnitCost(8.0, none, params);
+  EXPECT_DOUBLE_EQ(by_params[0], 2.0);
+  EXPECT_DOUBLE_EQ(by_params[2], 4.0);
+  EXPECT_DOUBLE_EQ(by_params[0] + by_params[1] + by_params[2], 8.0);
 }
 
 }  // namespace

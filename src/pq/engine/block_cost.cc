@@ -1,0 +1,138 @@
+#include "pq/engine/block_cost.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+
+#include "pq/quant/cost.h"
+
+namespace pq::engine {
+namespace {
+
+// A Linear of the layer as loaded, kept while a candidate replaces it.
+struct Saved {
+  model::LinearWeights* linear = nullptr;
+  std::vector<float> w;
+  formats::FormatId act_format = formats::FormatId::kBF16;
+  std::optional<float> input_global_scale;
+};
+
+// Replaces every member of `spec` by its candidate in f; returns what to restore.
+Result<std::vector<Saved>> Replace(const BlockUnitSpec& spec, formats::FormatId f,
+                                   const std::map<std::string, model::LinearWeights*>& by_module,
+                                   const ReplacementFn& replace) {
+  std::vector<Saved> saved;
+  for (const std::string& m : spec.modules) {
+    auto it = by_module.find(m);
+    if (it == by_module.end()) return NotFound("block pricing: " + m + " is not in the layer");
+    model::LinearWeights& l = *it->second;
+    std::vector<float> scratch;
+    PQ_ASSIGN_OR_RETURN(const LinearReplacement r, replace(m, f, scratch));
+    if (r.w_hat.size() != l.w.size())
+      return InvalidArgument("block pricing: candidate of " + m + " has the wrong size");
+    saved.push_back({&l, std::move(l.w), l.act_format, l.input_global_scale});
+    l.w.assign(r.w_hat.begin(), r.w_hat.end());
+    l.act_format = f;
+    l.input_global_scale =
+        f == formats::FormatId::kNVFP4 ? std::optional<float>(r.input_global_scale) : std::nullopt;
+  }
+  return saved;
+}
+
+void Restore(std::vector<Saved>& saved) {
+  for (Saved& s : saved) {
+    s.linear->w = std::move(s.w);
+    s.linear->act_format = s.act_format;
+    s.linear->input_global_scale = s.input_global_scale;
+  }
+}
+
+}  // namespace
+
+int64_t CountRoutingChanges(std::span<const int32_t> a, std::span<const int32_t> b, int64_t k) {
+  if (k <= 0 || a.size() != b.size()) return 0;
+  const auto ku = static_cast<size_t>(k);
+  std::vector<int32_t> sa(ku), sb(ku);
+  int64_t changed = 0;
+  for (size_t t = 0; t + ku <= a.size(); t += ku) {
+    std::copy_n(a.begin() + static_cast<std::ptrdiff_t>(t), ku, sa.begin());
+    std::copy_n(b.begin() + static_cast<std::ptrdiff_t>(t), ku, sb.begin());
+    std::sort(sa.begin(), sa.end());
+    std::sort(sb.begin(), sb.end());
+    changed += sa != sb;
+  }
+  return changed;
+}
+
+namespace {
+
+// The window run from the stored input of its first layer (`first` replacing layers[0]):
+// the last layer's output, and every layer's top-k choices (empty for dense layers). `fixed`
+// (optional, per layer): route by those.
+Status RunWindow(const Runner& runner, const BlockWindow& window, const model::LayerWeights& first,
+                 int64_t batch_tokens, std::vector<float>& y,
+                 std::vector<std::vector<int32_t>>& topk,
+                 const std::vector<std::vector<int32_t>>* fixed) {
+  topk.resize(window.layers.size());
+  std::vector<float> x;
+  for (size_t j = 0; j < window.layers.size(); ++j) {
+    const int64_t l = window.first + static_cast<int64_t>(j);
+    const model::LayerWeights& w = j == 0 ? first : *window.layers[j];
+    const std::span<const int32_t> f =
+        fixed ? std::span<const int32_t>((*fixed)[j]) : std::span<const int32_t>();
+    if (j == 0) {
+      PQ_RETURN_IF_ERROR(runner.RerunLayer(l, w, batch_tokens, y, &topk[j], f));
+    } else {
+      x.swap(y);
+      y.resize(x.size());
+      PQ_RETURN_IF_ERROR(runner.RunLayerOn(l, w, x, batch_tokens, y, &topk[j], f));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<BlockUnitCost>> PriceBlockUnits(const Runner& runner, const BlockWindow& window,
+                                                   std::span<const BlockUnitSpec> units,
+                                                   const ReplacementFn& replace,
+                                                   const BlockPricingOptions& o) {
+  const model::ModelConfig& c = runner.config();
+  const auto d = static_cast<size_t>(c.hidden);
+  const size_t all = static_cast<size_t>(runner.total_tokens()) * d;
+  const size_t size =
+      o.samples == 0 || o.samples >= runner.sequences() ? all : runner.offset(o.samples) * d;
+  if (o.total_tokens <= 0 || window.dy.size() != all || window.layers.empty())
+    return InvalidArgument(
+        "block pricing: no scored tokens, no layer or a gradient of the wrong size");
+  const std::span<const float> dy = window.dy.first(size);
+  model::LayerWeights lw = *window.layers[0];  // candidates replace Linears of this copy
+  std::map<std::string, model::LinearWeights*> by_module;
+  model::ForEachLinear(lw, [&](model::LinearWeights& l) { by_module[l.module] = &l; });
+  std::vector<float> y(size), y_hat(size);
+  std::vector<std::vector<int32_t>> topk, topk_hat;
+  PQ_RETURN_IF_ERROR(RunWindow(runner, window, lw, o.batch_tokens, y, topk, nullptr));
+  std::vector<BlockUnitCost> out;
+  for (const BlockUnitSpec& spec : units) {
+    BlockUnitCost u{spec.unit, {}};
+    for (formats::FormatId f : spec.formats) {
+      PQ_ASSIGN_OR_RETURN(std::vector<Saved> saved, Replace(spec, f, by_module, replace));
+      const Status s = RunWindow(runner, window, lw, o.batch_tokens, y_hat, topk_hat,
+                                 o.reroute ? nullptr : &topk);
+      Restore(saved);
+      PQ_RETURN_IF_ERROR(s.WithContext("block pricing " + spec.unit));
+      BlockCandidateCost cc{f, quant::BlockEnergy(dy, y, y_hat), 0, 0};
+      cc.cost = quant::BlockCost(cc.energy, o.total_tokens);
+      for (size_t j = 0; j < topk.size(); ++j) {
+        const int64_t l = window.first + static_cast<int64_t>(j);
+        if (c.IsMoeLayer(l))
+          cc.routing_changes += CountRoutingChanges(topk[j], topk_hat[j], c.top_k);
+      }
+      u.candidates.push_back(cc);
+    }
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+}  // namespace pq::engine

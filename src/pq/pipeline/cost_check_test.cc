@@ -1,0 +1,134 @@
+// check-costs quantizes exactly what the probe priced: ProbedCandidates rebuilds every
+// candidate of an export-aware probe (search+GPTQ on Hessians recomputed from the probe's own
+// calibration samples) with the probe's recorded mean (W − Ŵ)² bit for bit; --per-unit
+// perturbs whole decision units and predicts each by the sum over its members.
+#include "pq/pipeline/cost_check.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include "pq/pipeline/probe.h"
+#include "pq/pipeline/probed_candidates.h"
+
+namespace pq::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+using formats::FormatId;
+
+const std::string kModel = std::string(PQ_SOURCE_DIR) + "/tests/golden/qwen3_moe/model";
+
+class CostCheckTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    tmp_ = fs::temp_directory_path() / ("pq_cost_check_" + std::to_string(rd()));
+    fs::create_directories(tmp_);
+    std::mt19937 rng(3);
+    for (const char* name : {"calib.txt", "heldout.txt"}) {
+      std::ofstream f(tmp_ / name);
+      for (int d = 0; d < 12; ++d) {
+        for (int i = 0; i < 40; ++i) f << (i ? " " : "") << 3 + rng() % 94;
+        f << "\n";
+      }
+    }
+  }
+  void TearDown() override { fs::remove_all(tmp_); }
+
+  std::string Probe(quant::Passes passes) {
+    ProbeOptions o;
+    o.model = kModel;
+    o.work = (tmp_ / quant::PassesName(passes)).string();
+    o.calib.input.tokens_file = (tmp_ / "calib.txt").string();
+    o.calib.input.split = DocSplit::kLines;
+    o.calib.samples = 6;
+    o.calib.seqlen = 32;
+    o.formats = {FormatId::kBF16, FormatId::kINT8, FormatId::kFP8};
+    o.passes = passes;
+    o.exec.threads = 1;
+    o.exec.progress = false;
+    auto s = RunProbe(o);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return o.work;
+  }
+
+  fs::path tmp_;
+};
+
+TEST_F(CostCheckTest, RebuildsTheExportAwareCandidatesBitForBit) {
+  const std::string work = Probe(quant::Passes::kSearchGptq);
+  auto probe = ReadProbeFile(WorkDir(work));
+  ASSERT_TRUE(probe.ok());
+  auto src = model::WeightSource::Open(kModel);
+  ASSERT_TRUE(src.ok());
+  ExecContext one;
+  one.threads = 1;
+  one.progress = false;
+  ScopedExecContext scope(one);
+  auto cands = ProbedCandidates::Open(**src, *probe, work);
+  ASSERT_TRUE(cands.ok()) << cands.status().ToString();
+  EXPECT_EQ((*cands)->passes(), quant::Passes::kSearchGptq);
+  int checked = 0;
+  for (const ProbeLinear& l : probe->linears) {
+    auto w = (*src)->LoadLinear(l.module);
+    ASSERT_TRUE(w.ok());
+    for (const ProbeCandidate& c : l.candidates) {
+      auto cand = (*cands)->Make(l, *formats::ParseFormat(c.format));
+      ASSERT_TRUE(cand.ok()) << cand.status().ToString();
+      double s = 0;
+      for (size_t i = 0; i < w->w.size(); ++i) {
+        const double d = static_cast<double>(w->w[i]) - cand->w_hat[i];
+        s += d * d;
+      }
+      EXPECT_EQ(s / static_cast<double>(w->w.size()), c.weight_mse) << l.module << " " << c.format;
+      EXPECT_EQ(cand->input_global_scale.has_value(), c.format == "NVFP4");
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 60);
+}
+
+TEST_F(CostCheckTest, PerUnitPerturbsWholeUnitsAndSumsTheirPredictions) {
+  const std::string work = Probe(quant::Passes::kRtn);
+  auto probe = ReadProbeFile(WorkDir(work));
+  ASSERT_TRUE(probe.ok());
+  CostCheckOptions o;
+  o.model = kModel;
+  o.work = work;
+  o.text.tokens_file = (tmp_ / "heldout.txt").string();
+  o.text.split = DocSplit::kLines;
+  o.eval.ctx = 32;
+  o.formats = {FormatId::kINT8};
+  o.per_unit = true;
+  o.exec.threads = 1;
+  o.exec.progress = false;
+  auto r = CheckCosts(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::map<std::string, std::vector<const ProbeLinear*>> units;
+  for (const ProbeLinear& l : probe->linears)
+    if (!l.is_lm_head) units[l.unit].push_back(&l);
+  ASSERT_EQ(r->rows.size(), units.size());  // 2 layers: qkv, o_proj, experts
+  for (const CostCheckRow& row : r->rows) {
+    ASSERT_TRUE(units.count(row.module)) << row.module;
+    for (int e = 0; e < quant::kNumEstimators; ++e) {
+      double sum = 0;
+      for (const ProbeLinear* m : units.at(row.module))
+        sum += m->Find("INT8")->Cost(static_cast<quant::CostEstimator>(e));
+      EXPECT_DOUBLE_EQ(row.predicted[static_cast<size_t>(e)], sum) << row.module;
+    }
+    EXPECT_GT(row.measured_kl, 0) << row.module;
+    EXPECT_TRUE(row.routing_changes.has_value()) << row.module;
+  }
+  // One Linear at a time instead: one row per Linear.
+  o.per_unit = false;
+  auto single = CheckCosts(o);
+  ASSERT_TRUE(single.ok());
+  EXPECT_EQ(single->rows.size(), probe->linears.size() - 1);
+}
+
+}  // namespace
+}  // namespace pq::pipeline
