@@ -59,13 +59,29 @@ void GemmOne(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float 
               static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
 }
 
-// Work (multiply-adds) below which one more thread does not pay for itself.
-constexpr int64_t kMinGemmWorkPerThread = 1 << 20;
+// C is cut into blocks by its shape alone — never by the thread count — and each block is one
+// single-threaded sgemm, so every element of C is computed by the same call with 1 or N
+// threads: results are bit-identical across --threads. A block has at least this many
+// multiply-adds (one more sgemm call must pay for itself) and at least kMinGemmBlock rows or
+// columns (each call re-packs the other operand), and there are at most kMaxGemmBlocks.
+constexpr int64_t kMinGemmWorkPerBlock = 1 << 20;
+constexpr int64_t kMinGemmBlock = 256;
+constexpr int64_t kMaxGemmBlocks = 64;
+
+// The block size along a split dimension of length `d` whose one row/column costs `work_per`
+// multiply-adds: a multiple of 16 (whole SIMD panels).
+int64_t GemmBlock(int64_t d, int64_t work_per) {
+  const int64_t by_work = (kMinGemmWorkPerBlock + work_per - 1) / std::max<int64_t>(work_per, 1);
+  const int64_t block =
+      std::max({kMinGemmBlock, by_work, (d + kMaxGemmBlocks - 1) / kMaxGemmBlocks});
+  return std::min(d, (block + 15) / 16 * 16);
+}
 
 }  // namespace
 
 // OpenBLAS runs single-threaded (its pthread pool spins with sched_yield and fights our own
-// threads on small machines); we split C into row or column blocks, one sgemm per thread.
+// threads on small machines); we split C into row or column blocks (GemmBlock) and hand the
+// blocks to our threads.
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   PQ_CHECK(m >= 0 && n >= 0 && k >= 0, "Gemm: negative size");
@@ -79,27 +95,28 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   PQ_CHECK(std::max({m, n, k, lda, ldb, ldc}) <= INT_MAX, "Gemm: size exceeds BLAS int range");
   static const bool blas_single = (openblas_set_num_threads(1), true);  // even before SetNumThreads
   (void)blas_single;
-  const int64_t threads = std::min<int64_t>(
-      {static_cast<int64_t>(NumThreads()), m * n * k / kMinGemmWorkPerThread + 1, std::max(m, n)});
+  const bool by_rows = m >= n;  // row blocks of C (rows of op(A)), else column blocks
+  const int64_t d = by_rows ? m : n;
+  const int64_t block = GemmBlock(d, (by_rows ? n : m) * k);
+  const int64_t blocks = (d + block - 1) / block;
+  auto run = [&](int64_t i) {
+    const int64_t p0 = i * block, len = std::min(block, d - p0);
+    if (by_rows) {
+      const float* a0 = trans_a ? a + p0 : a + p0 * lda;
+      GemmOne(trans_a, trans_b, len, n, k, alpha, a0, lda, b, ldb, beta, c + p0 * ldc, ldc);
+    } else {
+      const float* b0 = trans_b ? b + p0 * ldb : b + p0;
+      GemmOne(trans_a, trans_b, m, len, k, alpha, a, lda, b0, ldb, beta, c + p0, ldc);
+    }
+  };
+  const int threads = static_cast<int>(std::min<int64_t>(NumThreads(), blocks));
   if (threads <= 1) {
-    GemmOne(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    for (int64_t i = 0; i < blocks; ++i) run(i);
     return;
   }
-  if (m >= n) {  // row blocks of C: rows of op(A)
-    ParallelFor(static_cast<size_t>(m), static_cast<int>(threads), [&](size_t i0, size_t i1) {
-      const auto r = static_cast<int64_t>(i0);
-      const float* a0 = trans_a ? a + r : a + r * lda;
-      GemmOne(trans_a, trans_b, static_cast<int64_t>(i1 - i0), n, k, alpha, a0, lda, b, ldb, beta,
-              c + r * ldc, ldc);
-    });
-  } else {  // column blocks of C: columns of op(B)
-    ParallelFor(static_cast<size_t>(n), static_cast<int>(threads), [&](size_t j0, size_t j1) {
-      const auto col = static_cast<int64_t>(j0);
-      const float* b0 = trans_b ? b + col * ldb : b + col;
-      GemmOne(trans_a, trans_b, m, static_cast<int64_t>(j1 - j0), k, alpha, a, lda, b0, ldb, beta,
-              c + col, ldc);
-    });
-  }
+  ParallelFor(static_cast<size_t>(blocks), threads, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; ++i) run(static_cast<int64_t>(i));
+  });
 }
 
 }  // namespace internal

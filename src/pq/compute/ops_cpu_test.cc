@@ -22,6 +22,30 @@ TEST(CpuOps, NumThreadsSetting) {
   EXPECT_GE(cpu::NumThreads(), 1);
 }
 
+// Products are cut into blocks by their shape, not by the thread count (Gemm), so results are
+// bit-identical with any number of threads — row blocks (many tokens) and column blocks (few
+// tokens, wide outputs), forward and backward.
+TEST(CpuOps, MatMulIsBitIdenticalOnAnyThreadCount) {
+  std::mt19937 rng(5);
+  struct Shape {
+    int64_t t, k, n;
+  };
+  for (const Shape& s : {Shape{700, 96, 300}, Shape{3, 200, 5000}, Shape{300, 257, 129}}) {
+    const FVec x = RandomF(s.t * s.k, rng), w = RandomF(s.n * s.k, rng),
+               dy = RandomF(s.t * s.n, rng);
+    auto run = [&](int threads) {
+      cpu::SetNumThreads(threads);
+      FVec y(static_cast<size_t>(s.t * s.n)), dx(x.size()), dw(w.size());
+      cpu::MatMul(x, w, {}, y, s.t, s.k, s.n);
+      cpu::MatMulBackward(dy, x, w, dx, dw, {}, s.t, s.k, s.n);
+      return std::vector<FVec>{y, dx, dw};
+    };
+    const auto one = run(1);
+    for (int threads : {2, 3, 4, 7}) EXPECT_EQ(run(threads), one) << "threads " << threads;
+  }
+  cpu::SetNumThreads(0);
+}
+
 TEST(CpuOps, EmptyGradientSpansAreSkipped) {
   std::mt19937 rng(21);
   const int64_t t = 9, k = 5, n = 6;

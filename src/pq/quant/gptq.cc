@@ -27,11 +27,17 @@ void BlasSingleThreaded() {
   (void)once;
 }
 
-// fn(begin, end) over contiguous chunks of [0, n), one per thread.
+// fn(begin, end) over the blocks of kSplitBlock rows (or columns) of [0, n), spread over
+// `threads`. The blocks depend on n alone, so every BLAS call — and every result — is the same
+// with any thread count.
+constexpr int64_t kSplitBlock = 64;
 void Split(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
-  ParallelFor(static_cast<size_t>(n), threads,
-              [&fn](size_t b, size_t e) { fn(static_cast<int64_t>(b), static_cast<int64_t>(e)); });
+  const int64_t blocks = (n + kSplitBlock - 1) / kSplitBlock;
+  ParallelFor(static_cast<size_t>(blocks), threads, [&](size_t b, size_t e) {
+    for (auto i = static_cast<int64_t>(b); i < static_cast<int64_t>(e); ++i)
+      fn(i * kSplitBlock, std::min(n, (i + 1) * kSplitBlock));
+  });
 }
 
 // ---------------------------------------------------------------- linear algebra

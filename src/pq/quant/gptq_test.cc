@@ -148,16 +148,21 @@ TEST(Gptq, WritesWhatItReconstructsInRtnLayout) {
 }
 
 TEST(Gptq, SameBytesOnAnyThreadCount) {
-  const int64_t n = 40, k = 256;
+  // Several blocks of rows and of the Cholesky panels, split unevenly by 3 and 5 threads.
+  const int64_t n = 200, k = 384;
   const auto w = RandomWeights(n, k, 5);
-  const auto h = CorrelatedHessian(k, 300, 6);
+  const auto h = CorrelatedHessian(k, 500, 6);
   for (FormatId id : {FormatId::kNVFP4A16, FormatId::kINT4, FormatId::kFP8}) {
     GptqOptions o = Options(id);
     auto a = GptqQuantize(id, w, h, n, k, o);
-    o.num_threads = 3;
-    auto b = GptqQuantize(id, w, h, n, k, o);
-    ASSERT_TRUE(a.ok() && b.ok());
-    ExpectSameBytes(a->tensors, b->tensors, std::string(formats::Spec(id).name));
+    ASSERT_TRUE(a.ok());
+    for (int threads : {2, 3, 5}) {
+      o.num_threads = threads;
+      auto b = GptqQuantize(id, w, h, n, k, o);
+      ASSERT_TRUE(b.ok());
+      ExpectSameBytes(a->tensors, b->tensors,
+                      std::string(formats::Spec(id).name) + " threads " + std::to_string(threads));
+    }
   }
 }
 
