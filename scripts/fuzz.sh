@@ -10,7 +10,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 secs="${1:-30}"; shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(fuzz_safetensors fuzz_tokenizer_json fuzz_quant_config fuzz_config)
+((${#targets[@]})) || targets=(fuzz_safetensors fuzz_tokenizer_json fuzz_quant_config fuzz_config fuzz_layout
+                          fuzz_work_dir)
 cmake --preset fuzz >/dev/null
 cmake --build build/fuzz -j "$(nproc)" --target "${targets[@]}"
 
@@ -30,6 +31,9 @@ seeds() {
     config) for f in models/stories260K/config.json models/trained/*/config.json \
                      tests/golden/*/config_legacy.json tests/golden/*/model/config.json; do
               [[ -f $f ]] && cp "$f" "$dir/$(echo "$f" | tr / _)"; done ;;
+    layout) for m in models/stories260K models/trained/*/ tests/data/llmcompressor/*/; do
+              [[ -f $m/config.json ]] &&
+                python3 fuzz/layout_seed.py "$m" "$dir/$(echo "${m%/}" | tr / _)"; done ;;
   esac
 }
 

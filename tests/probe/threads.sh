@@ -5,13 +5,8 @@
 # pricing, MTP) with the default export passes (scale search + GPTQ) and activation-quantized
 # formats in the mix. Prints "N passed, N failed"; exits non-zero on any failure.
 set -uo pipefail
-bin="${PQ_BIN:?set PQ_BIN}"
-src="${PQ_SOURCE_DIR:?set PQ_SOURCE_DIR}"
-text="$src/../shared/assets/corpus-tinystories-valid-slice/tinystories_val.txt"
-work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*" >&2; }
+source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
+pq_setup probe_threads probe
 
 # run MODEL DIR THREADS: probe, allocate (every format), export, eval with KL, into DIR.
 run() {
