@@ -13,9 +13,10 @@ namespace {
 
 struct CheckArgs {
   std::string model, work, text, split = "paragraphs", formats = "NVFP4,MXFP8", csv;
+  std::vector<std::string> only;
   int64_t max_docs = 0, ctx = 0;
   ExecFlags exec;
-  bool lm_head = false, per_unit = false, json = false;
+  bool lm_head = false, per_unit = false, json = false, no_bos = false;
 };
 
 std::string RowsCsv(const pipeline::CostCheckResult& r) {
@@ -46,10 +47,12 @@ Status Run(const CheckArgs& a) {
   o.text.text_file = a.text;
   PQ_ASSIGN_OR_RETURN(o.text.split, pipeline::ParseDocSplit(a.split));
   o.text.max_docs = a.max_docs;
+  o.text.add_bos = !a.no_bos;
   o.eval.ctx = a.ctx;
   PQ_ASSIGN_OR_RETURN(o.formats, ParseFormatList(a.formats));
   o.include_lm_head = a.lm_head;
   o.per_unit = a.per_unit;
+  o.only = a.only;
   o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::CostCheckResult r, pipeline::CheckCosts(o));
   if (!a.csv.empty()) PQ_RETURN_IF_ERROR(io::WriteFileAtomic(a.csv, RowsCsv(r)));
@@ -89,6 +92,7 @@ void AddCheckCostsCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--text", a->text, "Held-out text (not the calibration text)")->required();
   sub->add_option("--split", a->split, "Documents: none, lines, paragraphs (default), jsonl");
   sub->add_option("--max-docs", a->max_docs, "Use only the first N documents");
+  sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document (as eval --no-bos)");
   sub->add_option("--ctx", a->ctx, "Window length (default: model max positions, <= 4096)");
   sub->add_option("--formats", a->formats,
                   "Formats to perturb with, comma-separated (default NVFP4,MXFP8; Linears whose "
@@ -97,6 +101,9 @@ void AddCheckCostsCommand(CLI::App& app, int* exit_code) {
   sub->add_flag("--per-unit", a->per_unit,
                 "Perturb whole decision units (all experts of an MoE layer, fused q/k/v, ...; "
                 "predictions summed over the members, as allocate sums them)");
+  sub->add_option("--only", a->only,
+                  "Perturb only these Linears (units with --per-unit), comma-separated exact names")
+      ->delimiter(',');
   sub->add_option("-o,--csv", a->csv, "Write every perturbation's numbers to this CSV");
   a->exec.Register(sub);
   AddJsonFlag(sub, &a->json, "summary");

@@ -57,7 +57,8 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
       "probe",
       "Calibration pass: for every Linear (and expert) and every candidate format, predict how\n"
       "much the mean next-token loss grows (nats/token) with each cost estimator (trace,\n"
-      "channel, hessian, output, block), using the exact quantizer and passes export uses (scale\n"
+      "channel, hessian, output, block, token), using the exact quantizer and passes export uses "
+      "(scale\n"
       "search + GPTQ on the probe's own Hessians by default), activation quantization\n"
       "included. Streams one layer at a time; results go to WORK (resumable).\n"
       "MoE layers: every decision unit (experts, shared expert, attention/DeltaNet) is also\n"

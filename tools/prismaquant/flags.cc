@@ -133,10 +133,12 @@ Status ParseTargetBits(const std::string& text, pipeline::AllocateOptions& o) {
 
 void ChoiceFlags::Register(CLI::App* sub, bool compact, bool with_pareto) {
   sub->add_option("--cost", cost,
-                  compact ? "Cost estimator (default block)"
-                          : "Cost estimator: block (default, measured best: MoE units priced at "
-                            "the block output with the routers re-run, hessian elsewhere), "
-                            "hessian, output, channel, trace (README: \"Which cost estimator\")");
+                  compact
+                      ? "Cost estimator (default block)"
+                      : "Cost estimator: block (default, measured best: MoE units priced at "
+                        "the block output with the routers re-run, hessian elsewhere), "
+                        "hessian, output, token (per-token output Fisher), channel, trace (README: "
+                        "\"Which cost estimator\")");
   if (with_pareto)
     sub->add_option("--pareto", pareto,
                     "Bits/param targets to sweep, comma-separated (default: 11 points from the "

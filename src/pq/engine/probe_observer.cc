@@ -24,6 +24,17 @@ void AddSquares(std::span<const float> a, int64_t t, int64_t n, std::vector<doub
     }
 }
 
+// acc[o] += Σ_t g[t, o]² · a[t, o]²  for a, g: [T, N]
+void AddWeightedSquares(std::span<const float> a, std::span<const float> g, int64_t t, int64_t n,
+                        std::vector<double>& acc) {
+  for (int64_t r = 0; r < t; ++r)
+    for (int64_t o = 0; o < n; ++o) {
+      const auto j = static_cast<size_t>(r * n + o);
+      const double d = static_cast<double>(a[j]) * g[j];
+      acc[static_cast<size_t>(o)] += d * d;
+    }
+}
+
 std::vector<float> MatMulNoBias(std::span<const float> x, std::span<const float> w, int64_t t,
                                 int64_t k, int64_t n) {
   std::vector<float> y(static_cast<size_t>(t * n));
@@ -72,6 +83,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
       if (!formats::CheckShape(f, l->rows, l->cols).ok()) continue;
       Candidate c{f, {}, {}, {}};
       c.e.e_weight.assign(static_cast<size_t>(l->rows), 0.0);
+      c.e.e_token.assign(static_cast<size_t>(l->rows), 0.0);
       if (formats::Spec(f).quantizes_activations) {
         c.e.e_act.assign(static_cast<size_t>(l->rows), 0.0);
         c.e.e_out.assign(static_cast<size_t>(l->rows), 0.0);
@@ -161,7 +173,9 @@ Result<ProbeObserver::PricedCandidate> ProbeObserver::Priced(const std::string& 
 
 // Energies from differences computed before the matmul (X·ΔWᵀ, ΔX·Wᵀ), not as differences of
 // two large outputs, so near-exact candidates (BF16: ΔW ≈ 2⁻⁹ W) keep their precision.
-Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, int64_t t) {
+// e_token: the output error ΔY[t, o] weighted by dY[t, o]² token by token.
+Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<const float> dy,
+                                 int64_t t) {
   const model::LinearWeights& l = *a.linear;
   const int64_t n = l.rows, k = l.cols;
   std::vector<float> dw(l.w.size()), xq, dx, act_err;
@@ -169,8 +183,12 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, int64_t t)
     std::vector<float> fresh;
     PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh));
     for (size_t j = 0; j < dw.size(); ++j) dw[j] = l.w[j] - w_hat[j];
-    AddSquares(MatMulNoBias(x, dw, t, k, n), t, n, c.e.e_weight);  // X ΔWᵀ
-    if (!formats::Spec(c.format).quantizes_activations) continue;
+    const std::vector<float> weight_err = MatMulNoBias(x, dw, t, k, n);  // X ΔWᵀ
+    AddSquares(weight_err, t, n, c.e.e_weight);
+    if (!formats::Spec(c.format).quantizes_activations) {
+      AddWeightedSquares(weight_err, dy, t, n, c.e.e_token);
+      continue;
+    }
     xq.assign(x.begin(), x.begin() + t * k);
     PQ_RETURN_IF_ERROR(formats::FakeQuantizeActivations(c.format, xq, t, k, a.input_global_scale));
     dx.resize(xq.size());
@@ -184,6 +202,7 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, int64_t t)
     const std::vector<float> w_err = MatMulNoBias(xq, dw, t, k, n);
     for (size_t j = 0; j < act_err.size(); ++j) act_err[j] += w_err[j];
     AddSquares(act_err, t, n, c.e.e_out);
+    AddWeightedSquares(act_err, dy, t, n, c.e.e_token);
   }
   return Status::Ok();
 }
@@ -193,7 +212,7 @@ void ProbeObserver::OnLinear(const model::LinearWeights& l, std::span<const floa
   auto it = active_.find(l.module);
   if (it == active_.end() || !error_.ok()) return;  // not probed (e.g. the router)
   stats_.OnLinear(l, x, dy, rows);
-  Status s = Accumulate(it->second, x, rows);
+  Status s = Accumulate(it->second, x, dy, rows);
   if (!s.ok()) error_ = s.WithContext("probe " + l.module);
 }
 

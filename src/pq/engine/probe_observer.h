@@ -117,7 +117,7 @@ class ProbeObserver : public model::LinearObserver {
   // Ŵ of c: cached, dequantized from its packed tensors, or re-quantized by RTN into `fresh`.
   Result<std::span<const float>> WeightOf(const Active& a, const Candidate& c,
                                           std::vector<float>& fresh) const;
-  Status Accumulate(Active& a, std::span<const float> x, int64_t rows);
+  Status Accumulate(Active& a, std::span<const float> x, std::span<const float> dy, int64_t rows);
 
   ProbeObserverOptions opt_;
   std::map<std::string, float> amax_;

@@ -52,7 +52,7 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
   }
   const bool act = formats::Spec(f).quantizes_activations;
   std::vector<double> g2(n, 0), x2(k, 0), dx2(k, 0), h(k * k, 0), ew(n, 0), ea(n, 0), eo(n, 0);
-  double fisher = 0;
+  double fisher = 0, token = 0;  // token: Σ_t Σ_o dy[t,o]² · ΔY[t,o]²
   for (const Sample& s : samples) {
     std::vector<float> xq = s.x;
     if (act) {
@@ -81,6 +81,8 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
         ew[o] += (y - yw) * (y - yw);
         ea[o] += (y - ya) * (y - ya);
         eo[o] += (y - yo) * (y - yo);
+        const double dy_out = act ? y - yo : y - yw;
+        token += double(g[o]) * g[o] * dy_out * dy_out;
       }
     }
     for (double v : gamma) fisher += v * v;
@@ -110,6 +112,7 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
   }
   c[3] = 0.5 * out / t2;
   c[4] = c[2];  // block: the hessian value where no block rerun priced the Linear
+  c[5] = 0.5 * token / double(t_total);
   return c;
 }
 
@@ -175,6 +178,44 @@ TEST(ProbeObserver, CostsEqualDirectComputation) {
       // Activation quantization makes NVFP4 cost more than NVFP4A16 (same weights).
       EXPECT_GT(r.candidates[1].cost[3], r.candidates[2].cost[3]);
     }
+  }
+}
+
+// A massive activation on few tokens whose output gradient is small (SmolLM2's attention
+// sink): the factorised estimators (hessian, output) multiply the mean gradient by the error
+// energy those tokens dominate and over-predict; token weights each token's error by its own
+// gradient and equals the direct per-token sum.
+TEST(ProbeObserver, TokenWeightsEachTokensErrorByItsOwnGradient) {
+  std::mt19937 rng(11);
+  const int64_t k = 128, n = 16, rows = 64;
+  model::LinearWeights l = RandomLinear("down", n, k, 0.05f, rng);
+  ProbeObserverOptions po;
+  po.formats = {FormatId::kINT4, FormatId::kNVFP4A16};
+  po.total_tokens = rows;
+  ProbeObserver probe(po);
+  std::normal_distribution<float> g(0, 1);
+  Sample s{std::vector<float>(rows * k), std::vector<float>(rows * n), rows};
+  for (int64_t t = 0; t < rows; ++t) {
+    const bool sink = t == 0;  // first token: |x| ~ 1000 on a few channels, tiny gradient
+    for (int64_t i = 0; i < k; ++i) s.x[t * k + i] = g(rng) * (sink && i < 4 ? 1000.f : 1.f);
+    for (int64_t o = 0; o < n; ++o) s.dy[t * n + o] = g(rng) * (sink ? 1e-3f : 1.f);
+  }
+  probe.OnLinearInput(l, s.x, rows);
+  ASSERT_TRUE(probe.BeginLayer({&l}).ok());
+  probe.OnLinear(l, s.x, s.dy, rows);
+  auto results = probe.FinishLayer();
+  ASSERT_TRUE(results.ok()) << results.status().ToString();
+  const auto tok = static_cast<size_t>(quant::CostEstimator::kToken);
+  const auto hes = static_cast<size_t>(quant::CostEstimator::kHessian);
+  const float wgs = formats::NvFp4GlobalScale([&] {
+    float m = 0;
+    for (float v : l.w) m = std::max(m, std::fabs(RoundBf16(v)));
+    return m;
+  }());
+  for (const CandidateResult& c : (*results)[0].candidates) {
+    const auto want = DirectCosts(l, {s}, c.format, wgs, 1.f, rows);
+    EXPECT_NEAR(c.cost[tok], want[5], 1e-5 * want[5]) << formats::Spec(c.format).name;
+    EXPECT_GT(c.cost[hes], 10 * c.cost[tok]) << formats::Spec(c.format).name;
   }
 }
 

@@ -51,6 +51,7 @@ std::vector<Work> Perturbations(const ProbeFile& probe, const CostCheckOptions& 
   for (const ProbeLinear& li : probe.linears) {
     if (li.is_mtp || li.is_visual || (li.is_lm_head && !o.include_lm_head)) continue;
     const std::string key = o.per_unit ? li.unit : li.module;
+    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), key) == o.only.end()) continue;
     auto [it, added] = index.emplace(key, groups.size());
     if (added) groups.push_back({key, formats::FormatId::kBF16, {}});
     groups[it->second].members.push_back(&li);
@@ -129,7 +130,10 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
     r.tokens = b.tokens;
   }
   const std::vector<Work> work = Perturbations(probe, o);
-  if (work.empty()) return InvalidArgument("no probed Linear can hold the requested formats");
+  if (work.empty())
+    return InvalidArgument(o.only.empty() ? "no probed Linear can hold the requested formats"
+                                          : "no probed Linear / unit of --only can hold the "
+                                            "requested formats");
   PQ_ASSIGN_OR_RETURN(auto cands, ProbedCandidates::Open(*base, probe, o.work));
   std::optional<Progress> progress;
   progress.emplace(o.per_unit ? "cost check (units)" : "cost check", work.size());

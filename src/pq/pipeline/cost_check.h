@@ -32,7 +32,9 @@ struct CostCheckOptions {
   std::vector<formats::FormatId> formats = {formats::FormatId::kNVFP4, formats::FormatId::kMXFP8};
   bool include_lm_head = false;
   bool per_unit = false;  // perturb whole decision units instead of single Linears
-  ExecContext exec;       // threads, progress, log level: installed for the call
+  // Perturb only these Linears (or units, when per_unit), by exact name; empty: all.
+  std::vector<std::string> only;
+  ExecContext exec;  // threads, progress, log level: installed for the call
 };
 
 struct CostCheckRow {

@@ -1,7 +1,8 @@
 // check-costs quantizes exactly what the probe priced: ProbedCandidates rebuilds every
 // candidate of an export-aware probe (search+GPTQ on Hessians recomputed from the probe's own
 // calibration samples) with the probe's recorded mean (W − Ŵ)² bit for bit; --per-unit
-// perturbs whole decision units and predicts each by the sum over its members.
+// perturbs whole decision units and predicts each by the sum over its members; --only keeps
+// the named ones.
 #include "pq/pipeline/cost_check.h"
 
 #include <gtest/gtest.h>
@@ -128,6 +129,16 @@ TEST_F(CostCheckTest, PerUnitPerturbsWholeUnitsAndSumsTheirPredictions) {
   auto single = CheckCosts(o);
   ASSERT_TRUE(single.ok());
   EXPECT_EQ(single->rows.size(), probe->linears.size() - 1);
+  // --only: just the named units (or Linears), with the same numbers as in the full run.
+  o.per_unit = true;
+  o.only = {r->rows[1].module, "no.such.unit"};
+  auto only = CheckCosts(o);
+  ASSERT_TRUE(only.ok());
+  ASSERT_EQ(only->rows.size(), 1u);
+  EXPECT_EQ(only->rows[0].module, r->rows[1].module);
+  EXPECT_DOUBLE_EQ(only->rows[0].measured_kl, r->rows[1].measured_kl);
+  o.only = {"no.such.unit"};
+  EXPECT_FALSE(CheckCosts(o).ok());
 }
 
 }  // namespace

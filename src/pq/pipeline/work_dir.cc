@@ -176,8 +176,10 @@ ProbeCandidate ParseCandidate(const Obj& o) {
     const auto est = static_cast<quant::CostEstimator>(e);
     const std::string name(quant::EstimatorName(est));
     // "block" is written only where it differs from "hessian" (block-priced MoE units); files
-    // of dense models and those probed before it existed have none.
-    if (est == quant::CostEstimator::kBlock && !cost.Has(name.c_str())) {
+    // of dense models and those probed before it existed have none. Files probed before
+    // "token" existed have no "token": it reads as "hessian" too.
+    if ((est == quant::CostEstimator::kBlock || est == quant::CostEstimator::kToken) &&
+        !cost.Has(name.c_str())) {
       c.cost[static_cast<size_t>(e)] = c.Cost(quant::CostEstimator::kHessian);
       continue;
     }
@@ -191,7 +193,7 @@ json CandidateJson(const ProbeCandidate& c) {
   json cost = json::object();
   for (int e = 0; e < quant::kNumEstimators; ++e) {
     const auto est = static_cast<quant::CostEstimator>(e);
-    if (est == quant::CostEstimator::kBlock &&
+    if ((est == quant::CostEstimator::kBlock || est == quant::CostEstimator::kToken) &&
         c.Cost(est) == c.Cost(quant::CostEstimator::kHessian))
       continue;  // absent = the hessian value (ParseCandidate)
     cost[std::string(quant::EstimatorName(est))] = c.Cost(est);

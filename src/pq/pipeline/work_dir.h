@@ -16,8 +16,9 @@
 //   W/pareto.csv                   ParetoTable: the allocator's sweep
 // A candidate's "cost" object holds one number per quant::CostEstimator name, except that
 // "block" is written only where it differs from "hessian" (MoE-layer units priced at the block
-// output): absent, it reads as the hessian value — so dense models' files, and files probed
-// before "block" existed (4 estimators), read and write back unchanged.
+// output), and "token" likewise only where it differs from "hessian": absent, either reads as
+// the hessian value — so dense models' files, and files probed before "block" / "token"
+// existed, read and write back unchanged.
 // JSON is written with nlohmann's dump(1) (keys sorted, shortest round-trip numbers) plus a
 // newline; integer and floating fields keep their JSON number kinds, so read -> write gives
 // back the same bytes.

@@ -17,6 +17,8 @@ std::string_view EstimatorName(CostEstimator e) {
       return "output";
     case CostEstimator::kBlock:
       return "block";
+    case CostEstimator::kToken:
+      return "token";
   }
   return "?";
 }
@@ -27,7 +29,7 @@ Result<CostEstimator> ParseCostEstimator(std::string_view name) {
     if (name == EstimatorName(e)) return e;
   }
   return InvalidArgument("unknown cost estimator \"" + std::string(name) +
-                         "\" (trace, channel, hessian, output, block)");
+                         "\" (trace, channel, hessian, output, block, token)");
 }
 
 Result<double> PredictedLossIncrease(CostEstimator est, const CostInputs& in,
@@ -76,6 +78,8 @@ Result<double> PredictedLossIncrease(CostEstimator est, const CostInputs& in,
       return InvalidArgument("cost: the output estimator needs the probe's energies");
     case CostEstimator::kBlock:
       return InvalidArgument("cost: the block estimator needs a block rerun");
+    case CostEstimator::kToken:
+      return InvalidArgument("cost: the token estimator needs the probe's per-token energies");
   }
   return Internal("unreachable");
 }
@@ -107,7 +111,8 @@ Result<double> CandidateCost(CostEstimator est, const CostInputs& in, const Cand
       e.e_weight.size() != static_cast<size_t>(n) ||
       (act &&
        (e.e_act.size() != static_cast<size_t>(n) || e.dx2.size() != static_cast<size_t>(k))) ||
-      (!e.e_out.empty() && e.e_out.size() != static_cast<size_t>(n)))
+      (!e.e_out.empty() && e.e_out.size() != static_cast<size_t>(n)) ||
+      (!e.e_token.empty() && e.e_token.size() != static_cast<size_t>(n)))
     return InvalidArgument("cost: sizes of the weight, statistics and energies do not match");
   const auto t = static_cast<double>(in.tokens);
   switch (est) {
@@ -144,6 +149,10 @@ Result<double> CandidateCost(CostEstimator est, const CostInputs& in, const Cand
     }
     case CostEstimator::kOutput:
       return 0.5 * Weighted(in.g2_out, e.e_out.empty() ? e.e_weight : e.e_out) / (t * t);
+    case CostEstimator::kToken:
+      if (e.e_token.empty())
+        return InvalidArgument("cost: the token estimator needs per-token energies");
+      return 0.5 * Sum(e.e_token) / t;
   }
   return Internal("unreachable");
 }

@@ -27,10 +27,10 @@ struct CostInputs {
   std::span<const float> hessian;  // [K, K] (hessian cost only)
 };
 
-enum class CostEstimator { kTrace, kChannel, kHessian, kOutput, kBlock };
-inline constexpr int kNumEstimators = 5;
-// Stable names (persisted in work dirs): "trace", "channel", "hessian", "output", "block".
-// Work dirs probed before "block" existed carry the first four; they read "block" as
+enum class CostEstimator { kTrace, kChannel, kHessian, kOutput, kBlock, kToken };
+inline constexpr int kNumEstimators = 6;
+// Stable names (persisted in work dirs): "trace", "channel", "hessian", "output", "block",
+// "token". Work dirs probed before "block" / "token" existed lack them; they read both as
 // "hessian" (what "block" is wherever no block rerun priced the Linear, see below).
 std::string_view EstimatorName(CostEstimator e);
 Result<CostEstimator> ParseCostEstimator(std::string_view name);
@@ -47,6 +47,9 @@ struct CandidateEnergies {
   std::vector<double> e_act;     // [N] Σ_t (((X − Q_a X) Wᵀ)[t, o])²      (empty: no Q_a)
   std::vector<double> e_out;  // [N] Σ_t ((Y − Q_a(X) Ŵᵀ)[t, o])²       (empty: = e_weight)
   std::vector<double> dx2;    // [K] Σ_t ((X − Q_a X)[t, i])²           (empty: no Q_a)
+  // [N] Σ_t dY[t, o]² · ((Y − Q_a(X) Ŵᵀ)[t, o])², dY = dL/dY (L = Σ scored NLL): the output
+  // error weighted token by token by that token's own output gradient (empty: not recorded).
+  std::vector<double> e_token;
 };
 
 // Predicted Δloss (nats/token) of a whole candidate — weight and activation quantization —
@@ -59,6 +62,12 @@ struct CandidateEnergies {
 //            prices the interaction of weight and activation errors)
 //   block    = hessian here: a Linear's own statistics cannot see routing; an MoE layer's
 //            units are priced at the block output instead (BlockCost below)
+//   token    ½ · Σ_o e_token[o] / T = ½ · Σ_t Σ_o dY[t,o]² · ΔY[t,o]² / T — output's
+//            diagonal Fisher taken per token instead of as the product of two token means.
+//            Where the error and the gradient concentrate on different tokens, output and
+//            hessian are wrong by their correlation: on SmolLM2 the inputs of layer 11's
+//            down_proj reach |x| ≈ 3200 on each sequence's first token (the attention sink),
+//            whose output gradient is small, and hessian over-predicts that Linear ~17×.
 // w, w_hat: [N, K]; `in.hessian` is not used.
 Result<double> CandidateCost(CostEstimator estimator, const CostInputs& in,
                              const CandidateEnergies& e, std::span<const float> w,

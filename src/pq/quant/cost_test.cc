@@ -99,6 +99,12 @@ TEST(CandidateCost, HandValues) {
   EXPECT_FALSE(CandidateCost(CostEstimator::kOutput, in, wo, w, w_hat).ok());
   // block without a block rerun: the hessian value.
   EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kBlock, in, e, w, w_hat), 0.5 * 30 / 4);
+  // token: ½/T Σ_o e_token[o]; it needs the per-token energies.
+  EXPECT_FALSE(CandidateCost(CostEstimator::kToken, in, e, w, w_hat).ok());
+  e.e_token = {8, 4};
+  EXPECT_DOUBLE_EQ(*CandidateCost(CostEstimator::kToken, in, e, w, w_hat), 0.5 * 12 / 2);
+  e.e_token = {8};
+  EXPECT_FALSE(CandidateCost(CostEstimator::kToken, in, e, w, w_hat).ok());
 }
 
 TEST(BlockCost, HandValues) {
