@@ -107,14 +107,17 @@ std::string QuantMethod(const json& config) {
   return m.is_string() ? m.get<std::string>() : m.dump();
 }
 
-// The config groups, each group without its own "format" given the block's top-level one
-// (as vLLM and compressed-tensors read them).
+// The config groups, each group without its own "format" (absent or null, as AutoRound
+// writes it) given the block's top-level one (as vLLM and compressed-tensors read them).
 json GroupsWithFormat(const json& qc) {
   const json in = qc.is_object() ? qc.value("config_groups", json::object()) : json::object();
   json groups = in.is_object() ? in : json::object();
   const json top = qc.is_object() ? qc.value("format", json()) : json();
   for (auto& [name, g] : groups.items())
-    if (g.is_object() && !g.contains("format") && top.is_string()) g["format"] = top;
+    if (g.is_object()) {
+      if (g.contains("format") && g["format"].is_null()) g.erase("format");
+      if (!g.contains("format") && top.is_string()) g["format"] = top;
+    }
   return groups;
 }
 

@@ -80,6 +80,30 @@ TEST(QuantConfig, LlmCompressorDefaultLinearTargetWithIgnoredHead) {
   }
 }
 
+TEST(QuantConfig, AGroupWithoutItsOwnFormatTakesTheTopLevelOne) {
+  // AutoRound 0.16 writes "format": null in its group and the format at the top level;
+  // compressed-tensors and vLLM fall back to the top-level format (absent key: the same).
+  for (const json& own : {json(nullptr), json("absent")}) {
+    json scheme = kNvfp4A16;
+    if (own.is_null())
+      scheme["format"] = nullptr;
+    else
+      scheme.erase("format");
+    json config = Config({{"group_0", Group(scheme, {"Linear"})}}, {"lm_head"});
+    config["quantization_config"]["format"] = "nvfp4-pack-quantized";
+    std::vector<std::string> v;
+    const auto f = ResolveLinearFormats(config, Layout(), &v);
+    EXPECT_TRUE(v.empty()) << v.front();
+    EXPECT_EQ(f.at("model.layers.0.mlp.down_proj").format, FormatId::kNVFP4A16) << own;
+    // Without a top-level format, null reads as an absent key does (the scheme decides).
+    config["quantization_config"].erase("format");
+    v.clear();
+    const auto g = ResolveLinearFormats(config, Layout(), &v);
+    EXPECT_TRUE(v.empty()) << v.front();
+    EXPECT_EQ(g.at("model.layers.0.mlp.down_proj").format, FormatId::kNVFP4A16) << own;
+  }
+}
+
 TEST(QuantConfig, NameAndRegexBeatClassTargets) {
   std::vector<std::string> v;
   const auto f = ResolveLinearFormats(
