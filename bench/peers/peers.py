@@ -22,19 +22,34 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 # name -> (tool, how, options). llm-compressor: "gptq" (GPTQModifier, its default sequential
 # pipeline), "model_free" (model_free_ptq: data-free, on the safetensors files), "oneshot_nodata"
-# (QuantizationModifier without a dataset). AutoRound: its AutoRound class, written with
+# (QuantizationModifier without a dataset), "oneshot" (QuantizationModifier with the tokens).
+# AutoRound: its AutoRound class, written with
 # format "llm_compressor" (compressed-tensors).
 CASES = {
     "llmc-gptq-nvfp4a16": ("llmcompressor", "gptq", dict(scheme="NVFP4A16")),
     "llmc-gptq-nvfp4": ("llmcompressor", "gptq", dict(scheme="NVFP4")),
+    # llm-compressor's own NVFP4 example: QuantizationModifier (RTN weights), the input global
+    # scales calibrated on the tokens in one pass ("basic" pipeline: its default sequential
+    # pipeline took ~1 min per layer here under load, and only matters for the input scales).
+    "llmc-oneshot-nvfp4": ("llmcompressor", "oneshot", dict(scheme="NVFP4", pipeline="basic")),
     "llmc-modelfree-nvfp4a16": ("llmcompressor", "model_free", dict(scheme="NVFP4A16")),
     "llmc-oneshot-nodata-nvfp4a16": ("llmcompressor", "oneshot_nodata", dict(scheme="NVFP4A16")),
     "autoround-nvfp4": ("autoround", "autoround", dict(scheme="NVFP4")),
     "autoround-mxfp4": ("autoround", "autoround", dict(scheme="MXFP4")),
-    "autoround-nvfp4-rtn": ("autoround", "autoround", dict(scheme="NVFP4", iters=0)),
-    "autoround-mxfp4-rtn": ("autoround", "autoround", dict(scheme="MXFP4", iters=0)),
+    # iters=0: AutoRound's RTN mode; by default its "optimized RTN" (per-group scale search
+    # weighted by an importance matrix), plain RTN with disable_opt_rtn.
+    "autoround-nvfp4-optrtn": ("autoround", "autoround", dict(scheme="NVFP4", iters=0)),
+    "autoround-nvfp4-rtn": ("autoround", "autoround", dict(scheme="NVFP4", iters=0,
+                                                          disable_opt_rtn=True)),
+    "autoround-mxfp4-rtn": ("autoround", "autoround", dict(scheme="MXFP4", iters=0,
+                                                          disable_opt_rtn=True)),
     "autoround-autoscheme": ("autoround", "autoscheme", dict(schemes=["NVFP4", "MXFP8"],
                                                             avg_bits=4.75)),
+    # The same choice of formats (delta-loss scores on the first 8 of the samples, to fit the
+    # CPU time here), then plain RTN (iters=0) for the chosen formats.
+    "autoround-autoscheme-rtn": ("autoround", "autoscheme",
+                                 dict(schemes=["NVFP4", "MXFP8"], avg_bits=4.75, iters=0,
+                                      disable_opt_rtn=True, scheme_nsamples=8)),
 }
 
 
@@ -92,10 +107,12 @@ def run_llmcompressor(how: str, opts: dict, model_dir: Path, ids, out: Path):
         recipe = QuantizationModifier(targets="Linear", scheme=opts["scheme"], ignore=["lm_head"])
         oneshot(model=model, recipe=recipe)
     else:
-        recipe = GPTQModifier(targets="Linear", scheme=opts["scheme"], ignore=["lm_head"])
+        cls = GPTQModifier if how == "gptq" else QuantizationModifier
+        recipe = cls(targets="Linear", scheme=opts["scheme"], ignore=["lm_head"])
         oneshot(model=model, recipe=recipe, dataset=llmc_dataset(ids),
                 num_calibration_samples=len(ids), max_seq_length=len(ids[0]),
-                shuffle_calibration_samples=False)
+                shuffle_calibration_samples=False,
+                **({"pipeline": opts["pipeline"]} if "pipeline" in opts else {}))
     to_source_dtype(model)
     model.save_pretrained(str(out), save_compressed=True)
 
@@ -116,12 +133,28 @@ def run_autoround(how: str, opts: dict, model_dir: Path, ids, out: Path):
     if how == "autoscheme":
         from auto_round import AutoScheme
 
-        scheme = AutoScheme(avg_bits=opts["avg_bits"], options=opts["schemes"])
-        ar = AutoRound(model, tok, scheme=scheme, iters=env_int("PQ_AR_ITERS", 200), **common)
+        # AutoScheme takes only a dataset name or a local json/jsonl file of texts ("`dataset`
+        # must be a string"): our samples, decoded; AutoRound re-tokenizes (and shuffles) them.
+        texts = out.with_name(out.name + ".calib.jsonl")
+        texts.write_text("".join(json.dumps({"text": tok.decode(r)}) + "\n" for r in ids))
+        common["dataset"] = str(texts)
+
+        scheme = AutoScheme(avg_bits=opts["avg_bits"], options=opts["schemes"],
+                            nsamples=opts.get("scheme_nsamples"))
+        extra = {k: v for k, v in opts.items() if k == "disable_opt_rtn"}
+        ar = AutoRound(model, tok, scheme=scheme,
+                       iters=opts.get("iters", env_int("PQ_AR_ITERS", 200)), **common, **extra)
     else:
+        extra = {k: v for k, v in opts.items() if k not in ("scheme", "iters")}
         ar = AutoRound(model, tok, scheme=opts["scheme"],
-                       iters=opts.get("iters", env_int("PQ_AR_ITERS", 200)), **common)
+                       iters=opts.get("iters", env_int("PQ_AR_ITERS", 200)), **common, **extra)
     ar.quantize_and_save(str(out), format="llm_compressor")
+    # AutoRound writes into OUT/<model>-<scheme>/ when given an existing model object: lift it.
+    inner = [d for d in out.iterdir() if (d / "config.json").exists()] if out.is_dir() else []
+    if not (out / "config.json").exists() and len(inner) == 1:
+        for f in inner[0].iterdir():
+            f.rename(out / f.name)
+        inner[0].rmdir()
 
 
 def main() -> int:

@@ -25,8 +25,9 @@ mkdir -p "$out/ckpt" "$out/logs"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1  # everything is local; no hub look-ups
 
 cases=("$@")
-[[ ${#cases[@]} -gt 0 ]] || cases=(llmc-gptq-nvfp4a16 llmc-gptq-nvfp4 llmc-modelfree-nvfp4a16
-  llmc-oneshot-nodata-nvfp4a16 autoround-nvfp4 autoround-mxfp4 autoround-autoscheme)
+[[ ${#cases[@]} -gt 0 ]] || cases=(llmc-gptq-nvfp4a16 llmc-modelfree-nvfp4a16 llmc-oneshot-nvfp4
+  autoround-nvfp4-rtn autoround-mxfp4-rtn llmc-gptq-nvfp4 autoround-nvfp4 autoround-mxfp4
+  autoround-autoscheme)
 
 venv_for() {  # venv_for CASE -> python of the peer's venv
   case "$1" in
