@@ -409,7 +409,13 @@ std::vector<std::string> SplitCsv(const std::string& line) {
 constexpr const char* kParetoColumns[] = {"target_bits", "achieved_bits",   "unit_bytes",
                                           "total_bytes", "predicted_dloss", "optimal"};
 
-uint64_t ToBytes(double v) { return static_cast<uint64_t>(std::max(0.0, v)); }
+// A count or byte size: a whole number in [0, 2^53] (exact in a double); false otherwise.
+template <typename T>
+bool ToWhole(double v, T* out) {
+  if (!(v >= 0.0 && v <= 9007199254740992.0) || v != std::floor(v)) return false;
+  *out = static_cast<T>(v);
+  return true;
+}
 
 // One data row; false if it is not header-many numbers.
 bool ParseParetoRow(const std::string& line, const std::vector<std::string>& header,
@@ -421,13 +427,15 @@ bool ParseParetoRow(const std::string& line, const std::vector<std::string>& hea
     if (!ParseNumber(f[i], &v[header[i]])) return false;
   p->target_bits = v["target_bits"];
   p->achieved_bits = v["achieved_bits"];
-  p->unit_bytes = ToBytes(v["unit_bytes"]);
-  p->total_bytes = ToBytes(v["total_bytes"]);
+  if (!ToWhole(v["unit_bytes"], &p->unit_bytes) || !ToWhole(v["total_bytes"], &p->total_bytes))
+    return false;
   p->predicted_dloss = v["predicted_dloss"];
   p->optimal = v["optimal"] != 0;
   for (const std::string& fmt : formats) {
-    p->count.push_back(static_cast<int64_t>(v["count_" + fmt]));
-    p->params.push_back(static_cast<int64_t>(v["params_" + fmt]));
+    int64_t count = 0, params = 0;
+    if (!ToWhole(v["count_" + fmt], &count) || !ToWhole(v["params_" + fmt], &params)) return false;
+    p->count.push_back(count);
+    p->params.push_back(params);
   }
   return true;
 }
@@ -713,7 +721,8 @@ Result<ParetoTable> ReadParetoTable(const WorkDir& w) {
     ParetoPoint p;
     if (!ParseParetoRow(line, header, t.formats, &p))
       return DataLoss(path + " line " + std::to_string(n) + ": not " +
-                      std::to_string(header.size()) + " numbers (re-run allocate)");
+                      std::to_string(header.size()) +
+                      " numbers with whole counts and byte sizes (re-run allocate)");
     t.points.push_back(std::move(p));
   }
   if (t.points.empty()) return DataLoss(path + " has no points (re-run allocate)");
