@@ -134,6 +134,18 @@ void CheckCrossEntropy(std::span<const T> logits, std::span<const int32_t> targe
   for (const int32_t t : targets) PQ_CHECK(t < vocab, "CrossEntropy: target >= vocab");
 }
 
+// One vocabulary chunk [v0, v0 + vc) of CrossEntropyBackward: logits [T, vc].
+template <typename T>
+void CheckCrossEntropyChunk(std::span<const T> logits, std::span<const int32_t> targets,
+                            std::span<const T> logsumexp, std::span<const T> dlogits,
+                            int64_t tokens, int64_t v0, int64_t vc) {
+  PQ_CHECK(tokens >= 0 && v0 >= 0 && vc > 0, "CrossEntropyBackwardChunk: need v0 >= 0, Vc > 0");
+  PQ_CHECK_SIZE(logits, tokens * vc, "CrossEntropyBackwardChunk: logits[T,Vc]");
+  PQ_CHECK_SIZE(targets, tokens, "CrossEntropyBackwardChunk: targets[T]");
+  PQ_CHECK_SIZE(logsumexp, tokens, "CrossEntropyBackwardChunk: logsumexp[T]");
+  PQ_CHECK_OPT_SIZE(dlogits, tokens * vc, "CrossEntropyBackwardChunk: dlogits[T,Vc]");
+}
+
 // Embedding: returns the number of table rows; every id must be a valid row. `y` is the
 // output (forward) or dy (backward).
 template <typename T>

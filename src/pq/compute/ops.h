@@ -76,7 +76,14 @@ struct RopeSpec {
   /* dlogits[T,V] += scale * (softmax(logits) - onehot(target)) for non-ignored tokens. */         \
   void CrossEntropyBackward(std::span<const T_> logits, std::span<const int32_t> targets,          \
                             std::span<const T_> logsumexp, T_ scale, std::span<T_> dlogits,        \
-                            int64_t tokens, int64_t vocab);
+                            int64_t tokens, int64_t vocab);                                        \
+  /* The same for the vocabulary chunk [v0, v0+Vc) of logits that are never whole:                 \
+     dlogits[T,Vc] += scale * (exp(logits[T,Vc] - logsumexp[T]) - onehot(targets - v0)),           \
+     targets[T] the whole-vocabulary ids (the one-hot only where one falls in the chunk),          \
+     logsumexp over the whole vocabulary. */                                                       \
+  void CrossEntropyBackwardChunk(std::span<const T_> logits, std::span<const int32_t> targets,     \
+                                 std::span<const T_> logsumexp, T_ scale, std::span<T_> dlogits,   \
+                                 int64_t tokens, int64_t v0, int64_t vc);
 
 namespace ref {
 PQ_COMPUTE_OPS(float)

@@ -330,17 +330,26 @@ void CrossEntropyBackward(std::span<const float> logits, std::span<const int32_t
                           int64_t tokens, int64_t vocab) {
   compute::internal::CheckCrossEntropy<float>(logits, targets, logsumexp, tokens, vocab);
   PQ_CHECK_OPT_SIZE(dlogits, tokens * vocab, "CrossEntropyBackward: dlogits[T,V]");
+  CrossEntropyBackwardChunk(logits, targets, logsumexp, scale, dlogits, tokens, 0, vocab);
+}
+
+void CrossEntropyBackwardChunk(std::span<const float> logits, std::span<const int32_t> targets,
+                               std::span<const float> logsumexp, float scale,
+                               std::span<float> dlogits, int64_t tokens, int64_t v0, int64_t vc) {
+  compute::internal::CheckCrossEntropyChunk<float>(logits, targets, logsumexp, dlogits, tokens, v0,
+                                                   vc);
   if (dlogits.empty()) return;
-  ParallelRange(tokens, vocab * 4, [&](int64_t b, int64_t e) {
+  ParallelRange(tokens, vc * 4, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int32_t target = targets.data()[t];
       if (target < 0) continue;
-      const float* l = logits.data() + t * vocab;
-      float* d = dlogits.data() + t * vocab;
+      const float* l = logits.data() + t * vc;
+      float* d = dlogits.data() + t * vc;
       const float lse = logsumexp.data()[t];
-      for (int64_t i = 0; i < vocab; ++i)
-        if (i != target) d[i] += scale * std::exp(l[i] - lse);
-      d[target] += scale * (std::exp(l[target] - lse) - 1.0f);  // p ~ 1: one rounding
+      const int64_t hit = target - v0;  // the one-hot's column, when in this chunk
+      for (int64_t i = 0; i < vc; ++i)
+        if (i != hit) d[i] += scale * std::exp(l[i] - lse);
+      if (hit >= 0 && hit < vc) d[hit] += scale * (std::exp(l[hit] - lse) - 1.0f);  // one rounding
     }
   });
 }

@@ -36,23 +36,24 @@ constexpr double kCrossEntropyLargeLogitTol = 1e-4;
   static void Name(A&&... a) {       \
     ns::Name(std::forward<A>(a)...); \
   }
-#define PQ_OP_SET(ns)                   \
-  PQ_FORWARD_OP(ns, MatMul)             \
-  PQ_FORWARD_OP(ns, MatMulBackward)     \
-  PQ_FORWARD_OP(ns, RmsNorm)            \
-  PQ_FORWARD_OP(ns, RmsNormBackward)    \
-  PQ_FORWARD_OP(ns, Rope)               \
-  PQ_FORWARD_OP(ns, RopeBackward)       \
-  PQ_FORWARD_OP(ns, Attention)          \
-  PQ_FORWARD_OP(ns, AttentionBackward)  \
-  PQ_FORWARD_OP(ns, SwiGlu)             \
-  PQ_FORWARD_OP(ns, SwiGluBackward)     \
-  PQ_FORWARD_OP(ns, RouterTopK)         \
-  PQ_FORWARD_OP(ns, RouterTopKBackward) \
-  PQ_FORWARD_OP(ns, Embedding)          \
-  PQ_FORWARD_OP(ns, EmbeddingBackward)  \
-  PQ_FORWARD_OP(ns, CrossEntropy)       \
-  PQ_FORWARD_OP(ns, CrossEntropyBackward)
+#define PQ_OP_SET(ns)                     \
+  PQ_FORWARD_OP(ns, MatMul)               \
+  PQ_FORWARD_OP(ns, MatMulBackward)       \
+  PQ_FORWARD_OP(ns, RmsNorm)              \
+  PQ_FORWARD_OP(ns, RmsNormBackward)      \
+  PQ_FORWARD_OP(ns, Rope)                 \
+  PQ_FORWARD_OP(ns, RopeBackward)         \
+  PQ_FORWARD_OP(ns, Attention)            \
+  PQ_FORWARD_OP(ns, AttentionBackward)    \
+  PQ_FORWARD_OP(ns, SwiGlu)               \
+  PQ_FORWARD_OP(ns, SwiGluBackward)       \
+  PQ_FORWARD_OP(ns, RouterTopK)           \
+  PQ_FORWARD_OP(ns, RouterTopKBackward)   \
+  PQ_FORWARD_OP(ns, Embedding)            \
+  PQ_FORWARD_OP(ns, EmbeddingBackward)    \
+  PQ_FORWARD_OP(ns, CrossEntropy)         \
+  PQ_FORWARD_OP(ns, CrossEntropyBackward) \
+  PQ_FORWARD_OP(ns, CrossEntropyBackwardChunk)
 
 struct CpuOps {
   PQ_OP_SET(cpu)
@@ -221,6 +222,39 @@ void CrossEntropyCase(std::mt19937& rng, int64_t t, int64_t vocab, double logit_
   ref::CrossEntropyBackward(logits.d, targets, lse.d, scale, dl.d, t, vocab);
   Ops::CrossEntropyBackward(logits.f, targets, lse.f, static_cast<float>(scale), dl.f, t, vocab);
   dl.ExpectGrad(tol, "dlogits");
+  // The same gradient in vocabulary chunks of `chunk` columns (the last one ragged): against
+  // the reference, and bit for bit against the whole-vocabulary op of the same implementation.
+  for (const int64_t chunk : {int64_t{1}, int64_t{7}, vocab}) {
+    Tensor dc(t * vocab, rng);
+    std::vector<float> whole(dc.f.begin(), dc.f.end());
+    Ops::CrossEntropyBackward(logits.f, targets, lse.f, static_cast<float>(scale), whole, t, vocab);
+    for (int64_t v0 = 0; v0 < vocab; v0 += chunk) {
+      const int64_t vc = std::min(chunk, vocab - v0);
+      std::vector<double> ld(static_cast<size_t>(t * vc)), dd(ld.size());
+      std::vector<float> lf(ld.size()), df(ld.size());
+      for (int64_t r = 0; r < t; ++r)
+        for (int64_t i = 0; i < vc; ++i) {
+          const auto a = static_cast<size_t>(r * vocab + v0 + i),
+                     b = static_cast<size_t>(r * vc + i);
+          ld[b] = logits.d[a];
+          lf[b] = logits.f[a];
+          dd[b] = dc.d[a];
+          df[b] = dc.f[a];
+        }
+      ref::CrossEntropyBackwardChunk(ld, targets, lse.d, scale, dd, t, v0, vc);
+      Ops::CrossEntropyBackwardChunk(lf, targets, lse.f, static_cast<float>(scale), df, t, v0, vc);
+      for (int64_t r = 0; r < t; ++r)
+        for (int64_t i = 0; i < vc; ++i) {
+          const auto a = static_cast<size_t>(r * vocab + v0 + i),
+                     b = static_cast<size_t>(r * vc + i);
+          dc.d[a] = dd[b];
+          dc.f[a] = df[b];
+        }
+    }
+    dc.ExpectGrad(tol, "dlogits in chunks");
+    for (size_t i = 0; i < whole.size(); ++i)
+      ASSERT_EQ(whole[i], dc.f[i]) << "chunk " << chunk << " element " << i;
+  }
 }
 
 template <class Ops>

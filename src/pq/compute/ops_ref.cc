@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "pq/compute/op_checks.h"
-#include "pq/compute/ref_util.h"
 #include "pq/compute/ops.h"
+#include "pq/compute/ref_util.h"
 
 namespace pq::compute::ref {
 namespace {
@@ -217,23 +217,31 @@ void CrossEntropyT(std::span<const T> logits, std::span<const int32_t> targets, 
 
 // dlogits[t, :] += scale * (softmax(logits[t]) - onehot(targets[t]))  (targets[t] >= 0)
 template <typename T>
-void CrossEntropyBackwardT(std::span<const T> logits, std::span<const int32_t> targets,
-                           std::span<const T> logsumexp, T scale, std::span<T> dlogits,
-                           int64_t tokens, int64_t vocab) {
-  internal::CheckCrossEntropy<T>(logits, targets, logsumexp, tokens, vocab);
-  PQ_CHECK_OPT_SIZE(dlogits, tokens * vocab, "CrossEntropyBackward: dlogits[T,V]");
+void CrossEntropyBackwardChunkT(std::span<const T> logits, std::span<const int32_t> targets,
+                                std::span<const T> logsumexp, T scale, std::span<T> dlogits,
+                                int64_t tokens, int64_t v0, int64_t vc) {
+  internal::CheckCrossEntropyChunk<T>(logits, targets, logsumexp, dlogits, tokens, v0, vc);
   if (dlogits.empty()) return;
   const double sc = static_cast<double>(scale);
   for (int64_t t = 0; t < tokens; ++t) {
     const int32_t target = targets.data()[t];
     if (target < 0) continue;
     const double lse = static_cast<double>(logsumexp.data()[t]);
-    for (int64_t i = 0; i < vocab; ++i) {
-      const double p = std::exp(static_cast<double>(logits.data()[t * vocab + i]) - lse);
-      T& d = dlogits.data()[t * vocab + i];
-      d = Round<T>(static_cast<double>(d) + sc * (p - (i == target ? 1.0 : 0.0)));
+    for (int64_t i = 0; i < vc; ++i) {
+      const double p = std::exp(static_cast<double>(logits.data()[t * vc + i]) - lse);
+      T& d = dlogits.data()[t * vc + i];
+      d = Round<T>(static_cast<double>(d) + sc * (p - (v0 + i == target ? 1.0 : 0.0)));
     }
   }
+}
+
+template <typename T>
+void CrossEntropyBackwardT(std::span<const T> logits, std::span<const int32_t> targets,
+                           std::span<const T> logsumexp, T scale, std::span<T> dlogits,
+                           int64_t tokens, int64_t vocab) {
+  internal::CheckCrossEntropy<T>(logits, targets, logsumexp, tokens, vocab);
+  PQ_CHECK_OPT_SIZE(dlogits, tokens * vocab, "CrossEntropyBackward: dlogits[T,V]");
+  CrossEntropyBackwardChunkT<T>(logits, targets, logsumexp, scale, dlogits, tokens, 0, vocab);
 }
 
 }  // namespace
@@ -289,6 +297,11 @@ void CrossEntropyBackwardT(std::span<const T> logits, std::span<const int32_t> t
                             std::span<const T_> logsumexp, T_ scale, std::span<T_> dlogits,        \
                             int64_t tokens, int64_t vocab) {                                       \
     CrossEntropyBackwardT<T_>(logits, targets, logsumexp, scale, dlogits, tokens, vocab);          \
+  }                                                                                                \
+  void CrossEntropyBackwardChunk(std::span<const T_> logits, std::span<const int32_t> targets,     \
+                                 std::span<const T_> logsumexp, T_ scale, std::span<T_> dlogits,   \
+                                 int64_t tokens, int64_t v0, int64_t vc) {                         \
+    CrossEntropyBackwardChunkT<T_>(logits, targets, logsumexp, scale, dlogits, tokens, v0, vc);    \
   }
 
 PQ_REF_OPS_PART1(float)

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include "pq/core/exec_context.h"
@@ -22,6 +23,36 @@ void LogInfo(const std::string& msg) {
   if (g_level >= LogLevel::kInfo) std::fprintf(stderr, "%s\n", msg.c_str());
 }
 void LogWarning(const std::string& msg) { std::fprintf(stderr, "warning: %s\n", msg.c_str()); }
+
+std::string FormatDuration(double seconds) {
+  char buf[32];
+  if (!(seconds >= 0)) seconds = 0;
+  if (seconds < 10) {
+    std::snprintf(buf, sizeof buf, "%.1fs", seconds);
+  } else if (seconds < 60) {
+    std::snprintf(buf, sizeof buf, "%.0fs", std::floor(seconds));
+  } else if (seconds < 3600) {
+    const auto s = static_cast<long long>(seconds);
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    const auto m = static_cast<long long>(seconds / 60);
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", m / 60, m % 60);
+  }
+  return buf;
+}
+
+std::string FormatProgressLine(const std::string& label, size_t done, size_t total,
+                               double elapsed_s, bool final) {
+  const double pct = total ? 100.0 * static_cast<double>(done) / static_cast<double>(total) : 100.0;
+  char head[64];
+  std::snprintf(head, sizeof head, "  %zu/%zu  %3.0f%%  elapsed ", done, total, pct);
+  std::string line = label + head + FormatDuration(elapsed_s);
+  if (!final && done > 0 && done < total) {
+    const double left = elapsed_s / static_cast<double>(done) * static_cast<double>(total - done);
+    line += "  eta " + FormatDuration(left);
+  }
+  return line;
+}
 
 Progress::Progress(std::string label, size_t total)
     : label_(std::move(label)), total_(total), start_s_(NowSeconds()) {}
@@ -45,11 +76,16 @@ void Progress::Finish() {
 void Progress::Draw(bool final) {
   if (g_level < LogLevel::kInfo || !ExecProgress()) return;
   const bool tty = isatty(STDERR_FILENO);
-  if (!tty && !final) return;  // in logs, only the final line
-  const double pct =
-      total_ ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
-  std::fprintf(stderr, "%s%s  %zu/%zu  %3.0f%%  %.1fs%s", tty ? "\r" : "", label_.c_str(), done_,
-               total_, pct, NowSeconds() - start_s_, final ? "\n" : "");
+  const std::string line =
+      FormatProgressLine(label_, done_, total_, NowSeconds() - start_s_, final);
+  if (tty) {  // "\x1b[K" clears what a longer earlier line left
+    std::fprintf(stderr, "\r%s\x1b[K%s", line.c_str(), final ? "\n" : "");
+  } else {
+    const size_t step = total_ > 100 ? done_ * 20 / total_ : done_;  // 5 % steps beyond 100
+    if (!final && (done_ == 0 || done_ >= total_ || step == last_logged_step_)) return;
+    last_logged_step_ = step;
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
   std::fflush(stderr);
 }
 

@@ -32,10 +32,10 @@ Result<std::vector<double>> ReferenceLogProbs(const model::WeightSource& ref,
   std::vector<double> out;
   std::vector<double> lp(v);
   PQ_RETURN_IF_ERROR(r.Head(
-                          [&](size_t s, std::span<const float> logits) -> Status {
+                          [&](size_t s, int64_t row0, std::span<const float> logits) -> Status {
                             const auto& tg = chunk[s].targets;
-                            for (size_t i = 0; i < tg.size(); ++i) {
-                              if (tg[i] < 0) continue;
+                            for (size_t i = 0; i < logits.size() / v; ++i) {
+                              if (tg[static_cast<size_t>(row0) + i] < 0) continue;
                               LogSoftmax(logits.subspan(i * v, v), lp);
                               out.insert(out.end(), lp.begin(), lp.end());
                             }
@@ -58,11 +58,11 @@ Result<ChunkStats> RunChunk(const model::WeightSource& src, const model::WeightS
   ChunkStats st;
   size_t k = 0;
   std::vector<double> lp(v);
-  auto on_logits = [&](size_t s, std::span<const float> logits) -> Status {
+  auto on_logits = [&](size_t s, int64_t row0, std::span<const float> logits) -> Status {
     if (!ref) return Status::Ok();
     const auto& tg = chunk[s].targets;
-    for (size_t i = 0; i < tg.size(); ++i) {
-      if (tg[i] < 0) continue;
+    for (size_t i = 0; i < logits.size() / v; ++i) {
+      if (tg[static_cast<size_t>(row0) + i] < 0) continue;
       LogSoftmax(logits.subspan(i * v, v), lp);
       const double* q = ref_lp.data() + k * v;
       for (size_t j = 0; j < v; ++j) st.kl += std::exp(q[j]) * (q[j] - lp[j]);
@@ -131,10 +131,10 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   const int64_t max_pos = src->config().max_positions;
   const int64_t ctx = o.ctx > 0 ? o.ctx : (max_pos > 0 ? std::min<int64_t>(max_pos, 4096) : 2048);
   if (max_pos > 0 && ctx > max_pos)
-    return InvalidArgument("--ctx " + std::to_string(ctx) + " exceeds the model's " +
-                           "max_position_embeddings " + std::to_string(max_pos) +
-                           " (positions beyond it were never trained); use --ctx <= " +
-                           std::to_string(max_pos));
+    return InvalidArgument(
+        "--ctx " + std::to_string(ctx) + " exceeds the model's " + "max_position_embeddings " +
+        std::to_string(max_pos) +
+        " (positions beyond it were never trained); use --ctx <= " + std::to_string(max_pos));
   const int64_t stride = o.stride > 0 ? o.stride : std::max<int64_t>(ctx / 2, 1);
   PQ_ASSIGN_OR_RETURN(std::vector<Sequence> windows, MakeWindows(docs, ctx, stride));
   EvalResult res;

@@ -72,7 +72,7 @@ TEST(Generate, GreedyPicksArgmaxOfRunnerLogitsAndReportsItsNll) {
   const auto v = static_cast<size_t>(Stories().config().vocab);
   std::vector<float> last;
   auto head = runner.Head(
-      [&](size_t, std::span<const float> logits) {
+      [&](size_t, int64_t, std::span<const float> logits) {
         last.assign(logits.end() - static_cast<std::ptrdiff_t>(v), logits.end());
         return Status::Ok();
       },

@@ -90,7 +90,7 @@ void CheckFixture(const std::string& dir, const std::string& model_dir) {
   GradObserver obs;
   const double scale = 1.0 / static_cast<double>(s_count * (t - 1));
   auto head = r.Head(
-      [&](size_t, std::span<const float> l) {
+      [&](size_t, int64_t, std::span<const float> l) {
         logits.insert(logits.end(), l.begin(), l.end());
         return Status::Ok();
       },
@@ -109,7 +109,7 @@ void CheckFixture(const std::string& dir, const std::string& model_dir) {
     std::vector<float> mtp_logits;
     const double mtp_scale = 1.0 / static_cast<double>(s_count * (t - 2));
     auto mtp = r.Mtp(
-        [&](size_t, std::span<const float> l) {
+        [&](size_t, int64_t, std::span<const float> l) {
           mtp_logits.insert(mtp_logits.end(), l.begin(), l.end());
           return Status::Ok();
         },

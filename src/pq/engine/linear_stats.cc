@@ -1,32 +1,44 @@
 #include "pq/engine/linear_stats.h"
 
 #include "pq/compute/ops.h"
+#include "pq/core/check.h"
 
 namespace pq::engine {
 
 void LinearStatsObserver::OnLinear(const model::LinearWeights& l, std::span<const float> x,
                                    std::span<const float> dy, int64_t rows) {
-  const int64_t n = l.rows, k = l.cols;
+  OnLinearRows(l, 0, l.rows, x, dy, rows);
+}
+
+void LinearStatsObserver::OnLinearRows(const model::LinearWeights& l, int64_t row0, int64_t n,
+                                       std::span<const float> x, std::span<const float> dy,
+                                       int64_t rows) {
+  const int64_t k = l.cols;
+  PQ_CHECK(row0 >= 0 && n >= 0 && row0 + n <= l.rows, "OnLinearRows: rows outside the Linear");
   LinearStats& s = stats_[l.module];
-  if (s.samples == 0) {
-    s.rows = n;
+  if (s.g2_out.empty()) {
+    s.rows = l.rows;
     s.cols = k;
-    s.g2_out.assign(static_cast<size_t>(n), 0.0);
+    s.g2_out.assign(static_cast<size_t>(l.rows), 0.0);
     s.x2_in.assign(static_cast<size_t>(k), 0.0);
   }
-  ++s.samples;
-  s.tokens += rows;
-  // Gamma_s = G_s^T X_s [N, K]; its squared Frobenius norm.
+  // Gamma = G_cᵀ X_s [n, K]; its squared Frobenius norm.
   gamma_.assign(static_cast<size_t>(n * k), 0.0f);
   compute::cpu::MatMulBackward(dy, x, {}, {}, gamma_, {}, rows, k, n);
   double f = 0;
   for (float g : gamma_) f += static_cast<double>(g) * g;
   s.fisher_sum += f;
+  const bool first = row0 == 0;
+  if (first) {
+    ++s.samples;
+    s.tokens += rows;
+  }
   for (int64_t t = 0; t < rows; ++t) {
     for (int64_t o = 0; o < n; ++o) {
       const double g = dy[static_cast<size_t>(t * n + o)];
-      s.g2_out[static_cast<size_t>(o)] += g * g;
+      s.g2_out[static_cast<size_t>(row0 + o)] += g * g;
     }
+    if (!first) continue;
     for (int64_t i = 0; i < k; ++i) {
       const double v = x[static_cast<size_t>(t * k + i)];
       s.x2_in[static_cast<size_t>(i)] += v * v;

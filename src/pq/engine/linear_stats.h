@@ -27,13 +27,17 @@ class LinearStatsObserver : public model::LinearObserver {
  public:
   void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
                 std::span<const float> dy, int64_t rows) override;
+  // Output rows [row0, row0 + n) of one sample (row0 == 0 counts the sample and its inputs):
+  // fisher_sum adds ||G_cᵀ X_s||² of the slice, which sums to the sample's ||G_sᵀ X_s||².
+  void OnLinearRows(const model::LinearWeights& linear, int64_t row0, int64_t n,
+                    std::span<const float> x, std::span<const float> dy, int64_t rows) override;
   const std::map<std::string, LinearStats>& stats() const { return stats_; }
   // Removes and returns one Linear's statistics (empty stats if it was never observed).
   LinearStats Take(const std::string& module);
 
  private:
   std::map<std::string, LinearStats> stats_;
-  std::vector<float> gamma_;  // scratch [N, K]
+  std::vector<float> gamma_;  // scratch [n, K]
 };
 
 }  // namespace pq::engine

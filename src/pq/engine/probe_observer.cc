@@ -16,7 +16,7 @@ namespace ops = compute::cpu;
 using formats::FormatId;
 
 // acc[o] += Σ_t a[t, o]²  for a: [T, N]
-void AddSquares(std::span<const float> a, int64_t t, int64_t n, std::vector<double>& acc) {
+void AddSquares(std::span<const float> a, int64_t t, int64_t n, std::span<double> acc) {
   for (int64_t r = 0; r < t; ++r)
     for (int64_t o = 0; o < n; ++o) {
       const double d = a[static_cast<size_t>(r * n + o)];
@@ -26,7 +26,7 @@ void AddSquares(std::span<const float> a, int64_t t, int64_t n, std::vector<doub
 
 // acc[o] += Σ_t g[t, o]² · a[t, o]²  for a, g: [T, N]
 void AddWeightedSquares(std::span<const float> a, std::span<const float> g, int64_t t, int64_t n,
-                        std::vector<double>& acc) {
+                        std::span<double> acc) {
   for (int64_t r = 0; r < t; ++r)
     for (int64_t o = 0; o < n; ++o) {
       const auto j = static_cast<size_t>(r * n + o);
@@ -146,15 +146,28 @@ Status ProbeObserver::PrepareCandidates(Active& a, bool cache,
 }
 
 Result<std::span<const float>> ProbeObserver::WeightOf(const Active& a, const Candidate& c,
-                                                       std::vector<float>& fresh) const {
-  if (!c.w_hat.empty()) return std::span<const float>(c.w_hat);
+                                                       std::vector<float>& fresh, int64_t row0,
+                                                       int64_t n) const {
   const model::LinearWeights& l = *a.linear;
+  const bool all = n < 0 || (row0 == 0 && n == l.rows);
+  if (n < 0) n = l.rows;
+  const auto slice = [&](std::span<const float> w) {
+    return w.subspan(static_cast<size_t>(row0 * l.cols), static_cast<size_t>(n * l.cols));
+  };
+  if (!c.w_hat.empty()) return slice(c.w_hat);
   if (!c.packed.empty()) {
     PQ_ASSIGN_OR_RETURN(fresh,
                         formats::Dequantize(c.format, formats::Views(c.packed), l.rows, l.cols));
-  } else {
-    PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
+    return slice(fresh);
   }
+  if (all) {
+    PQ_ASSIGN_OR_RETURN(fresh, CandidateWeight(a, c.format));
+    return std::span<const float>(fresh);
+  }
+  auto d = quant::RtnCandidate(c.format, slice(l.w), n, l.cols, a.weight_global_scale,
+                               a.input_global_scale);
+  if (!d.ok()) return d.status().WithContext(l.module);
+  fresh = std::move(*d);
   return std::span<const float>(fresh);
 }
 
@@ -175,18 +188,23 @@ Result<ProbeObserver::PricedCandidate> ProbeObserver::Priced(const std::string& 
 // two large outputs, so near-exact candidates (BF16: ΔW ≈ 2⁻⁹ W) keep their precision.
 // e_token: the output error ΔY[t, o] weighted by dY[t, o]² token by token.
 Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<const float> dy,
-                                 int64_t t) {
+                                 int64_t t, int64_t row0, int64_t n) {
   const model::LinearWeights& l = *a.linear;
-  const int64_t n = l.rows, k = l.cols;
-  std::vector<float> dw(l.w.size()), xq, dx, act_err;
+  const int64_t k = l.cols;
+  const auto w = std::span<const float>(l.w).subspan(static_cast<size_t>(row0 * k),
+                                                     static_cast<size_t>(n * k));
+  const auto rows = [&](std::vector<double>& acc) {
+    return std::span(acc).subspan(static_cast<size_t>(row0), static_cast<size_t>(n));
+  };
+  std::vector<float> dw(w.size()), xq, dx, act_err;
   for (Candidate& c : a.cands) {
     std::vector<float> fresh;
-    PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh));
-    for (size_t j = 0; j < dw.size(); ++j) dw[j] = l.w[j] - w_hat[j];
+    PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh, row0, n));
+    for (size_t j = 0; j < dw.size(); ++j) dw[j] = w[j] - w_hat[j];
     const std::vector<float> weight_err = MatMulNoBias(x, dw, t, k, n);  // X ΔWᵀ
-    AddSquares(weight_err, t, n, c.e.e_weight);
+    AddSquares(weight_err, t, n, rows(c.e.e_weight));
     if (!formats::Spec(c.format).quantizes_activations) {
-      AddWeightedSquares(weight_err, dy, t, n, c.e.e_token);
+      AddWeightedSquares(weight_err, dy, t, n, rows(c.e.e_token));
       continue;
     }
     xq.assign(x.begin(), x.begin() + t * k);
@@ -194,25 +212,31 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<
     dx.resize(xq.size());
     for (size_t j = 0; j < xq.size(); ++j) {
       dx[j] = x[j] - xq[j];
-      c.e.dx2[j % static_cast<size_t>(k)] += static_cast<double>(dx[j]) * dx[j];
+      if (row0 == 0) c.e.dx2[j % static_cast<size_t>(k)] += static_cast<double>(dx[j]) * dx[j];
     }
-    act_err = MatMulNoBias(dx, l.w, t, k, n);  // (X − Q(X)) Wᵀ
-    AddSquares(act_err, t, n, c.e.e_act);
+    act_err = MatMulNoBias(dx, w, t, k, n);  // (X − Q(X)) Wᵀ
+    AddSquares(act_err, t, n, rows(c.e.e_act));
     // Y − Q(X) Ŵᵀ = (X − Q(X)) Wᵀ + Q(X) ΔWᵀ
     const std::vector<float> w_err = MatMulNoBias(xq, dw, t, k, n);
     for (size_t j = 0; j < act_err.size(); ++j) act_err[j] += w_err[j];
-    AddSquares(act_err, t, n, c.e.e_out);
-    AddWeightedSquares(act_err, dy, t, n, c.e.e_token);
+    AddSquares(act_err, t, n, rows(c.e.e_out));
+    AddWeightedSquares(act_err, dy, t, n, rows(c.e.e_token));
   }
   return Status::Ok();
 }
 
 void ProbeObserver::OnLinear(const model::LinearWeights& l, std::span<const float> x,
                              std::span<const float> dy, int64_t rows) {
+  OnLinearRows(l, 0, l.rows, x, dy, rows);
+}
+
+void ProbeObserver::OnLinearRows(const model::LinearWeights& l, int64_t row0, int64_t n,
+                                 std::span<const float> x, std::span<const float> dy,
+                                 int64_t rows) {
   auto it = active_.find(l.module);
   if (it == active_.end() || !error_.ok()) return;  // not probed (e.g. the router)
-  stats_.OnLinear(l, x, dy, rows);
-  Status s = Accumulate(it->second, x, dy, rows);
+  stats_.OnLinearRows(l, row0, n, x, dy, rows);
+  Status s = Accumulate(it->second, x, dy, rows, row0, n);
   if (!s.ok()) error_ = s.WithContext("probe " + l.module);
 }
 

@@ -82,6 +82,11 @@ class ProbeObserver : public model::LinearObserver {
                     const HessianObserver* hessians = nullptr);
   void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
                 std::span<const float> dy, int64_t rows) override;
+  // The same for output rows [row0, row0 + n) (the chunked loss head's lm_head): RTN candidates
+  // that are not cached are quantized for those rows alone (every format's scales are
+  // row-local given the unit's global scales), so no [N, K] or [T, N] scratch is needed.
+  void OnLinearRows(const model::LinearWeights& linear, int64_t row0, int64_t n,
+                    std::span<const float> x, std::span<const float> dy, int64_t rows) override;
   // Costs of every candidate of the layer's Linears (in BeginLayer order); resets state.
   Result<std::vector<LinearResult>> FinishLayer();
 
@@ -114,10 +119,14 @@ class ProbeObserver : public model::LinearObserver {
   Result<quant::QuantizedLinear> ExportCandidate(const Active& a, formats::FormatId f,
                                                  const HessianObserver& hessians) const;
   Status PrepareCandidates(Active& a, bool cache, const HessianObserver* hessians) const;
-  // Ŵ of c: cached, dequantized from its packed tensors, or re-quantized by RTN into `fresh`.
+  // Ŵ of c: cached, dequantized from its packed tensors, or re-quantized by RTN into `fresh`;
+  // rows [row0, row0 + n) of it (n < 0: all rows).
   Result<std::span<const float>> WeightOf(const Active& a, const Candidate& c,
-                                          std::vector<float>& fresh) const;
-  Status Accumulate(Active& a, std::span<const float> x, std::span<const float> dy, int64_t rows);
+                                          std::vector<float>& fresh, int64_t row0 = 0,
+                                          int64_t n = -1) const;
+  // Energies of output rows [row0, row0 + n) from one sample's x[T, K] and dy[T, n].
+  Status Accumulate(Active& a, std::span<const float> x, std::span<const float> dy, int64_t rows,
+                    int64_t row0, int64_t n);
 
   ProbeObserverOptions opt_;
   std::map<std::string, float> amax_;

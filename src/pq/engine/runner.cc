@@ -5,6 +5,7 @@
 
 #include "pq/compute/ops.h"
 #include "pq/core/log.h"
+#include "pq/engine/loss_head.h"
 
 namespace pq::engine {
 namespace {
@@ -92,32 +93,41 @@ Status Runner::Boundary(int64_t b, std::span<float> out) const {
 Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double loss_scale,
                                 model::LinearObserver* observer) {
   const model::ModelConfig& c = src_.config();
-  const int64_t d = c.hidden, v = c.vocab;
+  const int64_t d = c.hidden;
   PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, src_.LoadHead());
   HeadResult r;
   if (backward) d_final_.assign(final_.size(), 0.0f);
+  const LossHeadOptions lo{opt_.head_chunk_bytes, static_cast<float>(loss_scale)};
   for (size_t s = 0; s < seqs_.size(); ++s) {
     const Sequence& seq = seqs_[s];
     const auto t = static_cast<int64_t>(seq.ids.size());
-    std::vector<float> n(static_cast<size_t>(t * d)), rstd(static_cast<size_t>(t));
-    std::vector<float> logits(static_cast<size_t>(t * v)), nll(static_cast<size_t>(t)),
-        lse(nll.size());
+    std::vector<float> n(static_cast<size_t>(t * d)), rstd(static_cast<size_t>(t)),
+        nll(static_cast<size_t>(t)), dn;
     const auto x = Rows(final_, offsets_[s], t, d);
     ops::RmsNorm(x, hw.final_norm, static_cast<float>(c.rms_eps), c.norm_offset, n, rstd, t, d);
-    model::LinearForward(n, hw.lm_head, logits, t, observer);
-    if (on_logits) PQ_RETURN_IF_ERROR(on_logits(s, logits));
-    ops::CrossEntropy(logits, seq.targets, nll, lse, t, v);
+    if (on_logits) {  // without backward, the logits the caller sees give the NLLs too
+      if (observer && !backward) observer->OnLinearInput(hw.lm_head, n, t);
+      PQ_RETURN_IF_ERROR(LogitsByTokenChunks(
+          hw.lm_head, n, t, opt_.head_chunk_bytes,
+          [&](int64_t row0, std::span<const float> logits) -> Status {
+            const auto rows = static_cast<int64_t>(logits.size()) / c.vocab;
+            std::vector<float> lse(static_cast<size_t>(rows));
+            const auto r0 = static_cast<size_t>(row0), rn = static_cast<size_t>(rows);
+            ops::CrossEntropy(logits, std::span(seq.targets).subspan(r0, rn),
+                              std::span(nll).subspan(r0, rn), lse, rows, c.vocab);
+            return on_logits(s, row0, logits);
+          }));
+    }
+    if (backward || !on_logits) {
+      if (backward) dn.assign(n.size(), 0.0f);
+      ChunkedCrossEntropy(hw.lm_head, n, seq.targets, t, lo, nll, dn, observer);
+    }
     for (int64_t i = 0; i < t; ++i) {
       if (seq.targets[static_cast<size_t>(i)] < 0) continue;
       r.nll_sum += nll[static_cast<size_t>(i)];
       ++r.scored;
     }
     if (!backward) continue;
-    std::vector<float> dlogits(logits.size(), 0.0f), dn(n.size(), 0.0f);
-    ops::CrossEntropyBackward(logits, seq.targets, lse, static_cast<float>(loss_scale), dlogits, t,
-                              v);
-    if (observer) observer->OnLinear(hw.lm_head, n, dlogits, t);
-    ops::MatMulBackward(dlogits, n, hw.lm_head.w, dn, {}, {}, t, d, v);
     ops::RmsNormBackward(dn, x, hw.final_norm, rstd, c.norm_offset,
                          Rows(d_final_, offsets_[s], t, d), {}, t, d);
   }

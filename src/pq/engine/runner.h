@@ -39,6 +39,9 @@ struct RunnerOptions {
   std::string work_dir;                       // where boundaries spill ("" = /tmp)
   int64_t batch_tokens = 2048;                // sequences run together up to this many tokens
   bool progress = true;
+  // The loss head's logits (and their gradient) are computed in chunks of at most this many
+  // bytes (engine/loss_head.h), never as one [T, V] matrix per sequence.
+  uint64_t head_chunk_bytes = 64ull << 20;
 };
 
 // One step of a forward sweep: the Linears that are about to compute their outputs from the
@@ -81,10 +84,12 @@ class Runner {
   // all sequences, concatenated: [sum T, D]. All boundaries need Forward(true).
   Status Boundary(int64_t b, std::span<float> out) const;
 
-  // Final norm + lm_head + cross-entropy per sequence. on_logits(s, logits[T, V]) is called
-  // for each sequence (may be empty). With backward, also computes dL/d(boundary L) for
-  // L = loss_scale * sum of scored NLLs.
-  using LogitsFn = std::function<Status(size_t seq, std::span<const float> logits)>;
+  // Final norm + lm_head + cross-entropy per sequence. on_logits(s, row0, logits[R, V]) is
+  // called for each sequence's token rows row0 .. row0+R-1 in order, in chunks of at most
+  // head_chunk_bytes (may be empty; not with backward). With backward, also computes
+  // dL/d(boundary L) for L = loss_scale * sum of scored NLLs.
+  using LogitsFn =
+      std::function<Status(size_t seq, int64_t row0, std::span<const float> logits)>;
   // `observer` (optional) sees lm_head's input rows (OnLinearInput) and, with backward,
   // its output gradients (OnLinear).
   Result<HeadResult> Head(const LogitsFn& on_logits, bool backward, double loss_scale,
@@ -92,7 +97,8 @@ class Runner {
 
   // The MTP head (architectures.md §4) on the last boundary: for each sequence and t = 0..T-3,
   // inputs embed(ids[t+1]) and the body's final-normed hidden state at t, target
-  // targets[t+1] (= ids[t+2]); positions 0..T-3. on_logits(s, logits[T-2, V]) per sequence.
+  // targets[t+1] (= ids[t+2]); positions 0..T-3. on_logits(s, row0, logits[R, V]) per sequence
+  // in chunks of rows as Head's.
   // With backward, the MTP layer's and mtp.fc's (x, dy) go to `observer` (not lm_head's: its
   // statistics stay the body's); the body is not differentiated (detached, as in training).
   // `observer` also sees every MTP Linear's input rows. L = loss_scale * sum of MTP NLLs.

@@ -3,6 +3,7 @@
 //   e = RMSNorm_{1+w}(embed(x_{t+1})),  h = RMSNorm_{1+w}(RMSNorm_final(body_t))
 //   u = fc([e ; h]),  u' = DecoderLayer_L(u),  logits = lm_head(RMSNorm_{1+w}(u'))  -> x_{t+2}
 #include "pq/compute/ops.h"
+#include "pq/engine/loss_head.h"
 #include "pq/engine/runner.h"
 
 namespace pq::engine {
@@ -44,7 +45,7 @@ Status Runner::MtpInput(size_t s, const model::HeadWeights& hw, const model::Mtp
 Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double loss_scale,
                                model::LinearObserver* observer) {
   const model::ModelConfig& c = src_.config();
-  const int64_t d = c.hidden, v = c.vocab, layer = c.num_layers;
+  const int64_t d = c.hidden, layer = c.num_layers;
   const auto eps = static_cast<float>(c.rms_eps);
   const float off = c.norm_offset;
   PQ_ASSIGN_OR_RETURN(model::MtpWeights mw, src_.LoadMtp());
@@ -62,23 +63,25 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     model::LayerActs acts;
     const int64_t lens[] = {t};
     model::DecoderLayerForward(c, lw, rope, u, y, lens, &acts, observer);
-    Vec n = Zeros(t * d), rstd_o = Zeros(t), logits = Zeros(t * v), nll = Zeros(t), lse = Zeros(t);
+    Vec n = Zeros(t * d), rstd_o = Zeros(t), nll = Zeros(t), dn;
     ops::RmsNorm(y, mw.norm, eps, off, n, rstd_o, t, d);
-    model::LinearForward(n, hw.lm_head, logits, t);
-    if (on_logits) PQ_RETURN_IF_ERROR(on_logits(s, logits));
     const std::span<const int32_t> targets =
         std::span(seq.targets).subspan(1, static_cast<size_t>(t));
-    ops::CrossEntropy(logits, targets, nll, lse, t, v);
+    if (on_logits) {
+      PQ_RETURN_IF_ERROR(LogitsByTokenChunks(
+          hw.lm_head, n, t, opt_.head_chunk_bytes,
+          [&](int64_t row0, std::span<const float> logits) { return on_logits(s, row0, logits); }));
+    }
+    if (backward) dn = Zeros(t * d);
+    ChunkedCrossEntropy(hw.lm_head, n, targets, t,
+                        {opt_.head_chunk_bytes, static_cast<float>(loss_scale)}, nll, dn);
     for (int64_t i = 0; i < t; ++i) {
       if (targets[static_cast<size_t>(i)] < 0) continue;
       r.nll_sum += nll[static_cast<size_t>(i)];
       ++r.scored;
     }
     if (!backward) continue;
-    Vec dlogits = Zeros(t * v), dn = Zeros(t * d), dy = Zeros(t * d), du = Zeros(t * d),
-        dx = Zeros(t * 2 * d);
-    ops::CrossEntropyBackward(logits, targets, lse, static_cast<float>(loss_scale), dlogits, t, v);
-    ops::MatMulBackward(dlogits, n, hw.lm_head.w, dn, {}, {}, t, d, v);
+    Vec dy = Zeros(t * d), du = Zeros(t * d), dx = Zeros(t * 2 * d);
     ops::RmsNormBackward(dn, y, mw.norm, rstd_o, off, dy, {}, t, d);
     model::DecoderLayerBackward(c, lw, rope, u, acts, dy, du, lens, observer);
     model::LinearBackward(du, x, mw.fc, dx, t, observer);

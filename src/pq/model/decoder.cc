@@ -317,6 +317,20 @@ void LinearBackward(std::span<const float> dy, std::span<const float> x, const L
   ops::MatMulBackward(dy, x, l.w, dx, {}, {}, t, l.cols, l.rows);
 }
 
+void QuantizeLinearInput(const LinearWeights& l, std::span<float> x, int64_t t) {
+  if (!formats::Spec(l.act_format).quantizes_activations) return;
+  if (!formats::FakeQuantizeActivations(l.act_format, x, t, l.cols, l.input_global_scale).ok())
+    std::fill(x.begin(), x.end(), std::numeric_limits<float>::quiet_NaN());
+}
+
+void LinearObserver::OnLinearRows(const LinearWeights& linear, int64_t row0, int64_t n,
+                                  std::span<const float> x, std::span<const float> dy,
+                                  int64_t rows) {
+  PQ_CHECK(row0 == 0 && n == linear.rows,
+           "this LinearObserver takes whole Linears only (OnLinearRows)");
+  OnLinear(linear, x, dy, rows);
+}
+
 void LinearForward(std::span<const float> x, const LinearWeights& l, std::span<float> y, int64_t t,
                    LinearObserver* obs) {
   if (obs) obs->OnLinearInput(l, x, t);

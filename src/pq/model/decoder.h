@@ -25,6 +25,12 @@ class LinearObserver {
   // Forward only: the Linear's input rows x[R, K] (before any activation quantization).
   virtual void OnLinearInput(const LinearWeights& /*linear*/, std::span<const float> /*x*/,
                              int64_t /*rows*/) {}
+  // OnLinear for the output rows [row0, row0 + n) only: dy[R, n] (a Linear too large to hold
+  // its whole output gradient, the lm_head over a 248k vocabulary). One sample's calls cover
+  // the rows in order; row0 == 0 starts the sample. Observers that keep per-output statistics
+  // override it; the default takes whole Linears only.
+  virtual void OnLinearRows(const LinearWeights& linear, int64_t row0, int64_t n,
+                            std::span<const float> x, std::span<const float> dy, int64_t rows);
 };
 
 // y[T, N] = Q_a(x[T, K]) W^T + b, where Q_a is the run-time activation quantization of the
@@ -32,6 +38,11 @@ class LinearObserver {
 // `observer` (optional) first.
 void LinearForward(std::span<const float> x, const LinearWeights& linear, std::span<float> y,
                    int64_t t, LinearObserver* observer = nullptr);
+
+// x[T, K] ← Q_a(x), the run-time activation quantization LinearForward applies (nothing for
+// formats that leave activations alone; NaN everywhere when x is not finite, as the runtime
+// would propagate it).
+void QuantizeLinearInput(const LinearWeights& linear, std::span<float> x, int64_t t);
 
 // RoPE cos/sin tables for positions 0..T-1 ([T, Dh/2] each).
 struct RopeCache {
