@@ -91,10 +91,15 @@ Status Runner::Boundary(int64_t b, std::span<float> out) const {
 }
 
 Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double loss_scale,
-                                model::LinearObserver* observer) {
+                                model::LinearObserver* observer,
+                                const model::HeadWeights* weights) {
   const model::ModelConfig& c = src_.config();
   const int64_t d = c.hidden;
-  PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, src_.LoadHead());
+  model::HeadWeights loaded;
+  if (!weights) {
+    PQ_ASSIGN_OR_RETURN(loaded, src_.LoadHead());
+  }
+  const model::HeadWeights& hw = weights ? *weights : loaded;
   HeadResult r;
   if (backward) d_final_.assign(final_.size(), 0.0f);
   const LossHeadOptions lo{opt_.head_chunk_bytes, static_cast<float>(loss_scale)};

@@ -66,6 +66,14 @@ class SweepHooks {
   virtual Status Replace(const SweepStep& step) = 0;
 };
 
+// The MTP head's tensors, its decoder layer and the head, as a caller already holds them
+// (Runner::Mtp loads whichever is null).
+struct MtpParts {
+  const model::MtpWeights* mtp = nullptr;
+  const model::LayerWeights* layer = nullptr;
+  const model::HeadWeights* head = nullptr;
+};
+
 struct HeadResult {
   double nll_sum = 0;  // sum over scored tokens, nats
   int64_t scored = 0;  // number of scored tokens
@@ -92,8 +100,11 @@ class Runner {
       std::function<Status(size_t seq, int64_t row0, std::span<const float> logits)>;
   // `observer` (optional) sees lm_head's input rows (OnLinearInput) and, with backward,
   // its output gradients (OnLinear).
+  // `weights` (optional): the head as the caller already holds it (e.g. to price lm_head) —
+  // otherwise loaded here; at Qwen3.6's size each copy of lm_head is 2 GB.
   Result<HeadResult> Head(const LogitsFn& on_logits, bool backward, double loss_scale,
-                          model::LinearObserver* observer = nullptr);
+                          model::LinearObserver* observer = nullptr,
+                          const model::HeadWeights* weights = nullptr);
 
   // The MTP head (architectures.md §4) on the last boundary: for each sequence and t = 0..T-3,
   // inputs embed(ids[t+1]) and the body's final-normed hidden state at t, target
@@ -102,8 +113,10 @@ class Runner {
   // With backward, the MTP layer's and mtp.fc's (x, dy) go to `observer` (not lm_head's: its
   // statistics stay the body's); the body is not differentiated (detached, as in training).
   // `observer` also sees every MTP Linear's input rows. L = loss_scale * sum of MTP NLLs.
+  // `weights` (optional): the MTP tensors, its decoder layer and the head as the caller already
+  // holds them — otherwise loaded here (an MTP layer of 256 experts is 3.2 GB in float32).
   Result<HeadResult> Mtp(const LogitsFn& on_logits, bool backward, double loss_scale,
-                         model::LinearObserver* observer = nullptr);
+                         model::LinearObserver* observer = nullptr, const MtpParts& weights = {});
 
   // The MTP head's forward sweep for sequential export (after Forward): step mtp.fc on the MTP
   // inputs [embed(t+1) ; final-normed body_t], then step the MTP layer (one sequence of T-2

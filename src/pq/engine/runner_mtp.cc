@@ -43,14 +43,26 @@ Status Runner::MtpInput(size_t s, const model::HeadWeights& hw, const model::Mtp
 }
 
 Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double loss_scale,
-                               model::LinearObserver* observer) {
+                               model::LinearObserver* observer, const MtpParts& weights) {
   const model::ModelConfig& c = src_.config();
   const int64_t d = c.hidden, layer = c.num_layers;
   const auto eps = static_cast<float>(c.rms_eps);
   const float off = c.norm_offset;
-  PQ_ASSIGN_OR_RETURN(model::MtpWeights mw, src_.LoadMtp());
-  PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, src_.LoadHead());
-  PQ_ASSIGN_OR_RETURN(model::LayerWeights lw, src_.LoadLayer(layer));
+  model::MtpWeights own_mtp;
+  model::HeadWeights own_head;
+  model::LayerWeights own_layer;
+  if (!weights.mtp) {
+    PQ_ASSIGN_OR_RETURN(own_mtp, src_.LoadMtp());
+  }
+  if (!weights.head) {
+    PQ_ASSIGN_OR_RETURN(own_head, src_.LoadHead());
+  }
+  if (!weights.layer) {
+    PQ_ASSIGN_OR_RETURN(own_layer, src_.LoadLayer(layer));
+  }
+  const model::MtpWeights& mw = weights.mtp ? *weights.mtp : own_mtp;
+  const model::HeadWeights& hw = weights.head ? *weights.head : own_head;
+  const model::LayerWeights& lw = weights.layer ? *weights.layer : own_layer;
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
   HeadResult r;
   for (size_t s = 0; s < seqs_.size(); ++s) {

@@ -136,10 +136,10 @@ Result<std::vector<float>> SweepHead(const ProbeContext& c, engine::Runner& runn
   PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, c.src->LoadHead());
   std::vector<engine::LinearResult> head_results;
   if (c.o.probe_lm_head) {
-    PQ_RETURN_IF_ERROR(runner.Head(nullptr, false, 1.0, &probe).status());  // input amax
+    PQ_RETURN_IF_ERROR(runner.Head(nullptr, false, 1.0, &probe, &hw).status());  // input amax
     PQ_RETURN_IF_ERROR(probe.BeginLayer({&hw.lm_head}));
   }
-  PQ_ASSIGN_OR_RETURN(engine::HeadResult hr, runner.Head(nullptr, true, 1.0, &probe));
+  PQ_ASSIGN_OR_RETURN(engine::HeadResult hr, runner.Head(nullptr, true, 1.0, &probe, &hw));
   if (c.o.probe_lm_head) {
     PQ_ASSIGN_OR_RETURN(head_results, probe.FinishLayer());
   }
@@ -156,17 +156,19 @@ Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::ProbeObse
   const int64_t layers = c.layers();
   PQ_ASSIGN_OR_RETURN(model::LayerWeights mw, c.src->LoadLayer(layers));
   PQ_ASSIGN_OR_RETURN(model::MtpWeights mtp, c.src->LoadMtp());
-  PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &probe).status());  // input amax
+  PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, c.src->LoadHead());
+  const engine::MtpParts parts{&mtp, &mw, &hw};  // loaded once for the three passes
+  PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &probe, parts).status());  // input amax
   std::vector<const model::LinearWeights*> linears = LayerLinears(mw);
   linears.push_back(&mtp.fc);
   if (c.o.passes == quant::Passes::kRtn) {
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
   } else {
     engine::HessianObserver h = c.WantHessians(linears);
-    PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &h).status());
+    PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &h, parts).status());
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
   }
-  PQ_ASSIGN_OR_RETURN(engine::HeadResult mr, runner.Mtp(nullptr, true, 1.0, &probe));
+  PQ_ASSIGN_OR_RETURN(engine::HeadResult mr, runner.Mtp(nullptr, true, 1.0, &probe, parts));
   PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
   ProbeUnit unit;
   unit.layer = layers;
