@@ -1,7 +1,7 @@
 """GPTQ against llm-compressor's own GPTQ on the problem of bench/gptq_bench.cc (bench only).
 
     python gptq_peer.py llmcompressor PROBLEM.safetensors OUT_DIR [--threads 1,2] [--repeats 3]
-                                      [--actorder none|static]
+                                      [--actorder none,static] [--rtn-out DIR]
         (in llm-compressor's virtualenv, scripts/setup_peer_venv.sh llmcompressor ...)
     python gptq_peer.py table PROBLEM.safetensors NAME=DIR ...
         (in the test virtualenv: the summary table of bench/run_gptq_bench.sh)
@@ -11,14 +11,15 @@ Linear: compressed-tensors' NVFP4A16 preset on a BF16 nn.Linear holding W, llm-c
 weight observer (memoryless min-max: group scales and the global scale from the original W),
 its prepare_batch (H / num_samples; GPTQ is invariant to H's scale, so num_samples = 1) and
 its quantize_weight (float32, block 128, dampening 0.01 of mean(diag H)). Each timed run is
-observer + prepare_batch + quantize_weight. Writes OUT_DIR/model.safetensors (F32 "w_hat",
-the stored "scales" as float32, F32 "global_scale") and one JSON line per run; --rtn-out DIR
-also writes compressed-tensors' RTN (fake_quantize with the observer's scales) as a baseline.
+observer + prepare_batch + quantize_weight; repeats, thread counts and actorders interleave.
+For each actorder A, writes OUT_DIR/A/model.safetensors (F32 "w_hat", the stored "scales" as
+float32, F32 "global_scale") and appends one JSON line per run to OUT_DIR/A/runs.jsonl (and
+stdout); --rtn-out DIR also writes compressed-tensors' RTN (fake_quantize with the observer's
+scales) as a baseline.
 
 `table`: for each NAME=DIR (DIR/model.safetensors with "w_hat", "scales", "global_scale";
 DIR/runs.jsonl with one JSON object per timed run, other lines ignored), the median seconds
-per thread count, tr(dW H dW^T) in float64 and the MSE of
-w_hat vs W, and the fraction of E2M1 codes, group scales and reconstructed values that differ
+per thread count, tr(dW H dW^T) in float64 and the MSE of w_hat vs W, and the fraction of E2M1 codes, group scales and reconstructed values that differ
 from the first NAME's (codes also from each --peer NAME's).
 """
 import argparse
@@ -52,45 +53,54 @@ def cmd_llmcompressor(args):
     p = load_file(args.problem)
     w, h = p["w"], p["h"]
     n, k = w.shape
-    scheme = preset_name_to_scheme("NVFP4A16", ["Linear"])
-    # GPTQModifier's actorder (its default "static" applies to NVFP4's TENSOR_GROUP strategy).
-    scheme.weights.actorder = None if args.actorder == "none" else ActivationOrdering(args.actorder)
-    lin = torch.nn.Linear(k, n, bias=False, dtype=torch.bfloat16)
-    with torch.no_grad():
-        lin.weight.copy_(w.to(torch.bfloat16))  # W is bf16-representable: exact
-    initialize_module_for_quantization(lin, scheme)
-    initialize_observer(lin, "weight")
-    quant_args = scheme.weights
+
+    def make_linear(actorder):
+        scheme = preset_name_to_scheme("NVFP4A16", ["Linear"])
+        # GPTQModifier's actorder (its default "static" applies to NVFP4's TENSOR_GROUP).
+        scheme.weights.actorder = None if actorder == "none" else ActivationOrdering(actorder)
+        lin = torch.nn.Linear(k, n, bias=False, dtype=torch.bfloat16)
+        with torch.no_grad():
+            lin.weight.copy_(w.to(torch.bfloat16))  # W is bf16-representable: exact
+        initialize_module_for_quantization(lin, scheme)
+        initialize_observer(lin, "weight")
+        return lin, scheme.weights
+
+    linears = {a: make_linear(a) for a in args.actorder.split(",")}
     if args.rtn_out:  # compressed-tensors' RTN with the same observer scales, as a baseline
+        lin, quant_args = next(iter(linears.values()))
         with torch.no_grad():
             observe(lin, "weight")
             qp = lin.weight_observer.get_qparams()
             rtn = fake_quantize(w, qp["scale"], qp["zero_point"], quant_args,
                                 global_scale=qp["global_scale"])
         save_out(args.rtn_out, rtn, qp["scale"], qp["global_scale"])
-    out = None
-    for threads in [int(t) for t in args.threads.split(",")]:
-        torch.set_num_threads(threads)
-        for rep in range(args.repeats):
-            hess = {lin: h.clone()}
-            count = {lin: torch.tensor(1.0)}
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                observe(lin, "weight")
-                qparams = lin.weight_observer.get_qparams()
-                weights, hessians, scales, zps, gscales = prepare_batch([lin], [qparams], hess, count)
-                q, losses, rtn_fallback = quantize_weight(
-                    weights=weights, hessians=hessians, scale=scales, zero_point=zps,
-                    global_scale=gscales, quant_args=quant_args, blocksize=args.block,
-                    percdamp=args.damp)
-            sec = time.perf_counter() - t0
-            print(json.dumps({
-                "impl": f"llm-compressor {llmcompressor.__version__}", "actorder": args.actorder,
-                "format": "NVFP4A16", "shape": [n, k], "threads": torch.get_num_threads(),
-                "rep": rep, "seconds": sec, "rtn_fallback": bool(rtn_fallback[0]),
-                "block": args.block, "damp": args.damp}), flush=True)
-            out = (q[0], scales[0], gscales)
-    save_out(args.out, *out)
+    for rep in range(args.repeats):
+        for threads in [int(t) for t in args.threads.split(",")]:
+            torch.set_num_threads(threads)
+            for actorder, (lin, quant_args) in linears.items():
+                hess = {lin: h.clone()}
+                count = {lin: torch.tensor(1.0)}
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    observe(lin, "weight")
+                    qparams = lin.weight_observer.get_qparams()
+                    weights, hessians, scales, zps, gscales = prepare_batch(
+                        [lin], [qparams], hess, count)
+                    q, _, rtn_fallback = quantize_weight(
+                        weights=weights, hessians=hessians, scale=scales, zero_point=zps,
+                        global_scale=gscales, quant_args=quant_args, blocksize=args.block,
+                        percdamp=args.damp)
+                sec = time.perf_counter() - t0
+                line = json.dumps({
+                    "impl": f"llm-compressor {llmcompressor.__version__}", "actorder": actorder,
+                    "format": "NVFP4A16", "shape": [n, k], "threads": torch.get_num_threads(),
+                    "rep": rep, "seconds": sec, "rtn_fallback": bool(rtn_fallback[0]),
+                    "block": args.block, "damp": args.damp})
+                print(line, flush=True)
+                out = os.path.join(args.out, actorder)
+                save_out(out, q[0], scales[0], gscales)
+                with open(os.path.join(out, "runs.jsonl"), "a") as f:
+                    f.write(line + "\n")
     return 0
 
 
@@ -180,7 +190,8 @@ def main():
     a.add_argument("out")
     a.add_argument("--threads", default="1,2")
     a.add_argument("--repeats", type=int, default=3)
-    a.add_argument("--actorder", default="none", choices=["none", "static", "weight"])
+    a.add_argument("--actorder", default="none",
+                   help="comma-separated list of none, static (= weight), weight")
     a.add_argument("--block", type=int, default=128)
     a.add_argument("--damp", type=float, default=0.01)
     a.add_argument("--rtn-out", help="also write compressed-tensors' RTN (same scales) here")

@@ -2,19 +2,20 @@
 # GPTQ of one Linear (bench/gptq_bench.cc: 4096x4096 NVFP4A16, random correlated H), in one run
 # on the same W and H:
 #  - ours (GPTQ's own group-scale rule, gptq.h), ours given RTN's static scales (what
-#    llm-compressor does), and ours with --act-order;
+#    llm-compressor does) and ours with act_order;
 #  - llm-compressor's own GPTQ (bench/gptq_peer.py: its observer + prepare_batch +
 #    quantize_weight, float32), in ITS virtualenv (scripts/setup_peer_venv.sh llmcompressor
 #    tests/data/llmcompressor/requirements.txt; never the test venv), actorder none (as ours)
 #    and "static" (its GPTQModifier's default), plus compressed-tensors' RTN as a baseline;
 #  - the independent float64 PyTorch GPTQ (tests/quant/gptq_reference.py, ours' rules), which
 #    must write our codes (fraction that differ, expected 0).
-# Each timed at every thread count in PQ_GPTQ_THREADS (default "1 2"), PQ_GPTQ_REPEATS times
-# (default 3; medians). Prints `uptime` before and after, the float64 reference's speed-up line,
-# and bench/gptq_peer.py's table: median seconds, ratio to ours, tr(dW H dW^T) (float64), MSE,
-# and the fraction of E2M1 codes and group scales that differ from ours and from
-# llm-compressor's. Needs PyPI only the first time the peer venv is made. Never run by CI.
-# Usage: bench/run_gptq_bench.sh [build_dir] [N K]   (default build/release, 4096 4096)
+# Each at every thread count in PQ_GPTQ_THREADS (default "1 2"), PQ_GPTQ_REPEATS times
+# (default 3), interleaved (repeat, threads, tool) so that all see the same load; medians.
+# Prints `uptime` before and after, the float64 reference's speed-up line, and
+# bench/gptq_peer.py's table: median seconds, ratio to ours, tr(dW H dW^T) (float64), MSE, and
+# the fraction of E2M1 codes that differ from ours and from llm-compressor's, and of group
+# scales that differ from ours. Needs PyPI only the first time the peer venv is made. Never run
+# by CI. Usage: bench/run_gptq_bench.sh [build_dir] [N K]   (default build/release, 4096 4096)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build/release}"
@@ -26,43 +27,34 @@ reps="${PQ_GPTQ_REPEATS:-3}"
 venv="$("$root/scripts/setup_venv.sh" | tail -1)"
 peer="$(bash "$root/scripts/setup_peer_venv.sh" llmcompressor \
   "$root/tests/data/llmcompressor/requirements.txt" | tail -1)"
+export HF_HUB_OFFLINE=1
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 problem="$tmp/gptq/problem/model.safetensors"
+modes=(gptq rtn act-order)
 echo "load before: $(uptime)"
 
-modes=(gptq rtn act-order)
-for m in "${modes[@]}"; do : > "$tmp/ours_$m.jsonl"; done
-for t in $threads; do  # each call writes the same problem (fixed seeds) and its last result
-  for m in "${modes[@]}"; do
-    "$build/bench/gptq_bench" "$tmp/$m" "${nk[@]}" "$t" "$reps" "$m" >> "$tmp/ours_$m.jsonl"
+for ((rep = 0; rep < reps; rep++)); do
+  for t in $threads; do
+    for m in "${modes[@]}"; do  # each call writes the same problem (fixed seeds) and its result
+      "$build/bench/gptq_bench" "$tmp/$m" "${nk[@]}" "$t" 1 "$m" >> "$tmp/ours_$m.jsonl"
+      cmp -s "$problem" "$tmp/$m/problem/model.safetensors" ||
+        { echo "run_gptq_bench: the problems differ" >&2; exit 1; }
+    done
+    extra=()
+    [[ $rep -gt 0 ]] || extra=(--rtn-out "$tmp/ct_rtn")
+    "$peer/bin/python" "$root/bench/gptq_peer.py" llmcompressor "$problem" "$tmp/llmc" \
+      --actorder none,static --threads "$t" --repeats 1 "${extra[@]}" \
+      > /dev/null 2> "$tmp/llmc.err" || { cat "$tmp/llmc.err" >&2; exit 1; }
+    "$venv/bin/python" "$root/tests/quant/gptq_reference.py" bench "$problem" \
+      --format NVFP4A16 --ours "$tmp/gptq/ours/model.safetensors" --threads "$t" --repeats 1 \
+      --out "$tmp/ref" >> "$tmp/torch.jsonl"
   done
 done
-for m in "${modes[@]}"; do
-  mv "$tmp/ours_$m.jsonl" "$tmp/$m/ours/runs.jsonl"
-  cmp -s "$tmp/gptq/problem/model.safetensors" "$tmp/$m/problem/model.safetensors" ||
-    { echo "run_gptq_bench: the problems differ" >&2; exit 1; }
-done
-
-export HF_HUB_OFFLINE=1
-for a in none static; do
-  extra=()
-  [[ $a != none ]] || extra=(--rtn-out "$tmp/ct_rtn")
-  "$peer/bin/python" "$root/bench/gptq_peer.py" llmcompressor "$problem" "$tmp/llmc_$a" \
-    --actorder "$a" --threads "${threads// /,}" --repeats "$reps" "${extra[@]}" \
-    > "$tmp/llmc_$a.jsonl" 2> "$tmp/llmc_$a.err" || { cat "$tmp/llmc_$a.err" >&2; exit 1; }
-  mv "$tmp/llmc_$a.jsonl" "$tmp/llmc_$a/runs.jsonl"
-done
-
-: > "$tmp/torch.jsonl"
-for t in $threads; do
-  "$venv/bin/python" "$root/tests/quant/gptq_reference.py" bench "$problem" --format NVFP4A16 \
-    --ours "$tmp/gptq/ours/model.safetensors" --threads "$t" --repeats "$reps" --out "$tmp/ref" \
-    >> "$tmp/torch.jsonl"
-done
-cp "$tmp/torch.jsonl" "$tmp/ref/runs.jsonl"
 echo "load after: $(uptime)"
+for m in "${modes[@]}"; do cp "$tmp/ours_$m.jsonl" "$tmp/$m/ours/runs.jsonl"; done
+cp "$tmp/torch.jsonl" "$tmp/ref/runs.jsonl"
 
-"$venv/bin/python" - "$tmp/gptq/ours/runs.jsonl" "$tmp/torch.jsonl" <<'PY'
+"$venv/bin/python" - "$tmp/ours_gptq.jsonl" "$tmp/torch.jsonl" <<'PY'
 import json, statistics, sys
 def load(p):
     runs = {}
@@ -81,6 +73,5 @@ for t in sorted(ours.keys() & ref.keys()):
 PY
 "$venv/bin/python" "$root/bench/gptq_peer.py" table "$problem" \
   "ours=$tmp/gptq/ours" "ours-rtn-scales=$tmp/rtn/ours" "ours-act-order=$tmp/act-order/ours" \
-  "llmc=$tmp/llmc_none" \
-  "llmc-actorder-static=$tmp/llmc_static" "ct-rtn=$tmp/ct_rtn" "torch-f64-ref=$tmp/ref" \
-  --peer llmc,llmc-actorder-static
+  "llmc=$tmp/llmc/none" "llmc-actorder-static=$tmp/llmc/static" "ct-rtn=$tmp/ct_rtn" \
+  "torch-f64-ref=$tmp/ref" --peer llmc,llmc-actorder-static
