@@ -143,7 +143,7 @@ def cmd_table(args):
         codes, off_grid = e2m1_codes(o["w_hat"], o["scales"], o["global_scale"][0])
         rows.append({"name": name, "out": o, "codes": codes, "off_grid": off_grid,
                      "seconds": {t: statistics.median(v) for t, v in secs.items()},
-                     "runs": {t: len(v) for t, v in secs.items()},
+                     "runs": secs,
                      "h_error": float(((d @ h) * d).sum()), "mse": float((d * d).mean()),
                      "global_scale": float(o["global_scale"][0])})
     by_name = {r["name"]: r for r in rows}

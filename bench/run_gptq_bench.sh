@@ -28,10 +28,15 @@ venv="$("$root/scripts/setup_venv.sh" | tail -1)"
 peer="$(bash "$root/scripts/setup_peer_venv.sh" llmcompressor \
   "$root/tests/data/llmcompressor/requirements.txt" | tail -1)"
 export HF_HUB_OFFLINE=1
+# torch's OpenMP threads spin while they wait; on this shared 2-core machine under load that
+# made its 2-thread runs 5x slower than 1 thread (llm-compressor 45 s vs 8.6 s passive, same
+# load 6-7). Passive waiting measures the algorithms, not the spin; set OMP_WAIT_POLICY to
+# override.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 problem="$tmp/gptq/problem/model.safetensors"
 modes=(gptq rtn act-order)
-echo "load before: $(uptime)"
+echo "load before: $(uptime); OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 
 for ((rep = 0; rep < reps; rep++)); do
   for t in $threads; do
