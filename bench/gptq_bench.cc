@@ -1,10 +1,15 @@
-// GPTQ wall time on a 4096x4096 NVFP4A16 Linear with a random correlated Hessian (all
-// threads). Prints one JSON object per line. With OUT_DIR, also writes the problem
-// (OUT_DIR/problem/model.safetensors: F32 "w", "h") and our result (OUT_DIR/ours/...: F32
-// "w_hat") so bench/run_gptq_bench.sh can time the PyTorch reference on the same problem and
-// check that both wrote the same codes.
+// GPTQ wall time on a 4096x4096 NVFP4A16 Linear with a random correlated Hessian. Prints one
+// JSON object per timed run. With OUT_DIR, also writes the problem
+// (OUT_DIR/problem/model.safetensors: F32 "w", "h") and our result of the last run
+// (OUT_DIR/ours/...: F32 "w_hat", the stored "scales" as F32, F32 "global_scale") so
+// bench/run_gptq_bench.sh can run the PyTorch reference and llm-compressor on the same problem
+// and compare codes and output error.
 //
-// Usage: gptq_bench [OUT_DIR] [N K]
+// Usage: gptq_bench [OUT_DIR] [N K [THREADS [REPEATS [MODE]]]]   (THREADS 0 or absent: all
+// cores; REPEATS default 1; MODE "gptq" (default: GPTQ's own group-scale rule, gptq.h), "rtn":
+// RTN's scales of the original W given as GptqOptions::scales (the static scales
+// llm-compressor's GPTQ uses), or "act-order": GptqOptions::act_order)
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +21,7 @@
 
 #include "pq/core/minifloat.h"
 #include "pq/core/thread_pool.h"
+#include "pq/formats/quantize_with_scales.h"
 #include "pq/io/safetensors.h"
 #include "pq/quant/gptq.h"
 
@@ -74,26 +80,58 @@ int main(int argc, char** argv) {
   const std::string out = argc > 1 ? argv[1] : "";
   const int64_t n = argc > 3 ? std::atoll(argv[2]) : 4096,
                 k = argc > 3 ? std::atoll(argv[3]) : 4096;
+  const int threads = argc > 4 ? std::atoi(argv[4]) : 0;
+  const int repeats = argc > 5 ? std::max(1, std::atoi(argv[5])) : 1;
   const auto w = Weights(n, k);
   const auto h = Hessian(k);
+  const std::string mode = argc > 6 ? argv[6] : "gptq";
   pq::quant::GptqOptions o;
-  o.num_threads = pq::DefaultThreads();
-  const auto t0 = std::chrono::steady_clock::now();
-  auto r = pq::quant::GptqQuantize(pq::formats::FormatId::kNVFP4A16, w, h, n, k, o);
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!r.ok() || !r->fallback.ok()) {
-    std::fprintf(stderr, "gptq_bench: %s\n",
-                 (r.ok() ? r->fallback : r.status()).ToString().c_str());
-    return 1;
+  o.num_threads = threads > 0 ? threads : pq::DefaultThreads();
+  o.act_order = mode == "act-order";
+  if (mode == "rtn") {
+    auto rtn = pq::formats::QuantizeRtn(pq::formats::FormatId::kNVFP4A16, w, n, k);
+    auto c = rtn.ok() ? pq::formats::UnpackCodes(pq::formats::FormatId::kNVFP4A16,
+                                                 pq::formats::Views(*rtn), n, k)
+                      : pq::Result<pq::formats::QCodes>(rtn.status());
+    if (!c.ok()) {
+      std::fprintf(stderr, "gptq_bench: %s\n", c.status().ToString().c_str());
+      return 1;
+    }
+    o.scales = std::move(c->scales);
+  } else if (mode != "gptq" && mode != "act-order") {
+    std::fprintf(stderr, "gptq_bench: MODE must be gptq, rtn or act-order\n");
+    return 2;
   }
-  std::printf(
-      "{\"impl\": \"prismaquant\", \"format\": \"NVFP4A16\", \"shape\": [%lld, %lld], "
-      "\"threads\": %d, \"seconds\": %.4f}\n",
-      static_cast<long long>(n), static_cast<long long>(k), o.num_threads, sec);
-  std::fflush(stdout);
+  pq::Result<pq::quant::GptqResult> r = pq::Internal("no run");
+  for (int rep = 0; rep < repeats; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    r = pq::quant::GptqQuantize(pq::formats::FormatId::kNVFP4A16, w, h, n, k, o);
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!r.ok() || !r->fallback.ok()) {
+      std::fprintf(stderr, "gptq_bench: %s\n",
+                   (r.ok() ? r->fallback : r.status()).ToString().c_str());
+      return 1;
+    }
+    std::printf(
+        "{\"impl\": \"prismaquant\", \"format\": \"NVFP4A16\", \"shape\": [%lld, %lld], "
+        "\"threads\": %d, \"rep\": %d, \"seconds\": %.4f, \"damp_used\": %g, "
+        "\"mode\": \"%s\"}\n",
+        static_cast<long long>(n), static_cast<long long>(k), o.num_threads, rep, sec, r->damp_used,
+        mode.c_str());
+    std::fflush(stdout);
+  }
   if (out.empty()) return 0;
-  pq::Status s = Save(out + "/problem", {{"w", {n, k}}, {"h", {k, k}}}, {&w, &h});
-  if (s.ok()) s = Save(out + "/ours", {{"w_hat", {n, k}}}, {&r->w_hat});
+  auto q = pq::formats::UnpackCodes(pq::formats::FormatId::kNVFP4A16,
+                                    pq::formats::Views(r->tensors), n, k);
+  pq::Status s = q.status();
+  const std::vector<float> gs = {q.ok() ? q->weight_global_scale : 0.0f};
+  if (s.ok()) s = Save(out + "/problem", {{"w", {n, k}}, {"h", {k, k}}}, {&w, &h});
+  if (s.ok())
+    s = Save(out + "/ours",
+             {{"w_hat", {n, k}},
+              {"scales", {n, static_cast<int64_t>(q->scales.size()) / n}},
+              {"global_scale", {1}}},
+             {&r->w_hat, &q->scales, &gs});
   if (!s.ok()) {
     std::fprintf(stderr, "gptq_bench: %s\n", s.ToString().c_str());
     return 1;

@@ -2,7 +2,7 @@
 
     python gptq_reference.py compare --tool PQ_GPTQ_TOOL --work DIR   (tests/quant/run.sh)
     python gptq_reference.py bench PROBLEM.safetensors --format F [--ours OUT.safetensors]
-                                                                      (bench/run_gptq_bench.sh)
+        [--threads T] [--repeats R] [--out DIR]                       (bench/run_gptq_bench.sh)
 
 Textbook GPTQ (Frantar et al. 2022; the llm-compressor loop) in float64, with the same rules
 as src/pq/quant/gptq.h: H symmetrised; dead inputs (H_ii == 0) get H_ii = 1 and W[:, i] = 0;
@@ -353,15 +353,21 @@ def cmd_bench(args):
     fmt = Format(args.format, k, nvfp4_global_scale(w) if args.format.startswith("NVFP4") else None)
     if args.threads:
         torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    w_hat, _, _ = gptq(w, h, fmt)
-    sec = time.perf_counter() - t0
-    res = {"impl": "torch", "format": args.format, "shape": list(w.shape), "seconds": sec,
-           "threads": torch.get_num_threads()}
-    if args.ours:
-        ours = load_file(args.ours)["w_hat"]
-        res["frac_elements_differ_vs_ours"] = float((ours != w_hat).float().mean())
-    print(json.dumps(res), flush=True)
+    ours = load_file(args.ours)["w_hat"] if args.ours else None
+    for rep in range(args.repeats):
+        t0 = time.perf_counter()
+        w_hat, scales, _ = gptq(w, h, fmt)
+        sec = time.perf_counter() - t0
+        res = {"impl": "torch", "format": args.format, "shape": list(w.shape), "seconds": sec,
+               "threads": torch.get_num_threads(), "rep": rep}
+        if ours is not None:
+            res["frac_elements_differ_vs_ours"] = float((ours != w_hat).float().mean())
+        print(json.dumps(res), flush=True)
+    if args.out:  # w_hat, the stored scales and the global scale, for bench/gptq_peer.py table
+        os.makedirs(args.out, exist_ok=True)
+        gs = torch.tensor([float(fmt.gs) if fmt.gs is not None else 1.0], dtype=F32)
+        save_file({"w_hat": w_hat.contiguous(), "scales": scales.contiguous(), "global_scale": gs},
+                  os.path.join(args.out, "model.safetensors"))
     return 0
 
 
@@ -376,6 +382,8 @@ def main():
     b.add_argument("--format", default="NVFP4A16")
     b.add_argument("--ours")
     b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--repeats", type=int, default=1)
+    b.add_argument("--out", help="directory to write model.safetensors with w_hat and scales")
     args = ap.parse_args()
     torch.manual_seed(0)
     return cmd_compare(args) if args.cmd == "compare" else cmd_bench(args)
