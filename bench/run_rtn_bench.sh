@@ -17,10 +17,12 @@ ct = [json.loads(l) for l in open(sys.argv[2]) if l.strip().startswith("{")]
 def key(r):  # NVFP4 and NVFP4A16 quantize weights identically
     return (r["format"].replace("NVFP4A16", "NVFP4"), "1" if r["threads"] == 1 else "all")
 ctm = {key(r): r["median_s"] for r in ct}
-print(f"{'format':10} {'threads':>7} {'prismaquant s':>14} {'compressed-tensors s':>21} {'speed-up':>9}")
-for r in ours:
+print(f"{'format':10} {'threads':>7} {'input':>5} {'prismaquant s':>14} "
+      f"{'compressed-tensors s':>21} {'speed-up':>9}")
+for r in ours:  # input: float32 (QuantizeRtn) or raw bf16 bits (QuantizeRtnBf16)
     c = ctm.get(key(r))
     ratio = f"{c / r['median_s']:.1f}x" if c else "n/a"
     cs = f"{c:.4f}" if c else "n/a"
-    print(f"{r['format']:10} {key(r)[1]:>7} {r['median_s']:14.4f} {cs:>21} {ratio:>9}")
+    print(f"{r['format']:10} {key(r)[1]:>7} {r.get('input', 'f32'):>5} {r['median_s']:14.4f} "
+          f"{cs:>21} {ratio:>9}")
 PY

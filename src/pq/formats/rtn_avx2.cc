@@ -1,0 +1,399 @@
+// AVX2 RTN kernels for the byte-per-element formats (FP8, MXFP8) and the integer formats
+// (INT8, INT4), from float32 or raw bf16 input. Identical bytes to the reference kernels
+// (rtn_kernels_test.cc checks it); the arguments for the two shortcuts taken:
+//
+// * x / s as x * (1 / s). When x and s are bf16 values (8 significant bits) and s is a
+//   normal float, bf16(x / s) == bf16(x * f32(1 / s)): writing x = X 2^a, s = S 2^b with
+//   integers X < 2^8, 128 <= S < 2^8, a bf16 rounding tie N 2^(e-8) (N odd, 2^8 < N < 2^9)
+//   is never hit exactly (X = N S 2^k has no solution) and the quotient lies at least
+//   2^(e-8) / S >= 2^-16 |x / s| away from every tie, while both float results are within
+//   2^-23 |x / s| of the exact quotient. Quotients below 2^-126 (where that bound fails)
+//   round to zero in every format here, sign included. Rows whose values are not all bf16
+//   (float input; the contract asks for bf16 values) or whose scale is subnormal take the
+//   reference kernel instead.
+// * The E4M3 encode works on the bf16 bits (16 lanes per vector): the value being encoded is
+//   a bf16 (FP8: rounded so by the reference; MXFP8: x times a power of two, exact).
+//
+// Rows holding Inf or NaN are skipped and reported (the caller returns an error).
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "pq/core/minifloat.h"
+#include "pq/formats/codecs.h"
+#include "pq/formats/rtn_kernels.h"
+
+// GCC on x86-64: everything below is compiled for AVX2 (lambdas included) and called only
+// after a CPU check; other compilers and targets take the portable kernels.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define PQ_HAVE_AVX2_KERNELS 1
+namespace pq::formats::avx2 {
+bool Available() {
+  static const bool ok = __builtin_cpu_supports("avx2");
+  return ok;
+}
+}  // namespace pq::formats::avx2
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define PQ_AVX2
+#endif
+
+namespace pq::formats::avx2 {
+
+#ifdef PQ_HAVE_AVX2_KERNELS
+
+namespace {
+
+inline float Bf16Scale(uint32_t amax_bits, float divisor) {
+  const float s = BitsFloat(amax_bits) / divisor;
+  uint32_t u = FloatBits(s);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;  // RNE to bf16 (finite)
+  return u == 0 ? kBf16Eps : BitsFloat(u);
+}
+
+// Max |x| as float bits, and the OR of every value's low 16 bits (zero iff all are bf16).
+struct Stats {
+  uint32_t amax;
+  uint32_t low;
+};
+
+PQ_AVX2 inline uint32_t HMaxEpu32(__m256i v) {
+  __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4e));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xb1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(m));
+}
+
+PQ_AVX2 inline uint32_t HOr32(__m256i v) {
+  __m128i m = _mm_or_si128(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_or_si128(m, _mm_shuffle_epi32(m, 0x4e));
+  m = _mm_or_si128(m, _mm_shuffle_epi32(m, 0xb1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(m));
+}
+
+PQ_AVX2 Stats RangeStats(const float* x, size_t n) {
+  const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+  __m256i m0 = _mm256_setzero_si256(), m1 = m0, o0 = m0, o1 = m0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 8));
+    m0 = _mm256_max_epu32(m0, _mm256_and_si256(a, abs));
+    m1 = _mm256_max_epu32(m1, _mm256_and_si256(b, abs));
+    o0 = _mm256_or_si256(o0, a);
+    o1 = _mm256_or_si256(o1, b);
+  }
+  Stats s{HMaxEpu32(_mm256_max_epu32(m0, m1)), HOr32(_mm256_or_si256(o0, o1))};
+  for (; i < n; ++i) {
+    const uint32_t u = FloatBits(x[i]);
+    s.amax = std::max(s.amax, u & 0x7fffffffu);
+    s.low |= u;
+  }
+  s.low &= 0xffffu;
+  return s;
+}
+
+PQ_AVX2 Stats RangeStats(const uint16_t* x, size_t n) {
+  const __m256i abs = _mm256_set1_epi16(0x7fff);
+  __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 16));
+    m0 = _mm256_max_epu16(m0, _mm256_and_si256(a, abs));
+    m1 = _mm256_max_epu16(m1, _mm256_and_si256(b, abs));
+  }
+  __m128i m = _mm_max_epu16(_mm256_castsi256_si128(_mm256_max_epu16(m0, m1)),
+                            _mm256_extracti128_si256(_mm256_max_epu16(m0, m1), 1));
+  m = _mm_minpos_epu16(_mm_xor_si128(m, _mm_set1_epi32(-1)));  // max = ~min(~m)
+  uint32_t amax = ~static_cast<uint32_t>(_mm_cvtsi128_si32(m)) & 0xffffu;
+  for (; i < n; ++i) amax = std::max<uint32_t>(amax, x[i] & 0x7fffu);
+  return Stats{amax << 16, 0};
+}
+
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(uint16_t x) { return Bf16ToF32(x); }
+
+// 16 values as float bits in two vectors, in an order that Narrow() below undoes.
+struct Pair {
+  __m256i lo, hi;
+};
+PQ_AVX2 inline Pair Load16(const float* p) {
+  return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8))};
+}
+PQ_AVX2 inline Pair Load16(const uint16_t* p) {  // elements 0-3,8-11 | 4-7,12-15
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i z = _mm256_setzero_si256();
+  return {_mm256_unpacklo_epi16(z, v), _mm256_unpackhi_epi16(z, v)};
+}
+// Packs two vectors of 32-bit lanes (each < 2^16 unsigned, or int16 with kSigned) back to
+// 16 lanes in element order.
+template <bool kSigned>
+PQ_AVX2 inline __m256i Narrow(__m256i a, __m256i b, const float*) {
+  const __m256i p = kSigned ? _mm256_packs_epi32(a, b) : _mm256_packus_epi32(a, b);
+  return _mm256_permute4x64_epi64(p, 0xd8);
+}
+template <bool kSigned>
+PQ_AVX2 inline __m256i Narrow(__m256i a, __m256i b, const uint16_t*) {
+  return kSigned ? _mm256_packs_epi32(a, b) : _mm256_packus_epi32(a, b);
+}
+// 32 16-bit lanes (two vectors, element order) to 32 bytes in element order.
+PQ_AVX2 inline __m256i ToBytes(__m256i a, __m256i b, bool is_signed) {
+  const __m256i p = is_signed ? _mm256_packs_epi16(a, b) : _mm256_packus_epi16(a, b);
+  return _mm256_permute4x64_epi64(p, 0xd8);
+}
+
+// bf16(q) of float bits q (finite): RNE, the rounded value's high half in the low 16 bits.
+PQ_AVX2 inline __m256i RoundBf16Hi(__m256i u) {
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
+  return _mm256_srli_epi32(r, 16);
+}
+
+PQ_AVX2 inline __m256i MulBits(__m256i x, __m256 inv) {
+  return _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(x), inv));
+}
+
+// E4M3 (fn, saturating, RNE) of 16 bf16 values h (finite); one code per 16-bit lane.
+PQ_AVX2 inline __m256i E4M3Of16(__m256i h) {
+  const __m256i a = _mm256_and_si256(h, _mm256_set1_epi16(0x7fff));
+  // Normal: rebias the exponent (127 -> 7), round 7 mantissa bits to 3, saturate at 448.
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_set1_epi16(1));
+  __m256i n = _mm256_add_epi16(_mm256_add_epi16(a, odd), _mm256_set1_epi16(0xc407 - 0x10000));
+  n = _mm256_min_epu16(_mm256_srli_epi16(n, 4), _mm256_set1_epi16(0x7e));
+  // Below 2^-6: subnormal codes n * 2^-9, rounded by the float adder (rare in real weights).
+  const __m256i sub = _mm256_cmpgt_epi16(_mm256_set1_epi16(0x3c80), a);
+  if (!_mm256_testz_si256(sub, sub)) {
+    const __m256i z = _mm256_setzero_si256();
+    const __m256 k512 = _mm256_set1_ps(512.0f), magic = _mm256_set1_ps(8388608.0f);
+    const __m256i lo7 = _mm256_set1_epi32(0x7f);
+    const __m256 flo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, a));
+    const __m256 fhi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, a));
+    const __m256i tlo = _mm256_castps_si256(_mm256_add_ps(_mm256_mul_ps(flo, k512), magic));
+    const __m256i thi = _mm256_castps_si256(_mm256_add_ps(_mm256_mul_ps(fhi, k512), magic));
+    const __m256i s = _mm256_packus_epi32(_mm256_and_si256(tlo, lo7), _mm256_and_si256(thi, lo7));
+    n = _mm256_blendv_epi8(n, s, sub);
+  }
+  return _mm256_or_si256(n, _mm256_srli_epi16(_mm256_xor_si256(h, a), 8));  // sign
+}
+
+// 16 values x * inv rounded to bf16, as 16-bit lanes in element order.
+template <class In>
+PQ_AVX2 inline __m256i QuotientBf16(const In* x, __m256 inv) {
+  const Pair p = Load16(x);
+  return Narrow<false>(RoundBf16Hi(MulBits(p.lo, inv)), RoundBf16Hi(MulBits(p.hi, inv)), x);
+}
+
+// 16 values x * inv (exact: inv is a power of two) as bf16 bits in element order.
+template <class In>
+PQ_AVX2 inline __m256i ScaledBf16(const In* x, __m256 inv) {
+  const Pair p = Load16(x);
+  return Narrow<false>(_mm256_srli_epi32(MulBits(p.lo, inv), 16),
+                       _mm256_srli_epi32(MulBits(p.hi, inv), 16), x);
+}
+
+// 16 values rne(bf16(x * inv)) as int16 lanes (saturated) in element order.
+template <class In>
+PQ_AVX2 inline __m256i QuotientInt16(const In* x, __m256 inv) {
+  const Pair p = Load16(x);
+  const __m256i hi_half = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  auto one = [&](__m256i v) {  // RNE to bf16, then to an integer (RNE: the default mode)
+    const __m256i u = MulBits(v, inv);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
+    return _mm256_cvtps_epi32(_mm256_castsi256_ps(_mm256_and_si256(r, hi_half)));
+  };
+  return Narrow<true>(one(p.lo), one(p.hi), x);
+}
+
+PQ_AVX2 inline void Store32(uint8_t* out, __m256i v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v);
+}
+
+// The scalar forms of the element maps, for tails and the rows the vector path leaves.
+inline uint8_t Fp8Code(float q) { return E4M3EncodeSat(RoundBf16(q)); }
+template <int kBits>
+inline uint32_t IntCode(float q) {
+  constexpr float kQMax = static_cast<float>((1 << (kBits - 1)) - 1);
+  constexpr float kQMin = -static_cast<float>(1 << (kBits - 1));
+  const float v = std::nearbyint(std::clamp(RoundBf16(q), kQMin, kQMax));
+  return static_cast<uint32_t>(static_cast<int>(v) + (1 << (kBits - 1)));
+}
+
+template <class In>
+PQ_AVX2 bool Fp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
+                      uint16_t* scales) {
+  bool finite = true;
+  for (size_t r = row_begin; r < row_end; ++r) {
+    const In* x = w + r * cols;
+    const Stats st = RangeStats(x, cols);
+    if (st.amax >= 0x7f800000u) {
+      finite = false;
+      continue;
+    }
+    const float scale = Bf16Scale(st.amax, kFp8Max);
+    scales[r] = F32ToBf16(scale);
+    uint8_t* out = elements + r * cols;
+    size_t i = 0;
+    if (st.low == 0 && scale >= FLT_MIN) {
+      const float inv_s = 1.0f / scale;
+      const __m256 inv = _mm256_set1_ps(inv_s);
+      for (; i + 32 <= cols; i += 32)
+        Store32(out + i, ToBytes(E4M3Of16(QuotientBf16(x + i, inv)),
+                                 E4M3Of16(QuotientBf16(x + i + 16, inv)), false));
+      for (; i < cols; ++i) out[i] = Fp8Code(ToFloat(x[i]) * inv_s);
+    }
+    for (; i < cols; ++i) out[i] = Fp8Code(ToFloat(x[i]) / scale);
+  }
+  return finite;
+}
+
+template <class In>
+PQ_AVX2 bool MxFp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t cols,
+                        uint8_t* elements, uint8_t* scales) {
+  constexpr size_t kGroup = 32;
+  const size_t groups = cols / kGroup;
+  bool finite = true;
+  for (size_t r = row_begin; r < row_end; ++r) {
+    const In* x = w + r * cols;
+    uint8_t* out = elements + r * cols;
+    for (size_t g = 0; g < groups; ++g) {
+      const In* xg = x + g * kGroup;
+      const Stats st = RangeStats(xg, kGroup);
+      if (st.amax >= 0x7f800000u) {
+        finite = false;
+        break;
+      }
+      const uint32_t bumped = st.amax + 0x00200000u;
+      const uint8_t e = E8M0FromExponent(static_cast<int>((bumped >> 23) & 0xffu) - 127 - 8);
+      scales[r * groups + g] = e;
+      // 1 / scale = 2^(127 - e), built from bits (2^-127 is the subnormal 0x00400000).
+      const float inv_s =
+          e < 254 ? BitsFloat(static_cast<uint32_t>(254 - e) << 23) : BitsFloat(0x00400000u);
+      uint8_t* o = out + g * kGroup;
+      if (st.low == 0) {
+        const __m256 inv = _mm256_set1_ps(inv_s);
+        Store32(o,
+                ToBytes(E4M3Of16(ScaledBf16(xg, inv)), E4M3Of16(ScaledBf16(xg + 16, inv)), false));
+      } else {
+        for (size_t j = 0; j < kGroup; ++j) o[j] = E4M3EncodeSat(ToFloat(xg[j]) * inv_s);
+      }
+    }
+  }
+  return finite;
+}
+
+// Groups start on word boundaries (INT4: 128 per group; INT8: one group per row).
+template <int kBits, class In>
+PQ_AVX2 bool IntRowsT(const In* w, size_t row_begin, size_t row_end, size_t cols, size_t group,
+                      uint32_t* words, uint16_t* scales) {
+  constexpr float kHalfRange = static_cast<float>((1 << kBits) - 1) / 2.0f;
+  constexpr size_t kPerWord = 32 / kBits;
+  constexpr size_t kVec = kBits == 8 ? 32 : 64;  // elements per vector step
+  const size_t groups = cols / group;
+  const size_t words_per_row = (cols + kPerWord - 1) / kPerWord;
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i lo4 = _mm256_set1_epi16(0x000f), hi4 = _mm256_set1_epi16(0x00f0);
+  const __m256i qmin = _mm256_set1_epi16(-8), qmax = _mm256_set1_epi16(7);
+  bool finite = true;
+  for (size_t r = row_begin; r < row_end; ++r) {
+    uint32_t* row_words = words + r * words_per_row;
+    auto* row_bytes = reinterpret_cast<uint8_t*>(row_words);
+    for (size_t g = 0; g < groups; ++g) {
+      const In* x = w + r * cols + g * group;
+      const Stats st = RangeStats(x, group);
+      if (st.amax >= 0x7f800000u) {
+        finite = false;
+        break;
+      }
+      const float scale = Bf16Scale(st.amax, kHalfRange);
+      scales[r * groups + g] = F32ToBf16(scale);
+      uint8_t* out = row_bytes + g * group * kBits / 8;
+      size_t i = 0;
+      if (st.low == 0 && scale >= FLT_MIN) {
+        const __m256 inv = _mm256_set1_ps(1.0f / scale);
+        for (; i + kVec <= group; i += kVec) {
+          if constexpr (kBits == 8) {
+            const __m256i q = ToBytes(QuotientInt16(x + i, inv), QuotientInt16(x + i + 16, inv),
+                                      true);  // saturates to [-128, 127]
+            Store32(out + i, _mm256_xor_si256(q, bias));
+          } else {
+            __m256i nib[2];
+            for (int h = 0; h < 2; ++h) {
+              auto u = [&](size_t at) {  // q + 8 in [0, 15], 16-bit lanes
+                const __m256i q = QuotientInt16(x + i + at, inv);
+                return _mm256_sub_epi16(_mm256_min_epi16(_mm256_max_epi16(q, qmin), qmax), qmin);
+              };
+              const __m256i b = ToBytes(u(32 * h), u(32 * h + 16), false);  // 32 codes
+              nib[h] = _mm256_or_si256(_mm256_and_si256(b, lo4),
+                                       _mm256_and_si256(_mm256_srli_epi16(b, 4), hi4));
+            }
+            Store32(out + i / 2, ToBytes(nib[0], nib[1], false));
+          }
+        }
+      }
+      for (; i < group; ++i) {  // the rest (and rows the vector path cannot take)
+        const float q = ToFloat(x[i]) / scale;
+        if constexpr (kBits == 8) {
+          out[i] = static_cast<uint8_t>(IntCode<8>(q));
+        } else {
+          const uint32_t u = IntCode<4>(q);
+          out[i / 2] = static_cast<uint8_t>(i % 2 ? (out[i / 2] & 0x0f) | (u << 4) : u);
+        }
+      }
+    }
+    if (kBits == 8)  // zero the padding of the last word
+      std::memset(row_bytes + cols, 0, words_per_row * 4 - cols);
+  }
+  return finite;
+}
+
+}  // namespace
+
+bool Fp8Rows(const float* w, size_t b, size_t e, size_t cols, uint8_t* el, uint16_t* s) {
+  return Fp8RowsT(w, b, e, cols, el, s);
+}
+bool Fp8Rows(const uint16_t* w, size_t b, size_t e, size_t cols, uint8_t* el, uint16_t* s) {
+  return Fp8RowsT(w, b, e, cols, el, s);
+}
+bool MxFp8Rows(const float* w, size_t b, size_t e, size_t cols, uint8_t* el, uint8_t* s) {
+  return MxFp8RowsT(w, b, e, cols, el, s);
+}
+bool MxFp8Rows(const uint16_t* w, size_t b, size_t e, size_t cols, uint8_t* el, uint8_t* s) {
+  return MxFp8RowsT(w, b, e, cols, el, s);
+}
+bool IntRows(int bits, const float* w, size_t b, size_t e, size_t cols, size_t group,
+             uint32_t* words, uint16_t* s) {
+  return bits == 4 ? IntRowsT<4>(w, b, e, cols, group, words, s)
+                   : IntRowsT<8>(w, b, e, cols, group, words, s);
+}
+bool IntRows(int bits, const uint16_t* w, size_t b, size_t e, size_t cols, size_t group,
+             uint32_t* words, uint16_t* s) {
+  return bits == 4 ? IntRowsT<4>(w, b, e, cols, group, words, s)
+                   : IntRowsT<8>(w, b, e, cols, group, words, s);
+}
+
+#pragma GCC pop_options
+
+#else  // no AVX2 kernels on this target
+
+bool Available() { return false; }
+#define PQ_NO_AVX2(...) \
+  { return false; }
+bool Fp8Rows(const float*, size_t, size_t, size_t, uint8_t*, uint16_t*)
+    PQ_NO_AVX2() bool Fp8Rows(const uint16_t*, size_t, size_t, size_t, uint8_t*, uint16_t*)
+        PQ_NO_AVX2() bool MxFp8Rows(const float*, size_t, size_t, size_t, uint8_t*, uint8_t*)
+            PQ_NO_AVX2() bool MxFp8Rows(const uint16_t*, size_t, size_t, size_t, uint8_t*, uint8_t*)
+                PQ_NO_AVX2() bool IntRows(int, const float*, size_t, size_t, size_t, size_t,
+                                          uint32_t*, uint16_t*)
+                    PQ_NO_AVX2() bool IntRows(int, const uint16_t*, size_t, size_t, size_t, size_t,
+                                              uint32_t*, uint16_t*) PQ_NO_AVX2()
+#undef PQ_NO_AVX2
+
+#endif
+
+}  // namespace pq::formats::avx2
