@@ -19,7 +19,7 @@ namespace pq::formats {
 namespace {
 
 template <typename T>
-void PutLE(std::vector<uint8_t>& out, size_t index, T value) {
+void PutLE(ByteBuffer& out, size_t index, T value) {
   std::memcpy(out.data() + index * sizeof(T), &value, sizeof(T));
 }
 
@@ -61,7 +61,9 @@ bool HasVectorKernel(FormatId id, const QuantizeOptions& options) {
 template <typename In>
 Result<std::vector<QTensor>> QuantizeVector(FormatId id, const In* w, size_t n, size_t k,
                                             int threads) {
-  std::vector<QTensor> out = MakeTensors(id, static_cast<int64_t>(n), static_cast<int64_t>(k));
+  // The kernels write every byte of the elements and scales (INT8's word padding included).
+  std::vector<QTensor> out =
+      MakeTensors(id, static_cast<int64_t>(n), static_cast<int64_t>(k), /*zero_fill=*/false);
   uint8_t* elems = TensorOf(id, out, TensorRole::kElements).bytes.data();
   uint8_t* scale = TensorOf(id, out, TensorRole::kScales).bytes.data();
   auto* scale16 = reinterpret_cast<uint16_t*>(scale);

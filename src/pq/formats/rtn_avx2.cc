@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "pq/core/minifloat.h"
 #include "pq/formats/codecs.h"
@@ -147,11 +148,11 @@ PQ_AVX2 inline __m256i ToBytes(__m256i a, __m256i b, bool is_signed) {
   return _mm256_permute4x64_epi64(p, 0xd8);
 }
 
-// bf16(q) of float bits q (finite): RNE, the rounded value's high half in the low 16 bits.
-PQ_AVX2 inline __m256i RoundBf16Hi(__m256i u) {
-  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
-  return _mm256_srli_epi32(r, 16);
+// bf16(q) of the float bits of a quotient q = x * (1 / s) of the reciprocal path, in the low
+// 16 bits. Round half up equals RNE there: q is never a bf16 tie (header comment: the exact
+// quotient is >= 2^-16 |q| away from every tie, q within 2^-23 |q| of it).
+PQ_AVX2 inline __m256i QuotientToBf16Hi(__m256i u) {
+  return _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x8000)), 16);
 }
 
 PQ_AVX2 inline __m256i MulBits(__m256i x, __m256 inv) {
@@ -185,7 +186,8 @@ PQ_AVX2 inline __m256i E4M3Of16(__m256i h) {
 template <class In>
 PQ_AVX2 inline __m256i QuotientBf16(const In* x, __m256 inv) {
   const Pair p = Load16(x);
-  return Narrow<false>(RoundBf16Hi(MulBits(p.lo, inv)), RoundBf16Hi(MulBits(p.hi, inv)), x);
+  return Narrow<false>(QuotientToBf16Hi(MulBits(p.lo, inv)), QuotientToBf16Hi(MulBits(p.hi, inv)),
+                       x);
 }
 
 // 16 values x * inv (exact: inv is a power of two) as bf16 bits in element order.
@@ -201,13 +203,19 @@ template <class In>
 PQ_AVX2 inline __m256i QuotientInt16(const In* x, __m256 inv) {
   const Pair p = Load16(x);
   const __m256i hi_half = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  auto one = [&](__m256i v) {  // RNE to bf16, then to an integer (RNE: the default mode)
-    const __m256i u = MulBits(v, inv);
-    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
+  auto one = [&](__m256i v) {  // to bf16 (see QuotientToBf16Hi), then RNE (the default mode)
+    const __m256i r = _mm256_add_epi32(MulBits(v, inv), _mm256_set1_epi32(0x8000));
     return _mm256_cvtps_epi32(_mm256_castsi256_ps(_mm256_and_si256(r, hi_half)));
   };
   return Narrow<true>(one(p.lo), one(p.hi), x);
+}
+
+// Prefetches the 32 values at p (64 or 128 bytes): the next row's, while this row is in L1,
+// so the next row's scale pass does not wait on memory.
+template <class In>
+inline void Prefetch32(const In* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  if constexpr (sizeof(In) == 4) _mm_prefetch(reinterpret_cast<const char*>(p + 16), _MM_HINT_T0);
 }
 
 PQ_AVX2 inline void Store32(uint8_t* out, __m256i v) {
@@ -242,9 +250,12 @@ PQ_AVX2 bool Fp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
     if (st.low == 0 && scale >= FLT_MIN) {
       const float inv_s = 1.0f / scale;
       const __m256 inv = _mm256_set1_ps(inv_s);
-      for (; i + 32 <= cols; i += 32)
+      const In* next = r + 1 < row_end ? x + cols : x;
+      for (; i + 32 <= cols; i += 32) {
+        Prefetch32(next + i);
         Store32(out + i, ToBytes(E4M3Of16(QuotientBf16(x + i, inv)),
                                  E4M3Of16(QuotientBf16(x + i + 16, inv)), false));
+      }
       for (; i < cols; ++i) out[i] = Fp8Code(ToFloat(x[i]) * inv_s);
     }
     for (; i < cols; ++i) out[i] = Fp8Code(ToFloat(x[i]) / scale);
@@ -252,35 +263,43 @@ PQ_AVX2 bool Fp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
   return finite;
 }
 
+// The grouped kernels work a row at a time in two phases: every group's scale first (the
+// scale computations are independent, so they overlap), then the elements.
 template <class In>
 PQ_AVX2 bool MxFp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t cols,
                         uint8_t* elements, uint8_t* scales) {
   constexpr size_t kGroup = 32;
   const size_t groups = cols / kGroup;
+  std::vector<float> inv(groups);
   bool finite = true;
   for (size_t r = row_begin; r < row_end; ++r) {
     const In* x = w + r * cols;
-    uint8_t* out = elements + r * cols;
+    uint32_t amax = 0, low = 0;
     for (size_t g = 0; g < groups; ++g) {
-      const In* xg = x + g * kGroup;
-      const Stats st = RangeStats(xg, kGroup);
-      if (st.amax >= 0x7f800000u) {
-        finite = false;
-        break;
-      }
+      const Stats st = RangeStats(x + g * kGroup, kGroup);
+      amax = std::max(amax, st.amax);
+      low |= st.low;
       const uint32_t bumped = st.amax + 0x00200000u;
       const uint8_t e = E8M0FromExponent(static_cast<int>((bumped >> 23) & 0xffu) - 127 - 8);
       scales[r * groups + g] = e;
       // 1 / scale = 2^(127 - e), built from bits (2^-127 is the subnormal 0x00400000).
-      const float inv_s =
-          e < 254 ? BitsFloat(static_cast<uint32_t>(254 - e) << 23) : BitsFloat(0x00400000u);
-      uint8_t* o = out + g * kGroup;
-      if (st.low == 0) {
-        const __m256 inv = _mm256_set1_ps(inv_s);
-        Store32(o,
-                ToBytes(E4M3Of16(ScaledBf16(xg, inv)), E4M3Of16(ScaledBf16(xg + 16, inv)), false));
+      inv[g] = e < 254 ? BitsFloat(static_cast<uint32_t>(254 - e) << 23) : BitsFloat(0x00400000u);
+    }
+    if (amax >= 0x7f800000u) {
+      finite = false;
+      continue;
+    }
+    uint8_t* out = elements + r * cols;
+    const In* next = r + 1 < row_end ? x + cols : x;
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t i = g * kGroup;
+      if (low == 0) {
+        Prefetch32(next + i);
+        const __m256 v = _mm256_set1_ps(inv[g]);
+        Store32(out + i, ToBytes(E4M3Of16(ScaledBf16(x + i, v)),
+                                 E4M3Of16(ScaledBf16(x + i + 16, v)), false));
       } else {
-        for (size_t j = 0; j < kGroup; ++j) o[j] = E4M3EncodeSat(ToFloat(xg[j]) * inv_s);
+        for (size_t j = i; j < i + kGroup; ++j) out[j] = E4M3EncodeSat(ToFloat(x[j]) * inv[g]);
       }
     }
   }
@@ -299,29 +318,40 @@ PQ_AVX2 bool IntRowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
   const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
   const __m256i lo4 = _mm256_set1_epi16(0x000f), hi4 = _mm256_set1_epi16(0x00f0);
   const __m256i qmin = _mm256_set1_epi16(-8), qmax = _mm256_set1_epi16(7);
+  std::vector<float> scale(groups);
   bool finite = true;
   for (size_t r = row_begin; r < row_end; ++r) {
-    uint32_t* row_words = words + r * words_per_row;
-    auto* row_bytes = reinterpret_cast<uint8_t*>(row_words);
+    const In* x = w + r * cols;
+    uint32_t amax = 0, low = 0;
+    float min_scale = FLT_MAX;
     for (size_t g = 0; g < groups; ++g) {
-      const In* x = w + r * cols + g * group;
-      const Stats st = RangeStats(x, group);
-      if (st.amax >= 0x7f800000u) {
-        finite = false;
-        break;
-      }
-      const float scale = Bf16Scale(st.amax, kHalfRange);
-      scales[r * groups + g] = F32ToBf16(scale);
-      uint8_t* out = row_bytes + g * group * kBits / 8;
-      size_t i = 0;
-      if (st.low == 0 && scale >= FLT_MIN) {
-        const __m256 inv = _mm256_set1_ps(1.0f / scale);
-        for (; i + kVec <= group; i += kVec) {
+      const Stats st = RangeStats(x + g * group, group);
+      amax = std::max(amax, st.amax);
+      low |= st.low;
+      scale[g] = Bf16Scale(st.amax, kHalfRange);
+      min_scale = std::min(min_scale, scale[g]);
+      scales[r * groups + g] = F32ToBf16(scale[g]);
+    }
+    if (amax >= 0x7f800000u) {
+      finite = false;
+      continue;
+    }
+    auto* out = reinterpret_cast<uint8_t*>(words + r * words_per_row);
+    const In* next = r + 1 < row_end ? x + cols : x;
+    const bool vec = low == 0 && min_scale >= FLT_MIN;
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t g0 = g * group;
+      size_t i = g0;
+      if (vec) {
+        const __m256 inv = _mm256_set1_ps(1.0f / scale[g]);
+        for (; i + kVec <= g0 + group; i += kVec) {
+          Prefetch32(next + i);
           if constexpr (kBits == 8) {
             const __m256i q = ToBytes(QuotientInt16(x + i, inv), QuotientInt16(x + i + 16, inv),
                                       true);  // saturates to [-128, 127]
             Store32(out + i, _mm256_xor_si256(q, bias));
           } else {
+            Prefetch32(next + i + 32);
             __m256i nib[2];
             for (int h = 0; h < 2; ++h) {
               auto u = [&](size_t at) {  // q + 8 in [0, 15], 16-bit lanes
@@ -336,8 +366,8 @@ PQ_AVX2 bool IntRowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
           }
         }
       }
-      for (; i < group; ++i) {  // the rest (and rows the vector path cannot take)
-        const float q = ToFloat(x[i]) / scale;
+      for (; i < g0 + group; ++i) {  // the rest (and rows the vector path cannot take)
+        const float q = ToFloat(x[i]) / scale[g];
         if constexpr (kBits == 8) {
           out[i] = static_cast<uint8_t>(IntCode<8>(q));
         } else {
@@ -346,8 +376,7 @@ PQ_AVX2 bool IntRowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
         }
       }
     }
-    if (kBits == 8)  // zero the padding of the last word
-      std::memset(row_bytes + cols, 0, words_per_row * 4 - cols);
+    if (kBits == 8) std::memset(out + cols, 0, words_per_row * 4 - cols);  // last word's pad
   }
   return finite;
 }
