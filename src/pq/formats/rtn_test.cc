@@ -11,9 +11,7 @@
 namespace pq::formats {
 namespace {
 
-ByteBuffer Bytes(std::initializer_list<int> v) {
-  return ByteBuffer(v.begin(), v.end());
-}
+ByteBuffer Bytes(std::initializer_list<int> v) { return ByteBuffer(v.begin(), v.end()); }
 const QTensor& Find(const std::vector<QTensor>& ts, std::string_view suffix) {
   for (const auto& t : ts)
     if (t.suffix == suffix) return t;
