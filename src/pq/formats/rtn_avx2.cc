@@ -263,6 +263,20 @@ PQ_AVX2 bool Fp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
   return finite;
 }
 
+// Max |x| (float bits) of one MX group of 32; float input also ORs its bits into `low`
+// (the row's bf16 check), without a horizontal OR per group.
+PQ_AVX2 inline uint32_t GroupAmax32(const float* x, __m256i& low) {
+  const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+  const auto* p = reinterpret_cast<const __m256i*>(x);
+  const __m256i a = _mm256_loadu_si256(p), b = _mm256_loadu_si256(p + 1);
+  const __m256i c = _mm256_loadu_si256(p + 2), d = _mm256_loadu_si256(p + 3);
+  low = _mm256_or_si256(low, _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d)));
+  const __m256i m0 = _mm256_max_epu32(_mm256_and_si256(a, abs), _mm256_and_si256(b, abs));
+  const __m256i m1 = _mm256_max_epu32(_mm256_and_si256(c, abs), _mm256_and_si256(d, abs));
+  return HMaxEpu32(_mm256_max_epu32(m0, m1));
+}
+PQ_AVX2 inline uint32_t GroupAmax32(const uint16_t* x, __m256i&) { return RangeStats(x, 32).amax; }
+
 // The grouped kernels work a row at a time in two phases: every group's scale first (the
 // scale computations are independent, so they overlap), then the elements.
 template <class In>
@@ -274,12 +288,12 @@ PQ_AVX2 bool MxFp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t co
   bool finite = true;
   for (size_t r = row_begin; r < row_end; ++r) {
     const In* x = w + r * cols;
-    uint32_t amax = 0, low = 0;
+    uint32_t amax = 0;
+    __m256i low_bits = _mm256_setzero_si256();
     for (size_t g = 0; g < groups; ++g) {
-      const Stats st = RangeStats(x + g * kGroup, kGroup);
-      amax = std::max(amax, st.amax);
-      low |= st.low;
-      const uint32_t bumped = st.amax + 0x00200000u;
+      const uint32_t group_amax = GroupAmax32(x + g * kGroup, low_bits);
+      amax = std::max(amax, group_amax);
+      const uint32_t bumped = group_amax + 0x00200000u;
       const uint8_t e = E8M0FromExponent(static_cast<int>((bumped >> 23) & 0xffu) - 127 - 8);
       scales[r * groups + g] = e;
       // 1 / scale = 2^(127 - e), built from bits (2^-127 is the subnormal 0x00400000).
@@ -289,6 +303,7 @@ PQ_AVX2 bool MxFp8RowsT(const In* w, size_t row_begin, size_t row_end, size_t co
       finite = false;
       continue;
     }
+    const uint32_t low = HOr32(low_bits) & 0xffffu;
     uint8_t* out = elements + r * cols;
     const In* next = r + 1 < row_end ? x + cols : x;
     for (size_t g = 0; g < groups; ++g) {

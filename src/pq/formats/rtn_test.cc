@@ -11,7 +11,11 @@
 namespace pq::formats {
 namespace {
 
-ByteBuffer Bytes(std::initializer_list<int> v) { return ByteBuffer(v.begin(), v.end()); }
+ByteBuffer Bytes(std::initializer_list<int> v) {
+  ByteBuffer b;
+  for (int x : v) b.push_back(static_cast<uint8_t>(x));
+  return b;
+}
 const QTensor& Find(const std::vector<QTensor>& ts, std::string_view suffix) {
   for (const auto& t : ts)
     if (t.suffix == suffix) return t;
