@@ -331,8 +331,8 @@ PQ_AVX2 bool IntRowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
   const size_t groups = cols / group;
   const size_t words_per_row = (cols + kPerWord - 1) / kPerWord;
   const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
-  const __m256i lo4 = _mm256_set1_epi16(0x000f), hi4 = _mm256_set1_epi16(0x00f0);
-  const __m256i qmin = _mm256_set1_epi16(-8), qmax = _mm256_set1_epi16(7);
+  const __m256i qmin8 = _mm256_set1_epi8(-8), qmax8 = _mm256_set1_epi8(7);
+  const __m256i nibble_weights = _mm256_set1_epi16(0x1001);  // bytes 1, 16
   std::vector<float> scale(groups);
   bool finite = true;
   for (size_t r = row_begin; r < row_end; ++r) {
@@ -369,13 +369,11 @@ PQ_AVX2 bool IntRowsT(const In* w, size_t row_begin, size_t row_end, size_t cols
             Prefetch32(next + i + 32);
             __m256i nib[2];
             for (int h = 0; h < 2; ++h) {
-              auto u = [&](size_t at) {  // q + 8 in [0, 15], 16-bit lanes
-                const __m256i q = QuotientInt16(x + i + at, inv);
-                return _mm256_sub_epi16(_mm256_min_epi16(_mm256_max_epi16(q, qmin), qmax), qmin);
-              };
-              const __m256i b = ToBytes(u(32 * h), u(32 * h + 16), false);  // 32 codes
-              nib[h] = _mm256_or_si256(_mm256_and_si256(b, lo4),
-                                       _mm256_and_si256(_mm256_srli_epi16(b, 4), hi4));
+              const size_t at = i + 32 * static_cast<size_t>(h);
+              __m256i b = ToBytes(QuotientInt16(x + at, inv), QuotientInt16(x + at + 16, inv),
+                                  true);  // 32 int8 lanes
+              b = _mm256_sub_epi8(_mm256_min_epi8(_mm256_max_epi8(b, qmin8), qmax8), qmin8);
+              nib[h] = _mm256_maddubs_epi16(b, nibble_weights);  // u[2j] + 16 u[2j + 1]
             }
             Store32(out + i / 2, ToBytes(nib[0], nib[1], false));
           }
