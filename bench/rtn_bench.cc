@@ -1,5 +1,6 @@
 // RTN quantize+pack throughput per format on a 4096x4096 bf16 matrix (median of repeats),
-// single-threaded and on all threads. Prints one JSON object per line; paired with
+// single-threaded and on all threads, from float32 input (QuantizeRtn) and from the raw bf16
+// bits (QuantizeRtnBf16, what torch reads). Prints one JSON object per line; paired with
 // compressed-tensors doing the same work by bench/run_rtn_bench.sh.
 #include <algorithm>
 #include <chrono>
@@ -35,19 +36,27 @@ int main(int argc, char** argv) {
   std::normal_distribution<float> g(0.0f, 0.02f);
   std::vector<float> w(static_cast<size_t>(n * k));
   for (float& x : w) x = pq::RoundBf16(g(rng));
+  std::vector<uint16_t> wb(w.size());
+  for (size_t i = 0; i < w.size(); ++i) wb[i] = pq::F32ToBf16(w[i]);
   using pq::formats::FormatId;
   for (FormatId id : {FormatId::kNVFP4A16, FormatId::kMXFP8, FormatId::kMXFP4, FormatId::kFP8,
                       FormatId::kINT4, FormatId::kINT8}) {
     for (int threads : {1, pq::DefaultThreads()}) {
       pq::formats::QuantizeOptions o;
       o.num_threads = threads;
-      const double s = MedianSeconds(reps, [&] {
-        auto q = pq::formats::QuantizeRtn(id, w, n, k, o);
-        if (!q.ok()) std::abort();
-      });
-      std::printf("{\"format\": \"%s\", \"threads\": %d, \"median_s\": %.6f}\n",
-                  std::string(pq::formats::Spec(id).name).c_str(), threads, s);
-      std::fflush(stdout);
+      for (const char* input : {"f32", "bf16"}) {
+        const bool bf16 = input[0] == 'b';
+        const double s = MedianSeconds(reps, [&] {
+          auto q = bf16 ? pq::formats::QuantizeRtnBf16(id, wb, n, k, o)
+                        : pq::formats::QuantizeRtn(id, w, n, k, o);
+          if (!q.ok()) std::abort();
+        });
+        std::printf(
+            "{\"format\": \"%s\", \"threads\": %d, \"input\": \"%s\", "
+            "\"median_s\": %.6f}\n",
+            std::string(pq::formats::Spec(id).name).c_str(), threads, input, s);
+        std::fflush(stdout);
+      }
     }
   }
   return 0;

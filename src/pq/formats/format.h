@@ -8,10 +8,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "pq/core/dtype.h"
@@ -109,12 +111,34 @@ inline bool IsGlobalScale(TensorRole r) {
 // CheckShape(...).ok().
 uint64_t BytesOnDisk(FormatId id, int64_t rows, int64_t cols);
 
+// A std::allocator whose value-less construct leaves the value uninitialized, so that
+// resize() of a byte buffer costs no pass over memory; assign(n, 0) still zero-fills.
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <typename U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using ByteBuffer = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+
 // One tensor of a quantized weight, named by its suffix ("weight_packed", ...).
 struct QTensor {
   std::string suffix;
   DType dtype;
   std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
+  ByteBuffer bytes;
 };
 
 struct QuantizeOptions {
@@ -129,8 +153,9 @@ struct QuantizeOptions {
 };
 
 // The tensors of `id`'s layout for a [rows, cols] weight, in Spec order, zero-filled except
-// the shape tensor, which holds [rows, cols] (the writers fill the rest).
-std::vector<QTensor> MakeTensors(FormatId id, int64_t rows, int64_t cols);
+// the shape tensor, which holds [rows, cols] (the writers fill the rest). With
+// zero_fill = false the other bytes are left uninitialized (for writers of every byte).
+std::vector<QTensor> MakeTensors(FormatId id, int64_t rows, int64_t cols, bool zero_fill = true);
 // The tensor with `role` in MakeTensors' output; the format must store one.
 QTensor& TensorOf(FormatId id, std::vector<QTensor>& tensors, TensorRole role);
 
@@ -139,6 +164,12 @@ QTensor& TensorOf(FormatId id, std::vector<QTensor>& tensors, TensorRole role);
 // non-finite values are an error. Returns the on-disk tensors in Spec order.
 Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight, int64_t rows,
                                          int64_t cols, const QuantizeOptions& options = {});
+
+// QuantizeRtn of a weight given as raw bf16 bits (the checkpoint's own bytes): the same
+// tensors, byte for byte, from half the memory traffic.
+Result<std::vector<QTensor>> QuantizeRtnBf16(FormatId id, std::span<const uint16_t> weight,
+                                             int64_t rows, int64_t cols,
+                                             const QuantizeOptions& options = {});
 
 // A read-only view of one stored tensor (from a checkpoint or a QTensor).
 struct QTensorView {

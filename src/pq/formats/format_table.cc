@@ -67,11 +67,16 @@ constexpr std::array<FormatSpec, 8> kFormats = {{
 }};
 
 // A zero-filled tensor of `shape`.
-QTensor MakeTensor(std::string_view suffix, DType dtype, std::vector<int64_t> shape) {
+QTensor MakeTensor(std::string_view suffix, DType dtype, std::vector<int64_t> shape,
+                   bool zero_fill) {
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
   QTensor t{std::string(suffix), dtype, std::move(shape), {}};
-  t.bytes.assign(static_cast<size_t>(numel) * DTypeSize(dtype), 0);
+  const size_t n = static_cast<size_t>(numel) * DTypeSize(dtype);
+  if (zero_fill)
+    t.bytes.assign(n, 0);
+  else
+    t.bytes.resize(n);
   return t;
 }
 
@@ -174,11 +179,11 @@ std::vector<std::string_view> TensorSuffixes(FormatId id) {
   return s;
 }
 
-std::vector<QTensor> MakeTensors(FormatId id, int64_t rows, int64_t cols) {
+std::vector<QTensor> MakeTensors(FormatId id, int64_t rows, int64_t cols, bool zero_fill) {
   const FormatSpec& f = Spec(id);
   std::vector<QTensor> out;
   for (const TensorSpec& t : f.tensors) {
-    out.push_back(MakeTensor(t.suffix, t.dtype, TensorShape(f, t, rows, cols)));
+    out.push_back(MakeTensor(t.suffix, t.dtype, TensorShape(f, t, rows, cols), zero_fill));
     if (t.role == TensorRole::kShape) {
       const int64_t shape[2] = {rows, cols};
       std::memcpy(out.back().bytes.data(), shape, sizeof shape);

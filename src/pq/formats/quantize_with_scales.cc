@@ -103,7 +103,7 @@ std::vector<QTensor> PackValid(FormatId id, const QCodes& q, int64_t rows, int64
   if (IsFp4Elements(id))
     PackNibbles(q.codes, elems);
   else if (id == FormatId::kMXFP8 || id == FormatId::kFP8)
-    elems.bytes = q.codes;
+    elems.bytes.assign(q.codes.begin(), q.codes.end());
   else
     PackIntWords(IntBits(id), q.codes, rows, cols, elems);
   QTensor& scale = TensorOf(id, out, TensorRole::kScales);

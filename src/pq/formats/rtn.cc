@@ -3,8 +3,10 @@
 // library itself). Intermediate results that torch computes in the weight dtype are
 // rounded to bf16 here at the same points (RoundBf16).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "pq/core/check.h"
 #include "pq/core/minifloat.h"
@@ -17,7 +19,7 @@ namespace pq::formats {
 namespace {
 
 template <typename T>
-void PutLE(std::vector<uint8_t>& out, size_t index, T value) {
+void PutLE(ByteBuffer& out, size_t index, T value) {
   std::memcpy(out.data() + index * sizeof(T), &value, sizeof(T));
 }
 
@@ -40,13 +42,84 @@ float NvFp4GlobalScale(float amax) {
   return std::isfinite(gs) && gs > 0.0f ? gs : 1.0f;
 }
 
+namespace {
+
+Status CheckSize(size_t size, int64_t rows, int64_t cols) {
+  if (size == static_cast<size_t>(rows * cols)) return Status::Ok();
+  return InvalidArgument("weight has " + std::to_string(size) + " values, shape [" +
+                         std::to_string(rows) + ", " + std::to_string(cols) + "] needs " +
+                         std::to_string(rows * cols));
+}
+
+bool HasVectorKernel(FormatId id, const QuantizeOptions& options) {
+  return !options.reference_kernels && avx2::Available() &&
+         (id == FormatId::kMXFP8 || id == FormatId::kFP8 || id == FormatId::kINT4 ||
+          id == FormatId::kINT8);
+}
+
+// The AVX2 path: no separate pass over the weight (the kernels check finiteness per row).
+template <typename In>
+Result<std::vector<QTensor>> QuantizeVector(FormatId id, const In* w, size_t n, size_t k,
+                                            int threads) {
+  // The kernels write every byte of the elements and scales (INT8's word padding included).
+  std::vector<QTensor> out =
+      MakeTensors(id, static_cast<int64_t>(n), static_cast<int64_t>(k), /*zero_fill=*/false);
+  uint8_t* elems = TensorOf(id, out, TensorRole::kElements).bytes.data();
+  uint8_t* scale = TensorOf(id, out, TensorRole::kScales).bytes.data();
+  auto* scale16 = reinterpret_cast<uint16_t*>(scale);
+  std::atomic<bool> finite{true};
+  ParallelFor(n, threads, [&](size_t b, size_t e) {
+    bool ok = true;
+    if (id == FormatId::kMXFP8) {
+      ok = avx2::MxFp8Rows(w, b, e, k, elems, scale);
+    } else if (id == FormatId::kFP8) {
+      ok = avx2::Fp8Rows(w, b, e, k, elems, scale16);
+    } else {
+      const size_t group = Spec(id).scale_layout == ScaleLayout::kGroup
+                               ? static_cast<size_t>(Spec(id).group_size)
+                               : k;
+      ok = avx2::IntRows(Spec(id).element_bits, w, b, e, k, group,
+                         reinterpret_cast<uint32_t*>(elems), scale16);
+    }
+    if (!ok) finite = false;
+  });
+  if (!finite) return InvalidArgument("weight holds a non-finite value; cannot quantize");
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<QTensor>> QuantizeRtnBf16(FormatId id, std::span<const uint16_t> weight,
+                                             int64_t rows, int64_t cols,
+                                             const QuantizeOptions& options) {
+  PQ_RETURN_IF_ERROR(CheckShape(id, rows, cols));
+  PQ_RETURN_IF_ERROR(CheckSize(weight.size(), rows, cols));
+  if (HasVectorKernel(id, options)) {
+    auto q = QuantizeVector(id, weight.data(), static_cast<size_t>(rows), static_cast<size_t>(cols),
+                            options.num_threads);
+    if (q.ok()) return q;
+    for (size_t i = 0; i < weight.size(); ++i)  // name the first non-finite element
+      if ((weight[i] & 0x7f80u) == 0x7f80u)
+        return InvalidArgument("weight element " + std::to_string(i) +
+                               " is not finite; cannot quantize");
+    return q;
+  }
+  std::vector<float> w(weight.size());
+  for (size_t i = 0; i < w.size(); ++i) w[i] = Bf16ToF32(weight[i]);
+  return QuantizeRtn(id, w, rows, cols, options);
+}
+
 Result<std::vector<QTensor>> QuantizeRtn(FormatId id, std::span<const float> weight, int64_t rows,
                                          int64_t cols, const QuantizeOptions& options) {
   PQ_RETURN_IF_ERROR(CheckShape(id, rows, cols));
-  if (weight.size() != static_cast<size_t>(rows * cols))
-    return InvalidArgument("weight has " + std::to_string(weight.size()) + " values, shape [" +
-                           std::to_string(rows) + ", " + std::to_string(cols) + "] needs " +
-                           std::to_string(rows * cols));
+  PQ_RETURN_IF_ERROR(CheckSize(weight.size(), rows, cols));
+  if (HasVectorKernel(id, options)) {
+    auto q = QuantizeVector(id, weight.data(), static_cast<size_t>(rows), static_cast<size_t>(cols),
+                            options.num_threads);
+    if (q.ok()) return q;
+    PQ_RETURN_IF_ERROR(CheckFinite(weight, std::numeric_limits<float>::infinity()));
+    return q;
+  }
   const size_t n = static_cast<size_t>(rows), k = static_cast<size_t>(cols);
   const float* w = weight.data();
   const float amax = fast::AbsMax(w, n * k);

@@ -37,4 +37,23 @@ float AbsMax(const float* x, size_t n);
 
 #undef PQ_RTN_KERNELS
 
+// AVX2 kernels (rtn_avx2.cc) for FP8, MXFP8, INT8 and INT4, from float32 or raw bf16 input
+// (uint16_t). Same layouts and bytes as above; each returns false if some row holds a
+// non-finite value (that row's outputs are then unspecified). Callable only if Available().
+namespace avx2 {
+bool Available();
+bool Fp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
+             uint16_t* scales);
+bool Fp8Rows(const uint16_t* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
+             uint16_t* scales);
+bool MxFp8Rows(const float* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
+               uint8_t* scales);
+bool MxFp8Rows(const uint16_t* w, size_t row_begin, size_t row_end, size_t cols, uint8_t* elements,
+               uint8_t* scales);
+bool IntRows(int bits, const float* w, size_t row_begin, size_t row_end, size_t cols, size_t group,
+             uint32_t* words, uint16_t* scales);
+bool IntRows(int bits, const uint16_t* w, size_t row_begin, size_t row_end, size_t cols,
+             size_t group, uint32_t* words, uint16_t* scales);
+}  // namespace avx2
+
 }  // namespace pq::formats

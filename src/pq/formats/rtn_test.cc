@@ -11,8 +11,10 @@
 namespace pq::formats {
 namespace {
 
-std::vector<uint8_t> Bytes(std::initializer_list<int> v) {
-  return std::vector<uint8_t>(v.begin(), v.end());
+ByteBuffer Bytes(std::initializer_list<int> v) {
+  ByteBuffer b;
+  for (int x : v) b.push_back(static_cast<uint8_t>(x));
+  return b;
 }
 const QTensor& Find(const std::vector<QTensor>& ts, std::string_view suffix) {
   for (const auto& t : ts)
@@ -111,7 +113,7 @@ TEST(Rtn, Int4WorkedExample) {
   const auto& s = Find(*q, "weight_scale").bytes;
   EXPECT_EQ(Bf16ToF32(static_cast<uint16_t>(s[0] | s[1] << 8)), 0.059814453125f);
   const auto& p = Find(*q, "weight_packed").bytes;
-  EXPECT_EQ(std::vector<uint8_t>(p.begin(), p.begin() + 4), Bytes({0x0d, 0x8a, 0xf5, 0x29}));
+  EXPECT_EQ(ByteBuffer(p.begin(), p.begin() + 4), Bytes({0x0d, 0x8a, 0xf5, 0x29}));
   // The zeros of the rest of the group are u = 8 in every nibble.
   EXPECT_EQ(p[4], 0x88);
   EXPECT_EQ(Find(*q, "weight_shape").bytes.size(), 16u);
