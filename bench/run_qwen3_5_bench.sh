@@ -31,8 +31,9 @@
 #   PQ_BENCH_REAL_SAMPLES (32), PQ_BENCH_REAL_SEQLEN (1024),
 #   PQ_BENCH_RESULTS (where results.jsonl is kept: /tmp/pq-qwen35-results.<time>.jsonl).
 # Disk: one checkpoint at a time (7.2 / 10.6 / 8.9 GB) plus its export; each is deleted after use.
-# Needs ~16 GB of free memory: the probe's peak is the lm_head step (vocab 248320), 13 GB at
-# seqlen 256 and 15.5 GB at seqlen 1024 (measured 2026-11-29), flat in depth and samples.
+# Needs ~16 GB of free memory: before the chunked loss head (2026-12-07) the peak was the
+# lm_head step (13 GB at seqlen 256, 15.5 GB at 1024); now it is an MoE layer's block pricing
+# (13.7 GB at 1 x 1024, README "Probe memory by step").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build/release}"
