@@ -103,7 +103,10 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
   HeadResult r;
   if (backward) d_final_.assign(final_.size(), 0.0f);
   const LossHeadOptions lo{opt_.head_chunk_bytes, static_cast<float>(loss_scale)};
+  std::optional<Progress> progress;  // an hour of a real model's probe: say where it is
+  if (opt_.progress && backward) progress.emplace("loss head", seqs_.size());
   for (size_t s = 0; s < seqs_.size(); ++s) {
+    if (progress && s > 0) progress->Advance();
     const Sequence& seq = seqs_[s];
     const auto t = static_cast<int64_t>(seq.ids.size());
     std::vector<float> n(static_cast<size_t>(t * d)), rstd(static_cast<size_t>(t)),
@@ -135,6 +138,10 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
     if (!backward) continue;
     ops::RmsNormBackward(dn, x, hw.final_norm, rstd, c.norm_offset,
                          Rows(d_final_, offsets_[s], t, d), {}, t, d);
+  }
+  if (progress) {
+    progress->Advance();
+    progress->Finish();
   }
   return r;
 }

@@ -2,7 +2,10 @@
 // Qwen3.6 (architectures.md §4), forward and backward, one sequence at a time:
 //   e = RMSNorm_{1+w}(embed(x_{t+1})),  h = RMSNorm_{1+w}(RMSNorm_final(body_t))
 //   u = fc([e ; h]),  u' = DecoderLayer_L(u),  logits = lm_head(RMSNorm_{1+w}(u'))  -> x_{t+2}
+#include <optional>
+
 #include "pq/compute/ops.h"
+#include "pq/core/log.h"
 #include "pq/engine/loss_head.h"
 #include "pq/engine/runner.h"
 
@@ -65,7 +68,10 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
   const model::LayerWeights& lw = weights.layer ? *weights.layer : own_layer;
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
   HeadResult r;
+  std::optional<Progress> progress;
+  if (opt_.progress && backward) progress.emplace("mtp head", seqs_.size());
   for (size_t s = 0; s < seqs_.size(); ++s) {
+    if (progress && s > 0) progress->Advance();
     const Sequence& seq = seqs_[s];
     const int64_t t = static_cast<int64_t>(seq.ids.size()) - 2;
     if (t <= 0) continue;
@@ -97,6 +103,10 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     ops::RmsNormBackward(dn, y, mw.norm, rstd_o, off, dy, {}, t, d);
     model::DecoderLayerBackward(c, lw, rope, u, acts, dy, du, lens, observer);
     model::LinearBackward(du, x, mw.fc, dx, t, observer);
+  }
+  if (progress) {
+    progress->Advance();
+    progress->Finish();
   }
   return r;
 }
