@@ -17,34 +17,40 @@ struct Saved {
   std::optional<float> input_global_scale;
 };
 
-// Replaces every member of `spec` by its candidate in f; returns what to restore.
-Result<std::vector<Saved>> Replace(const BlockUnitSpec& spec, formats::FormatId f,
-                                   const std::map<std::string, model::LinearWeights*>& by_module,
-                                   const ReplacementFn& replace) {
-  std::vector<Saved> saved;
-  for (const std::string& m : spec.modules) {
-    auto it = by_module.find(m);
-    if (it == by_module.end()) return NotFound("block pricing: " + m + " is not in the layer");
-    model::LinearWeights& l = *it->second;
-    std::vector<float> scratch;
-    PQ_ASSIGN_OR_RETURN(const LinearReplacement r, replace(m, f, scratch));
-    if (r.w_hat.size() != l.w.size())
-      return InvalidArgument("block pricing: candidate of " + m + " has the wrong size");
-    saved.push_back({&l, std::move(l.w), l.act_format, l.input_global_scale});
-    l.w.assign(r.w_hat.begin(), r.w_hat.end());
-    l.act_format = f;
-    l.input_global_scale =
-        f == formats::FormatId::kNVFP4 ? std::optional<float>(r.input_global_scale) : std::nullopt;
-  }
-  return saved;
-}
-
 void Restore(std::vector<Saved>& saved) {
   for (Saved& s : saved) {
     s.linear->w = std::move(s.w);
     s.linear->act_format = s.act_format;
     s.linear->input_global_scale = s.input_global_scale;
   }
+  saved.clear();
+}
+
+// Replaces every member of `spec` by its candidate in f into `saved` (what Restore puts back;
+// on failure the members already replaced are restored here).
+Status Replace(const BlockUnitSpec& spec, formats::FormatId f,
+               const std::map<std::string, model::LinearWeights*>& by_module,
+               const ReplacementFn& replace, std::vector<Saved>& saved) {
+  for (const std::string& m : spec.modules) {
+    auto it = by_module.find(m);
+    Status s = it == by_module.end() ? NotFound("block pricing: " + m + " is not in the layer")
+                                     : Status::Ok();
+    std::vector<float> scratch;
+    Result<LinearReplacement> r = s.ok() ? replace(m, f, scratch) : Result<LinearReplacement>(s);
+    if (r.ok() && r->w_hat.size() != it->second->w.size())
+      r = InvalidArgument("block pricing: candidate of " + m + " has the wrong size");
+    if (!r.ok()) {
+      Restore(saved);
+      return r.status();
+    }
+    model::LinearWeights& l = *it->second;
+    saved.push_back({&l, std::move(l.w), l.act_format, l.input_global_scale});
+    l.w.assign(r->w_hat.begin(), r->w_hat.end());
+    l.act_format = f;
+    l.input_global_scale =
+        f == formats::FormatId::kNVFP4 ? std::optional<float>(r->input_global_scale) : std::nullopt;
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -102,11 +108,15 @@ Result<std::vector<BlockUnitCost>> PriceBlockUnits(const Runner& runner, const B
   const size_t all = static_cast<size_t>(runner.total_tokens()) * d;
   const size_t size =
       o.samples == 0 || o.samples >= runner.sequences() ? all : runner.offset(o.samples) * d;
-  if (o.total_tokens <= 0 || window.dy.size() != all || window.layers.empty())
+  if (o.total_tokens <= 0 || window.dy.size() != all || window.layers.empty() ||
+      (window.swap_into && window.swap_into != window.layers[0]))
     return InvalidArgument(
-        "block pricing: no scored tokens, no layer or a gradient of the wrong size");
+        "block pricing: no scored tokens, no layer, a gradient of the wrong size or a "
+        "writable first layer that is not layers[0]");
   const std::span<const float> dy = window.dy.first(size);
-  model::LayerWeights lw = *window.layers[0];  // candidates replace Linears of this copy
+  model::LayerWeights copy;  // candidates replace Linears of layers[0] itself, or of a copy
+  if (!window.swap_into) copy = *window.layers[0];
+  model::LayerWeights& lw = window.swap_into ? *window.swap_into : copy;
   std::map<std::string, model::LinearWeights*> by_module;
   model::ForEachLinear(lw, [&](model::LinearWeights& l) { by_module[l.module] = &l; });
   std::vector<float> y(size), y_hat(size);
@@ -116,7 +126,8 @@ Result<std::vector<BlockUnitCost>> PriceBlockUnits(const Runner& runner, const B
   for (const BlockUnitSpec& spec : units) {
     BlockUnitCost u{spec.unit, {}};
     for (formats::FormatId f : spec.formats) {
-      PQ_ASSIGN_OR_RETURN(std::vector<Saved> saved, Replace(spec, f, by_module, replace));
+      std::vector<Saved> saved;
+      PQ_RETURN_IF_ERROR(Replace(spec, f, by_module, replace, saved));
       const Status s = RunWindow(runner, window, lw, o.batch_tokens, y_hat, topk_hat,
                                  o.reroute ? nullptr : &topk);
       Restore(saved);

@@ -72,6 +72,10 @@ struct BlockWindow {
   int64_t first = 0;
   std::vector<const model::LayerWeights*> layers;
   std::span<const float> dy;
+  // layers[0] itself, writable (optional): candidates are swapped into it and the loaded
+  // weights swapped back after each run — on success and on failure — instead of into a copy
+  // of the layer (at Qwen3.6's size a copy is 3.2 GB).
+  model::LayerWeights* swap_into = nullptr;
 };
 
 // Prices every unit of `units` (Linears of layers[0]). routing_changes sum over the window's

@@ -238,6 +238,58 @@ TEST_F(BlockCostTest, ASubsetOfSamplesPricesOnItsTokens) {
                     std::vector<int32_t>(a1.topk_idx.begin(), a1.topk_idx.begin() + 2 * kLen), 2));
 }
 
+// Swapping candidates into the layer itself (no copy) prices the same bits and leaves the layer
+// as loaded — also when a candidate fails halfway through a unit.
+TEST_F(BlockCostTest, SwappingIntoTheLayerPricesTheSameAndRestoresIt) {
+  PlantFlip(30);
+  std::vector<std::string> experts;
+  for (const auto& e : w_.experts)
+    for (const auto* l : {&e.gate, &e.up, &e.down}) experts.push_back(l->module);
+  const std::vector<BlockUnitSpec> units = {
+      {"o", {w_.o.module}, {FormatId::kINT8, FormatId::kNVFP4A16}},
+      {"experts", experts, {FormatId::kINT8}}};
+  BlockPricingOptions o;
+  o.total_tokens = 2 * (kLen - 1);
+  const model::LayerWeights before = w_;
+  auto copied = PriceBlockUnits(*runner_, {0, {&w_}, dy_}, units, Replace(), o);
+  auto swapped = PriceBlockUnits(*runner_, {0, {&w_}, dy_, &w_}, units, Replace(), o);
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  ASSERT_TRUE(swapped.ok()) << swapped.status().ToString();
+  ASSERT_EQ(copied->size(), swapped->size());
+  for (size_t u = 0; u < copied->size(); ++u)
+    for (size_t f = 0; f < (*copied)[u].candidates.size(); ++f) {
+      EXPECT_EQ((*copied)[u].candidates[f].energy, (*swapped)[u].candidates[f].energy)
+          << u << " " << f;
+      EXPECT_EQ((*copied)[u].candidates[f].routing_changes,
+                (*swapped)[u].candidates[f].routing_changes);
+    }
+  const auto same_as_loaded = [&] {
+    bool same = true;
+    model::LayerWeights now = w_;
+    std::vector<const model::LinearWeights*> a, b;
+    model::ForEachLinear(before, [&](const model::LinearWeights& l) { a.push_back(&l); });
+    model::ForEachLinear(now, [&](const model::LinearWeights& l) { b.push_back(&l); });
+    for (size_t i = 0; i < a.size(); ++i)
+      same = same && a[i]->w == b[i]->w && a[i]->act_format == b[i]->act_format &&
+             a[i]->input_global_scale == b[i]->input_global_scale;
+    return same && a.size() == b.size();
+  };
+  EXPECT_TRUE(same_as_loaded());
+  // A replacement that fails on the third expert Linear: the two swapped in are put back.
+  int calls = 0;
+  const ReplacementFn failing = [&](const std::string& m, FormatId f,
+                                    std::vector<float>& scratch) -> Result<LinearReplacement> {
+    if (++calls == 3) return Internal("planted failure");
+    return Replace()(m, f, scratch);
+  };
+  const std::vector<BlockUnitSpec> experts_only = {{"experts", experts, {FormatId::kINT8}}};
+  EXPECT_FALSE(PriceBlockUnits(*runner_, {0, {&w_}, dy_, &w_}, experts_only, failing, o).ok());
+  EXPECT_TRUE(same_as_loaded());
+  // A writable layer that is not the window's first is refused.
+  model::LayerWeights other = w_;
+  EXPECT_FALSE(PriceBlockUnits(*runner_, {0, {&w_}, dy_, &other}, units, Replace(), o).ok());
+}
+
 TEST(BlockCost, RoutingChangesIgnoreTheOrderWithinTheTopK) {
   const std::vector<int32_t> a = {0, 1, 2, 3, 1, 2}, b = {1, 0, 2, 1, 2, 1};
   EXPECT_EQ(CountRoutingChanges(a, b, 2), 1);  // token 1: {2,3} -> {1,2}

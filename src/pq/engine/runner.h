@@ -96,8 +96,7 @@ class Runner {
   // called for each sequence's token rows row0 .. row0+R-1 in order, in chunks of at most
   // head_chunk_bytes (may be empty; not with backward). With backward, also computes
   // dL/d(boundary L) for L = loss_scale * sum of scored NLLs.
-  using LogitsFn =
-      std::function<Status(size_t seq, int64_t row0, std::span<const float> logits)>;
+  using LogitsFn = std::function<Status(size_t seq, int64_t row0, std::span<const float> logits)>;
   // `observer` (optional) sees lm_head's input rows (OnLinearInput) and, with backward,
   // its output gradients (OnLinear).
   // `weights` (optional): the head as the caller already holds it (e.g. to price lm_head) —
@@ -132,8 +131,9 @@ class Runner {
   // [sum T, D] (e.g. saved by an interrupted run). on_layer(l, weights, dy) runs after layer l
   // is loaded and before its batches, with dy = dL/d(boundary l+1), the gradient at the
   // layer's output; on_grad as above. Needs Forward(true).
+  // on_layer may change w (block pricing swaps candidates in) but must leave it as loaded.
   using LayerFn =
-      std::function<Status(int64_t l, const model::LayerWeights& w, std::span<const float> dy)>;
+      std::function<Status(int64_t l, model::LayerWeights& w, std::span<const float> dy)>;
   Status BackwardFrom(int64_t top, std::vector<float> dy, model::LinearObserver* observer,
                       const LayerFn& on_layer, const BoundaryGradFn& on_grad);
   // Layer l (weights w) run forward again from its stored input boundary (needs Forward(true)),

@@ -203,7 +203,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   if (top < 0) return Status::Ok();
   ProbeBlockPricing block(o, c.src->config(), c.info, c.formats, w, c.calib.samples);
   PQ_RETURN_IF_ERROR(block.Start(top, dy));
-  const auto begin_layer = [&](int64_t l, const model::LayerWeights& lw,
+  const auto begin_layer = [&](int64_t l, model::LayerWeights& lw,
                                std::span<const float> layer_dy) -> Status {
     const std::vector<const model::LinearWeights*> linears = LayerLinears(lw);
     if (o.passes == quant::Passes::kRtn) {

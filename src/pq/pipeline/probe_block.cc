@@ -66,7 +66,7 @@ Status ProbeBlockPricing::Start(int64_t top, std::span<const float> dy) {
 Status ProbeBlockPricing::PriceLayer(const engine::Runner& runner,
                                      const engine::ProbeObserver& probe,
                                      const model::WeightSource& src, int64_t l,
-                                     const model::LayerWeights& lw, std::span<const float> dy) {
+                                     model::LayerWeights& lw, std::span<const float> dy) {
   units_.clear();
   if (!o_.block_cost || !config_.IsMoeLayer(l)) return Status::Ok();
   // The window: this layer and the next ones up to its end, or to the last boundary whose
@@ -78,7 +78,8 @@ Status ProbeBlockPricing::PriceLayer(const engine::Runner& runner,
     PQ_ASSIGN_OR_RETURN(model::LayerWeights wj, src.LoadLayer(j));
     above.push_back(std::move(wj));
   }
-  engine::BlockWindow window{l, {&lw}, end == l + 1 ? dy : grads_.at(end)};
+  // Candidates are swapped into the resident layer (and back) rather than into a copy of it.
+  engine::BlockWindow window{l, {&lw}, end == l + 1 ? dy : grads_.at(end), &lw};
   for (const auto& wj : above) window.layers.push_back(&wj);
   engine::BlockPricingOptions bo;
   bo.total_tokens = scored_tokens_;

@@ -37,7 +37,7 @@ class ProbeBlockPricing {
   // After the observer's BeginLayer of layer l (weights lw, dy = dL/d(its output)): prices
   // the layer's units when it is an MoE layer (loading the window's other layers from `src`).
   Status PriceLayer(const engine::Runner& runner, const engine::ProbeObserver& probe,
-                    const model::WeightSource& src, int64_t l, const model::LayerWeights& lw,
+                    const model::WeightSource& src, int64_t l, model::LayerWeights& lw,
                     std::span<const float> dy);
   // Writes the layer's unit costs over their members (quant::SplitUnitCost: in proportion to
   // each member's own "output" cost) with the units' routing changes.
