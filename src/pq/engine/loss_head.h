@@ -7,7 +7,7 @@
 // vocabulary's (and picks the target's logit), the second recomputes each chunk's logits
 // for its gradient, which an observer sees as a slice of lm_head's output rows
 // (LinearObserver::OnLinearRows) and which is folded into dL/dn chunk by chunk. When one chunk
-// holds the whole vocabulary (every test model, SmolLM2 at its usual lengths) it is the
+// holds the whole vocabulary (every test model; SmolLM2 up to 341 tokens per sample) it is the
 // unchunked computation, bit for bit.
 #pragma once
 
