@@ -1,5 +1,6 @@
 #include "flags.h"
 
+#include <charconv>
 #include <cmath>
 
 #include "cli_util.h"
@@ -76,6 +77,12 @@ void CalibrationFlags::Register(CLI::App* sub, bool compact) {
   sub->add_option(
       "--seed", seed,
       compact ? "Sampling seed (default 0)" : "Seed for choosing the samples (default 0)");
+  sub->add_option("--hessian-samples", hessian_samples,
+                  compact ? "Samples the GPTQ Hessians come from (auto, or N; 0 = the samples)"
+                          : "Further samples, disjoint from --samples, that scale search and GPTQ "
+                            "build their Hessians from, so candidates are priced on tokens they "
+                            "were not fitted to (forward passes only). auto (default): 3 x "
+                            "--samples where the input has them; 0: the samples themselves");
 }
 
 Status CalibrationFlags::ToOptions(const std::string& command,
@@ -88,6 +95,17 @@ Status CalibrationFlags::ToOptions(const std::string& command,
   o.samples = samples;
   o.seqlen = seqlen;
   o.seed = seed;
+  if (hessian_samples == "auto") {
+    o.hessian_samples = pipeline::CalibrationOptions::kAutoHessianSamples;
+  } else {
+    int64_t n = -1;
+    const char* end = hessian_samples.data() + hessian_samples.size();
+    const auto r = std::from_chars(hessian_samples.data(), end, n);
+    if (r.ec != std::errc() || r.ptr != end || n < 0)
+      return InvalidArgument("--hessian-samples must be auto or a whole number >= 0, not '" +
+                             hessian_samples + "'");
+    o.hessian_samples = n;
+  }
   return Status::Ok();
 }
 

@@ -38,9 +38,10 @@ void AddJsonFlag(CLI::App* sub, bool* json, const std::string& what);
 void AddOutputDirFlag(CLI::App* sub, std::string* out, const std::string& help);
 void AddOverwriteFlag(CLI::App* sub, bool* overwrite);
 
-// The calibration input: --calib, --calib-tokens, --split, --samples, --seqlen, --seed.
+// The calibration input: --calib, --calib-tokens, --split, --samples, --seqlen, --seed,
+// --hessian-samples.
 struct CalibrationFlags {
-  std::string calib, calib_tokens, split = "auto";
+  std::string calib, calib_tokens, split = "auto", hessian_samples = "auto";
   int64_t samples = 64, seqlen = 512;
   uint64_t seed = 0;
 

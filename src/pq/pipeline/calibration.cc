@@ -1,5 +1,6 @@
 #include "pq/pipeline/calibration.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include "pq/core/hash.h"
@@ -55,20 +56,40 @@ Result<Calibration> LoadCalibration(const std::string& model_dir, const Calibrat
   Calibration c;
   c.stream_tokens = static_cast<int64_t>(stream.size());
   const int64_t chunk = o.seqlen + 1, chunks = c.stream_tokens / chunk;
-  if (chunks < o.samples) {
+  // auto: up to 3 × samples, and none unless at least as many as the samples are left (fewer
+  // would give a worse H than the samples' own).
+  const int64_t left = chunks - o.samples;
+  const int64_t hessian = o.hessian_samples != CalibrationOptions::kAutoHessianSamples
+                              ? o.hessian_samples
+                          : left >= o.samples ? std::min(left, 3 * o.samples)
+                                              : 0;
+  if (hessian < 0) return InvalidArgument("--hessian-samples must be >= 0 (or auto)");
+  if (chunks < o.samples + hessian) {
     const std::string file = o.input.text_file.empty() ? o.input.tokens_file : o.input.text_file;
     return InvalidArgument(file + ": " + std::to_string(c.stream_tokens) +
                            " calibration tokens make only " + std::to_string(chunks) +
                            " samples of " + std::to_string(chunk) + " tokens; need " +
-                           std::to_string(o.samples) +
-                           " (give more text, or lower --samples or --seqlen)");
+                           std::to_string(o.samples + hessian) +
+                           (hessian > 0 ? " (" + std::to_string(o.samples) + " + " +
+                                              std::to_string(hessian) + " Hessian samples)"
+                                        : std::string()) +
+                           " (give more text, or lower --samples, --hessian-samples or --seqlen)");
   }
-  Hasher h;
-  for (int64_t k : ChooseChunks(chunks, o.samples, o.seed)) {
+  const auto sample = [&](int64_t k) {
     const auto begin = stream.begin() + k * chunk;
     engine::Sequence s;
     s.ids.assign(begin, begin + o.seqlen);
     s.targets.assign(begin + 1, begin + chunk);
+    return s;
+  };
+  const std::vector<int64_t> chosen = ChooseChunks(chunks, o.samples + hessian, o.seed);
+  Hasher h;
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    engine::Sequence s = sample(chosen[i]);
+    if (static_cast<int64_t>(i) >= o.samples) {
+      c.hessian_samples.push_back(std::move(s));
+      continue;
+    }
     h.Ints(std::span<const int32_t>(s.ids)).Int(static_cast<uint64_t>(s.targets.back()));
     c.samples.push_back(std::move(s));
   }

@@ -95,5 +95,59 @@ TEST(Calibration, TextJsonlAndTokensGiveTheSameSamples) {
   EXPECT_NE(few.status().message().find("lower --samples"), std::string::npos);
 }
 
+// The Hessian samples (calibration.h): further chunks of the same shuffle, disjoint from the
+// samples, which stay the same whatever their number; auto takes 3 × samples where the input
+// has them and none where fewer than `samples` are left.
+TEST(Calibration, HessianSamplesAreDisjointAndLeaveTheSamplesAlone) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 60; ++i)
+    text += "Once upon a time there was a little dog number " + std::to_string(i) +
+            ". It liked to run in the park with its friends.\n\n";
+  WriteBytes(dir / "c.txt", text);
+  CalibrationOptions o;
+  o.samples = 4;
+  o.seqlen = 32;
+  o.seed = 5;
+  o.input.text_file = dir / "c.txt";
+  o.input.split = DocSplit::kParagraphs;
+  o.hessian_samples = 0;
+  auto none = LoadCalibration(kModel, o);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->hessian_samples.empty());
+  o.hessian_samples = CalibrationOptions::kAutoHessianSamples;
+  auto aut = LoadCalibration(kModel, o);
+  ASSERT_TRUE(aut.ok()) << aut.status().ToString();
+  EXPECT_EQ(aut->hessian_samples.size(), 12u);
+  EXPECT_EQ(aut->tokens_hash, none->tokens_hash);
+  std::set<std::vector<int32_t>> seen;
+  for (size_t i = 0; i < aut->samples.size(); ++i) {
+    EXPECT_EQ(aut->samples[i].ids, none->samples[i].ids);
+    seen.insert(aut->samples[i].ids);
+  }
+  for (const auto& s : aut->hessian_samples) {
+    ASSERT_EQ(s.ids.size(), 32u);
+    for (size_t i = 0; i + 1 < s.ids.size(); ++i) EXPECT_EQ(s.targets[i], s.ids[i + 1]);
+    EXPECT_TRUE(seen.insert(s.ids).second) << "a Hessian sample repeats a chunk";
+  }
+  o.hessian_samples = 7;
+  auto seven = LoadCalibration(kModel, o);
+  ASSERT_TRUE(seven.ok());
+  ASSERT_EQ(seven->hessian_samples.size(), 7u);
+  for (size_t i = 0; i < 7; ++i) EXPECT_EQ(seven->hessian_samples[i].ids, aut->hessian_samples[i].ids);
+  // More than the input holds: an error naming the flag; auto falls back to none.
+  o.hessian_samples = 100000;
+  auto many = LoadCalibration(kModel, o);
+  ASSERT_FALSE(many.ok());
+  EXPECT_NE(many.status().message().find("--hessian-samples"), std::string::npos)
+      << many.status().message();
+  const int64_t chunks = aut->stream_tokens / 33;
+  o.samples = chunks - 3;  // only 3 chunks left: fewer than the samples
+  o.hessian_samples = CalibrationOptions::kAutoHessianSamples;
+  auto short_input = LoadCalibration(kModel, o);
+  ASSERT_TRUE(short_input.ok()) << short_input.status().ToString();
+  EXPECT_TRUE(short_input->hessian_samples.empty());
+}
+
 }  // namespace
 }  // namespace pq::pipeline

@@ -34,7 +34,8 @@ class ExportAwareProbeTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(tmp_); }
 
   // Probes 16 x 64 tokens pricing `formats` after `passes`; returns the work dir.
-  std::string Probe(const std::string& name, quant::Passes passes, std::vector<FormatId> formats) {
+  std::string Probe(const std::string& name, quant::Passes passes, std::vector<FormatId> formats,
+                    int64_t hessian_samples = CalibrationOptions::kAutoHessianSamples) {
     ProbeOptions o;
     o.model = kModel;
     o.work = (tmp_ / name).string();
@@ -42,6 +43,7 @@ class ExportAwareProbeTest : public ::testing::Test {
     o.calib.input.split = DocSplit::kParagraphs;
     o.calib.samples = 16;
     o.calib.seqlen = 64;
+    o.calib.hessian_samples = hessian_samples;
     o.formats = std::move(formats);
     o.passes = passes;
     o.exec.threads = 1;
@@ -122,6 +124,38 @@ TEST_F(ExportAwareProbeTest, Layer0CandidatesAreTheExportedWeights) {
     }
     EXPECT_GE(checked, 4);
   }
+}
+
+// The Hessians come from their own samples (calibration.h), disjoint from the priced ones, so
+// the candidates are priced on tokens their scale search and GPTQ were not fitted to: their
+// output-error price is above the in-sample price of candidates fitted to the priced samples
+// themselves (--hessian-samples 0, the pricing before), which under-states what the written
+// weights do on other text.
+TEST_F(ExportAwareProbeTest, CandidatesArePricedOnSamplesTheirHessianDidNotSee) {
+  const std::vector<FormatId> fs = {FormatId::kNVFP4A16, FormatId::kBF16};
+  const std::string own = Probe("own", quant::Passes::kSearchGptq, fs);
+  const std::string same = Probe("same", quant::Passes::kSearchGptq, fs, 0);
+  EXPECT_TRUE(fs::exists(WorkDir(own).hessian_calibration_dir()));
+  EXPECT_FALSE(fs::exists(WorkDir(same).hessian_calibration_dir()));
+  auto a = ReadProbeFile(WorkDir(own));
+  auto b = ReadProbeFile(WorkDir(same));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->inputs.at("hessian_samples"), 48);
+  EXPECT_FALSE(b->inputs.contains("hessian_samples"));
+  double out_of_sample = 0, in_sample = 0;
+  int differ = 0, priced = 0;
+  for (size_t i = 0; i < a->linears.size(); ++i) {
+    const ProbeCandidate* x = Find(a->linears[i], "NVFP4A16");
+    const ProbeCandidate* y = Find(b->linears[i], "NVFP4A16");
+    if (!x || !y || a->linears[i].is_lm_head) continue;
+    out_of_sample += x->Cost(quant::CostEstimator::kHessian);
+    in_sample += y->Cost(quant::CostEstimator::kHessian);
+    differ += x->weight_mse != y->weight_mse;
+    ++priced;
+  }
+  ASSERT_GT(priced, 10);
+  EXPECT_EQ(differ, priced);  // every candidate fitted to another H
+  EXPECT_GT(out_of_sample, in_sample);  // 1.05x on this fixture (3x the tokens in H)
 }
 
 // What export-aware pricing changes: the error GPTQ leaves is below RTN's, so the summed

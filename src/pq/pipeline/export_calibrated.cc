@@ -25,9 +25,10 @@ namespace {
 
 using formats::FormatId;
 
-// The probe's calibration samples (W/probe/calibration: I32 ids / targets [N, T]).
+// The samples the probe built its Hessians from (ReadHessianSamples: W/probe/hessian_calibration,
+// or W/probe/calibration in older work dirs): the export quantizes on the same H.
 Result<std::vector<engine::Sequence>> LoadSamples(const std::string& work) {
-  return ReadCalibrationSamples(WorkDir(work));
+  return ReadHessianSamples(WorkDir(work));
 }
 
 // Per global-scale group of a step: the NVFP4 weight global scale from the largest bf16 amax.

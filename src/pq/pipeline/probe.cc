@@ -118,10 +118,15 @@ Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   in.block_frozen_routing = o.block_cost && !o.block_reroute;
   in.block_layers = o.block_layers;
   in.block_samples = o.block_samples;
+  in.hessian_samples = static_cast<int64_t>(c->calib.hessian_samples.size());
   PQ_RETURN_IF_ERROR(CheckProbeInputs(c->work, in.ToJson()));
   RemoveProbeEntries(c->work, ".");  // temp dirs of a killed run's unfinished writes
   if (!fs::exists(c->work.calibration_dir())) {
     PQ_RETURN_IF_ERROR(WriteCalibrationSamples(c->work, c->calib.samples));
+  }
+  if (in.hessian_samples > 0 && !fs::exists(c->work.hessian_calibration_dir())) {
+    PQ_RETURN_IF_ERROR(WriteCalibrationSamples(c->work, c->calib.hessian_samples,
+                                               c->work.hessian_calibration_dir()));
   }
   for (const auto& li : c->layout().linears) c->info[li.module] = &li;
   c->progress = ScanProbeProgress(c->work, c->layers());
@@ -152,7 +157,8 @@ Result<std::vector<float>> SweepHead(const ProbeContext& c, engine::Runner& runn
 }
 
 // The MTP head with its own objective (architectures.md §4): unit L, after the head.
-Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::ProbeObserver& probe) {
+Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::Runner& hessian_runner,
+                engine::ProbeObserver& probe) {
   const int64_t layers = c.layers();
   PQ_ASSIGN_OR_RETURN(model::LayerWeights mw, c.src->LoadLayer(layers));
   PQ_ASSIGN_OR_RETURN(model::MtpWeights mtp, c.src->LoadMtp());
@@ -165,7 +171,7 @@ Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::ProbeObse
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
   } else {
     engine::HessianObserver h = c.WantHessians(linears);
-    PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &h, parts).status());
+    PQ_RETURN_IF_ERROR(hessian_runner.Mtp(nullptr, false, 1.0, &h, parts).status());
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
   }
   PQ_ASSIGN_OR_RETURN(engine::HeadResult mr, runner.Mtp(nullptr, true, 1.0, &probe, parts));
@@ -182,14 +188,34 @@ Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::ProbeObse
 Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   const ProbeOptions& o = c.o;
   const WorkDir& w = c.work;
+  const int64_t top = c.progress.next_layer;  // next layer to run in the reverse sweep
+  const bool want_hessians = o.passes != quant::Passes::kRtn &&
+                             (top >= 0 || (c.layout().has_mtp() && !c.progress.mtp));
+  const bool own_hessian_samples = want_hessians && !c.calib.hessian_samples.empty();
+  // The stored boundaries' budget, shared by the two runners in proportion to their samples.
+  const double share = own_hessian_samples
+                           ? static_cast<double>(c.calib.samples.size()) /
+                                 static_cast<double>(c.calib.samples.size() +
+                                                     c.calib.hessian_samples.size())
+                           : 1.0;
   engine::RunnerOptions ro;
-  ro.memory_budget_bytes = o.memory_budget_bytes;
+  ro.memory_budget_bytes = static_cast<uint64_t>(static_cast<double>(o.memory_budget_bytes) * share);
   ro.work_dir = o.work;
   ro.batch_tokens = 1;  // one sample per observer call (per-sample Fisher)
   engine::Runner runner(*c.src, c.calib.samples, ro);
   PQ_RETURN_IF_ERROR(runner.Forward(/*keep_all=*/true, &probe));
+  // Export-aware pricing builds each layer's H from the Hessian samples (calibration.h), run
+  // through the layer while it is resident, so candidates are priced on tokens their scale
+  // search and GPTQ did not see; their boundaries are stored like the samples'.
+  std::optional<engine::Runner> own_hessian_runner;
+  if (own_hessian_samples) {
+    engine::RunnerOptions hro = ro;
+    hro.memory_budget_bytes = o.memory_budget_bytes - ro.memory_budget_bytes;
+    own_hessian_runner.emplace(*c.src, c.calib.hessian_samples, hro);
+    PQ_RETURN_IF_ERROR(own_hessian_runner->Forward(/*keep_all=*/true));
+  }
+  engine::Runner& hessian_runner = own_hessian_runner ? *own_hessian_runner : runner;
 
-  const int64_t top = c.progress.next_layer;  // next layer to run in the reverse sweep
   std::vector<float> dy;
   if (!c.progress.head) {
     PQ_ASSIGN_OR_RETURN(dy, SweepHead(c, runner, probe));
@@ -198,7 +224,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
     PQ_ASSIGN_OR_RETURN(dy, ReadBoundaryGrad(w, top + 1, size));
   }
   if (c.layout().has_mtp() && !c.progress.mtp) {
-    PQ_RETURN_IF_ERROR(SweepMtp(c, runner, probe));
+    PQ_RETURN_IF_ERROR(SweepMtp(c, runner, hessian_runner, probe));
   }
   if (top < 0) return Status::Ok();
   ProbeBlockPricing block(o, c.src->config(), c.info, c.formats, w, c.calib.samples);
@@ -210,7 +236,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
       PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
     } else {
       engine::HessianObserver h = c.WantHessians(linears);
-      PQ_RETURN_IF_ERROR(runner.ObserveLayer(l, lw, h, o.hessian_batch_tokens));
+      PQ_RETURN_IF_ERROR(hessian_runner.ObserveLayer(l, lw, h, o.hessian_batch_tokens));
       PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
     }
     return block.PriceLayer(runner, probe, *c.src, l, lw, layer_dy);

@@ -24,7 +24,7 @@ Result<std::unique_ptr<ProbedCandidates>> ProbedCandidates::Open(const model::We
     PQ_ASSIGN_OR_RETURN(c->passes_, quant::ParsePasses(it->get<std::string>()));
   }
   if (c->passes_ == quant::Passes::kRtn) return c;
-  PQ_ASSIGN_OR_RETURN(c->samples_, ReadCalibrationSamples(WorkDir(work)));
+  PQ_ASSIGN_OR_RETURN(c->samples_, ReadHessianSamples(WorkDir(work)));
   engine::RunnerOptions ro;
   ro.work_dir = work;
   ro.batch_tokens = 1;  // the probe's forward sweep: one sample per batch

@@ -487,6 +487,7 @@ nlohmann::json ProbeInputs::ToJson() const {
   if (block_cost && block_layers != 2) j["block_layers"] = block_layers;
   if (block_cost && block_samples > 0 && block_samples < samples)
     j["block_samples"] = block_samples;
+  if (hessian_samples > 0) j["hessian_samples"] = hessian_samples;
   return j;
 }
 
@@ -584,7 +585,8 @@ Status CheckProbeInputs(const WorkDir& w, const nlohmann::json& inputs) {
                          "); use another --work directory or delete " + w.probe_dir());
 }
 
-Status WriteCalibrationSamples(const WorkDir& w, const std::vector<engine::Sequence>& samples) {
+Status WriteCalibrationSamples(const WorkDir& w, const std::vector<engine::Sequence>& samples,
+                               const std::string& dir) {
   if (samples.empty()) return InvalidArgument("no calibration samples to write");
   std::vector<int32_t> ids, targets;
   for (const auto& s : samples) {
@@ -593,15 +595,17 @@ Status WriteCalibrationSamples(const WorkDir& w, const std::vector<engine::Seque
   }
   const std::vector<int64_t> shape = {static_cast<int64_t>(samples.size()),
                                       static_cast<int64_t>(samples.front().ids.size())};
-  PQ_ASSIGN_OR_RETURN(auto cw, io::CheckpointWriter::Create(w.calibration_dir()));
+  PQ_ASSIGN_OR_RETURN(auto cw,
+                      io::CheckpointWriter::Create(dir.empty() ? w.calibration_dir() : dir));
   for (const auto& [name, v] : {std::pair{"ids", &ids}, {"targets", &targets}})
     PQ_RETURN_IF_ERROR(cw->AddTensor(name, DType::kI32, shape,
                                      {reinterpret_cast<const uint8_t*>(v->data()), v->size() * 4}));
   return cw->Commit();
 }
 
-Result<std::vector<engine::Sequence>> ReadCalibrationSamples(const WorkDir& w) {
-  const std::string dir = w.calibration_dir();
+Result<std::vector<engine::Sequence>> ReadCalibrationSamples(const WorkDir& w,
+                                                             const std::string& from) {
+  const std::string dir = from.empty() ? w.calibration_dir() : from;
   PQ_ASSIGN_OR_RETURN(auto r, io::CheckpointReader::Open(dir));
   const io::TensorInfo* ids = r->Find("ids");
   const io::TensorInfo* targets = r->Find("targets");
@@ -619,6 +623,12 @@ Result<std::vector<engine::Sequence>> ReadCalibrationSamples(const WorkDir& w) {
     std::memcpy(q.targets.data(), targets->bytes.data() + static_cast<size_t>(s) * row, row);
   }
   return out;
+}
+
+Result<std::vector<engine::Sequence>> ReadHessianSamples(const WorkDir& w) {
+  if (fs::exists(w.hessian_calibration_dir()))
+    return ReadCalibrationSamples(w, w.hessian_calibration_dir());
+  return ReadCalibrationSamples(w);
 }
 
 ProbeProgress ScanProbeProgress(const WorkDir& w, int64_t num_layers) {

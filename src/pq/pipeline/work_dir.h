@@ -6,6 +6,8 @@
 //                                  tokens, options); a rerun with other inputs is refused
 //                                  (block pricing options appear only when not the default)
 //   W/probe/calibration/           model.safetensors: I32 "ids", "targets" [samples, seqlen]
+//   W/probe/hessian_calibration/   the same for the Hessian samples (calibration.h), only when
+//                                  the probe had some ("hessian_samples" in inputs.json)
 //   W/probe/head/, layer_NNNN/     one finished unit of work each (ProbeUnit), written
 //                                  atomically: results.json + model.safetensors (per Linear
 //                                  "<module>.g2_out" [N], "<module>.x2_in" [K], F32)
@@ -51,6 +53,7 @@ class WorkDir {
   std::string probe_dir() const { return root_ + "/probe"; }
   std::string inputs_json() const { return probe_dir() + "/inputs.json"; }
   std::string calibration_dir() const { return probe_dir() + "/calibration"; }
+  std::string hessian_calibration_dir() const { return probe_dir() + "/hessian_calibration"; }
   std::string head_dir() const { return probe_dir() + "/head"; }
   std::string unit_dir(int64_t layer) const;     // W/probe/layer_NNNN
   std::string grad_dir(int64_t boundary) const;  // W/probe/grad_NNNN
@@ -134,6 +137,7 @@ struct ProbeInputs {
   bool block_frozen_routing = false;  // ... with the routing frozen (an ablation)
   int64_t block_layers = 2;           // ... through this many layers (ProbeOptions)
   int64_t block_samples = 0;          // ... re-running this many samples (0: all)
+  int64_t hessian_samples = 0;        // the Hessians' own samples (0: the samples')
   nlohmann::json ToJson() const;
 };
 
@@ -161,9 +165,15 @@ Result<ProbeUnit> ReadProbeUnit(const std::string& dir, bool with_vectors = fals
 // (InvalidArgument naming the differing keys otherwise).
 Status CheckProbeInputs(const WorkDir& w, const nlohmann::json& inputs);
 
-// W/probe/calibration: the chosen samples, I32 "ids" and "targets" [samples, seqlen].
-Status WriteCalibrationSamples(const WorkDir& w, const std::vector<engine::Sequence>& samples);
-Result<std::vector<engine::Sequence>> ReadCalibrationSamples(const WorkDir& w);
+// W/probe/calibration: the chosen samples, I32 "ids" and "targets" [samples, seqlen]
+// (`dir`: another directory of the same layout, e.g. hessian_calibration_dir()).
+Status WriteCalibrationSamples(const WorkDir& w, const std::vector<engine::Sequence>& samples,
+                               const std::string& dir = "");
+Result<std::vector<engine::Sequence>> ReadCalibrationSamples(const WorkDir& w,
+                                                             const std::string& dir = "");
+// The samples the Linears' Hessians come from: W/probe/hessian_calibration when the probe
+// wrote it, else the calibration samples themselves (older work dirs, --hessian-samples 0).
+Result<std::vector<engine::Sequence>> ReadHessianSamples(const WorkDir& w);
 
 // ---- Resume state of an unfinished probe ----
 
