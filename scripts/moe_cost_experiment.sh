@@ -34,9 +34,9 @@ probe_variant() {  # probe_variant WORK MODEL ARGS...: probes MODEL into WORK un
 quality() {
   local label="$1" w="$2" m="$3"; shift 3
   "$bin" -q allocate --work "$w" "$@" --json > "$w/alloc.json"
-  rm -rf "$w/out"
-  "$bin" -q export "$m" --work "$w" -o "$w/out" --json > "$w/export.json"
-  "$bin" eval "$w/out" --text "$held" --split paragraphs --max-docs 200 --reference "$m" \
+  rm -rf "$w.out"
+  "$bin" -q export "$m" --work "$w" -o "$w.out" --json > "$w/export.json"
+  "$bin" eval "$w.out" --text "$held" --split paragraphs --max-docs 200 --reference "$m" \
     --json 2> /dev/null > "$w/eval.json"
   python3 - "$w" "$label" <<'PY'
 import json, sys

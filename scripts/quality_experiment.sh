@@ -28,14 +28,14 @@ for m in "${models[@]}"; do
   row() {
     local label="$1" passes="$2"; shift 2
     "$bin" -q allocate --work "$w" "$@" --json > "$w/alloc.json"
-    rm -rf "$w/out"
-    "$bin" -q export "$model" --work "$w" -o "$w/out" --passes "$passes" --json > "$w/export.json"
-    "$bin" eval "$w/out" --text "$held" --split paragraphs --max-docs 200 --reference "$model" \
+    rm -rf "$w.out"
+    "$bin" -q export "$model" --work "$w" -o "$w.out" --passes "$passes" --json > "$w/export.json"
+    "$bin" eval "$w.out" --text "$held" --split paragraphs --max-docs 200 --reference "$model" \
       --json 2> /dev/null > "$w/eval.json"
     local i=0
     for t in "${ood[@]}"; do
       i=$((i + 1)); echo '{"mean_kl": null}' > "$w/ood$i.json"
-      [[ "$m" == stories260K ]] && "$bin" eval "$w/out" --text "$t" --split "${ood_split[$((i - 1))]}" \
+      [[ "$m" == stories260K ]] && "$bin" eval "$w.out" --text "$t" --split "${ood_split[$((i - 1))]}" \
         --max-docs 200 --reference "$model" --json 2> /dev/null > "$w/ood$i.json"
     done
     python3 - "$w" "$m" "$label" "$base" <<'PY'
