@@ -487,6 +487,7 @@ nlohmann::json ProbeInputs::ToJson() const {
   if (block_cost && block_layers != 2) j["block_layers"] = block_layers;
   if (block_cost && block_samples > 0 && block_samples < samples)
     j["block_samples"] = block_samples;
+  if (sample_block > 0 && sample_block < samples) j["sample_block"] = sample_block;
   return j;
 }
 

@@ -134,6 +134,7 @@ struct ProbeInputs {
   bool block_frozen_routing = false;  // ... with the routing frozen (an ablation)
   int64_t block_layers = 2;           // ... through this many layers (ProbeOptions)
   int64_t block_samples = 0;          // ... re-running this many samples (0: all)
+  int64_t sample_block = 0;           // samples per block of the canonical sums (0: one)
   nlohmann::json ToJson() const;
 };
 

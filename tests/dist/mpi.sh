@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The probe across MPI ranks (DESIGN §9 "Data parallelism"), with the MPI build's binary:
+#   - `mpirun -np R` for R = 1, 2, 3 writes a work dir byte-identical (probe.json, every unit,
+#     the calibration samples) to the build without MPI (PQ_PLAIN_BIN) given the same
+#     --sample-block, with the default export-aware pricing (Hessians folded too);
+#   - the same for a trained MoE (qwen3_moe) with --block off;
+#   - the block size changes the bits (so the comparisons above can fail), and more ranks
+#     than sample blocks, or another command than probe, are refused with a message;
+#   - rank 0 alone prints;
+#   - one rank killed with SIGKILL mid-run: non-zero exit, no probe.json, and a rerun with
+#     another R resumes to the same bytes.
+# stories260K (models/). Prints "N passed, N failed"; exits non-zero on any failure.
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
+pq_setup dist_mpi probe
+plain="${PQ_PLAIN_BIN:-$src/build/release/tools/prismaquant/prismaquant}"
+if [[ ! -x "$plain" ]]; then
+  echo "dist_mpi: the build without MPI is needed at '$plain' (PQ_PLAIN_BIN)" >&2
+  exit 1
+fi
+command -v mpirun > /dev/null || { echo "dist_mpi: no mpirun (scripts/deps.sh --test)" >&2; exit 1; }
+model="$src/models/stories260K"
+mpi=(mpirun --oversubscribe --allow-run-as-root --bind-to none)
+export OMPI_MCA_btl_vader_single_copy_mechanism=none  # containers without CMA
+
+probe() {  # probe BIN WORK SAMPLES BLOCK
+  "$1" probe "$model" --calib "$text" --work "$2" --samples "$3" --seqlen 64 --threads 1 \
+    --sample-block "$4"
+}
+same() {  # same NAME DIR_A DIR_B
+  if d=$(diff -r "$2" "$3" 2>&1); then ok "$1"; else bad "$1: $(head -3 <<< "$d" | tr '\n' ' ')"; fi
+}
+
+# Byte identity across R and against the build without MPI.
+probe "$plain" "$work/plain" 6 2 > "$work/plain.out" 2>&1 || bad "plain probe: $(cat "$work/plain.out")"
+for r in 1 2 3; do
+  if "${mpi[@]}" -np "$r" "$bin" probe "$model" --calib "$text" --work "$work/r$r" --samples 6 \
+    --seqlen 64 --threads 1 --sample-block 2 > "$work/r$r.out" 2> "$work/r$r.err"; then
+    same "R=$r: work dir identical to the build without MPI" "$work/plain" "$work/r$r"
+  else
+    bad "R=$r failed: $(tail -3 "$work/r$r.err")"
+  fi
+done
+n=$(grep -c '^wrote ' "$work/r3.out")
+[[ $n -eq 1 ]] && ok "R=3: one rank printed the result" || bad "R=3: $n 'wrote' lines"
+# Progress: one rank's lines (each finishing line once); per-rank times from rank 0 only.
+f=$(grep -c '^forward .*100%' "$work/r3.err") b=$(grep -c '^backward .*100%' "$work/r3.err")
+t=$(grep -c '^probe: rank [0-2] of 3: .* s, compute .* reduction .* cpu' "$work/r3.err")
+[[ $f -eq 1 && $b -eq 1 && $t -eq 3 ]] && ok "R=3: ranks 1, 2 quiet; rank 0 logs the 3 ranks' times" ||
+  bad "R=3 stderr: $f forward, $b backward, $t time lines: $(cat "$work/r3.err")"
+
+# A trained MoE (qwen3_moe: experts no sample of a rank may reach, routed counts, per-expert
+# Hessians) without block pricing, which is not data-parallel yet (refused).
+moe="$src/models/trained/qwen3_moe"
+"$plain" probe "$moe" --calib "$text" --work "$work/moe" --samples 6 --seqlen 64 --threads 1 \
+  --sample-block 2 --block off > /dev/null 2>&1 || bad "plain MoE probe failed"
+for r in 2 3; do
+  "${mpi[@]}" -np "$r" "$bin" probe "$moe" --calib "$text" --work "$work/moe$r" --samples 6 \
+    --seqlen 64 --threads 1 --sample-block 2 --block off > /dev/null 2>&1 &&
+    same "MoE, R=$r: work dir identical to the build without MPI" "$work/moe" "$work/moe$r" ||
+    bad "MoE, R=$r failed"
+done
+err=$("${mpi[@]}" -np 2 "$bin" probe "$moe" --calib "$text" --work "$work/moex" --samples 6 \
+  --seqlen 64 --sample-block 2 2>&1); rc=$?
+[[ $rc -ne 0 && "$err" == *"block pricing is not data-parallel"* ]] &&
+  ok "MoE block pricing across ranks: refused" || bad "MoE block pricing: rc=$rc $err"
+
+# The block size is folded in, so a wrong fold would show.
+probe "$plain" "$work/plain1" 6 1 > /dev/null 2>&1 || bad "plain probe with blocks of 1"
+cmp -s "$work/plain/probe.json" "$work/plain1/probe.json" &&
+  bad "blocks of 1 and 2 samples gave the same probe.json (the comparisons could not fail)" ||
+  ok "blocks of 1 and 2 samples differ in probe.json"
+"${mpi[@]}" -np 2 "$bin" probe "$model" --calib "$text" --work "$work/r2b1" --samples 6 \
+  --seqlen 64 --threads 1 --sample-block 1 > /dev/null 2>&1 &&
+  same "R=2, blocks of 1: identical to the build without MPI" "$work/plain1" "$work/r2b1" ||
+  bad "R=2 with blocks of 1 failed"
+
+# Refusals.
+err=$("${mpi[@]}" -np 2 "$bin" probe "$model" --calib "$text" --work "$work/x" --samples 6 \
+  --seqlen 64 2>&1); rc=$?
+[[ $rc -ne 0 && "$err" == *"of 2: error"*"sample block"* && ! -e "$work/x/probe.json" ]] &&
+  ok "2 ranks, one sample block: refused (rc $rc)" || bad "one block, 2 ranks: rc=$rc $err"
+err=$("${mpi[@]}" -np 2 "$bin" eval "$model" --text "$text" --max-docs 2 2>&1); rc=$?
+[[ $rc -ne 0 && "$err" == *"only \`probe\`"* ]] && ok "eval across ranks: refused" ||
+  bad "eval across ranks: rc=$rc $err"
+
+# A rank killed mid-run (SIGKILL): the job fails, nothing final written, a rerun resumes.
+killed=0
+for n in 48 96; do
+  rm -rf "$work/k"
+  "${mpi[@]}" -np 2 "$bin" -q probe "$model" --calib "$text" --work "$work/k" --samples "$n" \
+    --seqlen 256 --threads 1 --sample-block 8 --passes rtn > "$work/k.out" 2>&1 &
+  launcher=$!
+  while kill -0 "$launcher" 2> /dev/null && [[ ! -d "$work/k/probe/layer_0004" ]]; do sleep 0.02; done
+  rank1=""
+  for p in $(pgrep -P "$launcher"); do
+    grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$p/environ" 2> /dev/null && rank1=$p
+  done
+  [[ -n $rank1 ]] && kill -9 "$rank1" 2> /dev/null
+  wait "$launcher"; rc=$?
+  if [[ -n $rank1 && $rc -ne 0 && ! -e "$work/k/probe.json" && -d "$work/k/probe/layer_0004" &&
+        ! -d "$work/k/probe/layer_0000" ]]; then
+    killed=1; break
+  fi
+done
+((killed)) && ok "rank 1 killed after $(ls -d "$work"/k/probe/layer_* | wc -l) of 5 layers: exit $rc, no probe.json" ||
+  bad "could not kill a rank mid-run (rc=${rc:-?}): $(tail -3 "$work/k.out")"
+"${mpi[@]}" -np 3 "$bin" probe "$model" --calib "$text" --work "$work/k" --samples "$n" --seqlen 256 \
+  --threads 1 --sample-block 8 --passes rtn > "$work/k2.out" 2>&1 && grep -q resumed "$work/k2.out" &&
+  ok "rerun with R=3 resumed" || bad "rerun with R=3: $(tail -3 "$work/k2.out")"
+"$plain" probe "$model" --calib "$text" --work "$work/kref" --samples "$n" --seqlen 256 \
+  --threads 1 --sample-block 8 --passes rtn > /dev/null 2>&1 || bad "plain reference run"
+same "resumed work dir identical to an uninterrupted run without MPI" "$work/kref" "$work/k"
+
+echo "$pass passed, $fail failed"
+((fail == 0))
