@@ -4,8 +4,9 @@
 #     the calibration samples) to the build without MPI (PQ_PLAIN_BIN) given the same
 #     --sample-block, with the default export-aware pricing (Hessians folded too);
 #   - the same for a trained MoE (qwen3_moe) with --block off;
+#   - eval (NLL and KL) across R = 2, 3 prints the same JSON as the build without MPI;
 #   - the block size changes the bits (so the comparisons above can fail), and more ranks
-#     than sample blocks, or another command than probe, are refused with a message;
+#     than sample blocks, or a command not yet data-parallel (export), are refused with a message;
 #   - rank 0 alone prints;
 #   - one rank killed with SIGKILL mid-run: non-zero exit, no probe.json, and a rerun with
 #     another R resumes to the same bytes.
@@ -80,9 +81,21 @@ err=$("${mpi[@]}" -np 2 "$bin" probe "$model" --calib "$text" --work "$work/x" -
   --seqlen 64 2>&1); rc=$?
 [[ $rc -ne 0 && "$err" == *"of 2: error"*"sample block"* && ! -e "$work/x/probe.json" ]] &&
   ok "2 ranks, one sample block: refused (rc $rc)" || bad "one block, 2 ranks: rc=$rc $err"
-err=$("${mpi[@]}" -np 2 "$bin" eval "$model" --text "$text" --max-docs 2 2>&1); rc=$?
-[[ $rc -ne 0 && "$err" == *"only \`probe\`"* ]] && ok "eval across ranks: refused" ||
-  bad "eval across ranks: rc=$rc $err"
+err=$("${mpi[@]}" -np 2 "$bin" export "$model" --uniform INT8 -o "$work/y" 2>&1); rc=$?
+[[ $rc -ne 0 && "$err" == *"only \`probe\` and \`eval\`"* && ! -e "$work/y" ]] &&
+  ok "export across ranks: refused" || bad "export across ranks: rc=$rc $err"
+
+# eval: chunks of windows split over the ranks, their sums added on rank 0 in chunk order
+# (2 chunks here: with R = 3 one rank has none). NLL and KL against the unquantized model.
+"$plain" -q export "$model" --uniform NVFP4A16 -o "$work/q" > /dev/null 2>&1 || bad "export failed"
+ev=(eval "$work/q" --text "$text" --split paragraphs --max-docs 200 --reference "$model" --json)
+"$plain" "${ev[@]}" > "$work/eval.json" 2> /dev/null || bad "plain eval failed"
+for r in 2 3; do
+  "${mpi[@]}" -np "$r" "$bin" "${ev[@]}" > "$work/eval$r.json" 2> /dev/null &&
+    cmp -s "$work/eval.json" "$work/eval$r.json" &&
+    ok "eval, R=$r: identical to the build without MPI: $(tr -d ' \n' < "$work/eval$r.json")" ||
+    bad "eval, R=$r: $(cat "$work/eval$r.json")"
+done
 
 # A rank killed mid-run (SIGKILL): the job fails, nothing final written, a rerun resumes.
 killed=0

@@ -138,7 +138,11 @@ Status AllSum(std::span<int64_t> v) {
                "Allreduce(sum)");
 }
 
-Status Gather(std::span<const float> mine, std::vector<float>& all, int root) {
+namespace {
+
+// Gather of T: sizes first, then each rank's values point to point (no int count limit).
+template <typename T>
+Status GatherOf(std::span<const T> mine, std::vector<T>& all, int root) {
   const int size = Size(), rank = Rank();
   if (size == 1) {
     all.assign(mine.begin(), mine.end());
@@ -146,34 +150,39 @@ Status Gather(std::span<const float> mine, std::vector<float>& all, int root) {
   }
   const CommTimer timer;  // Send / Recv below count twice: subtract them
   const double nested = comm_s;
-  // Sizes first, then each rank's floats point to point (no int count limit on the total).
   int64_t n = static_cast<int64_t>(mine.size());
   std::vector<int64_t> sizes(static_cast<size_t>(size));
-  PQ_RETURN_IF_ERROR(
-      Check(MPI_Gather(&n, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, MPI_COMM_WORLD),
-            "Gather"));
-  const auto bytes = [](auto s) { return std::as_writable_bytes(s); };
-  if (rank != root) {
-    const Status st = Send(std::as_bytes(mine), root);
-    comm_s = nested;
-    return st;
-  }
-  int64_t total = 0;
-  for (int64_t s : sizes) total += s;
-  all.resize(static_cast<size_t>(total));
-  size_t off = 0;
-  for (int r = 0; r < size; ++r) {
-    const auto count = static_cast<size_t>(sizes[static_cast<size_t>(r)]);
-    const std::span<float> dst = std::span(all).subspan(off, count);
-    if (r == rank) {
-      std::copy(mine.begin(), mine.end(), dst.begin());
-    } else {
-      PQ_RETURN_IF_ERROR(Recv(bytes(dst), r));
+  Status st = Check(
+      MPI_Gather(&n, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, MPI_COMM_WORLD), "Gather");
+  if (st.ok() && rank != root) st = Send(std::as_bytes(mine), root);
+  if (st.ok() && rank == root) {
+    int64_t total = 0;
+    for (int64_t s : sizes) total += s;
+    all.resize(static_cast<size_t>(total));
+    size_t off = 0;
+    for (int r = 0; r < size && st.ok(); ++r) {
+      const auto count = static_cast<size_t>(sizes[static_cast<size_t>(r)]);
+      const std::span<T> dst = std::span(all).subspan(off, count);
+      if (r == rank) {
+        std::copy(mine.begin(), mine.end(), dst.begin());
+      } else {
+        st = Recv(std::as_writable_bytes(dst), r);
+      }
+      off += count;
     }
-    off += count;
   }
   comm_s = nested;
-  return Status::Ok();
+  return st;
+}
+
+}  // namespace
+
+Status Gather(std::span<const float> mine, std::vector<float>& all, int root) {
+  return GatherOf(mine, all, root);
+}
+
+Status Gather(std::span<const double> mine, std::vector<double>& all, int root) {
+  return GatherOf(mine, all, root);
 }
 
 double CommSeconds() { return comm_s; }
@@ -192,6 +201,10 @@ Status Recv(std::span<std::byte>, int) { return Internal("Recv: no other rank");
 Status AllMax(std::span<float>) { return Status::Ok(); }
 Status AllSum(std::span<int64_t>) { return Status::Ok(); }
 Status Gather(std::span<const float> mine, std::vector<float>& all, int) {
+  all.assign(mine.begin(), mine.end());
+  return Status::Ok();
+}
+Status Gather(std::span<const double> mine, std::vector<double>& all, int) {
   all.assign(mine.begin(), mine.end());
   return Status::Ok();
 }

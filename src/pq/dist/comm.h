@@ -40,6 +40,7 @@ Status AllMax(std::span<float> v);
 Status AllSum(std::span<int64_t> v);
 // Every rank's `mine` concatenated in rank order, on `root` (other ranks: `all` untouched).
 Status Gather(std::span<const float> mine, std::vector<float>& all, int root);
+Status Gather(std::span<const double> mine, std::vector<double>& all, int root);
 
 // Wall seconds this rank spent in the calls above (waiting for other ranks included); 0
 // without MPI. Not collective.
