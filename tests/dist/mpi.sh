@@ -3,7 +3,8 @@
 #   - `mpirun -np R` for R = 1, 2, 3 writes a work dir byte-identical (probe.json, every unit,
 #     the calibration samples) to the build without MPI (PQ_PLAIN_BIN) given the same
 #     --sample-block, with the default export-aware pricing (Hessians folded too);
-#   - the same for a trained MoE (qwen3_moe) with --block off;
+#   - the same for a trained MoE (qwen3_moe) and the hybrid (qwen3_5_moe: DeltaNet, experts,
+#     the MTP head) with --block off;
 #   - eval (NLL and KL) across R = 2, 3 prints the same JSON as the build without MPI;
 #   - the block size changes the bits (so the comparisons above can fail), and more ranks
 #     than sample blocks, or a command not yet data-parallel (export), are refused with a message;
@@ -55,12 +56,20 @@ t=$(grep -c '^probe: rank [0-2] of 3: .* s, compute .* reduction .* cpu' "$work/
 moe="$src/models/trained/qwen3_moe"
 "$plain" probe "$moe" --calib "$text" --work "$work/moe" --samples 6 --seqlen 64 --threads 1 \
   --sample-block 2 --block off > /dev/null 2>&1 || bad "plain MoE probe failed"
-for r in 2 3; do
-  "${mpi[@]}" -np "$r" "$bin" probe "$moe" --calib "$text" --work "$work/moe$r" --samples 6 \
-    --seqlen 64 --threads 1 --sample-block 2 --block off > /dev/null 2>&1 &&
-    same "MoE, R=$r: work dir identical to the build without MPI" "$work/moe" "$work/moe$r" ||
-    bad "MoE, R=$r failed"
-done
+"${mpi[@]}" -np 2 "$bin" probe "$moe" --calib "$text" --work "$work/moe2" --samples 6 \
+  --seqlen 64 --threads 1 --sample-block 2 --block off > /dev/null 2>&1 &&
+  same "MoE, R=2: work dir identical to the build without MPI" "$work/moe" "$work/moe2" ||
+  bad "MoE, R=2 failed"
+# The hybrid (Gated DeltaNet, gated attention, experts, the MTP head with its own objective).
+hyb="$src/models/trained/qwen3_5_moe"
+"$plain" probe "$hyb" --calib "$text" --work "$work/hyb" --samples 6 --seqlen 64 --threads 1 \
+  --sample-block 2 --block off > /dev/null 2>&1 || bad "plain hybrid probe failed"
+"${mpi[@]}" -np 3 "$bin" probe "$hyb" --calib "$text" --work "$work/hyb3" --samples 6 \
+  --seqlen 64 --threads 1 --sample-block 2 --block off > /dev/null 2>&1 &&
+  same "hybrid MoE with MTP, R=3: work dir identical to the build without MPI" "$work/hyb" \
+    "$work/hyb3" || bad "hybrid, R=3 failed"
+grep -q '"mtp_nll"' "$work/hyb3/probe.json" && [[ -d "$work/hyb3/probe/layer_0004" ]] &&
+  ok "hybrid: the MTP head (unit 4 after layers 0-3) was probed" || bad "hybrid: no MTP unit"
 err=$("${mpi[@]}" -np 2 "$bin" probe "$moe" --calib "$text" --work "$work/moex" --samples 6 \
   --seqlen 64 --sample-block 2 2>&1); rc=$?
 [[ $rc -ne 0 && "$err" == *"block pricing is not data-parallel"* ]] &&

@@ -3,6 +3,7 @@
 //   e = RMSNorm_{1+w}(embed(x_{t+1})),  h = RMSNorm_{1+w}(RMSNorm_final(body_t))
 //   u = fc([e ; h]),  u' = DecoderLayer_L(u),  logits = lm_head(RMSNorm_{1+w}(u'))  -> x_{t+2}
 #include <optional>
+#include <utility>
 
 #include "pq/compute/ops.h"
 #include "pq/core/log.h"
@@ -68,9 +69,15 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
   const model::LayerWeights& lw = weights.layer ? *weights.layer : own_layer;
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
   HeadResult r;
+  double block_nll = 0;
+  const auto end_block = [&](size_t s) {  // after sequence s (RunnerOptions::sample_block)
+    if (EndsBlock(s)) r.block_nll.push_back(std::exchange(block_nll, 0.0));
+    BlockEnd(s);
+  };
   std::optional<Progress> progress;
   if (opt_.progress && backward) progress.emplace("mtp head", seqs_.size());
   for (size_t s = 0; s < seqs_.size(); ++s) {
+    if (s > 0) end_block(s - 1);
     if (progress && s > 0) progress->Advance();
     const Sequence& seq = seqs_[s];
     const int64_t t = static_cast<int64_t>(seq.ids.size()) - 2;
@@ -96,6 +103,7 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     for (int64_t i = 0; i < t; ++i) {
       if (targets[static_cast<size_t>(i)] < 0) continue;
       r.nll_sum += nll[static_cast<size_t>(i)];
+      block_nll += nll[static_cast<size_t>(i)];
       ++r.scored;
     }
     if (!backward) continue;
@@ -104,6 +112,7 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     model::DecoderLayerBackward(c, lw, rope, u, acts, dy, du, lens, observer);
     model::LinearBackward(du, x, mw.fc, dx, t, observer);
   }
+  if (!seqs_.empty()) end_block(seqs_.size() - 1);
   if (progress) {
     progress->Advance();
     progress->Finish();

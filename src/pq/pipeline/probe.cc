@@ -114,8 +114,6 @@ Status SplitSamples(ProbeContext& c) {
   }
   if (dist::Size() == 1) return Status::Ok();
   const model::ModelLayout& layout = c.layout();
-  if (layout.has_mtp())
-    return Unimplemented("probe across MPI ranks: the MTP head is not data-parallel yet");
   if (c.o.block_cost)
     for (int64_t l = 0; l < layout.num_layers; ++l)
       if (c.src->config().IsMoeLayer(l))
@@ -195,16 +193,22 @@ Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::ProbeObse
   PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, c.src->LoadHead());
   const engine::MtpParts parts{&mtp, &mw, &hw};  // loaded once for the three passes
   PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &probe, parts).status());  // input amax
+  PQ_RETURN_IF_ERROR(ReduceInputAmax(probe, c.layout()));
   std::vector<const model::LinearWeights*> linears = LayerLinears(mw);
   linears.push_back(&mtp.fc);
   if (c.o.passes == quant::Passes::kRtn) {
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
   } else {
     engine::HessianObserver h = c.WantHessians(linears);
+    c.reduce.Collect([&](dist::Sums& s) { h.AddSums(s); });
     PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &h, parts).status());
+    PQ_RETURN_IF_ERROR(c.reduce.Finish(/*everywhere=*/true));
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
   }
+  c.reduce.Collect([&](dist::Sums& s) { probe.AddSums(s); });
   PQ_ASSIGN_OR_RETURN(engine::HeadResult mr, runner.Mtp(nullptr, true, 1.0, &probe, parts));
+  PQ_RETURN_IF_ERROR(ReduceHeadNll(mr));
+  PQ_RETURN_IF_ERROR(c.reduce.Finish(/*everywhere=*/false));
   PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
   ProbeUnit unit;
   unit.layer = layers;
