@@ -4,14 +4,14 @@
 #     the calibration samples) to the build without MPI (PQ_PLAIN_BIN) given the same
 #     --sample-block, with the default export-aware pricing (Hessians folded too);
 #   - the same for a trained MoE (qwen3_moe) and the hybrid (qwen3_5_moe: DeltaNet, experts,
-#     the MTP head) with --block off;
+#     the MTP head), MoE block pricing included;
 #   - eval (NLL and KL) across R = 2, 3 prints the same JSON as the build without MPI;
 #   - the block size changes the bits (so the comparisons above can fail), and more ranks
 #     than sample blocks, or a command not yet data-parallel (export), are refused with a message;
 #   - rank 0 alone prints;
-#   - one rank killed with SIGKILL mid-run: non-zero exit, no probe.json, and a rerun with
-#     another R resumes to the same bytes.
-# stories260K (models/). Prints "N passed, N failed"; exits non-zero on any failure.
+#   - one rank of the hybrid killed with SIGKILL mid-run: non-zero exit, no probe.json, and a
+#     rerun with another R resumes to the same bytes.
+# stories260K (models/) and the trained fixtures (models/trained). Prints "N passed, N failed"; exits non-zero on any failure.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
 pq_setup dist_mpi probe
@@ -52,28 +52,27 @@ t=$(grep -c '^probe: rank [0-2] of 3: .* s, compute .* reduction .* cpu' "$work/
   bad "R=3 stderr: $f forward, $b backward, $t time lines: $(cat "$work/r3.err")"
 
 # A trained MoE (qwen3_moe: experts no sample of a rank may reach, routed counts, per-expert
-# Hessians) without block pricing, which is not data-parallel yet (refused).
-moe="$src/models/trained/qwen3_moe"
-"$plain" probe "$moe" --calib "$text" --work "$work/moe" --samples 6 --seqlen 64 --threads 1 \
-  --sample-block 2 --block off > /dev/null 2>&1 || bad "plain MoE probe failed"
-"${mpi[@]}" -np 2 "$bin" probe "$moe" --calib "$text" --work "$work/moe2" --samples 6 \
-  --seqlen 64 --threads 1 --sample-block 2 --block off > /dev/null 2>&1 &&
-  same "MoE, R=2: work dir identical to the build without MPI" "$work/moe" "$work/moe2" ||
-  bad "MoE, R=2 failed"
-# The hybrid (Gated DeltaNet, gated attention, experts, the MTP head with its own objective).
-hyb="$src/models/trained/qwen3_5_moe"
-"$plain" probe "$hyb" --calib "$text" --work "$work/hyb" --samples 6 --seqlen 64 --threads 1 \
-  --sample-block 2 --block off > /dev/null 2>&1 || bad "plain hybrid probe failed"
-"${mpi[@]}" -np 3 "$bin" probe "$hyb" --calib "$text" --work "$work/hyb3" --samples 6 \
-  --seqlen 64 --threads 1 --sample-block 2 --block off > /dev/null 2>&1 &&
-  same "hybrid MoE with MTP, R=3: work dir identical to the build without MPI" "$work/hyb" \
-    "$work/hyb3" || bad "hybrid, R=3 failed"
+# Hessians) and the hybrid (Gated DeltaNet, gated attention, experts, the MTP head), both with
+# the MoE units priced at the block output (router re-run, routing changes, a window of two
+# layers).
+moe="$src/models/trained/qwen3_moe" hyb="$src/models/trained/qwen3_5_moe"
+for m in moe:2 hyb:3; do
+  name=${m%%:*} r=${m#*:} path=${!name}
+  "$plain" probe "$path" --calib "$text" --work "$work/$name" --samples 6 --seqlen 64 \
+    --threads 1 --sample-block 2 > /dev/null 2>&1 || bad "plain $name probe failed"
+  "${mpi[@]}" -np "$r" "$bin" probe "$path" --calib "$text" --work "$work/$name$r" --samples 6 \
+    --seqlen 64 --threads 1 --sample-block 2 > /dev/null 2>&1 &&
+    same "$name, R=$r: work dir identical to the build without MPI" "$work/$name" \
+      "$work/$name$r" || bad "$name, R=$r failed"
+done
+grep -q '"routing_changes": [1-9]' "$work/hyb3/probe.json" &&
+  ok "hybrid: block pricing saw routing changes" || bad "hybrid: no routing changes priced"
 grep -q '"mtp_nll"' "$work/hyb3/probe.json" && [[ -d "$work/hyb3/probe/layer_0004" ]] &&
   ok "hybrid: the MTP head (unit 4 after layers 0-3) was probed" || bad "hybrid: no MTP unit"
 err=$("${mpi[@]}" -np 2 "$bin" probe "$moe" --calib "$text" --work "$work/moex" --samples 6 \
-  --seqlen 64 --sample-block 2 2>&1); rc=$?
-[[ $rc -ne 0 && "$err" == *"block pricing is not data-parallel"* ]] &&
-  ok "MoE block pricing across ranks: refused" || bad "MoE block pricing: rc=$rc $err"
+  --seqlen 64 --sample-block 2 --block-samples 2 2>&1); rc=$?
+[[ $rc -ne 0 && "$err" == *"--block-samples is not data-parallel"* ]] &&
+  ok "--block-samples across ranks: refused" || bad "--block-samples: rc=$rc $err"
 
 # The block size is folded in, so a wrong fold would show.
 probe "$plain" "$work/plain1" 6 1 > /dev/null 2>&1 || bad "plain probe with blocks of 1"
@@ -106,32 +105,33 @@ for r in 2 3; do
     bad "eval, R=$r: $(cat "$work/eval$r.json")"
 done
 
-# A rank killed mid-run (SIGKILL): the job fails, nothing final written, a rerun resumes.
+# A rank killed mid-run (SIGKILL): the job fails, nothing final written, and a rerun with
+# another R resumes — on the hybrid, whose block windows keep gradients above a layer.
 killed=0
-for n in 48 96; do
+for n in 16 48; do
   rm -rf "$work/k"
-  "${mpi[@]}" -np 2 "$bin" -q probe "$model" --calib "$text" --work "$work/k" --samples "$n" \
-    --seqlen 256 --threads 1 --sample-block 8 --passes rtn > "$work/k.out" 2>&1 &
+  "${mpi[@]}" -np 2 "$bin" -q probe "$hyb" --calib "$text" --work "$work/k" --samples "$n" \
+    --seqlen 64 --threads 1 --sample-block 4 > "$work/k.out" 2>&1 &
   launcher=$!
-  while kill -0 "$launcher" 2> /dev/null && [[ ! -d "$work/k/probe/layer_0004" ]]; do sleep 0.02; done
+  while kill -0 "$launcher" 2> /dev/null && [[ ! -d "$work/k/probe/layer_0002" ]]; do sleep 0.02; done
   rank1=""
   for p in $(pgrep -P "$launcher"); do
     grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$p/environ" 2> /dev/null && rank1=$p
   done
   [[ -n $rank1 ]] && kill -9 "$rank1" 2> /dev/null
   wait "$launcher"; rc=$?
-  if [[ -n $rank1 && $rc -ne 0 && ! -e "$work/k/probe.json" && -d "$work/k/probe/layer_0004" &&
+  if [[ -n $rank1 && $rc -ne 0 && ! -e "$work/k/probe.json" && -d "$work/k/probe/layer_0002" &&
         ! -d "$work/k/probe/layer_0000" ]]; then
     killed=1; break
   fi
 done
-((killed)) && ok "rank 1 killed after $(ls -d "$work"/k/probe/layer_* | wc -l) of 5 layers: exit $rc, no probe.json" ||
+((killed)) && ok "rank 1 killed after units $(ls -d "$work"/k/probe/layer_* | xargs -n1 basename | tr '\n' ' ')(exit $rc), no probe.json" ||
   bad "could not kill a rank mid-run (rc=${rc:-?}): $(tail -3 "$work/k.out")"
-"${mpi[@]}" -np 3 "$bin" probe "$model" --calib "$text" --work "$work/k" --samples "$n" --seqlen 256 \
-  --threads 1 --sample-block 8 --passes rtn > "$work/k2.out" 2>&1 && grep -q resumed "$work/k2.out" &&
+"${mpi[@]}" -np 3 "$bin" probe "$hyb" --calib "$text" --work "$work/k" --samples "$n" --seqlen 64 \
+  --threads 1 --sample-block 4 > "$work/k2.out" 2>&1 && grep -q resumed "$work/k2.out" &&
   ok "rerun with R=3 resumed" || bad "rerun with R=3: $(tail -3 "$work/k2.out")"
-"$plain" probe "$model" --calib "$text" --work "$work/kref" --samples "$n" --seqlen 256 \
-  --threads 1 --sample-block 8 --passes rtn > /dev/null 2>&1 || bad "plain reference run"
+"$plain" probe "$hyb" --calib "$text" --work "$work/kref" --samples "$n" --seqlen 64 \
+  --threads 1 --sample-block 4 > /dev/null 2>&1 || bad "plain reference run"
 same "resumed work dir identical to an uninterrupted run without MPI" "$work/kref" "$work/k"
 
 echo "$pass passed, $fail failed"

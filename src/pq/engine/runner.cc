@@ -41,6 +41,13 @@ Runner::Runner(const model::WeightSource& source, std::span<const Sequence> seqs
   }
 }
 
+std::vector<size_t> Runner::BlockRows() const {
+  std::vector<size_t> rows = {0};
+  for (size_t s = 0; s < seqs_.size(); ++s)
+    if (EndsBlock(s)) rows.push_back(offsets_[s] + seqs_[s].ids.size());
+  return rows;
+}
+
 bool Runner::EndsBlock(size_t s) const {
   if (s + 1 == seqs_.size()) return true;
   const int64_t b = opt_.sample_block;

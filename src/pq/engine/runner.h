@@ -173,6 +173,8 @@ class Runner {
   // Whether the stored boundaries went to the spill file.
   bool spilled() const { return store_.spilled(); }
   size_t offset(size_t seq) const { return offsets_[seq]; }
+  // The first token row of each sample block (RunnerOptions::sample_block), then the end row.
+  std::vector<size_t> BlockRows() const;
   size_t sequences() const { return seqs_.size(); }
 
  private:

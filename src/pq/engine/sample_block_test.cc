@@ -119,7 +119,9 @@ TEST(SampleBlocks, FoldedHessianIsTheLeftFoldOfTheBlocksRunApart) {
     Runner runner(*src, part, ro);
     EXPECT_TRUE(runner.Forward(true).ok());
     EXPECT_TRUE(runner.ObserveLayer(1, *w, h, 4096).ok());
-    if (fold) EXPECT_TRUE(bf.Finish(sums, true).ok());
+    if (fold) {
+      EXPECT_TRUE(bf.Finish(sums, true).ok());
+    }
     return h.Find(q.module)->h;
   };
   const std::vector<float> folded = hessian(seqs, 2, true);
