@@ -6,8 +6,11 @@
 #   - the same for a trained MoE (qwen3_moe) and the hybrid (qwen3_5_moe: DeltaNet, experts,
 #     the MTP head), MoE block pricing included;
 #   - eval (NLL and KL) across R = 2, 3 prints the same JSON as the build without MPI;
+#   - export --work (GPTQ on Hessians folded over blocks and ranks) across R = 2, 3 writes the
+#     same checkpoint as the build without MPI (stories260K, qwen3_moe);
 #   - the block size changes the bits (so the comparisons above can fail), and more ranks
-#     than sample blocks, or a command not yet data-parallel (export), are refused with a message;
+#     than sample blocks, or a command not data-parallel (allocate, export --uniform), are
+#     refused with a message;
 #   - rank 0 alone prints;
 #   - one rank of the hybrid killed with SIGKILL mid-run: non-zero exit, no probe.json, and a
 #     rerun with another R resumes to the same bytes.
@@ -90,8 +93,26 @@ err=$("${mpi[@]}" -np 2 "$bin" probe "$model" --calib "$text" --work "$work/x" -
 [[ $rc -ne 0 && "$err" == *"of 2: error"*"sample block"* && ! -e "$work/x/probe.json" ]] &&
   ok "2 ranks, one sample block: refused (rc $rc)" || bad "one block, 2 ranks: rc=$rc $err"
 err=$("${mpi[@]}" -np 2 "$bin" export "$model" --uniform INT8 -o "$work/y" 2>&1); rc=$?
-[[ $rc -ne 0 && "$err" == *"only \`probe\` and \`eval\`"* && ! -e "$work/y" ]] &&
-  ok "export across ranks: refused" || bad "export across ranks: rc=$rc $err"
+[[ $rc -ne 0 && "$err" == *"data-free: run it with one process"* && ! -e "$work/y" ]] &&
+  ok "export --uniform across ranks: refused" || bad "export --uniform across ranks: rc=$rc $err"
+err=$("${mpi[@]}" -np 2 "$bin" allocate --work "$work/plain" --target-bits 6 2>&1); rc=$?
+[[ $rc -ne 0 && "$err" == *"only \`probe\`, \`eval\` and \`export --work\`"* ]] &&
+  ok "allocate across ranks: refused" || bad "allocate across ranks: rc=$rc $err"
+
+# export --work: the Hessians of each layer folded over the probe's sample blocks and the ranks,
+# every rank quantizing the same weights; rank 0 writes the checkpoint.
+for m in model:plain:3 moe:moe:2; do
+  IFS=: read -r var w r <<< "$m"
+  "$plain" -q allocate --work "$work/$w" --target-bits 6 > /dev/null 2>&1 || bad "allocate $w"
+  "$plain" -q export "${!var}" --work "$work/$w" -o "$work/$w-ckpt" > /dev/null 2>&1 ||
+    bad "plain export of $w failed"
+  "${mpi[@]}" -np "$r" "$bin" export "${!var}" --work "$work/$w" -o "$work/$w-ckpt$r" \
+    > "$work/x.out" 2> /dev/null &&
+    same "export of $w, R=$r: checkpoint identical to the build without MPI" "$work/$w-ckpt" \
+      "$work/$w-ckpt$r" || bad "export of $w, R=$r failed"
+  grep -q 'Linears calibrated' "$work/x.out" && ok "export of $w: $(grep -o '[0-9]* Linears calibrated' "$work/x.out")" ||
+    bad "export of $w printed: $(cat "$work/x.out")"
+done
 
 # eval: chunks of windows split over the ranks, their sums added on rank 0 in chunk order
 # (2 chunks here: with R = 3 one rank has none). NLL and KL against the unquantized model.

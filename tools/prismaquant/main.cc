@@ -41,9 +41,10 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "Only print errors and the final result");
   app.parse_complete_callback([&] {
     if (quiet || pq::dist::Rank() != 0) pq::SetLogLevel(pq::LogLevel::kQuiet);
-    if (pq::dist::Size() > 1 && !app.got_subcommand("probe") && !app.got_subcommand("eval"))
+    if (pq::dist::Size() > 1 && !app.got_subcommand("probe") && !app.got_subcommand("eval") &&
+        !app.got_subcommand("export"))
       pq::dist::Abort(
-          "only `probe` and `eval` run across MPI ranks so far: run the other "
+          "only `probe`, `eval` and `export --work` run across MPI ranks so far: run the other "
           "commands with one process",
           2);
   });

@@ -63,6 +63,7 @@ void Runner::RunLayer(const model::LayerWeights& w, const model::RopeCache& rope
     const size_t off = b.offset * d, n = static_cast<size_t>(b.tokens) * d;
     model::DecoderLayerForward(c, w, rope, h.subspan(off, n), next.subspan(off, n), b.lens, nullptr,
                                observer);
+    BlockEnd(LastSequence(b.offset, b.lens));
   }
 }
 

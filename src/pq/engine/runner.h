@@ -44,9 +44,9 @@ struct RunnerOptions {
   uint64_t head_chunk_bytes = 64ull << 20;
   // Sample blocks (dist/block_fold.h): the sequences are samples first_sample, first_sample+1,
   // ... of a run cut into blocks of sample_block samples (0: one block). No batch crosses a
-  // block, and on_block_end(last) runs after each block's last sequence in Head, Mtp,
-  // ObserveLayer and BackwardFrom (last: the runner's last block), where sums over samples are
-  // folded.
+  // block, and on_block_end(last) runs after each block's last sequence in Forward's layer
+  // passes, Head, Mtp, ObserveLayer and BackwardFrom (last: the runner's last block), where
+  // sums over samples are folded.
   int64_t sample_block = 0;
   int64_t first_sample = 0;
   std::function<void(bool last)> on_block_end;

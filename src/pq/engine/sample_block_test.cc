@@ -1,8 +1,8 @@
 // Sample blocks of the runner (RunnerOptions::sample_block, DESIGN §7): batches never cross a
 // block, on_block_end runs after each block's last sequence (last = the runner's last block)
-// in Head, ObserveLayer and BackwardFrom, the head's NLL comes per block, and a Hessian folded
-// over the blocks (dist::BlockFold) is bit for bit the left fold of the blocks run apart — what
-// ranks that each own some blocks compute.
+// in Forward, Head, ObserveLayer and BackwardFrom, the head's NLL comes per block, and a
+// Hessian folded over the blocks (dist::BlockFold) is bit for bit the left fold of the blocks
+// run apart — what ranks that each own some blocks compute.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -60,6 +60,9 @@ TEST(SampleBlocks, BatchesStopAtBlocksAndEachBlockEnds) {
   ro.on_block_end = [&](bool last) { ends.emplace_back(log.rows.size(), last); };
   Runner runner(*src, seqs, ro);
   ASSERT_TRUE(runner.Forward(true).ok());
+  const size_t layers = static_cast<size_t>(src->config().num_layers);
+  EXPECT_EQ(ends.size(), 3 * layers);  // every layer pass of the forward sweep
+  ends.clear();
   auto w = src->LoadLayer(0);
   ASSERT_TRUE(w.ok());
   log.module = w->q.module;
@@ -78,7 +81,6 @@ TEST(SampleBlocks, BatchesStopAtBlocksAndEachBlockEnds) {
   ends.clear();
   log.rows.clear();
   ASSERT_TRUE(runner.Backward(&log, nullptr).ok());
-  const size_t layers = static_cast<size_t>(src->config().num_layers);
   ASSERT_EQ(ends.size(), 3 * layers);
   for (size_t i = 0; i < ends.size(); ++i) EXPECT_EQ(ends[i].second, i % 3 == 2) << i;
 }
