@@ -7,7 +7,7 @@
 #     the MTP head), MoE block pricing included;
 #   - eval (NLL and KL) across R = 2, 3 prints the same JSON as the build without MPI;
 #   - export --work (GPTQ on Hessians folded over blocks and ranks) across R = 2, 3 writes the
-#     same checkpoint as the build without MPI (stories260K, qwen3_moe);
+#     same checkpoint as the build without MPI (stories260K; the hybrid, MTP head included);
 #   - the block size changes the bits (so the comparisons above can fail), and more ranks
 #     than sample blocks, or a command not data-parallel (allocate, export --uniform), are
 #     refused with a message;
@@ -101,7 +101,7 @@ err=$("${mpi[@]}" -np 2 "$bin" allocate --work "$work/plain" --target-bits 6 2>&
 
 # export --work: the Hessians of each layer folded over the probe's sample blocks and the ranks,
 # every rank quantizing the same weights; rank 0 writes the checkpoint.
-for m in model:plain:3 moe:moe:2; do
+for m in model:plain:3 hyb:hyb:2; do
   IFS=: read -r var w r <<< "$m"
   "$plain" -q allocate --work "$work/$w" --target-bits 6 > /dev/null 2>&1 || bad "allocate $w"
   "$plain" -q export "${!var}" --work "$work/$w" -o "$work/$w-ckpt" > /dev/null 2>&1 ||

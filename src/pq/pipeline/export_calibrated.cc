@@ -52,8 +52,8 @@ std::map<std::string, float> GroupWeightScales(
 struct LayerQuantizer : engine::SweepHooks {
   LayerQuantizer(const UnitPlan& p, const std::map<std::string, const model::LinearInfo*>& i,
                  const CalibratedExportOptions& opt, const io::CheckpointReader& c,
-                 io::CheckpointWriter* w, CalibratedExportResult& r, Progress& pr, int64_t layers)
-      : plan(p), info(i), o(opt), ckpt(c), writer(w), res(r), progress(pr), num_layers(layers) {}
+                 io::CheckpointWriter* w, CalibratedExportResult& r, Progress& pr)
+      : plan(p), info(i), o(opt), ckpt(c), writer(w), res(r), progress(pr) {}
   const UnitPlan& plan;
   const std::map<std::string, const model::LinearInfo*>& info;
   const CalibratedExportOptions& o;
@@ -61,7 +61,6 @@ struct LayerQuantizer : engine::SweepHooks {
   io::CheckpointWriter* writer;  // rank 0's (null on the other MPI ranks: they write nothing)
   CalibratedExportResult& res;
   Progress& progress;
-  int64_t num_layers;
   BlockReduction reduce;  // the decoder layers' H, folded over sample blocks and ranks
   bool folding = false;
   std::map<std::string, FormatId> module_formats;
@@ -75,9 +74,8 @@ struct LayerQuantizer : engine::SweepHooks {
       if (plan.format.at(li.unit) != FormatId::kBF16) hobs.Want(*lw, li.scale_group);
     }
     if (o.passes == ExportPasses::kRtn) return nullptr;
-    // The decoder layers' passes end sample blocks (the MTP steps run as one block).
-    folding = !step.mtp_fc && step.layer < num_layers;
-    if (folding) reduce.Collect([&](dist::Sums& s) { hobs.AddSums(s); });
+    folding = true;  // every step's observe pass ends the sample blocks
+    reduce.Collect([&](dist::Sums& s) { hobs.AddSums(s); });
     return &hobs;
   }
 
@@ -159,14 +157,12 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
   PQ_ASSIGN_OR_RETURN(
       dist::SampleRange range,
       dist::RankSamples(static_cast<int64_t>(samples.size()), block, dist::Rank(), dist::Size()));
-  if (dist::Size() > 1 && layout.has_mtp() && o.passes != ExportPasses::kRtn)
-    return Unimplemented("export across MPI ranks: the MTP head is not data-parallel yet");
 
   CalibratedExportResult res;
   res.summary.out_dir = o.out;
   Progress progress(std::string("export ") + ExportPassesName(o.passes),
                     static_cast<size_t>(c.num_layers + layout.mtp_layers));
-  LayerQuantizer lq(plan, info, o, *ckpt, writer.get(), res, progress, c.num_layers);
+  LayerQuantizer lq(plan, info, o, *ckpt, writer.get(), res, progress);
   engine::RunnerOptions ro;
   ro.batch_tokens = o.batch_tokens;
   ro.progress = false;
