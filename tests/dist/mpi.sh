@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The probe across MPI ranks (DESIGN §9 "Data parallelism"), with the MPI build's binary:
+# probe, export --work and eval across MPI ranks (DESIGN §7), with the MPI build's binary:
 #   - `mpirun -np R` for R = 1, 2, 3 writes a work dir byte-identical (probe.json, every unit,
 #     the calibration samples) to the build without MPI (PQ_PLAIN_BIN) given the same
 #     --sample-block, with the default export-aware pricing (Hessians folded too);
@@ -14,7 +14,8 @@
 #   - rank 0 alone prints;
 #   - one rank of the hybrid killed with SIGKILL mid-run: non-zero exit, no probe.json, and a
 #     rerun with another R resumes to the same bytes.
-# stories260K (models/) and the trained fixtures (models/trained). Prints "N passed, N failed"; exits non-zero on any failure.
+# stories260K (models/) and the trained fixtures (models/trained). Prints "N passed, N failed";
+# exits non-zero on any failure.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
 pq_setup dist_mpi probe

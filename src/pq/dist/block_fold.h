@@ -1,4 +1,4 @@
-// The canonical reduction of sums over calibration samples (DESIGN §9 "Data parallelism").
+// The canonical reduction of sums over calibration samples (DESIGN §7).
 //
 // The samples are cut into fixed blocks of B consecutive samples (B chosen by the user, the
 // same on every build; one block when unset). Each block's statistics are accumulated from

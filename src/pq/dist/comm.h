@@ -1,4 +1,4 @@
-// The ranks of a data-parallel run (DESIGN §9 "Data parallelism"): a thin layer over MPI when
+// The ranks of a data-parallel run (DESIGN §7): a thin layer over MPI when
 // the build has it (-DPQ_MPI=ON, preset release-mpi), and the same API as a single rank that
 // does nothing otherwise — so no code outside this layer needs an #ifdef.
 //

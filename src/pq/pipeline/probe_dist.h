@@ -1,4 +1,4 @@
-// The probe across ranks (DESIGN §9 "Data parallelism"): each rank runs the calibration samples
+// The probe across ranks (DESIGN §7): each rank runs the calibration samples
 // of its sample blocks; every sum over samples is folded canonically (dist/block_fold.h) per
 // layer; rank 0 alone writes the work dir. With one rank (or no MPI) each call here is the
 // identity, so the probe's code is the same on every build.
