@@ -132,6 +132,7 @@ struct LayerQuantizer : engine::SweepHooks {
 }  // namespace
 
 Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o) {
+  const double start_s = NowSeconds();
   ScopedExecContext exec_scope(o.exec);
   PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(o.out, {o.model, o.work}));
   PQ_ASSIGN_OR_RETURN(UnitPlan plan, PlanFromWork(o.model, o.work));
@@ -176,6 +177,7 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
   PQ_RETURN_IF_ERROR(runner.Forward(/*keep_all=*/false, nullptr, &lq));
   if (layout.has_mtp()) PQ_RETURN_IF_ERROR(runner.MtpForward(lq));
   progress.Finish();
+  PQ_RETURN_IF_ERROR(LogRankTimes("export", start_s));
   if (!writer) return res;  // not rank 0
   // lm_head in its fixed format (RTN; its inputs are the final norm's outputs).
   for (const auto& li : layout.linears) {

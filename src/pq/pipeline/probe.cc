@@ -368,7 +368,7 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
     LogInfo("probe: resuming after " + std::to_string(c->progress.finished_layers) +
             " finished layers");
   PQ_RETURN_IF_ERROR(Sweep(*c, probe));
-  PQ_RETURN_IF_ERROR(LogRankTimes(start_s));
+  PQ_RETURN_IF_ERROR(LogRankTimes("probe", start_s));
   ProbeSummary sum;
   if (dist::Rank() != 0) return sum;  // rank 0 writes (and reports) the probe
   PQ_ASSIGN_OR_RETURN(ProbeFile p, Assemble(*c));

@@ -79,7 +79,7 @@ double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-Status LogRankTimes(double start_s) {
+Status LogRankTimes(const std::string& stage, double start_s) {
   if (!dist::Built()) return Status::Ok();
   const double comm = dist::CommSeconds();  // before the gather below
   const std::vector<float> mine = {
@@ -91,8 +91,9 @@ Status LogRankTimes(double start_s) {
   for (size_t r = 0; r + 2 < all.size(); r += 3) {
     char line[200];
     std::snprintf(line, sizeof line,
-                  "probe: rank %zu of %d: %.2f s, compute %.2f s, reduction %.2f s; cpu %.2f s",
-                  r / 3, dist::Size(), all[r], all[r] - all[r + 1], all[r + 1], all[r + 2]);
+                  "%s: rank %zu of %d: %.2f s, compute %.2f s, reduction %.2f s; cpu %.2f s",
+                  stage.c_str(), r / 3, dist::Size(), all[r], all[r] - all[r + 1], all[r + 1],
+                  all[r + 2]);
     LogInfo(line);
   }
   return Status::Ok();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "pq/core/status.h"
@@ -52,7 +53,7 @@ Result<std::vector<float>> ReadRankGrad(const WorkDir& w, int64_t boundary, int6
 // into compute (and its own I/O) and reduction (time in dist calls, waiting included), and its
 // process CPU time.
 // Collective; nothing without MPI.
-Status LogRankTimes(double start_s);
+Status LogRankTimes(const std::string& stage, double start_s);
 double NowSeconds();
 
 }  // namespace pq::pipeline
