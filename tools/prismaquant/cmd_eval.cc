@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "flags.h"
+#include "pq/dist/comm.h"
 #include "pq/engine/eval.h"
 #include "pq/pipeline/eval_text.h"
 
@@ -36,6 +37,7 @@ Status Run(const EvalArgs& a) {
   o.runner.memory_budget_bytes = static_cast<uint64_t>(a.memory_gb * 1e9);
   o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(engine::EvalResult r, engine::Evaluate(a.model, docs, o));
+  if (dist::Rank() != 0) return Status::Ok();  // across MPI ranks: rank 0 prints
   if (a.json) {
     std::printf("%s\n", r.ToJson().dump(2).c_str());
   } else {

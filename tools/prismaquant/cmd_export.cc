@@ -4,6 +4,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "flags.h"
+#include "pq/dist/comm.h"
 #include "pq/formats/format.h"
 #include "pq/pipeline/export_calibrated.h"
 #include "pq/pipeline/export_uniform.h"
@@ -33,6 +34,7 @@ Status RunCalibrated(const ExportArgs& a, const pipeline::ExportWriteOptions& wr
   PQ_ASSIGN_OR_RETURN(c.passes, a.passes.Parse());
   c.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::CalibratedExportResult r, pipeline::ExportCalibrated(c));
+  if (dist::Rank() != 0) return Status::Ok();  // across MPI ranks: rank 0 writes and prints
   if (a.json) {
     std::printf("%s\n", r.ToJson(c).dump(2).c_str());
   } else {
@@ -55,6 +57,8 @@ Status Run(const ExportArgs& a) {
         "export needs exactly one of --uniform FORMAT (data-free) or --work W (the allocation "
         "of `probe` + `allocate`)");
   if (!a.work.empty()) return RunCalibrated(a, o.write);
+  if (dist::Size() > 1)
+    return InvalidArgument("export --uniform is data-free: run it with one process, not mpirun");
   auto fmt = formats::ParseFormat(a.uniform);
   if (!fmt)
     return InvalidArgument("unknown format \"" + a.uniform + "\"; one of " +

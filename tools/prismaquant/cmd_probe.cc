@@ -4,6 +4,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "flags.h"
+#include "pq/dist/comm.h"
 #include "pq/pipeline/probe.h"
 
 namespace pq::cli {
@@ -16,7 +17,7 @@ struct ProbeArgs {
   ExecFlags exec;
   double memory_gb = 8, cache_gb = 2;
   std::string block = "rerun";
-  int64_t block_layers = 2, block_samples = 0;
+  int64_t block_layers = 2, block_samples = 0, sample_block = 0;
   bool no_lm_head = false, no_bos = false, json = false;
 };
 
@@ -36,7 +37,13 @@ Status Run(const ProbeArgs& a) {
   o.block_reroute = a.block == "rerun";
   o.block_layers = a.block_layers;
   o.block_samples = a.block_samples;
+  o.sample_block = a.sample_block;
+  if (dist::Rank() != 0) {  // rank 0 prints; the others stay quiet
+    o.exec.progress = false;
+    o.exec.log_level = LogLevel::kQuiet;
+  }
   PQ_ASSIGN_OR_RETURN(pipeline::ProbeSummary s, pipeline::RunProbe(o));
+  if (dist::Rank() != 0) return Status::Ok();
   if (a.json) {
     std::printf("%s\n", s.ToJson().dump(2).c_str());
   } else {
@@ -90,6 +97,11 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--block-samples", a->block_samples,
                   "Re-run only this many of the calibration samples in the block reruns (default "
                   "0: all; fewer is proportionally faster on large MoE layers)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--sample-block", a->sample_block,
+                  "Sum the statistics per block of this many calibration samples, then the "
+                  "blocks in order (default 0: one block). MPI ranks take whole blocks, and the "
+                  "same value gives the same bytes on any number of ranks (mpirun -np R)")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   a->exec.Register(sub);

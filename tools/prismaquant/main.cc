@@ -4,22 +4,31 @@
 
 #include "commands.h"
 #include "pq/core/log.h"
+#include "pq/dist/comm.h"
 #include "pq/io/mapped_fault.h"
 
 namespace pq::cli {
 
 int ExitCodeFor(const Status& status) {
   if (status.ok()) return 0;
+  const int code = status.code() == StatusCode::kInvalidArgument ||
+                           status.code() == StatusCode::kNotFound ||
+                           status.code() == StatusCode::kDataLoss
+                       ? 2
+                       : 1;
+  // Across MPI ranks a failing rank ends the job (the others would wait for it forever).
+  if (dist::Size() > 1) dist::Abort("error: " + status.message(), code);
   std::fprintf(stderr, "error: %s\n", status.message().c_str());
-  return status.code() == StatusCode::kInvalidArgument || status.code() == StatusCode::kNotFound ||
-                 status.code() == StatusCode::kDataLoss
-             ? 2
-             : 1;
+  return code;
 }
 
 }  // namespace pq::cli
 
 int main(int argc, char** argv) {
+  if (const pq::Status s = pq::dist::Init(&argc, &argv); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", s.message().c_str());
+    return 1;
+  }
   // A checkpoint truncated while we read it: a clear message and exit 2, not a bare SIGBUS.
   if (const pq::Status s = pq::io::InstallMappedFileFaultHandler(); !s.ok())
     std::fprintf(stderr, "warning: %s\n", s.message().c_str());
@@ -31,7 +40,13 @@ int main(int argc, char** argv) {
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "Only print errors and the final result");
   app.parse_complete_callback([&] {
-    if (quiet) pq::SetLogLevel(pq::LogLevel::kQuiet);
+    if (quiet || pq::dist::Rank() != 0) pq::SetLogLevel(pq::LogLevel::kQuiet);
+    if (pq::dist::Size() > 1 && !app.got_subcommand("probe") && !app.got_subcommand("eval") &&
+        !app.got_subcommand("export"))
+      pq::dist::Abort(
+          "only `probe`, `eval` and `export --work` run across MPI ranks so far: run the other "
+          "commands with one process",
+          2);
   });
 
   int exit_code = 0;
@@ -52,7 +67,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
+    pq::dist::Finalize();
     return rc == 0 ? 0 : 2;
   }
+  pq::dist::Finalize();
   return exit_code;
 }

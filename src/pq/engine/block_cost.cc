@@ -97,6 +97,20 @@ Status RunWindow(const Runner& runner, const BlockWindow& window, const model::L
   return Status::Ok();
 }
 
+// quant::BlockEnergy of each sample block of the runner within the first dy.size() / D rows.
+std::vector<double> BlockEnergies(const Runner& runner, std::span<const float> dy,
+                                  std::span<const float> y, std::span<const float> y_hat) {
+  const auto d = static_cast<size_t>(runner.config().hidden);
+  const std::vector<size_t> rows = runner.BlockRows();
+  std::vector<double> e;
+  for (size_t b = 0; b + 1 < rows.size() && rows[b] * d < dy.size(); ++b) {
+    const size_t r0 = rows[b] * d, n = std::min(rows[b + 1] * d, dy.size()) - r0;
+    e.push_back(quant::BlockEnergy(dy.subspan(r0, n), y.subspan(r0, n), y_hat.subspan(r0, n)));
+  }
+  if (e.empty()) e.push_back(0.0);
+  return e;
+}
+
 }  // namespace
 
 Result<std::vector<BlockUnitCost>> PriceBlockUnits(const Runner& runner, const BlockWindow& window,
@@ -132,7 +146,9 @@ Result<std::vector<BlockUnitCost>> PriceBlockUnits(const Runner& runner, const B
                                  o.reroute ? nullptr : &topk);
       Restore(saved);
       PQ_RETURN_IF_ERROR(s.WithContext("block pricing " + spec.unit));
-      BlockCandidateCost cc{f, quant::BlockEnergy(dy, y, y_hat), 0, 0};
+      BlockCandidateCost cc{f, 0, 0, 0, BlockEnergies(runner, dy, y, y_hat)};
+      cc.energy = cc.block_energy[0];
+      for (size_t b = 1; b < cc.block_energy.size(); ++b) cc.energy += cc.block_energy[b];
       cc.cost = quant::BlockCost(cc.energy, o.total_tokens);
       for (size_t j = 0; j < topk.size(); ++j) {
         const int64_t l = window.first + static_cast<int64_t>(j);

@@ -37,6 +37,9 @@ struct BlockCandidateCost {
   double energy = 0;            // Σ_t Σ_d dy² (ŷ − y)²  (quant::BlockEnergy)
   double cost = 0;              // quant::BlockCost(energy, T), nats/token
   int64_t routing_changes = 0;  // tokens whose top-k expert set changed
+  // energy of each of the runner's sample blocks (Runner::BlockRows) in the re-run rows;
+  // energy is their left fold (the probe folds them across MPI ranks).
+  std::vector<double> block_energy;
 };
 
 struct BlockUnitCost {

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "pq/core/log.h"
+#include "pq/dist/comm.h"
 
 namespace pq::engine {
 namespace {
@@ -142,25 +144,46 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   res.windows = static_cast<int64_t>(windows.size());
   res.ctx = ctx;
   res.stride = stride;
-  double nll = 0, kl = 0;
-  RunnerOptions ro = o.runner;
-  ro.progress = false;
-  Progress progress("eval", windows.size());
+  // Chunks of windows: the unit of work of a rank, and of the sums (added in chunk order).
+  std::vector<std::pair<size_t, size_t>> chunks;  // [first, end) window
   for (size_t i = 0; i < windows.size();) {
     size_t j = i;
     int64_t tokens = 0;
     while (j < windows.size() &&
            (j == i || tokens + static_cast<int64_t>(windows[j].ids.size()) <= o.chunk_tokens))
       tokens += static_cast<int64_t>(windows[j++].ids.size());
-    PQ_ASSIGN_OR_RETURN(ChunkStats st,
-                        RunChunk(*src, ref, std::span(windows).subspan(i, j - i), ro));
-    nll += st.nll;
-    kl += st.kl;
-    res.tokens += st.scored;
-    progress.Advance(j - i);
+    chunks.emplace_back(i, j);
     i = j;
   }
+  // Across MPI ranks each takes consecutive chunks; rank 0 adds every chunk's sums in order,
+  // as one process does, so the result does not depend on the number of ranks.
+  const auto ranks = static_cast<size_t>(dist::Size()), rank = static_cast<size_t>(dist::Rank());
+  const auto first_chunk = [&](size_t r) { return (chunks.size() * r + ranks - 1) / ranks; };
+  const size_t c0 = first_chunk(rank), c1 = first_chunk(rank + 1);  // rank 0 never idle
+  RunnerOptions ro = o.runner;
+  ro.progress = false;
+  Progress progress("eval", c0 < c1 ? chunks[c1 - 1].second - chunks[c0].first : 0);
+  std::vector<double> mine;  // nll, kl, scored of each chunk (scored exact below 2^53)
+  for (size_t c = c0; c < c1; ++c) {
+    const auto [i, j] = chunks[c];
+    PQ_ASSIGN_OR_RETURN(ChunkStats st,
+                        RunChunk(*src, ref, std::span(windows).subspan(i, j - i), ro));
+    mine.insert(mine.end(), {st.nll, st.kl, static_cast<double>(st.scored)});
+    progress.Advance(j - i);
+  }
   progress.Finish();
+  std::vector<double> all;
+  PQ_RETURN_IF_ERROR(dist::Gather(std::span<const double>(mine), all, 0));
+  double sums[3] = {0, 0, 0};  // nll, kl, scored
+  for (size_t c = 0; c + 2 < all.size(); c += 3) {
+    sums[0] += all[c];
+    sums[1] += all[c + 1];
+    res.tokens += static_cast<int64_t>(all[c + 2]);
+  }
+  sums[2] = static_cast<double>(res.tokens);
+  PQ_RETURN_IF_ERROR(dist::Broadcast(std::as_writable_bytes(std::span(sums)), 0));
+  const double nll = sums[0], kl = sums[1];
+  res.tokens = static_cast<int64_t>(sums[2]);
   if (res.tokens == 0) return InvalidArgument("no tokens to score (is the text empty?)");
   res.mean_nll = nll / static_cast<double>(res.tokens);
   res.ppl = std::exp(res.mean_nll);

@@ -13,6 +13,13 @@ void HessianObserver::Want(const model::LinearWeights& l, const std::string& gro
   e.rows = 0;
 }
 
+void HessianObserver::AddSums(dist::Sums& sums) {
+  for (auto& [group, e] : h_) {
+    sums.Add(std::span(e.h));
+    sums.Add(e.rows);
+  }
+}
+
 const HessianObserver::Entry* HessianObserver::Find(const std::string& module) const {
   const auto g = group_of_.find(module);
   return g == group_of_.end() ? nullptr : &h_.at(g->second);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "pq/dist/block_fold.h"
 #include "pq/model/decoder.h"
 
 namespace pq::engine {
@@ -26,6 +27,8 @@ class HessianObserver : public model::LinearObserver {
 
   // Accumulate H for `linear`, shared with the earlier wanted members of `group`.
   void Want(const model::LinearWeights& linear, const std::string& group);
+  // Every H and its row count, by group (dist/block_fold.h).
+  void AddSums(dist::Sums& sums);
   // The H of `module`; nullptr if it was not wanted.
   const Entry* Find(const std::string& module) const;
 

@@ -15,13 +15,7 @@ void LinearStatsObserver::OnLinearRows(const model::LinearWeights& l, int64_t ro
                                        int64_t rows) {
   const int64_t k = l.cols;
   PQ_CHECK(row0 >= 0 && n >= 0 && row0 + n <= l.rows, "OnLinearRows: rows outside the Linear");
-  LinearStats& s = stats_[l.module];
-  if (s.g2_out.empty()) {
-    s.rows = l.rows;
-    s.cols = k;
-    s.g2_out.assign(static_cast<size_t>(l.rows), 0.0);
-    s.x2_in.assign(static_cast<size_t>(k), 0.0);
-  }
+  LinearStats& s = Entry(l);
   // Gamma = G_cᵀ X_s [n, K]; its squared Frobenius norm.
   gamma_.assign(static_cast<size_t>(n * k), 0.0f);
   compute::cpu::MatMulBackward(dy, x, {}, {}, gamma_, {}, rows, k, n);
@@ -44,6 +38,26 @@ void LinearStatsObserver::OnLinearRows(const model::LinearWeights& l, int64_t ro
       s.x2_in[static_cast<size_t>(i)] += v * v;
     }
   }
+}
+
+LinearStats& LinearStatsObserver::Entry(const model::LinearWeights& l) {
+  LinearStats& s = stats_[l.module];
+  if (s.g2_out.empty()) {
+    s.rows = l.rows;
+    s.cols = l.cols;
+    s.g2_out.assign(static_cast<size_t>(l.rows), 0.0);
+    s.x2_in.assign(static_cast<size_t>(l.cols), 0.0);
+  }
+  return s;
+}
+
+void LinearStatsObserver::AddSums(const model::LinearWeights& l, dist::Sums& sums) {
+  LinearStats& s = Entry(l);
+  sums.Add(s.fisher_sum);
+  sums.Add(std::span(s.g2_out));
+  sums.Add(std::span(s.x2_in));
+  sums.Add(s.samples);
+  sums.Add(s.tokens);
 }
 
 LinearStats LinearStatsObserver::Take(const std::string& module) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "pq/dist/block_fold.h"
 #include "pq/model/decoder.h"
 
 namespace pq::engine {
@@ -32,6 +33,10 @@ class LinearStatsObserver : public model::LinearObserver {
   void OnLinearRows(const model::LinearWeights& linear, int64_t row0, int64_t n,
                     std::span<const float> x, std::span<const float> dy, int64_t rows) override;
   const std::map<std::string, LinearStats>& stats() const { return stats_; }
+  // The statistics of `linear`, zero until observed.
+  LinearStats& Entry(const model::LinearWeights& linear);
+  // Its sums over samples (dist/block_fold.h), created if need be.
+  void AddSums(const model::LinearWeights& linear, dist::Sums& sums);
   // Removes and returns one Linear's statistics (empty stats if it was never observed).
   LinearStats Take(const std::string& module);
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "pq/core/status.h"
+#include "pq/dist/block_fold.h"
 #include "pq/engine/hessian_observer.h"
 #include "pq/engine/linear_stats.h"
 #include "pq/formats/format.h"
@@ -98,6 +99,11 @@ class ProbeObserver : public model::LinearObserver {
   };
   Result<PricedCandidate> Priced(const std::string& module, formats::FormatId f,
                                  std::vector<float>& scratch) const;
+
+  // Every sum over samples of the current layer (statistics and candidate energies, in
+  // BeginLayer order) for the canonical fold across sample blocks and ranks (probe_sums.cc).
+  // An accumulator added to this class must be added there too (tests/dist checks R = 1, 2, 3).
+  void AddSums(dist::Sums& sums);
 
   const std::map<std::string, float>& input_amax() const { return amax_; }
   void set_input_amax(std::map<std::string, float> a) { amax_ = std::move(a); }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 
 #include "pq/compute/ops.h"
 #include "pq/core/log.h"
@@ -27,16 +28,30 @@ SweepStep LayerStep(int64_t l, model::LayerWeights& w) {
 
 Runner::Runner(const model::WeightSource& source, std::span<const Sequence> seqs, RunnerOptions o)
     : src_(source), seqs_(seqs.begin(), seqs.end()), opt_(std::move(o)) {
-  for (const auto& s : seqs_) {
-    const auto t = static_cast<int64_t>(s.ids.size());
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    const auto t = static_cast<int64_t>(seqs_[i].ids.size());
     offsets_.push_back(static_cast<size_t>(total_tokens_));
-    if (batches_.empty() || batches_.back().tokens + t > opt_.batch_tokens)
+    if (batches_.empty() || batches_.back().tokens + t > opt_.batch_tokens ||
+        (i > 0 && EndsBlock(i - 1)))
       batches_.push_back({static_cast<size_t>(total_tokens_), 0, {}});
     batches_.back().tokens += t;
     batches_.back().lens.push_back(t);
     total_tokens_ += t;
     max_tokens_ = std::max(max_tokens_, t);
   }
+}
+
+std::vector<size_t> Runner::BlockRows() const {
+  std::vector<size_t> rows = {0};
+  for (size_t s = 0; s < seqs_.size(); ++s)
+    if (EndsBlock(s)) rows.push_back(offsets_[s] + seqs_[s].ids.size());
+  return rows;
+}
+
+bool Runner::EndsBlock(size_t s) const {
+  if (s + 1 == seqs_.size()) return true;
+  const int64_t b = opt_.sample_block;
+  return b > 0 && (opt_.first_sample + static_cast<int64_t>(s) + 1) % b == 0;
 }
 
 void Runner::RunLayer(const model::LayerWeights& w, const model::RopeCache& rope,
@@ -48,6 +63,7 @@ void Runner::RunLayer(const model::LayerWeights& w, const model::RopeCache& rope
     const size_t off = b.offset * d, n = static_cast<size_t>(b.tokens) * d;
     model::DecoderLayerForward(c, w, rope, h.subspan(off, n), next.subspan(off, n), b.lens, nullptr,
                                observer);
+    BlockEnd(LastSequence(b.offset, b.lens));
   }
 }
 
@@ -101,6 +117,7 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
   }
   const model::HeadWeights& hw = weights ? *weights : loaded;
   HeadResult r;
+  double block_nll = 0;
   if (backward) d_final_.assign(final_.size(), 0.0f);
   const LossHeadOptions lo{opt_.head_chunk_bytes, static_cast<float>(loss_scale)};
   std::optional<Progress> progress;  // an hour of a real model's probe: say where it is
@@ -133,17 +150,25 @@ Result<HeadResult> Runner::Head(const LogitsFn& on_logits, bool backward, double
     for (int64_t i = 0; i < t; ++i) {
       if (seq.targets[static_cast<size_t>(i)] < 0) continue;
       r.nll_sum += nll[static_cast<size_t>(i)];
+      block_nll += nll[static_cast<size_t>(i)];
       ++r.scored;
     }
-    if (!backward) continue;
-    ops::RmsNormBackward(dn, x, hw.final_norm, rstd, c.norm_offset,
-                         Rows(d_final_, offsets_[s], t, d), {}, t, d);
+    if (EndsBlock(s)) r.block_nll.push_back(std::exchange(block_nll, 0.0));
+    if (backward)
+      ops::RmsNormBackward(dn, x, hw.final_norm, rstd, c.norm_offset,
+                           Rows(d_final_, offsets_[s], t, d), {}, t, d);
+    BlockEnd(s);
   }
   if (progress) {
     progress->Advance();
     progress->Finish();
   }
   return r;
+}
+
+size_t Runner::LastSequence(size_t off, std::span<const int64_t> lens) const {
+  const auto first = std::lower_bound(offsets_.begin(), offsets_.end(), off) - offsets_.begin();
+  return static_cast<size_t>(first) + lens.size() - 1;
 }
 
 std::optional<size_t> Runner::SequencesIn(size_t rows) const {
@@ -163,7 +188,8 @@ void Runner::ForEachBatch(int64_t batch_tokens, size_t seqs, const BatchFn& fn) 
       lens.push_back(static_cast<int64_t>(seqs_[s].ids.size()));
       tokens += lens.back();
       ++s;
-    } while (s < seqs && tokens + static_cast<int64_t>(seqs_[s].ids.size()) <= batch_tokens);
+    } while (s < seqs && !EndsBlock(s - 1) &&
+             tokens + static_cast<int64_t>(seqs_[s].ids.size()) <= batch_tokens);
     fn(off, lens);
   }
 }
@@ -182,6 +208,7 @@ Status Runner::ObserveLayer(int64_t l, const model::LayerWeights& w,
     y.resize(n);
     model::DecoderLayerForward(c, w, rope, std::span<const float>(x).subspan(off * d, n), y, lens,
                                nullptr, &observer);
+    BlockEnd(LastSequence(off, lens));
   });
   return Status::Ok();
 }
@@ -250,6 +277,7 @@ Status Runner::BackwardFrom(int64_t top, std::vector<float> dy, model::LinearObs
       model::DecoderLayerForward(c, w, rope, xs, y, b.lens, &acts);  // recompute from saved input
       model::DecoderLayerBackward(c, w, rope, xs, acts, Rows(dy, b.offset, b.tokens, d),
                                   Rows(dx, b.offset, b.tokens, d), b.lens, observer);
+      BlockEnd(LastSequence(b.offset, b.lens));
     }
     if (on_grad) PQ_RETURN_IF_ERROR(on_grad(l, dx));
     dy.swap(dx);

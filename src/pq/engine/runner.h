@@ -42,6 +42,14 @@ struct RunnerOptions {
   // The loss head's logits (and their gradient) are computed in chunks of at most this many
   // bytes (engine/loss_head.h), never as one [T, V] matrix per sequence.
   uint64_t head_chunk_bytes = 64ull << 20;
+  // Sample blocks (dist/block_fold.h): the sequences are samples first_sample, first_sample+1,
+  // ... of a run cut into blocks of sample_block samples (0: one block). No batch crosses a
+  // block, and on_block_end(last) runs after each block's last sequence in Forward's layer
+  // passes, Head, Mtp, ObserveLayer and BackwardFrom (last: the runner's last block), where
+  // sums over samples are folded.
+  int64_t sample_block = 0;
+  int64_t first_sample = 0;
+  std::function<void(bool last)> on_block_end;
 };
 
 // One step of a forward sweep: the Linears that are about to compute their outputs from the
@@ -75,8 +83,9 @@ struct MtpParts {
 };
 
 struct HeadResult {
-  double nll_sum = 0;  // sum over scored tokens, nats
-  int64_t scored = 0;  // number of scored tokens
+  double nll_sum = 0;             // sum over scored tokens, nats
+  int64_t scored = 0;             // number of scored tokens
+  std::vector<double> block_nll;  // nll_sum of each sample block, from zero (RunnerOptions)
 };
 
 class Runner {
@@ -164,6 +173,8 @@ class Runner {
   // Whether the stored boundaries went to the spill file.
   bool spilled() const { return store_.spilled(); }
   size_t offset(size_t seq) const { return offsets_[seq]; }
+  // The first token row of each sample block (RunnerOptions::sample_block), then the end row.
+  std::vector<size_t> BlockRows() const;
   size_t sequences() const { return seqs_.size(); }
 
  private:
@@ -182,6 +193,13 @@ class Runner {
   // batch_tokens each (at least one sequence per call).
   using BatchFn = std::function<void(size_t off, std::span<const int64_t> lens)>;
   void ForEachBatch(int64_t batch_tokens, size_t seqs, const BatchFn& fn) const;
+  // Whether sequence s is the last of its sample block (RunnerOptions::sample_block).
+  bool EndsBlock(size_t s) const;
+  void BlockEnd(size_t s) const {
+    if (opt_.on_block_end && EndsBlock(s)) opt_.on_block_end(s + 1 == seqs_.size());
+  }
+  // The last sequence of the batch at token row `off` of `lens` sequences.
+  size_t LastSequence(size_t off, std::span<const int64_t> lens) const;
   // The number of leading sequences that hold exactly `rows` token rows (nullopt: none).
   std::optional<size_t> SequencesIn(size_t rows) const;
   // Runs every batch of h [sum T, D] through layer w into next [sum T, D].

@@ -3,6 +3,7 @@
 //   e = RMSNorm_{1+w}(embed(x_{t+1})),  h = RMSNorm_{1+w}(RMSNorm_final(body_t))
 //   u = fc([e ; h]),  u' = DecoderLayer_L(u),  logits = lm_head(RMSNorm_{1+w}(u'))  -> x_{t+2}
 #include <optional>
+#include <utility>
 
 #include "pq/compute/ops.h"
 #include "pq/core/log.h"
@@ -68,9 +69,15 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
   const model::LayerWeights& lw = weights.layer ? *weights.layer : own_layer;
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
   HeadResult r;
+  double block_nll = 0;
+  const auto end_block = [&](size_t s) {  // after sequence s (RunnerOptions::sample_block)
+    if (EndsBlock(s)) r.block_nll.push_back(std::exchange(block_nll, 0.0));
+    BlockEnd(s);
+  };
   std::optional<Progress> progress;
   if (opt_.progress && backward) progress.emplace("mtp head", seqs_.size());
   for (size_t s = 0; s < seqs_.size(); ++s) {
+    if (s > 0) end_block(s - 1);
     if (progress && s > 0) progress->Advance();
     const Sequence& seq = seqs_[s];
     const int64_t t = static_cast<int64_t>(seq.ids.size()) - 2;
@@ -96,6 +103,7 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     for (int64_t i = 0; i < t; ++i) {
       if (targets[static_cast<size_t>(i)] < 0) continue;
       r.nll_sum += nll[static_cast<size_t>(i)];
+      block_nll += nll[static_cast<size_t>(i)];
       ++r.scored;
     }
     if (!backward) continue;
@@ -104,6 +112,7 @@ Result<HeadResult> Runner::Mtp(const LogitsFn& on_logits, bool backward, double 
     model::DecoderLayerBackward(c, lw, rope, u, acts, dy, du, lens, observer);
     model::LinearBackward(du, x, mw.fc, dx, t, observer);
   }
+  if (!seqs_.empty()) end_block(seqs_.size() - 1);
   if (progress) {
     progress->Advance();
     progress->Finish();
@@ -123,26 +132,42 @@ Status Runner::MtpForward(SweepHooks& hooks) {
   int64_t rows = 0;
   for (int64_t t : lens) rows += t;
   Vec x = Zeros(rows * 2 * d), u = Zeros(rows * d), y = Zeros(rows * d);  // [rows, 2D], [rows, D]
-  for (size_t s = 0, r = 0; s < seqs_.size(); ++s) {
+  const auto ud = static_cast<size_t>(d), w2 = 2 * ud;
+  std::vector<size_t> row0(seqs_.size() + 1, 0);  // first MTP row of each sequence
+  for (size_t s = 0; s < seqs_.size(); ++s) {
     const int64_t t = static_cast<int64_t>(seqs_[s].ids.size()) - 2;
+    row0[s + 1] = row0[s] + static_cast<size_t>(std::max<int64_t>(t, 0));
     if (t <= 0) continue;
-    const auto w2 = static_cast<size_t>(2 * d);
     PQ_RETURN_IF_ERROR(
-        MtpInput(s, hw, mw, std::span(x).subspan(r * w2, static_cast<size_t>(t) * w2)));
-    r += static_cast<size_t>(t);
+        MtpInput(s, hw, mw, std::span(x).subspan(row0[s] * w2, static_cast<size_t>(t) * w2)));
   }
+  // fc on the rows of each sample block (one block: all rows at once).
+  const auto fc_by_block = [&](model::LinearObserver* obs) {
+    for (size_t s = 0, first = 0; s < seqs_.size(); ++s) {
+      if (!EndsBlock(s)) continue;
+      const size_t r0 = row0[first], n = row0[s + 1] - r0;
+      if (n > 0)
+        model::LinearForward(std::span(x).subspan(r0 * w2, n * w2), mw.fc,
+                             std::span(u).subspan(r0 * ud, n * ud), static_cast<int64_t>(n), obs);
+      if (obs) BlockEnd(s);
+      first = s + 1;
+    }
+  };
   const SweepStep fc{layer, true, {&mw.fc}};
-  if (model::LinearObserver* obs = hooks.Observe(fc)) model::LinearForward(x, mw.fc, u, rows, obs);
+  if (model::LinearObserver* obs = hooks.Observe(fc)) fc_by_block(obs);
   PQ_RETURN_IF_ERROR(hooks.Replace(fc));
-  model::LinearForward(x, mw.fc, u, rows);
+  fc_by_block(nullptr);
   SweepStep step{layer, false, {}};
   model::ForEachLinear(w, [&](model::LinearWeights& lw) { step.linears.push_back(&lw); });
   if (model::LinearObserver* obs = hooks.Observe(step)) {
     const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
-    for (size_t i = 0, o = 0; i < lens.size(); o += static_cast<size_t>(lens[i] * d), ++i) {
-      const auto n = static_cast<size_t>(lens[i] * d);
-      model::DecoderLayerForward(c, w, rope, std::span(u).subspan(o, n), std::span(y).subspan(o, n),
-                                 std::span(lens).subspan(i, 1), nullptr, obs);
+    for (size_t s = 0; s < seqs_.size(); ++s) {
+      const size_t n = row0[s + 1] - row0[s];
+      const int64_t len[] = {static_cast<int64_t>(n)};
+      if (n > 0)
+        model::DecoderLayerForward(c, w, rope, std::span(u).subspan(row0[s] * ud, n * ud),
+                                   std::span(y).subspan(row0[s] * ud, n * ud), len, nullptr, obs);
+      BlockEnd(s);
     }
   }
   return hooks.Replace(step);

@@ -7,6 +7,8 @@
 
 #include "pq/core/log.h"
 #include "pq/core/minifloat.h"
+#include "pq/dist/block_fold.h"
+#include "pq/dist/comm.h"
 #include "pq/engine/hessian_observer.h"
 #include "pq/engine/runner.h"
 #include "pq/formats/act_quant.h"
@@ -17,6 +19,7 @@
 #include "pq/pipeline/checkpoint_util.h"
 #include "pq/pipeline/export_common.h"
 #include "pq/pipeline/export_work.h"
+#include "pq/pipeline/probe_dist.h"
 #include "pq/pipeline/work_dir.h"
 #include "pq/quant/export_quantizer.h"
 
@@ -50,15 +53,17 @@ std::map<std::string, float> GroupWeightScales(
 struct LayerQuantizer : engine::SweepHooks {
   LayerQuantizer(const UnitPlan& p, const std::map<std::string, const model::LinearInfo*>& i,
                  const CalibratedExportOptions& opt, const io::CheckpointReader& c,
-                 io::CheckpointWriter& w, CalibratedExportResult& r, Progress& pr)
+                 io::CheckpointWriter* w, CalibratedExportResult& r, Progress& pr)
       : plan(p), info(i), o(opt), ckpt(c), writer(w), res(r), progress(pr) {}
   const UnitPlan& plan;
   const std::map<std::string, const model::LinearInfo*>& info;
   const CalibratedExportOptions& o;
   const io::CheckpointReader& ckpt;
-  io::CheckpointWriter& writer;
+  io::CheckpointWriter* writer;  // rank 0's (null on the other MPI ranks: they write nothing)
   CalibratedExportResult& res;
   Progress& progress;
+  BlockReduction reduce;  // the decoder layers' H, folded over sample blocks and ranks
+  bool folding = false;
   std::map<std::string, FormatId> module_formats;
   double log_ratio_sum = 0;
   engine::HessianObserver hobs;
@@ -69,10 +74,15 @@ struct LayerQuantizer : engine::SweepHooks {
       const model::LinearInfo& li = *info.at(lw->module);
       if (plan.format.at(li.unit) != FormatId::kBF16) hobs.Want(*lw, li.scale_group);
     }
-    return o.passes == ExportPasses::kRtn ? nullptr : &hobs;
+    if (o.passes == ExportPasses::kRtn) return nullptr;
+    folding = true;  // every step's observe pass ends the sample blocks
+    reduce.Collect([&](dist::Sums& s) { hobs.AddSums(s); });
+    return &hobs;
   }
 
   Status Replace(const engine::SweepStep& step) override {
+    if (folding) PQ_RETURN_IF_ERROR(reduce.Finish(/*everywhere=*/true));  // every rank's H
+    folding = false;
     const auto wgs = GroupWeightScales(step, info);
     for (model::LinearWeights* lw : step.linears) PQ_RETURN_IF_ERROR(QuantizeOne(*lw, wgs));
     if (!step.mtp_fc) progress.Advance();
@@ -88,7 +98,7 @@ struct LayerQuantizer : engine::SweepHooks {
     if (fmt == FormatId::kBF16) {
       PQ_ASSIGN_OR_RETURN(auto t, formats::QuantizeRtn(fmt, wb, li.rows, li.cols));
       lw.w = std::move(wb);
-      return WriteLinearTensors(ckpt, li, fmt, t, "", writer, res.summary);
+      return writer ? WriteLinearTensors(ckpt, li, fmt, t, "", *writer, res.summary) : Status::Ok();
     }
     formats::QuantizeOptions qo;
     qo.num_threads = ExecThreads();
@@ -105,7 +115,8 @@ struct LayerQuantizer : engine::SweepHooks {
     auto q = quant::QuantizeLinear(fmt, wb, li.rows, li.cols, h ? h->h : std::span<const float>(),
                                    h ? h->rows : 0, lo);
     if (!q.ok()) return q.status().WithContext(li.module);
-    PQ_RETURN_IF_ERROR(WriteLinearTensors(ckpt, li, fmt, q->tensors, "", writer, res.summary));
+    if (writer)
+      PQ_RETURN_IF_ERROR(WriteLinearTensors(ckpt, li, fmt, q->tensors, "", *writer, res.summary));
     if (q->calibrated) {
       ++res.linears_calibrated;
       log_ratio_sum += std::log(std::max(q->error_ratio, 1e-300));
@@ -122,6 +133,7 @@ struct LayerQuantizer : engine::SweepHooks {
 }  // namespace
 
 Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o) {
+  const double start_s = NowSeconds();
   ScopedExecContext exec_scope(o.exec);
   PQ_RETURN_IF_ERROR(io::CheckOutputOutsideInputs(o.out, {o.model, o.work}));
   PQ_ASSIGN_OR_RETURN(UnitPlan plan, PlanFromWork(o.model, o.work));
@@ -137,20 +149,37 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
   io::WriterOptions wo;
   wo.max_shard_bytes = o.write.max_shard_bytes;
   wo.overwrite = o.write.overwrite;
-  PQ_ASSIGN_OR_RETURN(auto writer, io::CheckpointWriter::Create(o.out, wo));
+  std::unique_ptr<io::CheckpointWriter> writer;  // rank 0 writes
+  if (dist::Rank() == 0) {
+    PQ_ASSIGN_OR_RETURN(writer, io::CheckpointWriter::Create(o.out, wo));
+  }
+  // Across MPI ranks each runs its whole blocks of the probe's samples (its --sample-block).
+  PQ_ASSIGN_OR_RETURN(ProbeFile probe, ReadProbeFile(WorkDir(o.work)));
+  const int64_t block = probe.inputs.value("sample_block", int64_t{0});
+  PQ_ASSIGN_OR_RETURN(
+      dist::SampleRange range,
+      dist::RankSamples(static_cast<int64_t>(samples.size()), block, dist::Rank(), dist::Size()));
 
   CalibratedExportResult res;
   res.summary.out_dir = o.out;
   Progress progress(std::string("export ") + ExportPassesName(o.passes),
                     static_cast<size_t>(c.num_layers + layout.mtp_layers));
-  LayerQuantizer lq(plan, info, o, *ckpt, *writer, res, progress);
+  LayerQuantizer lq(plan, info, o, *ckpt, writer.get(), res, progress);
   engine::RunnerOptions ro;
   ro.batch_tokens = o.batch_tokens;
   ro.progress = false;
-  engine::Runner runner(*src, samples, ro);
+  ro.sample_block = block;
+  ro.first_sample = range.first;
+  ro.on_block_end = lq.reduce.Hook();
+  engine::Runner runner(*src,
+                        std::span(samples).subspan(static_cast<size_t>(range.first),
+                                                   static_cast<size_t>(range.count)),
+                        ro);
   PQ_RETURN_IF_ERROR(runner.Forward(/*keep_all=*/false, nullptr, &lq));
   if (layout.has_mtp()) PQ_RETURN_IF_ERROR(runner.MtpForward(lq));
   progress.Finish();
+  PQ_RETURN_IF_ERROR(LogRankTimes("export", start_s));
+  if (!writer) return res;  // not rank 0
   // lm_head in its fixed format (RTN; its inputs are the final norm's outputs).
   for (const auto& li : layout.linears) {
     if (!li.is_lm_head && !li.is_visual) continue;  // vision: fixed format, by RTN

@@ -2,12 +2,14 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 
 #include "pq/core/hash.h"
 #include "pq/core/log.h"
+#include "pq/dist/comm.h"
 #include "pq/engine/hessian_observer.h"
 #include "pq/engine/probe_observer.h"
 #include "pq/engine/runner.h"
@@ -15,6 +17,7 @@
 #include "pq/io/safetensors.h"
 #include "pq/model/weights.h"
 #include "pq/pipeline/probe_block.h"
+#include "pq/pipeline/probe_dist.h"
 #include "pq/quant/cost.h"
 
 namespace pq::pipeline {
@@ -73,6 +76,9 @@ struct ProbeContext {
   Calibration calib;
   std::map<std::string, const model::LinearInfo*> info;  // by module
   ProbeProgress progress;                                // at the start of the run
+  dist::SampleRange range;           // this rank's calibration samples (all of them on one rank)
+  int64_t row0 = 0, total_rows = 0;  // its first token row, and all samples' token rows
+  mutable BlockReduction reduce;     // sums over samples, folded over blocks and ranks
 
   const model::ModelLayout& layout() const { return src->layout(); }
   int64_t layers() const { return layout().num_layers; }
@@ -85,9 +91,21 @@ struct ProbeContext {
     return h;
   }
 
+  // `observe(r)` runs the Hessian observer `h` over runner r — the Hessian samples' runner
+  // when there is one, else the samples' own — and its sums are folded over the sample blocks
+  // and ranks and broadcast (every rank prices on H).
+  Status ObserveHessians(engine::Runner& runner, engine::Runner* hessian_runner,
+                         engine::HessianObserver& h,
+                         const std::function<Status(engine::Runner&)>& observe) const {
+    reduce.Collect([&](dist::Sums& s) { h.AddSums(s); });
+    PQ_RETURN_IF_ERROR(observe(hessian_runner ? *hessian_runner : runner));
+    return reduce.Finish(/*everywhere=*/true);
+  }
+
   // One finished unit of work from the observer's results, written atomically.
   Status SaveUnit(const std::string& dir, std::vector<engine::LinearResult> results,
                   ProbeUnit unit) const {
+    if (dist::Rank() != 0) return Status::Ok();  // rank 0 writes the work dir
     for (auto& r : results) {
       unit.linears.push_back(ToProbeLinear(r, *info.at(r.module)));
       unit.g2_out.push_back(std::move(r.g2_out));
@@ -97,10 +115,28 @@ struct ProbeContext {
   }
 };
 
+// This rank's whole sample blocks; what is not data-parallel yet refuses more than one rank.
+Status SplitSamples(ProbeContext& c) {
+  const auto n = static_cast<int64_t>(c.calib.samples.size());
+  PQ_ASSIGN_OR_RETURN(c.range, dist::RankSamples(n, c.o.sample_block, dist::Rank(), dist::Size()));
+  for (int64_t s = 0; s < n; ++s) {
+    const auto t = static_cast<int64_t>(c.calib.samples[static_cast<size_t>(s)].ids.size());
+    if (s < c.range.first) c.row0 += t;
+    c.total_rows += t;
+  }
+  if (dist::Size() == 1) return Status::Ok();
+  const model::ModelLayout& layout = c.layout();
+  if (c.o.block_cost && c.o.block_samples > 0 && c.o.block_samples < n)
+    for (int64_t l = 0; l < layout.num_layers; ++l)
+      if (c.src->config().IsMoeLayer(l))
+        return Unimplemented("probe across MPI ranks: --block-samples is not data-parallel yet");
+  return Status::Ok();
+}
+
 // Opens the model, chooses the calibration samples and claims (or re-enters) the work dir.
 Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   auto c = std::make_unique<ProbeContext>(
-      ProbeContext{o, WorkDir(o.work), {}, o.formats, {}, {}, {}, {}});
+      ProbeContext{o, WorkDir(o.work), {}, o.formats, {}, {}, {}, {}, {}, 0, 0, {}});
   PQ_ASSIGN_OR_RETURN(c->src, model::WeightSource::Open(o.model));
   if (c->formats.empty())
     for (const auto& f : formats::AllFormats()) c->formats.push_back(f.id);
@@ -118,16 +154,21 @@ Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   in.block_frozen_routing = o.block_cost && !o.block_reroute;
   in.block_layers = o.block_layers;
   in.block_samples = o.block_samples;
+  in.sample_block = o.sample_block;
   in.hessian_samples = static_cast<int64_t>(c->calib.hessian_samples.size());
-  PQ_RETURN_IF_ERROR(CheckProbeInputs(c->work, in.ToJson()));
-  RemoveProbeEntries(c->work, ".");  // temp dirs of a killed run's unfinished writes
-  if (!fs::exists(c->work.calibration_dir())) {
-    PQ_RETURN_IF_ERROR(WriteCalibrationSamples(c->work, c->calib.samples));
+  PQ_RETURN_IF_ERROR(SplitSamples(*c));
+  if (dist::Rank() == 0) {
+    PQ_RETURN_IF_ERROR(CheckProbeInputs(c->work, in.ToJson()));
+    RemoveProbeEntries(c->work, ".");  // temp dirs of a killed run's unfinished writes
+    if (!fs::exists(c->work.calibration_dir())) {
+      PQ_RETURN_IF_ERROR(WriteCalibrationSamples(c->work, c->calib.samples));
+    }
+    if (in.hessian_samples > 0 && !fs::exists(c->work.hessian_calibration_dir())) {
+      PQ_RETURN_IF_ERROR(WriteCalibrationSamples(c->work, c->calib.hessian_samples,
+                                                 c->work.hessian_calibration_dir()));
+    }
   }
-  if (in.hessian_samples > 0 && !fs::exists(c->work.hessian_calibration_dir())) {
-    PQ_RETURN_IF_ERROR(WriteCalibrationSamples(c->work, c->calib.hessian_samples,
-                                               c->work.hessian_calibration_dir()));
-  }
+  PQ_RETURN_IF_ERROR(dist::Barrier());  // the work dir as rank 0 left it, for every rank
   for (const auto& li : c->layout().linears) c->info[li.module] = &li;
   c->progress = ScanProbeProgress(c->work, c->layers());
   return c;
@@ -142,13 +183,17 @@ Result<std::vector<float>> SweepHead(const ProbeContext& c, engine::Runner& runn
   std::vector<engine::LinearResult> head_results;
   if (c.o.probe_lm_head) {
     PQ_RETURN_IF_ERROR(runner.Head(nullptr, false, 1.0, &probe, &hw).status());  // input amax
+    PQ_RETURN_IF_ERROR(ReduceInputAmax(probe, c.layout()));
     PQ_RETURN_IF_ERROR(probe.BeginLayer({&hw.lm_head}));
+    c.reduce.Collect([&](dist::Sums& s) { probe.AddSums(s); });
   }
   PQ_ASSIGN_OR_RETURN(engine::HeadResult hr, runner.Head(nullptr, true, 1.0, &probe, &hw));
+  PQ_RETURN_IF_ERROR(ReduceHeadNll(hr));
   if (c.o.probe_lm_head) {
+    PQ_RETURN_IF_ERROR(c.reduce.Finish(/*everywhere=*/false));
     PQ_ASSIGN_OR_RETURN(head_results, probe.FinishLayer());
   }
-  PQ_RETURN_IF_ERROR(WriteBoundaryGrad(c.work, c.layers(), runner.head_grad()));
+  PQ_RETURN_IF_ERROR(WriteRankGrad(c.work, c.layers(), runner.head_grad()));
   ProbeUnit head;
   head.nll_sum = hr.nll_sum;
   head.scored = hr.scored;
@@ -157,7 +202,7 @@ Result<std::vector<float>> SweepHead(const ProbeContext& c, engine::Runner& runn
 }
 
 // The MTP head with its own objective (architectures.md §4): unit L, after the head.
-Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::Runner& hessian_runner,
+Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::Runner* hessian_runner,
                 engine::ProbeObserver& probe) {
   const int64_t layers = c.layers();
   PQ_ASSIGN_OR_RETURN(model::LayerWeights mw, c.src->LoadLayer(layers));
@@ -165,16 +210,22 @@ Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::Runner& h
   PQ_ASSIGN_OR_RETURN(model::HeadWeights hw, c.src->LoadHead());
   const engine::MtpParts parts{&mtp, &mw, &hw};  // loaded once for the three passes
   PQ_RETURN_IF_ERROR(runner.Mtp(nullptr, false, 1.0, &probe, parts).status());  // input amax
+  PQ_RETURN_IF_ERROR(ReduceInputAmax(probe, c.layout()));
   std::vector<const model::LinearWeights*> linears = LayerLinears(mw);
   linears.push_back(&mtp.fc);
   if (c.o.passes == quant::Passes::kRtn) {
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
   } else {
     engine::HessianObserver h = c.WantHessians(linears);
-    PQ_RETURN_IF_ERROR(hessian_runner.Mtp(nullptr, false, 1.0, &h, parts).status());
+    PQ_RETURN_IF_ERROR(c.ObserveHessians(runner, hessian_runner, h, [&](engine::Runner& r) {
+      return r.Mtp(nullptr, false, 1.0, &h, parts).status();
+    }));
     PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
   }
+  c.reduce.Collect([&](dist::Sums& s) { probe.AddSums(s); });
   PQ_ASSIGN_OR_RETURN(engine::HeadResult mr, runner.Mtp(nullptr, true, 1.0, &probe, parts));
+  PQ_RETURN_IF_ERROR(ReduceHeadNll(mr));
+  PQ_RETURN_IF_ERROR(c.reduce.Finish(/*everywhere=*/false));
   PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
   ProbeUnit unit;
   unit.layer = layers;
@@ -202,32 +253,49 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   ro.memory_budget_bytes = static_cast<uint64_t>(static_cast<double>(o.memory_budget_bytes) * share);
   ro.work_dir = o.work;
   ro.batch_tokens = 1;  // one sample per observer call (per-sample Fisher)
-  engine::Runner runner(*c.src, c.calib.samples, ro);
+  ro.sample_block = o.sample_block;
+  ro.first_sample = c.range.first;
+  ro.on_block_end = c.reduce.Hook();
+  const auto samples =
+      std::span(c.calib.samples)
+          .subspan(static_cast<size_t>(c.range.first), static_cast<size_t>(c.range.count));
+  engine::Runner runner(*c.src, samples, ro);
   PQ_RETURN_IF_ERROR(runner.Forward(/*keep_all=*/true, &probe));
+  PQ_RETURN_IF_ERROR(ReduceInputAmax(probe, c.layout()));
   // Export-aware pricing builds each layer's H from the Hessian samples (calibration.h), run
   // through the layer while it is resident, so candidates are priced on tokens their scale
-  // search and GPTQ did not see; their boundaries are stored like the samples'.
+  // search and GPTQ did not see; their boundaries are stored like the samples', and across
+  // ranks each runs its blocks of them (the export splits and folds them the same way).
   std::optional<engine::Runner> own_hessian_runner;
   if (own_hessian_samples) {
+    const auto n = static_cast<int64_t>(c.calib.hessian_samples.size());
+    PQ_ASSIGN_OR_RETURN(dist::SampleRange hr,
+                        dist::RankSamples(n, o.sample_block, dist::Rank(), dist::Size()));
     engine::RunnerOptions hro = ro;
     hro.memory_budget_bytes = o.memory_budget_bytes - ro.memory_budget_bytes;
-    own_hessian_runner.emplace(*c.src, c.calib.hessian_samples, hro);
+    hro.first_sample = hr.first;
+    own_hessian_runner.emplace(
+        *c.src,
+        std::span(c.calib.hessian_samples)
+            .subspan(static_cast<size_t>(hr.first), static_cast<size_t>(hr.count)),
+        hro);
     PQ_RETURN_IF_ERROR(own_hessian_runner->Forward(/*keep_all=*/true));
   }
-  engine::Runner& hessian_runner = own_hessian_runner ? *own_hessian_runner : runner;
+  engine::Runner* hessian_runner = own_hessian_runner ? &*own_hessian_runner : nullptr;
 
   std::vector<float> dy;
   if (!c.progress.head) {
     PQ_ASSIGN_OR_RETURN(dy, SweepHead(c, runner, probe));
   } else if (top >= 0) {
-    const size_t size = static_cast<size_t>(runner.total_tokens() * c.src->config().hidden);
-    PQ_ASSIGN_OR_RETURN(dy, ReadBoundaryGrad(w, top + 1, size));
+    PQ_ASSIGN_OR_RETURN(dy, ReadRankGrad(w, top + 1, c.total_rows, c.row0, runner.total_tokens(),
+                                         c.src->config().hidden));
   }
   if (c.layout().has_mtp() && !c.progress.mtp) {
     PQ_RETURN_IF_ERROR(SweepMtp(c, runner, hessian_runner, probe));
   }
   if (top < 0) return Status::Ok();
   ProbeBlockPricing block(o, c.src->config(), c.info, c.formats, w, c.calib.samples);
+  block.SetRankRows(c.row0, c.total_rows);
   PQ_RETURN_IF_ERROR(block.Start(top, dy));
   const auto begin_layer = [&](int64_t l, model::LayerWeights& lw,
                                std::span<const float> layer_dy) -> Status {
@@ -236,15 +304,19 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
       PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
     } else {
       engine::HessianObserver h = c.WantHessians(linears);
-      PQ_RETURN_IF_ERROR(hessian_runner.ObserveLayer(l, lw, h, o.hessian_batch_tokens));
+      PQ_RETURN_IF_ERROR(c.ObserveHessians(runner, hessian_runner, h, [&](engine::Runner& r) {
+        return r.ObserveLayer(l, lw, h, o.hessian_batch_tokens);
+      }));
       PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
     }
+    c.reduce.Collect([&](dist::Sums& s) { probe.AddSums(s); });
     return block.PriceLayer(runner, probe, *c.src, l, lw, layer_dy);
   };
   const auto finish_layer = [&](int64_t l, std::span<const float> grad) -> Status {
+    PQ_RETURN_IF_ERROR(c.reduce.Finish(/*everywhere=*/false));
     PQ_ASSIGN_OR_RETURN(auto results, probe.FinishLayer());
     block.Apply(results);
-    PQ_RETURN_IF_ERROR(WriteBoundaryGrad(w, l, grad));
+    PQ_RETURN_IF_ERROR(WriteRankGrad(w, l, grad));
     ProbeUnit unit;
     unit.layer = l;
     PQ_RETURN_IF_ERROR(c.SaveUnit(w.unit_dir(l), std::move(results), std::move(unit)));
@@ -326,6 +398,7 @@ Result<std::string> ModelFingerprint(const std::string& model) {
 }
 
 Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
+  const double start_s = NowSeconds();
   ScopedExecContext exec_scope(o.exec);
   if (o.work.empty()) return InvalidArgument("probe needs --work DIR");
   PQ_ASSIGN_OR_RETURN(std::unique_ptr<ProbeContext> c, Prepare(o));
@@ -342,10 +415,12 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
     LogInfo("probe: resuming after " + std::to_string(c->progress.finished_layers) +
             " finished layers");
   PQ_RETURN_IF_ERROR(Sweep(*c, probe));
+  PQ_RETURN_IF_ERROR(LogRankTimes("probe", start_s));
+  ProbeSummary sum;
+  if (dist::Rank() != 0) return sum;  // rank 0 writes (and reports) the probe
   PQ_ASSIGN_OR_RETURN(ProbeFile p, Assemble(*c));
   PQ_RETURN_IF_ERROR(WriteProbeFile(c->work, p));
   RemoveProbeEntries(c->work, "grad_");
-  ProbeSummary sum;
   sum.probe_json = c->work.probe_json();
   sum.layers = c->layers();
   sum.resumed_layers = c->progress.head ? c->progress.finished_layers : 0;

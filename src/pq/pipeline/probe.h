@@ -53,6 +53,10 @@ struct ProbeOptions {
   // Re-run only the first N calibration samples in the block reruns (0: all; the samples are
   // a seeded random choice, so the first N are a random subset): N/samples of their cost.
   int64_t block_samples = 0;
+  // Sums over samples are accumulated per block of this many samples and the blocks' sums
+  // folded in order (dist/block_fold.h): the same bytes on any number of MPI ranks, which take
+  // whole blocks (at least one each). 0: one block, the plain running sums.
+  int64_t sample_block = 0;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
 

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "pq/dist/block_fold.h"
+#include "pq/dist/comm.h"
+#include "pq/pipeline/probe_dist.h"
 #include "pq/quant/cost.h"
 
 namespace pq::pipeline {
@@ -58,7 +61,9 @@ Status ProbeBlockPricing::Start(int64_t top, std::span<const float> dy) {
   if (Needed(top + 1, top)) grads_[top + 1].assign(dy.begin(), dy.end());
   for (int64_t b = top + 2; b <= config_.num_layers; ++b) {
     if (!Needed(b, top) || !std::filesystem::exists(work_.grad_dir(b))) continue;
-    PQ_ASSIGN_OR_RETURN(grads_[b], ReadBoundaryGrad(work_, b, dy.size()));
+    const auto d = static_cast<int64_t>(config_.hidden), rows = static_cast<int64_t>(dy.size()) / d;
+    PQ_ASSIGN_OR_RETURN(
+        grads_[b], ReadRankGrad(work_, b, total_rows_ < 0 ? rows : total_rows_, row0_, rows, d));
   }
   return Status::Ok();
 }
@@ -94,6 +99,38 @@ Status ProbeBlockPricing::PriceLayer(const engine::Runner& runner,
   };
   PQ_ASSIGN_OR_RETURN(units_, engine::PriceBlockUnits(
                                   runner, window, LayerUnits(lw, info_, formats_), replace, bo));
+  return ReduceUnits();
+}
+
+Status ProbeBlockPricing::ReduceUnits() {
+  std::vector<double> energy;
+  std::vector<int64_t> changes;
+  size_t blocks = 0;
+  for (const engine::BlockUnitCost& u : units_)
+    for (const engine::BlockCandidateCost& c : u.candidates) {
+      energy.push_back(0);
+      changes.push_back(c.routing_changes);
+      blocks = c.block_energy.size();
+    }
+  if (energy.empty()) return Status::Ok();  // the same on every rank
+  dist::Sums sums;
+  sums.Add(std::span(energy));
+  dist::BlockFold fold;
+  for (size_t b = 0; b < blocks; ++b) {
+    size_t i = 0;
+    for (const engine::BlockUnitCost& u : units_)
+      for (const engine::BlockCandidateCost& c : u.candidates) energy[i++] = c.block_energy[b];
+    fold.EndBlock(sums, b + 1 == blocks);
+  }
+  PQ_RETURN_IF_ERROR(fold.Finish(sums, /*everywhere=*/false));
+  PQ_RETURN_IF_ERROR(dist::AllSum(changes));
+  size_t i = 0;
+  for (engine::BlockUnitCost& u : units_)
+    for (engine::BlockCandidateCost& c : u.candidates) {
+      c.energy = energy[i];
+      c.cost = quant::BlockCost(c.energy, scored_tokens_);
+      c.routing_changes = changes[i++];
+    }
   return Status::Ok();
 }
 
@@ -127,7 +164,7 @@ void ProbeBlockPricing::Finished(int64_t l, std::span<const float> grad) {
   for (int64_t b = l + 1; b <= config_.num_layers; ++b) {
     if (Needed(b, l - 1)) continue;
     grads_.erase(b);
-    RemoveBoundaryGrad(work_, b);
+    if (dist::Rank() == 0) RemoveBoundaryGrad(work_, b);  // rank 0 writes the work dir
   }
 }
 

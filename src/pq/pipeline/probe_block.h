@@ -47,12 +47,22 @@ class ProbeBlockPricing {
   // layer below needs.
   void Finished(int64_t l, std::span<const float> grad);
 
+  // Across MPI ranks: this rank's samples are token rows [row0, row0 + its rows) of
+  // total_rows (the saved gradients hold every rank's rows).
+  void SetRankRows(int64_t row0, int64_t total_rows) {
+    row0_ = row0;
+    total_rows_ = total_rows;
+  }
+
   // The window of layer l ends at this boundary (its output is l + 1).
   int64_t WindowEnd(int64_t l) const;
 
  private:
   // Whether an MoE layer at or below `below` has a window ending at b above its own output.
   bool Needed(int64_t b, int64_t below) const;
+  // The units' energies folded over the sample blocks of every rank (rank 0), their routing
+  // changes summed; costs from the folded energies.
+  Status ReduceUnits();
 
   const ProbeOptions& o_;
   const model::ModelConfig& config_;
@@ -60,6 +70,7 @@ class ProbeBlockPricing {
   const std::vector<formats::FormatId>& formats_;
   const WorkDir& work_;
   int64_t scored_tokens_ = 0;                    // of the re-run samples
+  int64_t row0_ = 0, total_rows_ = -1;           // SetRankRows (-1: this rank has all)
   std::map<int64_t, std::vector<float>> grads_;  // dL/d(boundary) by boundary
   std::vector<engine::BlockUnitCost> units_;     // the current layer's
 };

@@ -488,6 +488,7 @@ nlohmann::json ProbeInputs::ToJson() const {
   if (block_cost && block_samples > 0 && block_samples < samples)
     j["block_samples"] = block_samples;
   if (hessian_samples > 0) j["hessian_samples"] = hessian_samples;
+  if (sample_block > 0 && sample_block < samples) j["sample_block"] = sample_block;
   return j;
 }
 

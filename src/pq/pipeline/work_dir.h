@@ -138,6 +138,7 @@ struct ProbeInputs {
   int64_t block_layers = 2;           // ... through this many layers (ProbeOptions)
   int64_t block_samples = 0;          // ... re-running this many samples (0: all)
   int64_t hessian_samples = 0;        // the Hessians' own samples (0: the samples')
+  int64_t sample_block = 0;           // samples per block of the canonical sums (0: one)
   nlohmann::json ToJson() const;
 };
 
