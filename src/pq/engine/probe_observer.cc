@@ -26,9 +26,8 @@ void ForColumns(int64_t t, int64_t n, const std::function<void(int64_t, int64_t)
     fn(0, n);
     return;
   }
-  ParallelFor(static_cast<size_t>(n), threads, [&](size_t b, size_t e) {
-    fn(static_cast<int64_t>(b), static_cast<int64_t>(e));
-  });
+  ParallelFor(static_cast<size_t>(n), threads,
+              [&](size_t b, size_t e) { fn(static_cast<int64_t>(b), static_cast<int64_t>(e)); });
 }
 
 // acc[o] += Σ_t a[t, o]²  for a: [T, N]

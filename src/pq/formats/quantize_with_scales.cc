@@ -239,8 +239,8 @@ inline uint8_t EncodeAs(float x, float scale, float gs) {
     return E4M3EncodeSat(std::clamp(RoundBf16(x / scale), -kFp8Max, kFp8Max));
   } else {  // INT4, INT8
     const int half = 1 << (IntBits(F) - 1);
-    const float q = std::nearbyint(std::clamp(RoundBf16(x / scale), static_cast<float>(-half),
-                                              static_cast<float>(half - 1)));
+    const float q = std::nearbyint(
+        std::clamp(RoundBf16(x / scale), static_cast<float>(-half), static_cast<float>(half - 1)));
     return static_cast<uint8_t>(static_cast<int>(q) + half);
   }
 }

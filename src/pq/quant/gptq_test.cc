@@ -188,7 +188,7 @@ TEST(Gptq, FactorCacheGivesTheUncachedBytes) {
         ExpectSameBytes(a->tensors, b->tensors, std::string(formats::Spec(id).name));
         EXPECT_EQ(a->damp_used, b->damp_used);
       }
-  EXPECT_EQ(cache.hits(), calls - 2);  // one factorisation per act_order
+  EXPECT_EQ(cache.hits(), calls - 2);                          // one factorisation per act_order
   std::vector<float> bad(static_cast<size_t>(32 * 32), 0.0f);  // needs damp 0.1 (see below)
   for (int64_t i = 0; i < 32; i += 2) {
     bad[static_cast<size_t>(i * 32 + i)] = bad[static_cast<size_t>((i + 1) * 32 + i + 1)] = 1.0f;
