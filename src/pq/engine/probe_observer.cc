@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "pq/compute/ops.h"
 #include "pq/core/exec_context.h"
 #include "pq/core/minifloat.h"
+#include "pq/core/thread_pool.h"
 #include "pq/formats/act_quant.h"
 #include "pq/quant/rtn_candidate.h"
 
@@ -15,31 +17,59 @@ namespace {
 namespace ops = compute::cpu;
 using formats::FormatId;
 
+// fn(o0, o1) over column ranges of [0, n) on the exec threads. Every column is summed by one
+// call, over the tokens in order, so the sums do not depend on the thread count.
+void ForColumns(int64_t t, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  const int threads =
+      static_cast<int>(std::min<int64_t>(ExecThreads(), std::max<int64_t>(1, t * n >> 16)));
+  if (threads <= 1) {
+    fn(0, n);
+    return;
+  }
+  ParallelFor(static_cast<size_t>(n), threads,
+              [&](size_t b, size_t e) { fn(static_cast<int64_t>(b), static_cast<int64_t>(e)); });
+}
+
 // acc[o] += Σ_t a[t, o]²  for a: [T, N]
 void AddSquares(std::span<const float> a, int64_t t, int64_t n, std::span<double> acc) {
-  for (int64_t r = 0; r < t; ++r)
-    for (int64_t o = 0; o < n; ++o) {
-      const double d = a[static_cast<size_t>(r * n + o)];
-      acc[static_cast<size_t>(o)] += d * d;
-    }
+  ForColumns(t, n, [&](int64_t o0, int64_t o1) {
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t o = o0; o < o1; ++o) {
+        const double d = a[static_cast<size_t>(r * n + o)];
+        acc[static_cast<size_t>(o)] += d * d;
+      }
+  });
 }
 
 // acc[o] += Σ_t g[t, o]² · a[t, o]²  for a, g: [T, N]
 void AddWeightedSquares(std::span<const float> a, std::span<const float> g, int64_t t, int64_t n,
                         std::span<double> acc) {
-  for (int64_t r = 0; r < t; ++r)
-    for (int64_t o = 0; o < n; ++o) {
-      const auto j = static_cast<size_t>(r * n + o);
-      const double d = static_cast<double>(a[j]) * g[j];
-      acc[static_cast<size_t>(o)] += d * d;
-    }
+  ForColumns(t, n, [&](int64_t o0, int64_t o1) {
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t o = o0; o < o1; ++o) {
+        const auto j = static_cast<size_t>(r * n + o);
+        const double d = static_cast<double>(a[j]) * g[j];
+        acc[static_cast<size_t>(o)] += d * d;
+      }
+  });
 }
 
-std::vector<float> MatMulNoBias(std::span<const float> x, std::span<const float> w, int64_t t,
-                                int64_t k, int64_t n) {
-  std::vector<float> y(static_cast<size_t>(t * n));
+// y [T, N] = x [T, K] · w [N, K]ᵀ into y (resized; reused across candidates).
+void MatMulNoBias(std::span<const float> x, std::span<const float> w, int64_t t, int64_t k,
+                  int64_t n, std::vector<float>& y) {
+  y.resize(static_cast<size_t>(t * n));
   ops::MatMul(x, w, {}, y, t, k, n);
-  return y;
+}
+
+// dw = w − w_hat; false when it is zero everywhere (the candidate is W itself, e.g. BF16 of a
+// bf16 checkpoint: every energy term it would add is exactly 0).
+bool WeightDelta(std::span<const float> w, std::span<const float> w_hat, std::vector<float>& dw) {
+  bool any = false;
+  for (size_t j = 0; j < dw.size(); ++j) {
+    dw[j] = w[j] - w_hat[j];
+    any |= dw[j] != 0.0f;
+  }
+  return any;
 }
 
 }  // namespace
@@ -55,7 +85,9 @@ void ProbeObserver::OnLinearInput(const model::LinearWeights& l, std::span<const
 }
 
 Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>& linears,
-                                 const HessianObserver* hessians) {
+                                 const HessianObserver* hessians,
+                                 std::span<const formats::FormatId> formats) {
+  if (formats.empty()) formats = opt_.formats;
   order_.clear();
   active_.clear();
   // Unit-wide amaxes: fused siblings share one weight and one input global scale.
@@ -72,14 +104,15 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
         std::max(unit_x[unit(l->module)], it == amax_.end() ? 0.f : it->second);
   }
   uint64_t cache_need = 0;
-  for (const auto* l : linears) cache_need += l->w.size() * sizeof(float) * opt_.formats.size();
+  for (const auto* l : linears) cache_need += l->w.size() * sizeof(float) * formats.size();
   const bool cache = cache_need <= opt_.cache_bytes;
+  quant::GptqFactorCache factors;  // one factorisation per H, not per (Linear, format)
   for (const auto* l : linears) {
     Active a;
     a.linear = l;
     a.weight_global_scale = formats::NvFp4GlobalScale(unit_w[unit(l->module)]);
     a.input_global_scale = formats::NvFp4InputGlobalScale(unit_x[unit(l->module)]);
-    for (FormatId f : opt_.formats) {
+    for (FormatId f : formats) {
       if (!formats::CheckShape(f, l->rows, l->cols).ok()) continue;
       Candidate c{f, {}, {}, {}};
       c.e.e_weight.assign(static_cast<size_t>(l->rows), 0.0);
@@ -91,7 +124,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
       }
       a.cands.push_back(std::move(c));
     }
-    PQ_RETURN_IF_ERROR(PrepareCandidates(a, cache, hessians));
+    PQ_RETURN_IF_ERROR(PrepareCandidates(a, cache, hessians, &factors));
     order_.push_back(l->module);
     active_.emplace(l->module, std::move(a));
   }
@@ -108,12 +141,15 @@ Result<std::vector<float>> ProbeObserver::CandidateWeight(const Active& a, Forma
 }
 
 Result<quant::QuantizedLinear> ProbeObserver::ExportCandidate(
-    const Active& a, FormatId f, const HessianObserver& hessians) const {
+    const Active& a, FormatId f, const HessianObserver& hessians,
+    quant::GptqFactorCache* factors) const {
   const model::LinearWeights& l = *a.linear;
   std::vector<float> wb(l.w.size());
   for (size_t i = 0; i < wb.size(); ++i) wb[i] = RoundBf16(l.w[i]);
   quant::LinearQuantizeOptions o{opt_.passes, opt_.min_tokens, opt_.gptq, {}, l.module};
   o.qo.num_threads = ExecThreads();
+  o.measure_error = false;  // error_ratio is not used here
+  o.gptq.factor_cache = factors;
   if (f == FormatId::kNVFP4 || f == FormatId::kNVFP4A16)
     o.qo.weight_global_scale = a.weight_global_scale;
   if (f == FormatId::kNVFP4) o.qo.input_global_scale = a.input_global_scale;
@@ -126,8 +162,8 @@ Result<quant::QuantizedLinear> ProbeObserver::ExportCandidate(
 
 // Candidates cached as dequantized weights when `cache`; otherwise RTN ones are re-quantized
 // on every use and export-aware ones keep their packed tensors.
-Status ProbeObserver::PrepareCandidates(Active& a, bool cache,
-                                        const HessianObserver* hessians) const {
+Status ProbeObserver::PrepareCandidates(Active& a, bool cache, const HessianObserver* hessians,
+                                        quant::GptqFactorCache* factors) const {
   for (Candidate& c : a.cands) {
     if (opt_.passes == quant::Passes::kRtn || !hessians) {
       if (cache) {
@@ -135,7 +171,7 @@ Status ProbeObserver::PrepareCandidates(Active& a, bool cache,
       }
       continue;
     }
-    PQ_ASSIGN_OR_RETURN(quant::QuantizedLinear q, ExportCandidate(a, c.format, *hessians));
+    PQ_ASSIGN_OR_RETURN(quant::QuantizedLinear q, ExportCandidate(a, c.format, *hessians, factors));
     if (cache) {
       c.w_hat = std::move(q.w_hat);
     } else {
@@ -196,15 +232,17 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<
   const auto rows = [&](std::vector<double>& acc) {
     return std::span(acc).subspan(static_cast<size_t>(row0), static_cast<size_t>(n));
   };
-  std::vector<float> dw(w.size()), xq, dx, act_err;
+  std::vector<float> dw(w.size()), xq, dx, act_err, weight_err, w_err;
   for (Candidate& c : a.cands) {
     std::vector<float> fresh;
     PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh, row0, n));
-    for (size_t j = 0; j < dw.size(); ++j) dw[j] = w[j] - w_hat[j];
-    const std::vector<float> weight_err = MatMulNoBias(x, dw, t, k, n);  // X ΔWᵀ
-    AddSquares(weight_err, t, n, rows(c.e.e_weight));
+    const bool has_dw = WeightDelta(w, w_hat, dw);  // no ΔW: its terms are 0, skipped
+    if (has_dw) {
+      MatMulNoBias(x, dw, t, k, n, weight_err);  // X ΔWᵀ
+      AddSquares(weight_err, t, n, rows(c.e.e_weight));
+    }
     if (!formats::Spec(c.format).quantizes_activations) {
-      AddWeightedSquares(weight_err, dy, t, n, rows(c.e.e_token));
+      if (has_dw) AddWeightedSquares(weight_err, dy, t, n, rows(c.e.e_token));
       continue;
     }
     xq.assign(x.begin(), x.begin() + t * k);
@@ -214,11 +252,13 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<
       dx[j] = x[j] - xq[j];
       if (row0 == 0) c.e.dx2[j % static_cast<size_t>(k)] += static_cast<double>(dx[j]) * dx[j];
     }
-    act_err = MatMulNoBias(dx, w, t, k, n);  // (X − Q(X)) Wᵀ
+    MatMulNoBias(dx, w, t, k, n, act_err);  // (X − Q(X)) Wᵀ
     AddSquares(act_err, t, n, rows(c.e.e_act));
     // Y − Q(X) Ŵᵀ = (X − Q(X)) Wᵀ + Q(X) ΔWᵀ
-    const std::vector<float> w_err = MatMulNoBias(xq, dw, t, k, n);
-    for (size_t j = 0; j < act_err.size(); ++j) act_err[j] += w_err[j];
+    if (has_dw) {
+      MatMulNoBias(xq, dw, t, k, n, w_err);
+      for (size_t j = 0; j < act_err.size(); ++j) act_err[j] += w_err[j];
+    }
     AddSquares(act_err, t, n, rows(c.e.e_out));
     AddWeightedSquares(act_err, dy, t, n, rows(c.e.e_token));
   }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -79,8 +80,10 @@ class ProbeObserver : public model::LinearObserver {
   // `hessians`: H of every linear (HessianObserver::Want'ed by scale group) from the layer's
   // calibration inputs, for export-aware pricing; nullptr prices RTN candidates (lm_head,
   // which export writes by RTN).
+  // `formats`: the candidates priced for these Linears (empty: options.formats).
   Status BeginLayer(const std::vector<const model::LinearWeights*>& linears,
-                    const HessianObserver* hessians = nullptr);
+                    const HessianObserver* hessians = nullptr,
+                    std::span<const formats::FormatId> formats = {});
   void OnLinear(const model::LinearWeights& linear, std::span<const float> x,
                 std::span<const float> dy, int64_t rows) override;
   // The same for output rows [row0, row0 + n) (the chunked loss head's lm_head): RTN candidates
@@ -122,9 +125,12 @@ class ProbeObserver : public model::LinearObserver {
   };
   Result<std::vector<float>> CandidateWeight(const Active& a, formats::FormatId f) const;
   // Export-aware: the candidate exactly as the export's passes write it on H.
+  // `factors`: H's factorisations, shared by the layer's formats and fused siblings.
   Result<quant::QuantizedLinear> ExportCandidate(const Active& a, formats::FormatId f,
-                                                 const HessianObserver& hessians) const;
-  Status PrepareCandidates(Active& a, bool cache, const HessianObserver* hessians) const;
+                                                 const HessianObserver& hessians,
+                                                 quant::GptqFactorCache* factors) const;
+  Status PrepareCandidates(Active& a, bool cache, const HessianObserver* hessians,
+                           quant::GptqFactorCache* factors) const;
   // Ŵ of c: cached, dequantized from its packed tensors, or re-quantized by RTN into `fresh`;
   // rows [row0, row0 + n) of it (n < 0: all rows).
   Result<std::span<const float>> WeightOf(const Active& a, const Candidate& c,

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "pq/core/check.h"
 #include "pq/core/minifloat.h"
@@ -21,7 +22,7 @@ namespace {
 bool IsNvFp4(FormatId id) { return id == FormatId::kNVFP4 || id == FormatId::kNVFP4A16; }
 bool IsMx(FormatId id) { return id == FormatId::kMXFP4 || id == FormatId::kMXFP8; }
 bool IsFp4Elements(FormatId id) { return IsNvFp4(id) || id == FormatId::kMXFP4; }
-int IntBits(FormatId id) { return id == FormatId::kINT4 ? 4 : 8; }
+constexpr int IntBits(FormatId id) { return id == FormatId::kINT4 ? 4 : 8; }
 
 int64_t GroupSize(FormatId id, int64_t cols) {
   const FormatSpec& f = Spec(id);
@@ -222,49 +223,87 @@ float GroupCodec::RtnScale(std::span<const float> x) const {
   return 0.0f;
 }
 
-// rtn_ref.cc's element arithmetic, one element at a time.
-uint8_t GroupCodec::Encode(float x, float scale) const {
-  switch (id_) {
-    case FormatId::kNVFP4:
-    case FormatId::kNVFP4A16:
-      return E2M1Encode(std::clamp(x / (scale / gs_), -kFp4Max, kFp4Max));
-    case FormatId::kMXFP4:
-      return E2M1Encode(std::clamp(x * (1.0f / scale), -kFp4Max, kFp4Max));  // 1/2^e exact
-    case FormatId::kMXFP8:
-      return E4M3EncodeSat(x * (1.0f / scale));
-    case FormatId::kFP8:
-      return E4M3EncodeSat(std::clamp(RoundBf16(x / scale), -kFp8Max, kFp8Max));
-    case FormatId::kINT4:
-    case FormatId::kINT8: {
-      const int half = 1 << (IntBits(id_) - 1);
-      const float q = std::nearbyint(std::clamp(RoundBf16(x / scale), static_cast<float>(-half),
-                                                static_cast<float>(half - 1)));
-      return static_cast<uint8_t>(static_cast<int>(q) + half);
-    }
-    case FormatId::kBF16:
-      break;
+namespace {
+
+// rtn_ref.cc's element arithmetic for format F, one element at a time (gs: NVFP4's global
+// scale). Templates, so QuantDequant's loops below are compiled once per format.
+template <FormatId F>
+inline uint8_t EncodeAs(float x, float scale, float gs) {
+  if constexpr (F == FormatId::kNVFP4 || F == FormatId::kNVFP4A16) {
+    return E2M1Encode(std::clamp(x / (scale / gs), -kFp4Max, kFp4Max));
+  } else if constexpr (F == FormatId::kMXFP4) {
+    return E2M1Encode(std::clamp(x * (1.0f / scale), -kFp4Max, kFp4Max));  // 1/2^e exact
+  } else if constexpr (F == FormatId::kMXFP8) {
+    return E4M3EncodeSat(x * (1.0f / scale));
+  } else if constexpr (F == FormatId::kFP8) {
+    return E4M3EncodeSat(std::clamp(RoundBf16(x / scale), -kFp8Max, kFp8Max));
+  } else {  // INT4, INT8
+    const int half = 1 << (IntBits(F) - 1);
+    const float q = std::nearbyint(
+        std::clamp(RoundBf16(x / scale), static_cast<float>(-half), static_cast<float>(half - 1)));
+    return static_cast<uint8_t>(static_cast<int>(q) + half);
   }
-  return 0;
 }
 
 // dequantize.cc's arithmetic.
-float GroupCodec::Decode(uint8_t code, float scale) const {
-  switch (id_) {
+template <FormatId F>
+inline float DecodeAs(uint8_t code, float scale, float gs) {
+  if constexpr (F == FormatId::kNVFP4 || F == FormatId::kNVFP4A16) {
+    return E2M1Decode(code) * (scale / gs);
+  } else if constexpr (F == FormatId::kMXFP4) {
+    return E2M1Decode(code) * scale;
+  } else if constexpr (F == FormatId::kMXFP8 || F == FormatId::kFP8) {
+    return E4M3Decode(code) * scale;
+  } else {  // INT4, INT8
+    return static_cast<float>(static_cast<int>(code) - (1 << (IntBits(F) - 1))) * scale;
+  }
+}
+
+// fn(integral_constant<FormatId, id>) for a quantized format id; false for BF16.
+template <typename Fn>
+bool Dispatch(FormatId id, Fn&& fn) {
+  switch (id) {
     case FormatId::kNVFP4:
+      return fn(std::integral_constant<FormatId, FormatId::kNVFP4>{}), true;
     case FormatId::kNVFP4A16:
-      return E2M1Decode(code) * (scale / gs_);
+      return fn(std::integral_constant<FormatId, FormatId::kNVFP4A16>{}), true;
     case FormatId::kMXFP4:
-      return E2M1Decode(code) * scale;
+      return fn(std::integral_constant<FormatId, FormatId::kMXFP4>{}), true;
     case FormatId::kMXFP8:
+      return fn(std::integral_constant<FormatId, FormatId::kMXFP8>{}), true;
     case FormatId::kFP8:
-      return E4M3Decode(code) * scale;
+      return fn(std::integral_constant<FormatId, FormatId::kFP8>{}), true;
     case FormatId::kINT4:
+      return fn(std::integral_constant<FormatId, FormatId::kINT4>{}), true;
     case FormatId::kINT8:
-      return static_cast<float>(static_cast<int>(code) - (1 << (IntBits(id_) - 1))) * scale;
+      return fn(std::integral_constant<FormatId, FormatId::kINT8>{}), true;
     case FormatId::kBF16:
       break;
   }
-  return 0.0f;
+  return false;
+}
+
+}  // namespace
+
+uint8_t GroupCodec::Encode(float x, float scale) const {
+  uint8_t code = 0;
+  Dispatch(id_, [&](auto f) { code = EncodeAs<decltype(f)::value>(x, scale, gs_); });
+  return code;
+}
+
+float GroupCodec::Decode(uint8_t code, float scale) const {
+  float v = 0.0f;
+  Dispatch(id_, [&](auto f) { v = DecodeAs<decltype(f)::value>(code, scale, gs_); });
+  return v;
+}
+
+void GroupCodec::QuantDequant(std::span<const float> x, float scale, std::span<float> out) const {
+  PQ_CHECK(out.size() == x.size(), "QuantDequant: size mismatch");
+  Dispatch(id_, [&](auto f) {
+    constexpr FormatId F = decltype(f)::value;
+    for (size_t i = 0; i < x.size(); ++i)
+      out[i] = DecodeAs<F>(EncodeAs<F>(x[i], scale, gs_), scale, gs_);
+  });
 }
 
 void GroupCodec::QuantizeColumn(std::span<const float> x, std::span<const float> scales,

@@ -44,6 +44,9 @@ class GroupCodec {
   // The value the runtime reconstructs from `code` under stored scale `scale`.
   float Decode(uint8_t code, float scale) const;
   float QuantDequant(float x, float scale) const { return Decode(Encode(x, scale), scale); }
+  // The same for every element of x (one stored scale): out[i] = QuantDequant(x[i], scale),
+  // bit for bit, in one loop compiled per format.
+  void QuantDequant(std::span<const float> x, float scale, std::span<float> out) const;
   // One column, one value per row: x [rows], scales [rows] (each row's stored scale for this
   // column's group) -> codes [rows] and values [rows] (reconstructed).
   void QuantizeColumn(std::span<const float> x, std::span<const float> scales,

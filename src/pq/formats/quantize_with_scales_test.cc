@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "pq/core/minifloat.h"
@@ -146,6 +147,27 @@ TEST(QuantizeWithScales, QuantizeColumnMatchesElementwise) {
   for (size_t r = 0; r < 9; ++r) {
     EXPECT_EQ(c[r], codec->Encode(x[r], s[r]));
     EXPECT_EQ(v[r], codec->Decode(c[r], s[r]));
+  }
+}
+
+// The batched QuantDequant (one loop per format, used by the scale search) is the scalar
+// Decode(Encode(x, s), s) bit for bit, on adversarial values and scales across the range.
+TEST(QuantizeWithScales, BatchQuantDequantMatchesElementwise) {
+  for (FormatId id : Quantized()) {
+    auto codec = GroupCodec::Create(id, 256, 2688.0f / 3.0f);
+    ASSERT_TRUE(codec.ok());
+    const auto x = Weights(4096, 11, true);
+    std::vector<float> out(x.size());
+    for (float raw : {1e-30f, 3e-3f, 0.07f, 0.3f, 1.0f, 17.0f, 300.0f, 6e4f}) {
+      const float s = codec->RoundScale(raw);
+      if (s == 0.0f) continue;
+      codec->QuantDequant(x, s, out);
+      for (size_t i = 0; i < x.size(); ++i) {
+        const float want = codec->QuantDequant(x[i], s);
+        ASSERT_EQ(std::memcmp(&out[i], &want, sizeof(float)), 0)
+            << Spec(id).name << " x=" << x[i] << " s=" << s << ": " << out[i] << " vs " << want;
+      }
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 
 #include "pq/core/log.h"
 #include "pq/core/minifloat.h"
@@ -67,9 +68,13 @@ struct LayerQuantizer : engine::SweepHooks {
   std::map<std::string, FormatId> module_formats;
   double log_ratio_sum = 0;
   engine::HessianObserver hobs;
+  // GPTQ factorisations of this step's H (fused siblings share one H): keyed by address, so
+  // renewed with hobs.
+  std::unique_ptr<quant::GptqFactorCache> factors;
 
   model::LinearObserver* Observe(const engine::SweepStep& step) override {
     hobs = engine::HessianObserver();
+    factors = std::make_unique<quant::GptqFactorCache>();
     for (const model::LinearWeights* lw : step.linears) {
       const model::LinearInfo& li = *info.at(lw->module);
       if (plan.format.at(li.unit) != FormatId::kBF16) hobs.Want(*lw, li.scale_group);
@@ -112,6 +117,7 @@ struct LayerQuantizer : engine::SweepHooks {
     }
     const engine::HessianObserver::Entry* h = hobs.Find(li.module);
     quant::LinearQuantizeOptions lo{o.passes, o.min_tokens, o.gptq, qo, li.module};
+    lo.gptq.factor_cache = factors.get();
     auto q = quant::QuantizeLinear(fmt, wb, li.rows, li.cols, h ? h->h : std::span<const float>(),
                                    h ? h->rows : 0, lo);
     if (!q.ok()) return q.status().WithContext(li.module);

@@ -149,6 +149,7 @@ Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   in.seed = o.calib.seed;
   for (auto f : c->formats) in.formats.emplace_back(formats::Spec(f).name);
   in.probe_lm_head = o.probe_lm_head;
+  for (auto f : o.lm_head_formats) in.lm_head_formats.emplace_back(formats::Spec(f).name);
   in.passes = quant::PassesName(o.passes);
   in.block_cost = o.block_cost;
   in.block_frozen_routing = o.block_cost && !o.block_reroute;
@@ -184,7 +185,7 @@ Result<std::vector<float>> SweepHead(const ProbeContext& c, engine::Runner& runn
   if (c.o.probe_lm_head) {
     PQ_RETURN_IF_ERROR(runner.Head(nullptr, false, 1.0, &probe, &hw).status());  // input amax
     PQ_RETURN_IF_ERROR(ReduceInputAmax(probe, c.layout()));
-    PQ_RETURN_IF_ERROR(probe.BeginLayer({&hw.lm_head}));
+    PQ_RETURN_IF_ERROR(probe.BeginLayer({&hw.lm_head}, nullptr, c.o.lm_head_formats));
     c.reduce.Collect([&](dist::Sums& s) { probe.AddSums(s); });
   }
   PQ_ASSIGN_OR_RETURN(engine::HeadResult hr, runner.Head(nullptr, true, 1.0, &probe, &hw));

@@ -28,6 +28,10 @@ struct ProbeOptions {
   CalibrationOptions calib;
   std::vector<formats::FormatId> formats;  // empty: every format
   bool probe_lm_head = true;
+  // lm_head's candidates when probed (empty: `formats`). quantize prices only the lm_head
+  // format it exports (allocate keeps lm_head at a fixed format; the others' prices would
+  // change no decision, and at a 49k vocabulary they cost as much as all the layers).
+  std::vector<formats::FormatId> lm_head_formats;
   uint64_t memory_budget_bytes = 8ull << 30;  // stored boundaries (spill beyond)
   uint64_t cache_bytes = 2ull << 30;          // dequantized candidates of one layer
   // The passes candidates are priced after: the calibrated export's (search+gptq by default),

@@ -83,6 +83,7 @@ Result<ProbedCandidate> ProbedCandidates::Make(const ProbeLinear& linear, format
   for (size_t i = 0; i < wb.size(); ++i) wb[i] = RoundBf16(lw.w[i]);
   quant::LinearQuantizeOptions o{passes_, 32, {}, {}, linear.module};
   o.qo.num_threads = ExecThreads();
+  o.measure_error = false;  // error_ratio is not used here
   if (f == formats::FormatId::kNVFP4 || f == formats::FormatId::kNVFP4A16)
     o.qo.weight_global_scale = wgs;
   if (f == formats::FormatId::kNVFP4) o.qo.input_global_scale = igs;

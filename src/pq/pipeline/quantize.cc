@@ -5,8 +5,24 @@
 #include "pq/core/log.h"
 #include "pq/io/file_util.h"
 #include "pq/model/weights.h"
+#include "pq/pipeline/work_dir.h"
 
 namespace pq::pipeline {
+namespace {
+
+// A work dir that already holds a probe (or its start) made with every lm_head format, e.g. by
+// `probe`: reused as it is instead of refused for differing inputs.
+bool ProbedBefore(const std::string& work) {
+  const WorkDir w(work);
+  if (!std::filesystem::exists(w.inputs_json())) return false;
+  auto text = io::ReadFileToString(w.inputs_json());
+  if (!text.ok()) return false;
+  const auto j = nlohmann::json::parse(*text, nullptr, false);
+  return j.is_object() && j.contains("inputs") && j["inputs"].is_object() &&
+         !j["inputs"].contains("lm_head_formats");
+}
+
+}  // namespace
 
 Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   ScopedExecContext exec_scope(o.exec);
@@ -26,7 +42,10 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
                              " bytes of tensors outside the Linears (embeddings, norms, ...)");
   }
   LogInfo("[1/3] probe");
-  PQ_ASSIGN_OR_RETURN(r.probe, RunProbe(o.probe));
+  ProbeOptions po = o.probe;
+  if (po.lm_head_formats.empty() && !ProbedBefore(po.work))
+    po.lm_head_formats = {o.allocate.lm_head};  // the only lm_head format export writes
+  PQ_ASSIGN_OR_RETURN(r.probe, RunProbe(po));
   LogInfo("[2/3] allocate");
   AllocateOptions a = o.allocate;
   a.work = o.probe.work;

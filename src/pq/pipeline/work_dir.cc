@@ -482,6 +482,7 @@ nlohmann::json ProbeInputs::ToJson() const {
             {"probe_lm_head", probe_lm_head},
             {"passes", passes}};
   // Only when not the default, so work dirs probed before these options keep their identity.
+  if (probe_lm_head && !lm_head_formats.empty()) j["lm_head_formats"] = lm_head_formats;
   if (!block_cost) j["block_cost"] = false;
   if (block_frozen_routing) j["block_routing"] = "frozen";
   if (block_cost && block_layers != 2) j["block_layers"] = block_layers;

@@ -132,6 +132,7 @@ struct ProbeInputs {
   uint64_t seed = 0;
   std::vector<std::string> formats;
   bool probe_lm_head = true;
+  std::vector<std::string> lm_head_formats;  // lm_head's candidates (empty: formats)
   std::string passes = "rtn";         // quant::PassesName of the pricing (export-aware unless rtn)
   bool block_cost = true;             // MoE units priced at the block output (ProbeOptions)
   bool block_frozen_routing = false;  // ... with the routing frozen (an ablation)

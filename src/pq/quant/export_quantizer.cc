@@ -1,5 +1,6 @@
 #include "pq/quant/export_quantizer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "pq/core/log.h"
@@ -30,8 +31,11 @@ bool RunsGptq(Passes p) {
 }
 
 Status Search(formats::FormatId f, std::span<const float> w, std::span<const float> h, int64_t n,
-              int64_t k, QuantizedLinear& q) {
-  PQ_ASSIGN_OR_RETURN(auto s, ScaleSearch(f, w, formats::Views(q.tensors), Diagonal(h, k), n, k));
+              int64_t k, int threads, QuantizedLinear& q) {
+  ScaleSearchOptions so;
+  so.num_threads = std::max(1, threads);  // rows split across threads: same result
+  PQ_ASSIGN_OR_RETURN(auto s,
+                      ScaleSearch(f, w, formats::Views(q.tensors), Diagonal(h, k), n, k, so));
   q.tensors = std::move(s.tensors);
   q.w_hat = std::move(s.w_hat);
   return Status::Ok();
@@ -85,14 +89,16 @@ Result<QuantizedLinear> QuantizeLinear(formats::FormatId f, std::span<const floa
             std::to_string(o.min_tokens) + "), quantized by RTN");
     return q;
   }
-  const double rtn_error = OutputError(w, q.w_hat, h, n, k);
-  if (SearchFirst(o.passes)) PQ_RETURN_IF_ERROR(Search(f, w, h, n, k, q));
+  const double rtn_error = o.measure_error ? OutputError(w, q.w_hat, h, n, k) : 0.0;
+  const int threads = o.qo.num_threads;
+  if (SearchFirst(o.passes)) PQ_RETURN_IF_ERROR(Search(f, w, h, n, k, threads, q));
   if (RunsGptq(o.passes)) {
     PQ_ASSIGN_OR_RETURN(bool ok, Gptq(f, w, h, n, k, o, q));
     if (!ok) return q;  // what the passes before GPTQ wrote, not counted as calibrated
   }
-  if (o.passes == Passes::kGptqSearch) PQ_RETURN_IF_ERROR(Search(f, w, h, n, k, q));
+  if (o.passes == Passes::kGptqSearch) PQ_RETURN_IF_ERROR(Search(f, w, h, n, k, threads, q));
   q.calibrated = true;
+  if (!o.measure_error) return q;
   const double err = OutputError(w, q.w_hat, h, n, k);
   q.error_ratio = rtn_error > 0 ? err / rtn_error : 1.0;
   return q;

@@ -34,14 +34,18 @@ struct LinearQuantizeOptions {
   Passes passes = Passes::kSearchGptq;
   int64_t min_tokens = 32;
   GptqOptions gptq;             // damping, block, act order (the scales come from the passes)
-  formats::QuantizeOptions qo;  // global scales, threads
+  formats::QuantizeOptions qo;  // global scales, threads (GPTQ's and the scale search's)
   std::string module;           // for messages
+  // Measure error_ratio (two ΔW H ΔWᵀ products, as costly as GPTQ's own updates); the probe,
+  // which discards it, turns it off (the tensors and w_hat are the same either way).
+  bool measure_error = true;
 };
 
 struct QuantizedLinear {
   std::vector<formats::QTensor> tensors;  // the stored tensors (QuantizeRtn's layout)
   std::vector<float> w_hat;               // [N, K] what the runtime reconstructs
-  double error_ratio = 1.0;  // tr(ΔW H ΔWᵀ) of the result / that of RTN (1 for RTN)
+  double error_ratio = 1.0;  // tr(ΔW H ΔWᵀ) of the result / that of RTN (1 for RTN or
+                             // when not measured)
   bool calibrated = false;   // false: RTN (pure RTN passes, too few rows, or a fallback)
 };
 

@@ -226,14 +226,60 @@ void BuildReversedHessian(std::span<const float> h, Problem& p, double damp) {
 
 // Factors the damped H into p.u, multiplying damp by 10 up to kDampRetries times; returns the
 // damping fraction that worked, or nullopt (with the last one tried in *last).
-std::optional<double> Factor(std::span<const float> h, Problem& p, double damp, int threads,
-                             double* last) {
+std::optional<double> FactorOnce(std::span<const float> h, Problem& p, double damp, int threads,
+                                 double* last) {
   for (int t = 0; t <= kDampRetries; ++t, damp *= 10.0) {
     *last = damp;
     BuildReversedHessian(h, p, damp * p.mean_diag);
     if (InverseCholeskyUpper(p.u, p.k, threads)) return damp;
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+struct GptqFactorCache::Entry {
+  std::vector<double> u;
+  std::optional<double> damp;
+  double last = 0.0;
+};
+
+GptqFactorCache::GptqFactorCache() = default;
+GptqFactorCache::~GptqFactorCache() = default;
+
+std::shared_ptr<const GptqFactorCache::Entry> GptqFactorCache::Get(
+    std::span<const float> h, double damp, bool act_order,
+    const std::function<std::shared_ptr<const Entry>()>& make) {
+  const auto key = std::make_tuple(h.data(), h.size(), damp, act_order);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end()) {
+      ++hits_;
+      return it->second;
+    }
+  }
+  std::shared_ptr<const Entry> e = make();
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.emplace(key, std::move(e)).first->second;
+}
+
+namespace {
+
+// FactorOnce, or its result for the same H from options.factor_cache (p.order, p.dead and
+// p.mean_diag depend on H and act_order alone, so the cached factor is this call's own).
+std::optional<double> Factor(std::span<const float> h, Problem& p, const GptqOptions& o,
+                             int threads, double* last) {
+  if (!o.factor_cache) return FactorOnce(h, p, o.damp, threads, last);
+  auto e = o.factor_cache->Get(h, o.damp, o.act_order, [&] {
+    auto made = std::make_shared<GptqFactorCache::Entry>();
+    made->damp = FactorOnce(h, p, o.damp, threads, &made->last);
+    made->u = std::move(p.u);
+    return std::shared_ptr<const GptqFactorCache::Entry>(std::move(made));
+  });
+  p.u = e->u;
+  *last = e->last;
+  return e->damp;
 }
 
 // W in sweep order, dead columns zeroed.
@@ -333,7 +379,7 @@ Result<GptqResult> GptqQuantize(FormatId format, std::span<const float> w, std::
   PQ_RETURN_IF_ERROR(CheckGivenScales(codec, options.scales, rows));
   Problem p = Prepare(h, rows, cols, options, codec);
   double last = 0.0;
-  const std::optional<double> damp = Factor(h, p, options.damp, threads, &last);
+  const std::optional<double> damp = Factor(h, p, options, threads, &last);
   if (!damp) return RtnFallback(format, w, rows, cols, qo, last, p.mean_diag);
 
   formats::QCodes q;

@@ -36,14 +36,21 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "pq/core/status.h"
 #include "pq/formats/format.h"
 
 namespace pq::quant {
+
+class GptqFactorCache;
 
 struct GptqOptions {
   double damp = 0.01;  // fraction of mean(diag H) added to the diagonal
@@ -58,6 +65,31 @@ struct GptqOptions {
   // reads them from its tensors): used for every group as static scales and stored as is.
   // Empty: GPTQ's own rule above.
   std::vector<float> scales;
+  // Optional: reuse the factorisation of the same H (same data address, damp, act_order)
+  // across calls — the probe prices every format of a Linear, and fused siblings, on one H.
+  GptqFactorCache* factor_cache = nullptr;
+};
+
+// The damped H's inverse Cholesky factor, shared by GptqQuantize calls on one H: it depends on
+// H, damp and act_order only, never on the format or the rows, so results are the same bit for
+// bit with or without the cache. Keyed by H's address: a cache must not outlive the Hessians
+// it has seen (nor see one rewritten in place). Thread-safe.
+class GptqFactorCache {
+ public:
+  struct Entry;  // gptq.cc
+  GptqFactorCache();
+  ~GptqFactorCache();
+  GptqFactorCache(const GptqFactorCache&) = delete;
+  GptqFactorCache& operator=(const GptqFactorCache&) = delete;
+  // The entry of (h, damp, act_order), made by `make` the first time.
+  std::shared_ptr<const Entry> Get(std::span<const float> h, double damp, bool act_order,
+                                   const std::function<std::shared_ptr<const Entry>()>& make);
+  int64_t hits() const { return hits_; }
+
+ private:
+  std::mutex mu_;
+  std::map<std::tuple<const float*, size_t, double, bool>, std::shared_ptr<const Entry>> entries_;
+  int64_t hits_ = 0;
 };
 
 struct GptqResult {

@@ -166,6 +166,43 @@ TEST(Gptq, SameBytesOnAnyThreadCount) {
   }
 }
 
+// A factor cache shared by every format (and two row counts, as fused siblings) on one H
+// gives the bytes of uncached calls, factorises once per (H, damp, act_order), and keeps the
+// retried damping of an H that needed it.
+TEST(Gptq, FactorCacheGivesTheUncachedBytes) {
+  const int64_t n = 96, k = 256;
+  const auto h = CorrelatedHessian(k, 400, 7);
+  GptqFactorCache cache;
+  int64_t calls = 0;
+  for (bool act_order : {false, true})
+    for (int64_t rows : {n, n / 2})
+      for (FormatId id : {FormatId::kNVFP4A16, FormatId::kINT4, FormatId::kFP8, FormatId::kMXFP8}) {
+        const auto w = RandomWeights(rows, k, 9);
+        GptqOptions o = Options(id);
+        o.act_order = act_order;
+        auto a = GptqQuantize(id, w, h, rows, k, o);
+        o.factor_cache = &cache;
+        auto b = GptqQuantize(id, w, h, rows, k, o);
+        ASSERT_TRUE(a.ok() && b.ok());
+        ++calls;
+        ExpectSameBytes(a->tensors, b->tensors, std::string(formats::Spec(id).name));
+        EXPECT_EQ(a->damp_used, b->damp_used);
+      }
+  EXPECT_EQ(cache.hits(), calls - 2);                          // one factorisation per act_order
+  std::vector<float> bad(static_cast<size_t>(32 * 32), 0.0f);  // needs damp 0.1 (see below)
+  for (int64_t i = 0; i < 32; i += 2) {
+    bad[static_cast<size_t>(i * 32 + i)] = bad[static_cast<size_t>((i + 1) * 32 + i + 1)] = 1.0f;
+    bad[static_cast<size_t>(i * 32 + i + 1)] = bad[static_cast<size_t>((i + 1) * 32 + i)] = 1.05f;
+  }
+  GptqOptions o = Options(FormatId::kNVFP4A16);
+  o.factor_cache = &cache;
+  for (int pass = 0; pass < 2; ++pass) {
+    auto g = GptqQuantize(FormatId::kNVFP4A16, RandomWeights(4, 32, 12), bad, 4, 32, o);
+    ASSERT_TRUE(g.ok());
+    EXPECT_NEAR(g->damp_used, 0.1, 1e-12);
+  }
+}
+
 TEST(Gptq, BlockSizeOnlyChangesRounding) {
   // Lazy block updates are an exact reordering of the same arithmetic: any block size gives
   // the same codes up to floating-point ties.

@@ -24,11 +24,14 @@ double CodesError(const GroupCodec& c, const float* x, const uint8_t* codes, con
   return e;
 }
 
-// The weighted error of x [n] re-quantized with stored scale s.
-double RequantError(const GroupCodec& c, const float* x, const float* hd, size_t n, float s) {
+// The weighted error of x [n] re-quantized with stored scale s (xq: scratch of n).
+double RequantError(const GroupCodec& c, const float* x, const float* hd, size_t n, float s,
+                    std::vector<float>& xq) {
+  xq.resize(n);
+  c.QuantDequant(std::span<const float>(x, n), s, xq);
   double e = 0.0;
   for (size_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - static_cast<double>(c.QuantDequant(x[i], s));
+    const double d = static_cast<double>(x[i]) - static_cast<double>(xq[i]);
     e += static_cast<double>(hd[i]) * d * d;
   }
   return e;
@@ -48,11 +51,12 @@ GroupOutcome SearchGroup(const GroupCodec& c, const std::vector<double>& factors
   if (o.before == 0.0) return o;
   double best = std::numeric_limits<double>::infinity();
   float best_s = 0.0f, prev = 0.0f;
+  std::vector<float> xq;
   for (double f : factors) {
     const float s = c.RoundScale(static_cast<float>(f * static_cast<double>(s0)));
     if (s == 0.0f || s == prev) continue;
     prev = s;
-    const double e = RequantError(c, x, hd, n, s);
+    const double e = RequantError(c, x, hd, n, s, xq);
     if (e < best) {
       best = e;
       best_s = s;
