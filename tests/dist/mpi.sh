@@ -50,10 +50,13 @@ done
 n=$(grep -c '^wrote ' "$work/r3.out")
 [[ $n -eq 1 ]] && ok "R=3: one rank printed the result" || bad "R=3: $n 'wrote' lines"
 # Progress: one rank's lines (each finishing line once); per-rank times from rank 0 only.
-f=$(grep -c '^forward .*100%' "$work/r3.err") b=$(grep -c '^backward .*100%' "$work/r3.err")
+# (Two forward sweeps: the priced samples' and the Hessian samples'.)
+f=$(grep -c '^forward  .*100%' "$work/r3.err") b=$(grep -c '^backward .*100%' "$work/r3.err")
+fh=$(grep -c '^forward (Hessian samples) .*100%' "$work/r3.err")
 t=$(grep -c '^probe: rank [0-2] of 3: .* s, compute .* reduction .* cpu' "$work/r3.err")
-[[ $f -eq 1 && $b -eq 1 && $t -eq 3 ]] && ok "R=3: ranks 1, 2 quiet; rank 0 logs the 3 ranks' times" ||
-  bad "R=3 stderr: $f forward, $b backward, $t time lines: $(cat "$work/r3.err")"
+[[ $f -eq 1 && $fh -eq 1 && $b -eq 1 && $t -eq 3 ]] &&
+  ok "R=3: ranks 1, 2 quiet; rank 0 logs the 3 ranks' times" ||
+  bad "R=3 stderr: $f + $fh forward, $b backward, $t time lines: $(cat "$work/r3.err")"
 
 # A trained MoE (qwen3_moe: experts no sample of a rank may reach, routed counts, per-expert
 # Hessians) and the hybrid (Gated DeltaNet, gated attention, experts, the MTP head), both with

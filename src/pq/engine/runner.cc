@@ -80,7 +80,7 @@ Status Runner::Forward(bool keep_all, model::LinearObserver* observer, SweepHook
         seqs_[s].ids, Rows(h, offsets_[s], static_cast<int64_t>(seqs_[s].ids.size()), d)));
   const model::RopeCache rope = model::RopeCache::Make(c, std::max<int64_t>(max_tokens_, 1));
   std::optional<Progress> progress;
-  if (opt_.progress) progress.emplace("forward", static_cast<size_t>(layers));
+  if (opt_.progress) progress.emplace(opt_.forward_label, static_cast<size_t>(layers));
   for (int64_t l = 0; l < layers; ++l) {
     if (keep_all) PQ_RETURN_IF_ERROR(store_.Put(l, h));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));

@@ -39,6 +39,7 @@ struct RunnerOptions {
   std::string work_dir;                       // where boundaries spill ("" = /tmp)
   int64_t batch_tokens = 2048;                // sequences run together up to this many tokens
   bool progress = true;
+  std::string forward_label = "forward";  // Forward's progress line
   // The loss head's logits (and their gradient) are computed in chunks of at most this many
   // bytes (engine/loss_head.h), never as one [T, V] matrix per sequence.
   uint64_t head_chunk_bytes = 64ull << 20;

@@ -275,6 +275,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
     engine::RunnerOptions hro = ro;
     hro.memory_budget_bytes = o.memory_budget_bytes - ro.memory_budget_bytes;
     hro.first_sample = hr.first;
+    hro.forward_label = "forward (Hessian samples)";
     own_hessian_runner.emplace(
         *c.src,
         std::span(c.calib.hessian_samples)
