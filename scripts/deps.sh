@@ -3,7 +3,7 @@
 #   scripts/deps.sh          what building and running `prismaquant` needs
 #   scripts/deps.sh --test   that plus what the test suite needs (GoogleTest, Python with venv
 #                            for the test-only reference virtualenv, Chromium for the report test,
-#                            Open MPI for the MPI build's tests: scripts/test_mpi.sh)
+#                            Open MPI for prismaquant-mpi's tests)
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libopenblas-dev
       libpcre2-dev)

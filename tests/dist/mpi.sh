@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# probe, export --work and eval across MPI ranks (DESIGN §7), with the MPI build's binary:
+# probe, export --work and eval across MPI ranks (DESIGN §7), with prismaquant-mpi (PQ_BIN):
 #   - `mpirun -np R` for R = 1, 2, 3 writes a work dir byte-identical (probe.json, every unit,
-#     the calibration samples) to the build without MPI (PQ_PLAIN_BIN) given the same
+#     the calibration samples) to prismaquant without MPI (PQ_PLAIN_BIN) given the same
 #     --sample-block, with the default export-aware pricing (Hessians folded too);
 #   - the same for a trained MoE (qwen3_moe) and the hybrid (qwen3_5_moe: DeltaNet, experts,
 #     the MTP head), MoE block pricing included;
-#   - eval (NLL and KL) across R = 2, 3 prints the same JSON as the build without MPI;
+#   - eval (NLL and KL) across R = 2, 3 prints the same JSON as prismaquant without MPI;
 #   - export --work (GPTQ on Hessians folded over blocks and ranks) across R = 2, 3 writes the
-#     same checkpoint as the build without MPI (stories260K; the hybrid, MTP head included);
+#     same checkpoint as prismaquant without MPI (stories260K; the hybrid, MTP head included);
 #   - the block size changes the bits (so the comparisons above can fail), and more ranks
 #     than sample blocks, or a command not data-parallel (allocate, export --uniform), are
 #     refused with a message;
@@ -19,9 +19,10 @@
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../script_lib.sh"
 pq_setup dist_mpi probe
-plain="${PQ_PLAIN_BIN:-$src/build/release/tools/prismaquant/prismaquant}"
-if [[ ! -x "$plain" ]]; then
-  echo "dist_mpi: the build without MPI is needed at '$plain' (PQ_PLAIN_BIN)" >&2
+plain="${PQ_PLAIN_BIN:-$(dirname "$bin")/prismaquant}"
+if [[ ! -x "$plain" || "$plain" -ef "$bin" ]]; then
+  echo "dist_mpi: the one-process prismaquant is needed at '$plain' (PQ_PLAIN_BIN) beside" \
+    "prismaquant-mpi (PQ_BIN)" >&2
   exit 1
 fi
 command -v mpirun > /dev/null || { echo "dist_mpi: no mpirun (scripts/deps.sh --test)" >&2; exit 1; }
@@ -37,12 +38,12 @@ same() {  # same NAME DIR_A DIR_B
   if d=$(diff -r "$2" "$3" 2>&1); then ok "$1"; else bad "$1: $(head -3 <<< "$d" | tr '\n' ' ')"; fi
 }
 
-# Byte identity across R and against the build without MPI.
+# Byte identity across R and against prismaquant without MPI.
 probe "$plain" "$work/plain" 6 2 > "$work/plain.out" 2>&1 || bad "plain probe: $(cat "$work/plain.out")"
 for r in 1 2 3; do
   if "${mpi[@]}" -np "$r" "$bin" probe "$model" --calib "$text" --work "$work/r$r" --samples 6 \
     --seqlen 64 --threads 1 --sample-block 2 > "$work/r$r.out" 2> "$work/r$r.err"; then
-    same "R=$r: work dir identical to the build without MPI" "$work/plain" "$work/r$r"
+    same "R=$r: work dir identical to prismaquant without MPI" "$work/plain" "$work/r$r"
   else
     bad "R=$r failed: $(tail -3 "$work/r$r.err")"
   fi
@@ -69,7 +70,7 @@ for m in moe:2 hyb:3; do
     --threads 1 --sample-block 2 > /dev/null 2>&1 || bad "plain $name probe failed"
   "${mpi[@]}" -np "$r" "$bin" probe "$path" --calib "$text" --work "$work/$name$r" --samples 6 \
     --seqlen 64 --threads 1 --sample-block 2 > /dev/null 2>&1 &&
-    same "$name, R=$r: work dir identical to the build without MPI" "$work/$name" \
+    same "$name, R=$r: work dir identical to prismaquant without MPI" "$work/$name" \
       "$work/$name$r" || bad "$name, R=$r failed"
 done
 grep -q '"routing_changes": [1-9]' "$work/hyb3/probe.json" &&
@@ -88,7 +89,7 @@ cmp -s "$work/plain/probe.json" "$work/plain1/probe.json" &&
   ok "blocks of 1 and 2 samples differ in probe.json"
 "${mpi[@]}" -np 2 "$bin" probe "$model" --calib "$text" --work "$work/r2b1" --samples 6 \
   --seqlen 64 --threads 1 --sample-block 1 > /dev/null 2>&1 &&
-  same "R=2, blocks of 1: identical to the build without MPI" "$work/plain1" "$work/r2b1" ||
+  same "R=2, blocks of 1: identical to prismaquant without MPI" "$work/plain1" "$work/r2b1" ||
   bad "R=2 with blocks of 1 failed"
 
 # Refusals.
@@ -103,19 +104,26 @@ err=$("${mpi[@]}" -np 2 "$bin" allocate --work "$work/plain" --target-bits 6 2>&
 [[ $rc -ne 0 && "$err" == *"only \`probe\`, \`eval\` and \`export --work\`"* ]] &&
   ok "allocate across ranks: refused" || bad "allocate across ranks: rc=$rc $err"
 
-# export --work: the Hessians of each layer folded over the probe's sample blocks and the ranks,
-# every rank quantizing the same weights; rank 0 writes the checkpoint.
+# export --work: the Hessians of each layer folded over the probe's sample blocks and the ranks;
+# each Linear quantized by its owner rank (balanced by cost) and broadcast; rank 0 writes.
 for m in model:plain:3 hyb:hyb:2; do
   IFS=: read -r var w r <<< "$m"
   "$plain" -q allocate --work "$work/$w" --target-bits 6 > /dev/null 2>&1 || bad "allocate $w"
   "$plain" -q export "${!var}" --work "$work/$w" -o "$work/$w-ckpt" > /dev/null 2>&1 ||
     bad "plain export of $w failed"
   "${mpi[@]}" -np "$r" "$bin" export "${!var}" --work "$work/$w" -o "$work/$w-ckpt$r" \
-    > "$work/x.out" 2> /dev/null &&
-    same "export of $w, R=$r: checkpoint identical to the build without MPI" "$work/$w-ckpt" \
+    > "$work/x.out" 2> "$work/x.err" &&
+    same "export of $w, R=$r: checkpoint identical to prismaquant without MPI" "$work/$w-ckpt" \
       "$work/$w-ckpt$r" || bad "export of $w, R=$r failed"
-  grep -q 'Linears calibrated' "$work/x.out" && ok "export of $w: $(grep -o '[0-9]* Linears calibrated' "$work/x.out")" ||
-    bad "export of $w printed: $(cat "$work/x.out")"
+  # The work shared out: every rank quantized some Linears, together each once.
+  total=$(sed -nE 's/.*: ([0-9]+) Linears calibrated.*, ([0-9]+) by RTN/\1 \2/p' "$work/x.out")
+  mapfile -t per < <(sed -nE "s/^export: rank [0-9]+ of $r: .*; ([0-9]+) Linears quantized\$/\1/p" \
+    "$work/x.err")
+  sum=0 nonzero=0
+  for n in "${per[@]}"; do ((sum += n)); ((n > 0 && ++nonzero)); done
+  [[ -n $total && ${#per[@]} -eq $r && $nonzero -eq $r && $sum -eq $((${total% *} + ${total#* })) ]] &&
+    ok "export of $w, R=$r: Linears quantized per rank ${per[*]} (sum $sum = calibrated + RTN)" ||
+    bad "export of $w, R=$r: per-rank counts '${per[*]}' vs '$total': $(cat "$work/x.err" "$work/x.out")"
 done
 
 # eval: chunks of windows split over the ranks, their sums added on rank 0 in chunk order
@@ -126,7 +134,7 @@ ev=(eval "$work/q" --text "$text" --split paragraphs --max-docs 200 --reference 
 for r in 2 3; do
   "${mpi[@]}" -np "$r" "$bin" "${ev[@]}" > "$work/eval$r.json" 2> /dev/null &&
     cmp -s "$work/eval.json" "$work/eval$r.json" &&
-    ok "eval, R=$r: identical to the build without MPI: $(tr -d ' \n' < "$work/eval$r.json")" ||
+    ok "eval, R=$r: identical to prismaquant without MPI: $(tr -d ' \n' < "$work/eval$r.json")" ||
     bad "eval, R=$r: $(cat "$work/eval$r.json")"
 done
 

@@ -12,6 +12,9 @@ namespace pq::cli {
 // Prints "error: ..." to stderr for a failed status; returns the process exit code
 // (0 ok, 2 invalid input/usage, 1 anything else).
 int ExitCodeFor(const Status& status);
+// Installs the ranks' backend of this executable (none for `prismaquant`, MPI for
+// `prismaquant-mpi`); main calls it before dist::Init.
+void InstallRanksBackend();
 
 void AddExportCommand(CLI::App& app, int* exit_code);
 void AddDequantizeCommand(CLI::App& app, int* exit_code);

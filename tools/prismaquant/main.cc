@@ -25,6 +25,7 @@ int ExitCodeFor(const Status& status) {
 }  // namespace pq::cli
 
 int main(int argc, char** argv) {
+  pq::cli::InstallRanksBackend();
   if (const pq::Status s = pq::dist::Init(&argc, &argv); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", s.message().c_str());
     return 1;

@@ -1,221 +1,72 @@
 #include "pq/dist/comm.h"
 
-#include <algorithm>
-#include <chrono>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 
-#if PQ_MPI
-#include <mpi.h>
-#endif
+#include "pq/dist/backend.h"
 
 namespace pq::dist {
 namespace {
 
-[[noreturn]] void Die(const std::string& line, int code) {
-  std::fprintf(stderr, "%s\n", line.c_str());
-  std::fflush(stderr);
-#if PQ_MPI
-  int up = 0;
-  MPI_Initialized(&up);
-  if (up) MPI_Abort(MPI_COMM_WORLD, code);
-#endif
-  std::exit(code);
-}
-
-}  // namespace
-
-#if PQ_MPI
-
-namespace {
-
-bool started = false;
-double comm_s = 0;
-constexpr size_t kChunk = size_t{1} << 30;  // MPI counts are int: bytes in pieces of 1 GiB
-
-Status Check(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return Status::Ok();
-  return Internal(std::string("MPI ") + what + " failed");
-}
-
-// Adds the scope's wall time to comm_s.
-class CommTimer {
+// One rank, no messages: the build without MPI, or an MPI executable not yet installed.
+class SingleRank final : public Backend {
  public:
-  CommTimer() : t0_(std::chrono::steady_clock::now()) {}
-  ~CommTimer() {
-    comm_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  Status Init(int*, char***) override { return Status::Ok(); }
+  void Finalize() override {}
+  bool Built() const override { return false; }
+  int Rank() const override { return 0; }
+  int Size() const override { return 1; }
+  Status Barrier() override { return Status::Ok(); }
+  Status Broadcast(std::span<std::byte>, int) override { return Status::Ok(); }
+  Status Send(std::span<const std::byte>, int) override {
+    return Internal("Send: no other rank");
   }
-
- private:
-  std::chrono::steady_clock::time_point t0_;
-};
-
-}  // namespace
-
-Status Init(int* argc, char*** argv) {
-  int provided = 0;
-  PQ_RETURN_IF_ERROR(
-      Check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "Init_thread"));
-  started = true;
-  if (provided < MPI_THREAD_FUNNELED) return Internal("MPI does not provide MPI_THREAD_FUNNELED");
-  return Status::Ok();
-}
-
-void Finalize() {
-  if (started) MPI_Finalize();
-  started = false;
-}
-
-bool Built() { return true; }
-
-int Rank() {
-  if (!started) return 0;
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
-int Size() {
-  if (!started) return 1;
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-
-Status Barrier() {
-  const CommTimer timer;
-  return started ? Check(MPI_Barrier(MPI_COMM_WORLD), "Barrier") : Status::Ok();
-}
-
-Status Broadcast(std::span<std::byte> data, int root) {
-  const CommTimer timer;
-  if (Size() == 1) return Status::Ok();
-  for (size_t off = 0; off < data.size(); off += kChunk) {
-    const auto n = static_cast<int>(std::min(kChunk, data.size() - off));
-    PQ_RETURN_IF_ERROR(
-        Check(MPI_Bcast(data.data() + off, n, MPI_BYTE, root, MPI_COMM_WORLD), "Bcast"));
-  }
-  return Status::Ok();
-}
-
-Status Send(std::span<const std::byte> data, int to) {
-  const CommTimer timer;
-  for (size_t off = 0; off < data.size(); off += kChunk) {
-    const auto n = static_cast<int>(std::min(kChunk, data.size() - off));
-    PQ_RETURN_IF_ERROR(
-        Check(MPI_Send(data.data() + off, n, MPI_BYTE, to, 0, MPI_COMM_WORLD), "Send"));
-  }
-  return Status::Ok();
-}
-
-Status Recv(std::span<std::byte> data, int from) {
-  const CommTimer timer;
-  for (size_t off = 0; off < data.size(); off += kChunk) {
-    const auto n = static_cast<int>(std::min(kChunk, data.size() - off));
-    PQ_RETURN_IF_ERROR(
-        Check(MPI_Recv(data.data() + off, n, MPI_BYTE, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-              "Recv"));
-  }
-  return Status::Ok();
-}
-
-Status AllMax(std::span<float> v) {
-  const CommTimer timer;
-  if (Size() == 1 || v.empty()) return Status::Ok();
-  if (v.size() > INT_MAX) return InvalidArgument("AllMax: too many values");
-  return Check(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_FLOAT, MPI_MAX,
-                             MPI_COMM_WORLD),
-               "Allreduce(max)");
-}
-
-Status AllSum(std::span<int64_t> v) {
-  const CommTimer timer;
-  if (Size() == 1 || v.empty()) return Status::Ok();
-  if (v.size() > INT_MAX) return InvalidArgument("AllSum: too many values");
-  return Check(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_INT64_T,
-                             MPI_SUM, MPI_COMM_WORLD),
-               "Allreduce(sum)");
-}
-
-namespace {
-
-// Gather of T: sizes first, then each rank's values point to point (no int count limit).
-template <typename T>
-Status GatherOf(std::span<const T> mine, std::vector<T>& all, int root) {
-  const int size = Size(), rank = Rank();
-  if (size == 1) {
+  Status Recv(std::span<std::byte>, int) override { return Internal("Recv: no other rank"); }
+  Status AllMax(std::span<float>) override { return Status::Ok(); }
+  Status AllSum(std::span<int64_t>) override { return Status::Ok(); }
+  Status Gather(std::span<const float> mine, std::vector<float>& all, int) override {
     all.assign(mine.begin(), mine.end());
     return Status::Ok();
   }
-  const CommTimer timer;  // Send / Recv below count twice: subtract them
-  const double nested = comm_s;
-  int64_t n = static_cast<int64_t>(mine.size());
-  std::vector<int64_t> sizes(static_cast<size_t>(size));
-  Status st = Check(
-      MPI_Gather(&n, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, MPI_COMM_WORLD), "Gather");
-  if (st.ok() && rank != root) st = Send(std::as_bytes(mine), root);
-  if (st.ok() && rank == root) {
-    int64_t total = 0;
-    for (int64_t s : sizes) total += s;
-    all.resize(static_cast<size_t>(total));
-    size_t off = 0;
-    for (int r = 0; r < size && st.ok(); ++r) {
-      const auto count = static_cast<size_t>(sizes[static_cast<size_t>(r)]);
-      const std::span<T> dst = std::span(all).subspan(off, count);
-      if (r == rank) {
-        std::copy(mine.begin(), mine.end(), dst.begin());
-      } else {
-        st = Recv(std::as_writable_bytes(dst), r);
-      }
-      off += count;
-    }
+  Status Gather(std::span<const double> mine, std::vector<double>& all, int) override {
+    all.assign(mine.begin(), mine.end());
+    return Status::Ok();
   }
-  comm_s = nested;
-  return st;
-}
+  double CommSeconds() const override { return 0; }
+  void AbortJob(int) override {}
+};
+
+SingleRank single_rank;
+Backend* backend = &single_rank;
 
 }  // namespace
 
+void UseBackend(Backend& b) { backend = &b; }
+
+Status Init(int* argc, char*** argv) { return backend->Init(argc, argv); }
+void Finalize() { backend->Finalize(); }
+bool Built() { return backend->Built(); }
+int Rank() { return backend->Rank(); }
+int Size() { return backend->Size(); }
+Status Barrier() { return backend->Barrier(); }
+Status Broadcast(std::span<std::byte> data, int root) { return backend->Broadcast(data, root); }
+Status Send(std::span<const std::byte> data, int to) { return backend->Send(data, to); }
+Status Recv(std::span<std::byte> data, int from) { return backend->Recv(data, from); }
+Status AllMax(std::span<float> v) { return backend->AllMax(v); }
+Status AllSum(std::span<int64_t> v) { return backend->AllSum(v); }
 Status Gather(std::span<const float> mine, std::vector<float>& all, int root) {
-  return GatherOf(mine, all, root);
+  return backend->Gather(mine, all, root);
 }
-
 Status Gather(std::span<const double> mine, std::vector<double>& all, int root) {
-  return GatherOf(mine, all, root);
+  return backend->Gather(mine, all, root);
 }
-
-double CommSeconds() { return comm_s; }
-
-#else  // one rank, no MPI
-
-Status Init(int*, char***) { return Status::Ok(); }
-void Finalize() {}
-bool Built() { return false; }
-int Rank() { return 0; }
-int Size() { return 1; }
-Status Barrier() { return Status::Ok(); }
-Status Broadcast(std::span<std::byte>, int) { return Status::Ok(); }
-Status Send(std::span<const std::byte>, int) { return Internal("Send: no other rank"); }
-Status Recv(std::span<std::byte>, int) { return Internal("Recv: no other rank"); }
-Status AllMax(std::span<float>) { return Status::Ok(); }
-Status AllSum(std::span<int64_t>) { return Status::Ok(); }
-Status Gather(std::span<const float> mine, std::vector<float>& all, int) {
-  all.assign(mine.begin(), mine.end());
-  return Status::Ok();
-}
-Status Gather(std::span<const double> mine, std::vector<double>& all, int) {
-  all.assign(mine.begin(), mine.end());
-  return Status::Ok();
-}
-double CommSeconds() { return 0; }
-
-#endif
+double CommSeconds() { return backend->CommSeconds(); }
 
 void Abort(const std::string& message, int code) {
-  Die("prismaquant: rank " + std::to_string(Rank()) + " of " + std::to_string(Size()) + ": " +
-          message,
-      code);
+  std::fprintf(stderr, "prismaquant: rank %d of %d: %s\n", Rank(), Size(), message.c_str());
+  std::fflush(stderr);
+  backend->AbortJob(code);
+  std::exit(code);
 }
 
 }  // namespace pq::dist

@@ -6,10 +6,13 @@
 #include <map>
 #include <memory>
 
+#include "pq/core/check.h"
+#include "pq/core/dtype.h"
 #include "pq/core/log.h"
 #include "pq/core/minifloat.h"
 #include "pq/dist/block_fold.h"
 #include "pq/dist/comm.h"
+#include "pq/dist/share.h"
 #include "pq/engine/hessian_observer.h"
 #include "pq/engine/runner.h"
 #include "pq/formats/act_quant.h"
@@ -47,10 +50,93 @@ std::map<std::string, float> GroupWeightScales(
   return out;
 }
 
+// One Linear's quantization, as its owner rank made it (w_hat goes into the LinearWeights).
+struct Quantized {
+  std::vector<formats::QTensor> tensors;  // the stored tensors
+  bool calibrated = false;
+  double error_ratio = 1.0;
+};
+
+// Byte blobs of a Quantized and the Linear's w_hat, for the broadcast from its owner.
+template <typename T>
+void Put(std::vector<std::byte>& b, const T& v) {
+  const auto* p = reinterpret_cast<const std::byte*>(&v);
+  b.insert(b.end(), p, p + sizeof(T));
+}
+void PutBytes(std::vector<std::byte>& b, const void* data, size_t n) {
+  const auto* p = static_cast<const std::byte*>(data);
+  b.insert(b.end(), p, p + n);
+}
+
+std::vector<std::byte> Pack(const Quantized& q, std::span<const float> w_hat) {
+  std::vector<std::byte> b;
+  Put(b, static_cast<uint8_t>(q.calibrated));
+  Put(b, q.error_ratio);
+  Put(b, static_cast<uint64_t>(w_hat.size()));
+  PutBytes(b, w_hat.data(), w_hat.size_bytes());
+  Put(b, static_cast<uint64_t>(q.tensors.size()));
+  for (const formats::QTensor& t : q.tensors) {
+    Put(b, static_cast<uint64_t>(t.suffix.size()));
+    PutBytes(b, t.suffix.data(), t.suffix.size());
+    Put(b, t.dtype);
+    Put(b, static_cast<uint64_t>(t.shape.size()));
+    PutBytes(b, t.shape.data(), t.shape.size() * sizeof(int64_t));
+    Put(b, static_cast<uint64_t>(t.bytes.size()));
+    PutBytes(b, t.bytes.data(), t.bytes.size());
+  }
+  return b;
+}
+
+// Reads what Pack wrote (by this same binary on another rank); the sizes are checked.
+class Unpacker {
+ public:
+  explicit Unpacker(std::span<const std::byte> b) : b_(b) {}
+  template <typename T>
+  T Get() {
+    T v{};
+    Copy(&v, sizeof(T));
+    return v;
+  }
+  void Copy(void* dst, size_t n) {
+    PQ_CHECK(n <= b_.size() - at_, "export: a rank's quantized Linear arrived truncated");
+    std::memcpy(dst, b_.data() + at_, n);
+    at_ += n;
+  }
+  bool done() const { return at_ == b_.size(); }
+
+ private:
+  std::span<const std::byte> b_;
+  size_t at_ = 0;
+};
+
+Quantized Unpack(std::span<const std::byte> blob, std::vector<float>& w_hat) {
+  Unpacker u(blob);
+  Quantized q;
+  q.calibrated = u.Get<uint8_t>() != 0;
+  q.error_ratio = u.Get<double>();
+  w_hat.resize(u.Get<uint64_t>());
+  u.Copy(w_hat.data(), w_hat.size() * sizeof(float));
+  q.tensors.resize(u.Get<uint64_t>());
+  for (formats::QTensor& t : q.tensors) {
+    t.suffix.resize(u.Get<uint64_t>());
+    u.Copy(t.suffix.data(), t.suffix.size());
+    t.dtype = u.Get<DType>();
+    t.shape.resize(u.Get<uint64_t>());
+    u.Copy(t.shape.data(), t.shape.size() * sizeof(int64_t));
+    t.bytes.resize(u.Get<uint64_t>());
+    u.Copy(t.bytes.data(), t.bytes.size());
+  }
+  PQ_CHECK(u.done(), "export: a rank's quantized Linear has trailing bytes");
+  return q;
+}
+
 // The sweep hooks of the calibrated export: Observe collects H for the step's Linears that do
 // not stay BF16 (unless the passes are pure RTN), Replace quantizes them in their planned
 // formats, writes them, and keeps the dequantized weights (and the activation quantization)
-// in place, so the next step sees the quantized prefix.
+// in place, so the next step sees the quantized prefix. Across MPI ranks every Linear that is
+// not BF16 has one owner rank (dist::AssignOwners, by its estimated cost: the experts of a
+// layer spread over the ranks), which quantizes it and broadcasts w_hat and the tensors; rank 0
+// writes in module order, so the checkpoint is the same bytes for any number of ranks.
 struct LayerQuantizer : engine::SweepHooks {
   LayerQuantizer(const UnitPlan& p, const std::map<std::string, const model::LinearInfo*>& i,
                  const CalibratedExportOptions& opt, const io::CheckpointReader& c,
@@ -67,6 +153,7 @@ struct LayerQuantizer : engine::SweepHooks {
   bool folding = false;
   std::map<std::string, FormatId> module_formats;
   double log_ratio_sum = 0;
+  int64_t quantized_here = 0;  // Linears (not BF16) this rank quantized
   engine::HessianObserver hobs;
   // GPTQ factorisations of this step's H (fused siblings share one H): keyed by address, so
   // renewed with hobs.
@@ -89,22 +176,52 @@ struct LayerQuantizer : engine::SweepHooks {
     if (folding) PQ_RETURN_IF_ERROR(reduce.Finish(/*everywhere=*/true));  // every rank's H
     folding = false;
     const auto wgs = GroupWeightScales(step, info);
-    for (model::LinearWeights* lw : step.linears) PQ_RETURN_IF_ERROR(QuantizeOne(*lw, wgs));
+    if (dist::Size() == 1) {  // one at a time: no step's worth of tensors held
+      for (model::LinearWeights* lw : step.linears) {
+        PQ_ASSIGN_OR_RETURN(Quantized q, QuantizeOne(*lw, wgs));
+        PQ_RETURN_IF_ERROR(Record(*lw, q, wgs));
+      }
+    } else {
+      const std::vector<int> owner = Owners(step);
+      std::vector<Quantized> done(step.linears.size());
+      for (size_t i = 0; i < done.size(); ++i) {
+        if (owner[i] >= 0 && owner[i] != dist::Rank()) continue;
+        PQ_ASSIGN_OR_RETURN(done[i], QuantizeOne(*step.linears[i], wgs));
+      }
+      for (size_t i = 0; i < done.size(); ++i) {
+        if (owner[i] < 0) continue;  // BF16: every rank rounded it itself
+        std::vector<std::byte> blob;
+        if (owner[i] == dist::Rank()) blob = Pack(done[i], step.linears[i]->w);
+        PQ_RETURN_IF_ERROR(dist::BroadcastBlob(blob, owner[i]));
+        if (owner[i] != dist::Rank()) done[i] = Unpack(blob, step.linears[i]->w);
+      }
+      for (size_t i = 0; i < done.size(); ++i)
+        PQ_RETURN_IF_ERROR(Record(*step.linears[i], done[i], wgs));
+    }
     if (!step.mtp_fc) progress.Advance();
     return Status::Ok();
   }
 
-  Status QuantizeOne(model::LinearWeights& lw, const std::map<std::string, float>& wgs) {
-    const model::LinearInfo& li = *info.at(lw.module);
-    const FormatId fmt = plan.format.at(li.unit);
-    std::vector<float> wb(lw.w.size());
-    for (size_t i = 0; i < wb.size(); ++i) wb[i] = RoundBf16(lw.w[i]);
-    module_formats[li.module] = fmt;
-    if (fmt == FormatId::kBF16) {
-      PQ_ASSIGN_OR_RETURN(auto t, formats::QuantizeRtn(fmt, wb, li.rows, li.cols));
-      lw.w = std::move(wb);
-      return writer ? WriteLinearTensors(ckpt, li, fmt, t, "", *writer, res.summary) : Status::Ok();
+  // The owner rank of each of the step's Linears; -1 for BF16 ones (nothing to share out).
+  // Estimated cost: rows x cols for RTN, x cols more for GPTQ's column sweep.
+  std::vector<int> Owners(const engine::SweepStep& step) const {
+    std::vector<double> cost;
+    std::vector<size_t> which;
+    std::vector<int> owner(step.linears.size(), -1);
+    for (size_t i = 0; i < step.linears.size(); ++i) {
+      const model::LinearInfo& li = *info.at(step.linears[i]->module);
+      if (plan.format.at(li.unit) == FormatId::kBF16) continue;
+      const double rc = static_cast<double>(li.rows) * static_cast<double>(li.cols);
+      cost.push_back(o.passes == ExportPasses::kRtn ? rc : rc * static_cast<double>(li.cols));
+      which.push_back(i);
     }
+    const std::vector<int> r = dist::AssignOwners(cost, dist::Size());
+    for (size_t j = 0; j < which.size(); ++j) owner[which[j]] = r[j];
+    return owner;
+  }
+
+  Result<formats::QuantizeOptions> QuantOptions(const model::LinearInfo& li, FormatId fmt,
+                                                const std::map<std::string, float>& wgs) const {
     formats::QuantizeOptions qo;
     qo.num_threads = ExecThreads();
     if (fmt == FormatId::kNVFP4 || fmt == FormatId::kNVFP4A16)
@@ -115,21 +232,53 @@ struct LayerQuantizer : engine::SweepHooks {
         return InvalidArgument(li.module + ": NVFP4 needs the calibrated input amax (probe)");
       qo.input_global_scale = formats::NvFp4InputGlobalScale(a->second);
     }
+    return qo;
+  }
+
+  // Quantizes `lw` in its planned format; lw.w becomes what the runtime reconstructs.
+  Result<Quantized> QuantizeOne(model::LinearWeights& lw,
+                                const std::map<std::string, float>& wgs) {
+    const model::LinearInfo& li = *info.at(lw.module);
+    const FormatId fmt = plan.format.at(li.unit);
+    std::vector<float> wb(lw.w.size());
+    for (size_t i = 0; i < wb.size(); ++i) wb[i] = RoundBf16(lw.w[i]);
+    Quantized out;
+    if (fmt == FormatId::kBF16) {
+      PQ_ASSIGN_OR_RETURN(out.tensors, formats::QuantizeRtn(fmt, wb, li.rows, li.cols));
+      lw.w = std::move(wb);
+      return out;
+    }
+    PQ_ASSIGN_OR_RETURN(formats::QuantizeOptions qo, QuantOptions(li, fmt, wgs));
+    ++quantized_here;
     const engine::HessianObserver::Entry* h = hobs.Find(li.module);
     quant::LinearQuantizeOptions lo{o.passes, o.min_tokens, o.gptq, qo, li.module};
     lo.gptq.factor_cache = factors.get();
     auto q = quant::QuantizeLinear(fmt, wb, li.rows, li.cols, h ? h->h : std::span<const float>(),
                                    h ? h->rows : 0, lo);
     if (!q.ok()) return q.status().WithContext(li.module);
+    out.tensors = std::move(q->tensors);
+    out.calibrated = q->calibrated;
+    out.error_ratio = q->error_ratio;
+    lw.w = std::move(q->w_hat);
+    return out;
+  }
+
+  // Every rank, in step order: the counters and the activation quantization; rank 0 writes.
+  Status Record(model::LinearWeights& lw, const Quantized& q,
+                const std::map<std::string, float>& wgs) {
+    const model::LinearInfo& li = *info.at(lw.module);
+    const FormatId fmt = plan.format.at(li.unit);
+    module_formats[li.module] = fmt;
     if (writer)
-      PQ_RETURN_IF_ERROR(WriteLinearTensors(ckpt, li, fmt, q->tensors, "", *writer, res.summary));
-    if (q->calibrated) {
+      PQ_RETURN_IF_ERROR(WriteLinearTensors(ckpt, li, fmt, q.tensors, "", *writer, res.summary));
+    if (fmt == FormatId::kBF16) return Status::Ok();
+    if (q.calibrated) {
       ++res.linears_calibrated;
-      log_ratio_sum += std::log(std::max(q->error_ratio, 1e-300));
+      log_ratio_sum += std::log(std::max(q.error_ratio, 1e-300));
     } else {
       ++res.linears_rtn;
     }
-    lw.w = std::move(q->w_hat);
+    PQ_ASSIGN_OR_RETURN(formats::QuantizeOptions qo, QuantOptions(li, fmt, wgs));
     lw.act_format = fmt;
     lw.input_global_scale = qo.input_global_scale;
     return Status::Ok();
@@ -184,7 +333,7 @@ Result<CalibratedExportResult> ExportCalibrated(const CalibratedExportOptions& o
   PQ_RETURN_IF_ERROR(runner.Forward(/*keep_all=*/false, nullptr, &lq));
   if (layout.has_mtp()) PQ_RETURN_IF_ERROR(runner.MtpForward(lq));
   progress.Finish();
-  PQ_RETURN_IF_ERROR(LogRankTimes("export", start_s));
+  PQ_RETURN_IF_ERROR(LogRankTimes("export", start_s, "Linears quantized", lq.quantized_here));
   if (!writer) return res;  // not rank 0
   // lm_head in its fixed format (RTN; its inputs are the final norm's outputs).
   for (const auto& li : layout.linears) {

@@ -79,21 +79,25 @@ double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-Status LogRankTimes(const std::string& stage, double start_s) {
+Status LogRankTimes(const std::string& stage, double start_s, const char* count_label,
+                    int64_t count) {
   if (!dist::Built()) return Status::Ok();
   const double comm = dist::CommSeconds();  // before the gather below
-  const std::vector<float> mine = {
-      static_cast<float>(NowSeconds() - start_s), static_cast<float>(comm),
-      static_cast<float>(static_cast<double>(std::clock()) / CLOCKS_PER_SEC)};
-  std::vector<float> all;
+  const std::vector<double> mine = {NowSeconds() - start_s, comm,
+                                    static_cast<double>(std::clock()) / CLOCKS_PER_SEC,
+                                    static_cast<double>(count)};
+  std::vector<double> all;
   PQ_RETURN_IF_ERROR(dist::Gather(mine, all, 0));
   if (dist::Rank() != 0) return Status::Ok();
-  for (size_t r = 0; r + 2 < all.size(); r += 3) {
-    char line[200];
-    std::snprintf(line, sizeof line,
-                  "%s: rank %zu of %d: %.2f s, compute %.2f s, reduction %.2f s; cpu %.2f s",
-                  stage.c_str(), r / 3, dist::Size(), all[r], all[r] - all[r + 1], all[r + 1],
-                  all[r + 2]);
+  for (size_t r = 0; r + 3 < all.size(); r += 4) {
+    char line[240];
+    int n = std::snprintf(line, sizeof line,
+                          "%s: rank %zu of %d: %.2f s, compute %.2f s, reduction %.2f s; cpu %.2f s",
+                          stage.c_str(), r / 4, dist::Size(), all[r], all[r] - all[r + 1],
+                          all[r + 1], all[r + 2]);
+    if (count_label && n > 0 && static_cast<size_t>(n) < sizeof line)
+      std::snprintf(line + n, sizeof line - static_cast<size_t>(n), "; %.0f %s", all[r + 3],
+                    count_label);
     LogInfo(line);
   }
   return Status::Ok();

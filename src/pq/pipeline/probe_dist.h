@@ -51,9 +51,10 @@ Result<std::vector<float>> ReadRankGrad(const WorkDir& w, int64_t boundary, int6
 
 // With MPI: rank 0 logs each rank's wall time since `start_s` (steady clock, seconds) split
 // into compute (and its own I/O) and reduction (time in dist calls, waiting included), and its
-// process CPU time.
+// process CPU time, and `count` with its label when one is given ("; 12 Linears quantized").
 // Collective; nothing without MPI.
-Status LogRankTimes(const std::string& stage, double start_s);
+Status LogRankTimes(const std::string& stage, double start_s, const char* count_label = nullptr,
+                    int64_t count = 0);
 double NowSeconds();
 
 }  // namespace pq::pipeline
