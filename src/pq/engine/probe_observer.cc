@@ -5,10 +5,14 @@
 #include <functional>
 
 #include "pq/compute/ops.h"
+#include "pq/core/byte_blob.h"
 #include "pq/core/exec_context.h"
 #include "pq/core/minifloat.h"
 #include "pq/core/thread_pool.h"
+#include "pq/dist/comm.h"
+#include "pq/dist/share.h"
 #include "pq/formats/act_quant.h"
+#include "pq/formats/tensor_blob.h"
 #include "pq/quant/rtn_candidate.h"
 
 namespace pq::engine {
@@ -106,7 +110,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
   uint64_t cache_need = 0;
   for (const auto* l : linears) cache_need += l->w.size() * sizeof(float) * formats.size();
   const bool cache = cache_need <= opt_.cache_bytes;
-  quant::GptqFactorCache factors;  // one factorisation per H, not per (Linear, format)
+  std::vector<Active> acts;
   for (const auto* l : linears) {
     Active a;
     a.linear = l;
@@ -124,9 +128,12 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
       }
       a.cands.push_back(std::move(c));
     }
-    PQ_RETURN_IF_ERROR(PrepareCandidates(a, cache, hessians, &factors));
-    order_.push_back(l->module);
-    active_.emplace(l->module, std::move(a));
+    acts.push_back(std::move(a));
+  }
+  PQ_RETURN_IF_ERROR(PrepareCandidates(acts, cache, hessians));
+  for (Active& a : acts) {
+    order_.push_back(a.linear->module);
+    active_.emplace(a.linear->module, std::move(a));
   }
   error_ = Status::Ok();
   return Status::Ok();
@@ -162,21 +169,61 @@ Result<quant::QuantizedLinear> ProbeObserver::ExportCandidate(
 
 // Candidates cached as dequantized weights when `cache`; otherwise RTN ones are re-quantized
 // on every use and export-aware ones keep their packed tensors.
-Status ProbeObserver::PrepareCandidates(Active& a, bool cache, const HessianObserver* hessians,
-                                        quant::GptqFactorCache* factors) const {
-  for (Candidate& c : a.cands) {
-    if (opt_.passes == quant::Passes::kRtn || !hessians) {
-      if (cache) {
-        PQ_ASSIGN_OR_RETURN(c.w_hat, CandidateWeight(a, c.format));
-      }
-      continue;
-    }
-    PQ_ASSIGN_OR_RETURN(quant::QuantizedLinear q, ExportCandidate(a, c.format, *hessians, factors));
+Status ProbeObserver::PrepareCandidate(const Active& a, Candidate& c, bool cache,
+                                       const HessianObserver* hessians,
+                                       quant::GptqFactorCache* factors) const {
+  if (opt_.passes == quant::Passes::kRtn || !hessians) {
     if (cache) {
-      c.w_hat = std::move(q.w_hat);
-    } else {
-      c.packed = std::move(q.tensors);
+      PQ_ASSIGN_OR_RETURN(c.w_hat, CandidateWeight(a, c.format));
     }
+    return Status::Ok();
+  }
+  PQ_ASSIGN_OR_RETURN(quant::QuantizedLinear q, ExportCandidate(a, c.format, *hessians, factors));
+  if (cache) {
+    c.w_hat = std::move(q.w_hat);
+  } else {
+    c.packed = std::move(q.tensors);
+  }
+  return Status::Ok();
+}
+
+// Across MPI ranks the export-aware candidates (scale search + GPTQ, the costly part) are
+// shared out: each has one owner rank (dist::AssignOwners, cost rows x cols^2), which
+// quantizes it and broadcasts what the others would have computed (Ŵ or the packed tensors),
+// bit for bit the same on every rank; RTN candidates are cheap and made by every rank.
+Status ProbeObserver::PrepareCandidates(std::vector<Active>& acts, bool cache,
+                                        const HessianObserver* hessians) const {
+  quant::GptqFactorCache factors;  // one factorisation per H, not per (Linear, format)
+  const bool share = dist::Size() > 1 && hessians && opt_.passes != quant::Passes::kRtn;
+  std::vector<std::pair<size_t, size_t>> jobs;  // (Linear, candidate)
+  std::vector<double> cost;
+  for (size_t i = 0; i < acts.size(); ++i)
+    for (size_t j = 0; j < acts[i].cands.size(); ++j) {
+      const model::LinearWeights& l = *acts[i].linear;
+      jobs.emplace_back(i, j);
+      cost.push_back(static_cast<double>(l.rows) * static_cast<double>(l.cols) *
+                     static_cast<double>(l.cols));
+    }
+  const std::vector<int> owner = dist::AssignOwners(cost, share ? dist::Size() : 1);
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    if (owner[k] != dist::Rank()) continue;
+    Active& a = acts[jobs[k].first];
+    PQ_RETURN_IF_ERROR(PrepareCandidate(a, a.cands[jobs[k].second], cache, hessians, &factors));
+  }
+  if (!share) return Status::Ok();
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    Candidate& c = acts[jobs[k].first].cands[jobs[k].second];
+    BlobWriter w;
+    if (owner[k] == dist::Rank()) {
+      w.PutArray(std::span<const float>(c.w_hat));
+      formats::PutTensors(w, c.packed);
+    }
+    PQ_RETURN_IF_ERROR(dist::BroadcastBlob(w.blob(), owner[k]));
+    if (owner[k] == dist::Rank()) continue;
+    BlobReader r(w.blob());
+    PQ_RETURN_IF_ERROR(r.GetArray(c.w_hat));
+    PQ_RETURN_IF_ERROR(formats::GetTensors(r, c.packed));
+    if (!r.done()) return DataLoss("probe: a rank's candidate has trailing bytes");
   }
   return Status::Ok();
 }

@@ -129,8 +129,10 @@ class ProbeObserver : public model::LinearObserver {
   Result<quant::QuantizedLinear> ExportCandidate(const Active& a, formats::FormatId f,
                                                  const HessianObserver& hessians,
                                                  quant::GptqFactorCache* factors) const;
-  Status PrepareCandidates(Active& a, bool cache, const HessianObserver* hessians,
-                           quant::GptqFactorCache* factors) const;
+  Status PrepareCandidate(const Active& a, Candidate& c, bool cache,
+                          const HessianObserver* hessians, quant::GptqFactorCache* factors) const;
+  Status PrepareCandidates(std::vector<Active>& acts, bool cache,
+                           const HessianObserver* hessians) const;
   // Ŵ of c: cached, dequantized from its packed tensors, or re-quantized by RTN into `fresh`;
   // rows [row0, row0 + n) of it (n < 0: all rows).
   Result<std::span<const float>> WeightOf(const Active& a, const Candidate& c,

@@ -6,8 +6,7 @@
 #include <map>
 #include <memory>
 
-#include "pq/core/check.h"
-#include "pq/core/dtype.h"
+#include "pq/core/byte_blob.h"
 #include "pq/core/log.h"
 #include "pq/core/minifloat.h"
 #include "pq/dist/block_fold.h"
@@ -17,6 +16,7 @@
 #include "pq/engine/runner.h"
 #include "pq/formats/act_quant.h"
 #include "pq/formats/quantize_with_scales.h"
+#include "pq/formats/tensor_blob.h"
 #include "pq/io/file_util.h"
 #include "pq/model/decoder.h"
 #include "pq/model/weights.h"
@@ -57,76 +57,25 @@ struct Quantized {
   double error_ratio = 1.0;
 };
 
-// Byte blobs of a Quantized and the Linear's w_hat, for the broadcast from its owner.
-template <typename T>
-void Put(std::vector<std::byte>& b, const T& v) {
-  const auto* p = reinterpret_cast<const std::byte*>(&v);
-  b.insert(b.end(), p, p + sizeof(T));
-}
-void PutBytes(std::vector<std::byte>& b, const void* data, size_t n) {
-  const auto* p = static_cast<const std::byte*>(data);
-  b.insert(b.end(), p, p + n);
-}
-
+// A Quantized and the Linear's w_hat as the blob its owner rank broadcasts.
 std::vector<std::byte> Pack(const Quantized& q, std::span<const float> w_hat) {
-  std::vector<std::byte> b;
-  Put(b, static_cast<uint8_t>(q.calibrated));
-  Put(b, q.error_ratio);
-  Put(b, static_cast<uint64_t>(w_hat.size()));
-  PutBytes(b, w_hat.data(), w_hat.size_bytes());
-  Put(b, static_cast<uint64_t>(q.tensors.size()));
-  for (const formats::QTensor& t : q.tensors) {
-    Put(b, static_cast<uint64_t>(t.suffix.size()));
-    PutBytes(b, t.suffix.data(), t.suffix.size());
-    Put(b, t.dtype);
-    Put(b, static_cast<uint64_t>(t.shape.size()));
-    PutBytes(b, t.shape.data(), t.shape.size() * sizeof(int64_t));
-    Put(b, static_cast<uint64_t>(t.bytes.size()));
-    PutBytes(b, t.bytes.data(), t.bytes.size());
-  }
-  return b;
+  BlobWriter w;
+  w.Put(static_cast<uint8_t>(q.calibrated));
+  w.Put(q.error_ratio);
+  w.PutArray(w_hat);
+  formats::PutTensors(w, q.tensors);
+  return std::move(w.blob());
 }
 
-// Reads what Pack wrote (by this same binary on another rank); the sizes are checked.
-class Unpacker {
- public:
-  explicit Unpacker(std::span<const std::byte> b) : b_(b) {}
-  template <typename T>
-  T Get() {
-    T v{};
-    Copy(&v, sizeof(T));
-    return v;
-  }
-  void Copy(void* dst, size_t n) {
-    PQ_CHECK(n <= b_.size() - at_, "export: a rank's quantized Linear arrived truncated");
-    std::memcpy(dst, b_.data() + at_, n);
-    at_ += n;
-  }
-  bool done() const { return at_ == b_.size(); }
-
- private:
-  std::span<const std::byte> b_;
-  size_t at_ = 0;
-};
-
-Quantized Unpack(std::span<const std::byte> blob, std::vector<float>& w_hat) {
-  Unpacker u(blob);
+Result<Quantized> Unpack(std::span<const std::byte> blob, std::vector<float>& w_hat) {
+  BlobReader r(blob);
   Quantized q;
-  q.calibrated = u.Get<uint8_t>() != 0;
-  q.error_ratio = u.Get<double>();
-  w_hat.resize(u.Get<uint64_t>());
-  u.Copy(w_hat.data(), w_hat.size() * sizeof(float));
-  q.tensors.resize(u.Get<uint64_t>());
-  for (formats::QTensor& t : q.tensors) {
-    t.suffix.resize(u.Get<uint64_t>());
-    u.Copy(t.suffix.data(), t.suffix.size());
-    t.dtype = u.Get<DType>();
-    t.shape.resize(u.Get<uint64_t>());
-    u.Copy(t.shape.data(), t.shape.size() * sizeof(int64_t));
-    t.bytes.resize(u.Get<uint64_t>());
-    u.Copy(t.bytes.data(), t.bytes.size());
-  }
-  PQ_CHECK(u.done(), "export: a rank's quantized Linear has trailing bytes");
+  PQ_ASSIGN_OR_RETURN(const uint8_t calibrated, r.Get<uint8_t>());
+  q.calibrated = calibrated != 0;
+  PQ_ASSIGN_OR_RETURN(q.error_ratio, r.Get<double>());
+  PQ_RETURN_IF_ERROR(r.GetArray(w_hat));
+  PQ_RETURN_IF_ERROR(formats::GetTensors(r, q.tensors));
+  if (!r.done()) return DataLoss("export: a rank's quantized Linear has trailing bytes");
   return q;
 }
 
@@ -193,7 +142,8 @@ struct LayerQuantizer : engine::SweepHooks {
         std::vector<std::byte> blob;
         if (owner[i] == dist::Rank()) blob = Pack(done[i], step.linears[i]->w);
         PQ_RETURN_IF_ERROR(dist::BroadcastBlob(blob, owner[i]));
-        if (owner[i] != dist::Rank()) done[i] = Unpack(blob, step.linears[i]->w);
+        if (owner[i] == dist::Rank()) continue;
+        PQ_ASSIGN_OR_RETURN(done[i], Unpack(blob, step.linears[i]->w));
       }
       for (size_t i = 0; i < done.size(); ++i)
         PQ_RETURN_IF_ERROR(Record(*step.linears[i], done[i], wgs));
