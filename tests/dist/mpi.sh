@@ -101,7 +101,7 @@ err=$("${mpi[@]}" -np 2 "$bin" export "$model" --uniform INT8 -o "$work/y" 2>&1)
 [[ $rc -ne 0 && "$err" == *"data-free: run it with one process"* && ! -e "$work/y" ]] &&
   ok "export --uniform across ranks: refused" || bad "export --uniform across ranks: rc=$rc $err"
 err=$("${mpi[@]}" -np 2 "$bin" allocate --work "$work/plain" --target-bits 6 2>&1); rc=$?
-[[ $rc -ne 0 && "$err" == *"only \`probe\`, \`eval\` and \`export --work\`"* ]] &&
+[[ $rc -ne 0 && "$err" == *"only \`probe\`, \`eval\`, \`export --work\` and \`quantize\`"* ]] &&
   ok "allocate across ranks: refused" || bad "allocate across ranks: rc=$rc $err"
 
 # export --work: the Hessians of each layer folded over the probe's sample blocks and the ranks;
@@ -125,6 +125,25 @@ for m in model:plain:3 hyb:hyb:2; do
     ok "export of $w, R=$r: Linears quantized per rank ${per[*]} (sum $sum = calibrated + RTN)" ||
     bad "export of $w, R=$r: per-rank counts '${per[*]}' vs '$total': $(cat "$work/x.err" "$work/x.out")"
 done
+
+# quantize (probe + allocate on rank 0 + export) across R = 2: the same checkpoint and work dir.
+qz=(quantize "$model" --calib "$text" --samples 6 --seqlen 64 --threads 1 --sample-block 2
+    --target-bits 6)
+"$plain" -q "${qz[@]}" -o "$work/qz" > /dev/null 2>&1 || bad "plain quantize failed"
+if "${mpi[@]}" -np 2 "$bin" "${qz[@]}" -o "$work/qz2" > "$work/qz2.out" 2> "$work/qz2.err"; then
+  # (the model card names its own directory)
+  if d=$(diff -r -x README.md "$work/qz" "$work/qz2" 2>&1) &&
+     cmp -s "$work/qz/README.md" <(sed "s#$work/qz2#$work/qz#g" "$work/qz2/README.md"); then
+    ok "quantize, R=2: checkpoint identical to prismaquant without MPI"
+  else
+    bad "quantize, R=2: checkpoints differ: $(head -3 <<< "$d" | tr '\n' ' ')"
+  fi
+  same "quantize, R=2: work dir identical" "$work/qz.work" "$work/qz2.work"
+  n=$(grep -c '^wrote .*(work dir' "$work/qz2.out")
+  [[ $n -eq 1 ]] && ok "quantize, R=2: rank 0 alone printed" || bad "quantize: $n result lines"
+else
+  bad "quantize, R=2 failed: $(tail -3 "$work/qz2.err")"
+fi
 
 # eval: chunks of windows split over the ranks, their sums added on rank 0 in chunk order
 # (2 chunks here: with R = 3 one rank has none). NLL and KL against the unquantized model.

@@ -98,11 +98,7 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
                   "Re-run only this many of the calibration samples in the block reruns (default "
                   "0: all; fewer is proportionally faster on large MoE layers)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--sample-block", a->sample_block,
-                  "Sum the statistics per block of this many calibration samples, then the "
-                  "blocks in order (default 0: one block). MPI ranks take whole blocks, and the "
-                  "same value gives the same bytes on any number of ranks (mpirun -np R)")
-      ->check(CLI::NonNegativeNumber);
+  AddSampleBlockFlag(sub, &a->sample_block);
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   a->exec.Register(sub);
   sub->add_option("--memory-budget-gb", a->memory_gb,

@@ -4,6 +4,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "flags.h"
+#include "pq/dist/comm.h"
 #include "pq/pipeline/quantize.h"
 #include "pq/report/model_card.h"
 
@@ -17,7 +18,7 @@ struct QuantizeArgs {
   ChoiceFlags choice;
   PassesFlag passes;
   ExecFlags exec;
-  int64_t eval_docs = 0;
+  int64_t eval_docs = 0, sample_block = 0;
   bool overwrite = false, json = false;
 };
 
@@ -28,6 +29,7 @@ Status Fill(const QuantizeArgs& a, pipeline::QuantizeOptions& o) {
   while (out.size() > 1 && out.back() == '/') out.pop_back();
   p.work = a.work.empty() ? out + ".work" : a.work;
   PQ_RETURN_IF_ERROR(a.calib.ToOptions("quantize", p.calib));
+  p.sample_block = a.sample_block;
   PQ_ASSIGN_OR_RETURN(p.formats, ParseFormatList(a.formats));
   PQ_RETURN_IF_ERROR(a.target.ToOptions(o.allocate));
   PQ_RETURN_IF_ERROR(a.choice.ToOptions(o.allocate));
@@ -46,6 +48,7 @@ Status Run(const QuantizeArgs& a) {
   pipeline::QuantizeOptions o;
   PQ_RETURN_IF_ERROR(Fill(a, o));
   PQ_ASSIGN_OR_RETURN(pipeline::QuantizeResult r, pipeline::Quantize(o));
+  if (dist::Rank() != 0) return Status::Ok();  // across MPI ranks: rank 0 writes and prints
   PQ_RETURN_IF_ERROR(report::WriteModelCard(o, r));
   if (a.json) {
     std::printf("%s\n", r.ToJson(o).dump(2).c_str());
@@ -80,6 +83,7 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   AddOutputDirFlag(sub, &a->out, "Output checkpoint directory (written atomically)");
   a->target.Register(sub, /*compact=*/true);
   a->calib.Register(sub, /*compact=*/true);
+  AddSampleBlockFlag(sub, &a->sample_block);
   sub->add_option("--formats", a->formats, "Candidate formats, comma-separated (default all)");
   a->choice.Register(sub, /*compact=*/true, /*with_pareto=*/false);
   sub->add_option("--work", a->work, "Work directory (default OUT.work)");

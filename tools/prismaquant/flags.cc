@@ -60,6 +60,14 @@ void AddOverwriteFlag(CLI::App* sub, bool* overwrite) {
   sub->add_flag("--overwrite", *overwrite, "Replace OUT if it exists");
 }
 
+void AddSampleBlockFlag(CLI::App* sub, int64_t* sample_block) {
+  sub->add_option("--sample-block", *sample_block,
+                  "Sum the statistics per block of this many calibration samples, then the "
+                  "blocks in order (default 0: one block). MPI ranks take whole blocks, and the "
+                  "same value gives the same bytes on any number of ranks (mpirun -np R)")
+      ->check(CLI::NonNegativeNumber);
+}
+
 void CalibrationFlags::Register(CLI::App* sub, bool compact) {
   sub->add_option("--calib", calib,
                   compact ? "Calibration text (.txt, or .jsonl with \"text\")"

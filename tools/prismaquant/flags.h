@@ -37,6 +37,8 @@ void AddJsonFlag(CLI::App* sub, bool* json, const std::string& what);
 // The output group: -o/--out DIR (required; `help` says how it is written) and --overwrite.
 void AddOutputDirFlag(CLI::App* sub, std::string* out, const std::string& help);
 void AddOverwriteFlag(CLI::App* sub, bool* overwrite);
+// --sample-block B (probe, quantize): the block size of the canonical fold across MPI ranks.
+void AddSampleBlockFlag(CLI::App* sub, int64_t* sample_block);
 
 // The calibration input: --calib, --calib-tokens, --split, --samples, --seqlen, --seed,
 // --hessian-samples.

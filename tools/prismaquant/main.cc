@@ -43,10 +43,10 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] {
     if (quiet || pq::dist::Rank() != 0) pq::SetLogLevel(pq::LogLevel::kQuiet);
     if (pq::dist::Size() > 1 && !app.got_subcommand("probe") && !app.got_subcommand("eval") &&
-        !app.got_subcommand("export"))
+        !app.got_subcommand("export") && !app.got_subcommand("quantize"))
       pq::dist::Abort(
-          "only `probe`, `eval` and `export --work` run across MPI ranks so far: run the other "
-          "commands with one process",
+          "only `probe`, `eval`, `export --work` and `quantize` run across MPI ranks so far: run "
+          "the other commands with one process",
           2);
   });
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "pq/core/log.h"
+#include "pq/dist/comm.h"
 #include "pq/io/file_util.h"
 #include "pq/model/weights.h"
 #include "pq/pipeline/work_dir.h"
@@ -43,13 +44,18 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   }
   LogInfo("[1/3] probe");
   ProbeOptions po = o.probe;
-  if (po.lm_head_formats.empty() && !ProbedBefore(po.work))
+  const bool probed_before = ProbedBefore(po.work);
+  PQ_RETURN_IF_ERROR(dist::Barrier());  // every MPI rank read it before rank 0 writes there
+  if (po.lm_head_formats.empty() && !probed_before)
     po.lm_head_formats = {o.allocate.lm_head};  // the only lm_head format export writes
   PQ_ASSIGN_OR_RETURN(r.probe, RunProbe(po));
   LogInfo("[2/3] allocate");
   AllocateOptions a = o.allocate;
   a.work = o.probe.work;
-  PQ_ASSIGN_OR_RETURN(r.allocation, Allocate(a));
+  if (dist::Rank() == 0) {  // one process allocates and writes the plan the export reads
+    PQ_ASSIGN_OR_RETURN(r.allocation, Allocate(a));
+  }
+  PQ_RETURN_IF_ERROR(dist::Barrier());
   LogInfo("[3/3] export");
   CalibratedExportOptions e;
   e.model = o.probe.model;
@@ -60,6 +66,7 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   PQ_ASSIGN_OR_RETURN(CalibratedExportResult ex, ExportCalibrated(e));
   r.exported = std::move(ex.summary);
   r.error_ratio_geomean = ex.error_ratio_geomean;
+  PQ_RETURN_IF_ERROR(dist::Barrier());  // rank 0 has written the checkpoint
   if (!o.eval_text.empty()) {  // before the card, which reports it
     EvalInput in = o.eval_input;
     in.text_file = o.eval_text;
