@@ -101,7 +101,7 @@ err=$("${mpi[@]}" -np 2 "$bin" export "$model" --uniform INT8 -o "$work/y" 2>&1)
 [[ $rc -ne 0 && "$err" == *"data-free: run it with one process"* && ! -e "$work/y" ]] &&
   ok "export --uniform across ranks: refused" || bad "export --uniform across ranks: rc=$rc $err"
 err=$("${mpi[@]}" -np 2 "$bin" allocate --work "$work/plain" --target-bits 6 2>&1); rc=$?
-[[ $rc -ne 0 && "$err" == *"only \`probe\`, \`eval\`, \`export --work\` and \`quantize\`"* ]] &&
+[[ $rc -ne 0 && "$err" == *"only \`probe\`, \`eval\`, \`export --work\`, \`quantize\` and \`check-costs\`"* ]] &&
   ok "allocate across ranks: refused" || bad "allocate across ranks: rc=$rc $err"
 
 # export --work: the Hessians of each layer folded over the probe's sample blocks and the ranks;
@@ -144,6 +144,18 @@ if "${mpi[@]}" -np 2 "$bin" "${qz[@]}" -o "$work/qz2" > "$work/qz2.out" 2> "$wor
 else
   bad "quantize, R=2 failed: $(tail -3 "$work/qz2.err")"
 fi
+
+# check-costs: the perturbations split over the ranks, each measured whole on one rank, rows
+# gathered in order (per unit on the hybrid: experts, DeltaNet, MTP units).
+cc=(check-costs "$hyb" --work "$work/hyb" --text "$text" --max-docs 20 --per-unit
+    --formats NVFP4A16 -o)
+"$plain" -q "${cc[@]}" "$work/cc.csv" > "$work/cc.txt" 2> /dev/null || bad "plain check-costs failed"
+for r in 2 3; do
+  "${mpi[@]}" -np "$r" "$bin" -q "${cc[@]}" "$work/cc$r.csv" > "$work/cc$r.txt" 2> /dev/null &&
+    cmp -s "$work/cc.csv" "$work/cc$r.csv" && cmp -s "$work/cc.txt" "$work/cc$r.txt" &&
+    ok "check-costs, R=$r: rows and summary identical to prismaquant without MPI ($(($(wc -l < "$work/cc.csv") - 1)) rows)" ||
+    bad "check-costs, R=$r: $(diff "$work/cc.csv" "$work/cc$r.csv" | head -3)"
+done
 
 # eval: chunks of windows split over the ranks, their sums added on rank 0 in chunk order
 # (2 chunks here: with R = 3 one rank has none). NLL and KL against the unquantized model.

@@ -5,6 +5,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "flags.h"
+#include "pq/dist/comm.h"
 #include "pq/io/file_util.h"
 #include "pq/pipeline/cost_check.h"
 
@@ -55,6 +56,7 @@ Status Run(const CheckArgs& a) {
   o.only = a.only;
   o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::CostCheckResult r, pipeline::CheckCosts(o));
+  if (dist::Rank() != 0) return Status::Ok();  // across MPI ranks: rank 0 writes and prints
   if (!a.csv.empty()) PQ_RETURN_IF_ERROR(io::WriteFileAtomic(a.csv, RowsCsv(r)));
   if (a.json) {
     std::printf("%s\n", r.ToJson(o).dump(2).c_str());

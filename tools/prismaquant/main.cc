@@ -42,11 +42,13 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "Only print errors and the final result");
   app.parse_complete_callback([&] {
     if (quiet || pq::dist::Rank() != 0) pq::SetLogLevel(pq::LogLevel::kQuiet);
-    if (pq::dist::Size() > 1 && !app.got_subcommand("probe") && !app.got_subcommand("eval") &&
-        !app.got_subcommand("export") && !app.got_subcommand("quantize"))
+    const bool parallel = app.got_subcommand("probe") || app.got_subcommand("eval") ||
+                          app.got_subcommand("export") || app.got_subcommand("quantize") ||
+                          app.got_subcommand("check-costs");
+    if (pq::dist::Size() > 1 && !parallel)
       pq::dist::Abort(
-          "only `probe`, `eval`, `export --work` and `quantize` run across MPI ranks so far: run "
-          "the other commands with one process",
+          "only `probe`, `eval`, `export --work`, `quantize` and `check-costs` run across MPI "
+          "ranks: run the other commands with one process",
           2);
   });
 

@@ -157,7 +157,9 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   }
   // Across MPI ranks each takes consecutive chunks; rank 0 adds every chunk's sums in order,
   // as one process does, so the result does not depend on the number of ranks.
-  const auto ranks = static_cast<size_t>(dist::Size()), rank = static_cast<size_t>(dist::Rank());
+  const bool split = !o.this_rank_only && dist::Size() > 1;
+  const auto ranks = split ? static_cast<size_t>(dist::Size()) : size_t{1};
+  const auto rank = split ? static_cast<size_t>(dist::Rank()) : size_t{0};
   const auto first_chunk = [&](size_t r) { return (chunks.size() * r + ranks - 1) / ranks; };
   const size_t c0 = first_chunk(rank), c1 = first_chunk(rank + 1);  // rank 0 never idle
   RunnerOptions ro = o.runner;
@@ -173,7 +175,11 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   }
   progress.Finish();
   std::vector<double> all;
-  PQ_RETURN_IF_ERROR(dist::Gather(std::span<const double>(mine), all, 0));
+  if (split) {
+    PQ_RETURN_IF_ERROR(dist::Gather(std::span<const double>(mine), all, 0));
+  } else {
+    all = std::move(mine);
+  }
   double sums[3] = {0, 0, 0};  // nll, kl, scored
   for (size_t c = 0; c + 2 < all.size(); c += 3) {
     sums[0] += all[c];
@@ -181,7 +187,7 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
     res.tokens += static_cast<int64_t>(all[c + 2]);
   }
   sums[2] = static_cast<double>(res.tokens);
-  PQ_RETURN_IF_ERROR(dist::Broadcast(std::as_writable_bytes(std::span(sums)), 0));
+  if (split) PQ_RETURN_IF_ERROR(dist::Broadcast(std::as_writable_bytes(std::span(sums)), 0));
   const double nll = sums[0], kl = sums[1];
   res.tokens = static_cast<int64_t>(sums[2]);
   if (res.tokens == 0) return InvalidArgument("no tokens to score (is the text empty?)");

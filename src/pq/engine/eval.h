@@ -24,6 +24,9 @@ struct EvalOptions {
   std::string reference;         // model path for KL(reference || model), "" = none
   bool weights_only = false;     // skip run-time activation quantization (path overload)
   int64_t chunk_tokens = 16384;  // windows are run in chunks of about this many tokens
+  // Across MPI ranks the chunks are split over the ranks (collective); true: this process
+  // runs every chunk and makes no collective call (for callers that split other work).
+  bool this_rank_only = false;
   RunnerOptions runner;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };

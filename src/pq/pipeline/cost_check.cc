@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "pq/core/log.h"
+#include "pq/dist/comm.h"
 #include "pq/formats/act_quant.h"
 #include "pq/model/weights.h"
 #include "pq/pipeline/probed_candidates.h"
@@ -123,6 +124,7 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
   PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.model, o.text));
   engine::EvalOptions eo = o.eval;
   eo.runner.progress = false;
+  eo.this_rank_only = true;  // across MPI ranks the perturbations are split, not the text
   CostCheckResult r;
   {
     PQ_ASSIGN_OR_RETURN(engine::EvalResult b, engine::Evaluate(*base, nullptr, docs, eo));
@@ -135,31 +137,49 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
                                           : "no probed Linear / unit of --only can hold the "
                                             "requested formats");
   PQ_ASSIGN_OR_RETURN(auto cands, ProbedCandidates::Open(*base, probe, o.work));
+  // Across MPI ranks each measures consecutive rows (one layer's Hessians stay cached);
+  // rank 0 gathers them in row order: the same result as one process.
+  const auto rows = static_cast<int64_t>(work.size()), ranks = int64_t{dist::Size()};
+  const auto first_row = [&](int64_t rank) { return rows * rank / ranks; };
+  const int64_t row0 = first_row(dist::Rank()), row1 = first_row(dist::Rank() + 1);
+  std::vector<double> measured;  // dNLL, KL of each row measured here
   std::optional<Progress> progress;
-  progress.emplace(o.per_unit ? "cost check (units)" : "cost check", work.size());
-  for (const Work& w : work) {
+  progress.emplace(o.per_unit ? "cost check (units)" : "cost check",
+                   static_cast<size_t>(row1 - row0));
+  for (int64_t i = 0; i < rows; ++i) {
+    const Work& w = work[static_cast<size_t>(i)];
     std::map<std::string, ProbedCandidate> replaced;
     CostCheckRow row{w.name, std::string(formats::Spec(w.format).name), 0, 0, {}, {}};
+    const bool mine = i >= row0 && i < row1;  // else another rank measures it
     for (const ProbeLinear* m : w.members) {
-      PQ_ASSIGN_OR_RETURN(ProbedCandidate c, cands->Make(*m, w.format));
-      replaced.emplace(m->module, std::move(c));
+      if (mine) {
+        PQ_ASSIGN_OR_RETURN(ProbedCandidate c, cands->Make(*m, w.format));
+        replaced.emplace(m->module, std::move(c));
+      }
       const ProbeCandidate* pc = m->Find(row.format);
       for (size_t k = 0; k < pc->cost.size(); ++k) row.predicted[k] += pc->cost[k];
       if (pc->routing_changes) row.routing_changes = pc->routing_changes;
     }
+    r.rows.push_back(row);
+    if (!mine) continue;
     src->set_linear_hook([&replaced](model::LinearWeights& l) {
       auto it = replaced.find(l.module);
       if (it != replaced.end()) it->second.ApplyTo(l);
       return Status::Ok();
     });
     PQ_ASSIGN_OR_RETURN(engine::EvalResult e, engine::Evaluate(*src, base.get(), docs, eo));
-    row.measured_dnll = e.mean_nll - r.base_nll;
-    row.measured_kl = e.mean_kl.value_or(0);
-    r.rows.push_back(row);
+    measured.insert(measured.end(), {e.mean_nll - r.base_nll, e.mean_kl.value_or(0)});
     if (progress) progress->Advance();
   }
   if (progress) progress->Finish();
   src->set_linear_hook(nullptr);
+  std::vector<double> all;
+  PQ_RETURN_IF_ERROR(dist::Gather(std::span<const double>(measured), all, 0));
+  if (dist::Rank() != 0) return r;  // its rows are rank 0's now
+  for (size_t i = 0; i < r.rows.size(); ++i) {
+    r.rows[i].measured_dnll = all[2 * i];
+    r.rows[i].measured_kl = all[2 * i + 1];
+  }
   Summarize(r);
   return r;
 }
