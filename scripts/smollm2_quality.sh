@@ -28,10 +28,11 @@ def write(name, paras): open(f"{out}/{name}", "w", encoding="utf-8").write("\n\n
 write("calib.txt", wiki[:cw] + ts[:ct]); write("wiki_held.txt", wiki[cw:]); write("ts_held.txt", ts[ct:])
 PY
 
-probe() {  # probe WORK PASSES
+probe() {  # probe WORK PASSES   (PROBE_FORMATS: candidate formats, default all)
   [[ -f "$1/probe.json" ]] && return 0
   "$bin" -q probe "$model" --calib "$out/calib.txt" --split paragraphs --samples 32 --seqlen 512 \
-    --no-bos --work "$1" --passes "$2" --json > "$1.probe.out"
+    --no-bos --work "$1" --passes "$2" ${PROBE_FORMATS:+--formats "$PROBE_FORMATS"} --json \
+    > "$1.probe.out"
 }
 
 nll() {  # nll CKPT TEXT DOCS [--reference MODEL] -> "NLL KL"
@@ -66,13 +67,19 @@ probe "$wg" search+gptq
 menu="NVFP4,MXFP8,FP8,BF16"
 min_bits() { "$bin" -q allocate --work "$wg" --formats "$1" --target-bits 16 --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["min_bits"] + 1e-6)'; }
-nvfp4a16=$(min_bits NVFP4A16,BF16); nvfp4=$(min_bits NVFP4,BF16); mxfp8=$(min_bits MXFP8,BF16)
+nvfp4a16=$(min_bits NVFP4A16,BF16)
 # Rows in order of importance (each export is minutes on 2 cores); ROWS=N stops after N.
+# The first five need only NVFP4A16 among the probed formats (PROBE_FORMATS may leave the W4A4
+# menu out); "token" rows price with allocate --cost token instead of the default.
 rows=0; max_rows="${ROWS:-99}"
 next() { rows=$((rows + 1)); [[ $rows -le $max_rows ]]; }
 next && row "uniform NVFP4A16" "$wg" search+gptq --formats NVFP4A16,BF16 --target-bits "$nvfp4a16"
 next && row "PrismaQuant, all formats, uniform NVFP4A16's bytes" "$wg" search+gptq --target-bits "$nvfp4a16"
+next && row "PrismaQuant, all formats, uniform NVFP4A16's bytes, token" "$wg" search+gptq --target-bits "$nvfp4a16" --cost token
 next && row "PrismaQuant, all formats, 4.75 bits" "$wg" search+gptq --target-bits 4.75
+next && row "PrismaQuant, all formats, 4.75 bits, token" "$wg" search+gptq --target-bits 4.75 --cost token
+[[ $max_rows -gt 5 ]] || exit 0
+nvfp4=$(min_bits NVFP4,BF16); mxfp8=$(min_bits MXFP8,BF16)
 next && row "uniform NVFP4 (W4A4)" "$wg" search+gptq --formats NVFP4,BF16 --target-bits "$nvfp4"
 next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits" "$wg" search+gptq --formats "$menu" --target-bits 4.75
 # The same allocations priced by RTN (the earlier probe), exported the same way.

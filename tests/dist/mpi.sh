@@ -77,10 +77,22 @@ grep -q '"routing_changes": [1-9]' "$work/hyb3/probe.json" &&
   ok "hybrid: block pricing saw routing changes" || bad "hybrid: no routing changes priced"
 grep -q '"mtp_nll"' "$work/hyb3/probe.json" && [[ -d "$work/hyb3/probe/layer_0004" ]] &&
   ok "hybrid: the MTP head (unit 4 after layers 0-3) was probed" || bad "hybrid: no MTP unit"
-err=$("${mpi[@]}" -np 2 "$bin" probe "$moe" --calib "$text" --work "$work/moex" --samples 6 \
-  --seqlen 64 --sample-block 2 --block-samples 2 2>&1); rc=$?
-[[ $rc -ne 0 && "$err" == *"--block-samples is not data-parallel"* ]] &&
-  ok "--block-samples across ranks: refused" || bad "--block-samples: rc=$rc $err"
+# --block-samples K: the block reruns take the samples below K, so some ranks re-run a part of
+# theirs or none (6 samples in blocks of 2: K = 2 leaves ranks 1 and 2 none, K = 3 gives
+# rank 1 of 2 one sample of its four).
+for k in 2:3 3:2; do
+  kb=${k%%:*} r=${k#*:}
+  "$plain" probe "$moe" --calib "$text" --work "$work/moek$kb" --samples 6 --seqlen 64 \
+    --threads 1 --sample-block 2 --block-samples "$kb" > /dev/null 2>&1 ||
+    bad "plain probe --block-samples $kb failed"
+  "${mpi[@]}" -np "$r" "$bin" probe "$moe" --calib "$text" --work "$work/moek$kb-$r" --samples 6 \
+    --seqlen 64 --threads 1 --sample-block 2 --block-samples "$kb" > /dev/null 2> "$work/x.err" &&
+    same "moe, --block-samples $kb, R=$r: work dir identical to prismaquant without MPI" \
+      "$work/moek$kb" "$work/moek$kb-$r" || bad "--block-samples $kb, R=$r: $(tail -3 "$work/x.err")"
+done
+cmp -s "$work/moe/probe.json" "$work/moek2/probe.json" &&
+  bad "--block-samples 2 priced like all samples (the comparison could not fail)" ||
+  ok "--block-samples 2 prices differ from all samples'"
 
 # The block size is folded in, so a wrong fold would show.
 probe "$plain" "$work/plain1" 6 1 > /dev/null 2>&1 || bad "plain probe with blocks of 1"

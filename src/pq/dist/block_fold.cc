@@ -118,10 +118,21 @@ void BlockFold::EndBlock(const Sums& s, bool last) {
   s.Zero();
 }
 
+void BlockFold::EndNoBlocks() {
+  ended_last_ = true;
+  no_blocks_ = true;
+}
+
 Status BlockFold::Finish(const Sums& s, bool everywhere) {
   const int rank = Rank(), size = Size();
   if (!ended_last_) return Internal("block fold: Finish before this rank's last block ended");
-  if (rank == 0) {
+  if (no_blocks_ && rank == 0) return Internal("block fold: rank 0 has no block");
+  if (no_blocks_) {  // the prefix passes through (loaded, not added: 0 + -0 would be +0)
+    Sums::Values prefix{std::vector<double>(s.doubles()), std::vector<float>(s.floats()),
+                        std::vector<int64_t>(s.ints())};
+    PQ_RETURN_IF_ERROR(RecvValues(prefix, rank - 1));
+    s.Load(prefix);
+  } else if (rank == 0) {
     if (have_total_) s.AddFrom(total_);
   } else {
     Sums::Values prefix{std::vector<double>(s.doubles()), std::vector<float>(s.floats()),

@@ -52,9 +52,13 @@ class BlockFold {
   // One of this rank's blocks ended; `last`: its last block. Earlier blocks are saved and the
   // accumulators zeroed; rank 0 folds as it goes; the last block stays in the accumulators.
   void EndBlock(const Sums& s, bool last);
+  // Instead of EndBlock: this rank has no block in this reduction (a subset of the samples
+  // that ends before its own); it passes the fold of the ranks before it on unchanged. Not
+  // on rank 0.
+  void EndNoBlocks();
   // The canonical total of every rank's blocks into the accumulators of rank 0, or of every
   // rank when `everywhere` (other ranks' accumulators are left undefined). Collective; resets.
-  // Every rank must have ended at least one block.
+  // Every rank must have ended its last block (or EndNoBlocks).
   Status Finish(const Sums& s, bool everywhere);
 
  private:
@@ -62,6 +66,7 @@ class BlockFold {
   Sums::Values total_;
   std::vector<Sums::Values> partials_;  // other ranks: their finished blocks in order
   bool ended_last_ = false;
+  bool no_blocks_ = false;  // EndNoBlocks
 };
 
 // Sequences [first, first + n) of `samples` that rank `rank` of `ranks` owns: whole blocks of

@@ -124,12 +124,6 @@ Status SplitSamples(ProbeContext& c) {
     if (s < c.range.first) c.row0 += t;
     c.total_rows += t;
   }
-  if (dist::Size() == 1) return Status::Ok();
-  const model::ModelLayout& layout = c.layout();
-  if (c.o.block_cost && c.o.block_samples > 0 && c.o.block_samples < n)
-    for (int64_t l = 0; l < layout.num_layers; ++l)
-      if (c.src->config().IsMoeLayer(l))
-        return Unimplemented("probe across MPI ranks: --block-samples is not data-parallel yet");
   return Status::Ok();
 }
 
@@ -297,7 +291,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   }
   if (top < 0) return Status::Ok();
   ProbeBlockPricing block(o, c.src->config(), c.info, c.formats, w, c.calib.samples);
-  block.SetRankRows(c.row0, c.total_rows);
+  block.SetRankRows(c.row0, c.total_rows, c.range.first, c.range.count);
   PQ_RETURN_IF_ERROR(block.Start(top, dy));
   const auto begin_layer = [&](int64_t l, model::LayerWeights& lw,
                                std::span<const float> layer_dy) -> Status {

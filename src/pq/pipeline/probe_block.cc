@@ -90,7 +90,21 @@ Status ProbeBlockPricing::PriceLayer(const engine::Runner& runner,
   bo.total_tokens = scored_tokens_;
   bo.batch_tokens = o_.hessian_batch_tokens;
   bo.reroute = o_.block_reroute;
-  bo.samples = static_cast<size_t>(std::max<int64_t>(o_.block_samples, 0));
+  if (o_.block_samples > 0 && rank_samples_ >= 0) {  // this rank's samples below the limit
+    const int64_t mine = std::clamp<int64_t>(o_.block_samples - first_sample_, 0, rank_samples_);
+    if (mine == 0) {  // none here: no energies, but the same units in the fold as every rank
+      units_.clear();
+      for (const engine::BlockUnitSpec& spec : LayerUnits(lw, info_, formats_)) {
+        engine::BlockUnitCost u{spec.unit, {}};
+        for (formats::FormatId f : spec.formats) u.candidates.push_back({f, 0, 0, 0, {}});
+        units_.push_back(std::move(u));
+      }
+      return ReduceUnits();
+    }
+    bo.samples = static_cast<size_t>(mine);
+  } else {
+    bo.samples = static_cast<size_t>(std::max<int64_t>(o_.block_samples, 0));
+  }
   const engine::ReplacementFn replace =
       [&](const std::string& m, formats::FormatId f,
           std::vector<float>& scratch) -> Result<engine::LinearReplacement> {
@@ -116,6 +130,7 @@ Status ProbeBlockPricing::ReduceUnits() {
   dist::Sums sums;
   sums.Add(std::span(energy));
   dist::BlockFold fold;
+  if (blocks == 0) fold.EndNoBlocks();  // this rank re-ran none of its samples
   for (size_t b = 0; b < blocks; ++b) {
     size_t i = 0;
     for (const engine::BlockUnitCost& u : units_)

@@ -49,9 +49,13 @@ class ProbeBlockPricing {
 
   // Across MPI ranks: this rank's samples are token rows [row0, row0 + its rows) of
   // total_rows (the saved gradients hold every rank's rows).
-  void SetRankRows(int64_t row0, int64_t total_rows) {
+  // Its samples are [first_sample, first_sample + samples) of the calibration samples (the
+  // block reruns take those below block_samples: some ranks may have none).
+  void SetRankRows(int64_t row0, int64_t total_rows, int64_t first_sample, int64_t samples) {
     row0_ = row0;
     total_rows_ = total_rows;
+    first_sample_ = first_sample;
+    rank_samples_ = samples;
   }
 
   // The window of layer l ends at this boundary (its output is l + 1).
@@ -71,6 +75,7 @@ class ProbeBlockPricing {
   const WorkDir& work_;
   int64_t scored_tokens_ = 0;                    // of the re-run samples
   int64_t row0_ = 0, total_rows_ = -1;           // SetRankRows (-1: this rank has all)
+  int64_t first_sample_ = 0, rank_samples_ = -1;  // SetRankRows (-1: this rank has all)
   std::map<int64_t, std::vector<float>> grads_;  // dL/d(boundary) by boundary
   std::vector<engine::BlockUnitCost> units_;     // the current layer's
 };
