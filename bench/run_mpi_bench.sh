@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Data parallelism across MPI ranks (issue 15 item 5): probe and export --work of
 # prismaquant-mpi at R = 1 and R = 2 ranks (one thread per rank), REPEATS times interleaved, each
-# rank's wall time split into compute (and its own I/O) and reduction (time in MPI calls,
-# waiting for the other ranks included) and its CPU time, as rank 0 logs them; medians per R
+# rank's wall time split into compute, I/O (checkpoint reads, file writes) and reduction (time
+# in MPI calls, waiting for the other ranks included) and its CPU time, as rank 0 logs them; medians per R
 # and the ratios R=2 / R=1. Checks that the work dirs and checkpoints are byte-identical
 # across R. Never run by CI.
 #
@@ -44,24 +44,26 @@ python3 - "$out/lines.txt" <<'PY'
 import re, statistics, sys
 rows = {}
 pat = re.compile(r"R=(\d) rep=(\d+) (\w+): rank (\d) of \d: ([\d.]+) s, compute ([\d.]+) s, "
-                 r"reduction ([\d.]+) s; cpu ([\d.]+) s")
+                 r"I/O ([\d.]+) s, reduction ([\d.]+) s; cpu ([\d.]+) s")
 for line in open(sys.argv[1]):
     m = pat.search(line)
     if m:
         r, rep, stage, rank = int(m[1]), int(m[2]), m[3], int(m[4])
-        rows.setdefault((stage, r, rank), []).append([float(m[i]) for i in (5, 6, 7, 8)])
-print(f"{'stage':7} {'R':>2} {'rank':>4} {'wall s':>8} {'compute s':>10} {'reduction s':>12} {'cpu s':>7}")
+        rows.setdefault((stage, r, rank), []).append([float(m[i]) for i in (5, 6, 7, 8, 9)])
+print(f"{'stage':7} {'R':>2} {'rank':>4} {'wall s':>8} {'compute s':>10} {'I/O s':>6} "
+      f"{'reduction s':>12} {'cpu s':>7}")
 med = {}
 for (stage, r, rank), v in sorted(rows.items()):
-    m = [statistics.median(x[i] for x in v) for i in range(4)]
+    m = [statistics.median(x[i] for x in v) for i in range(5)]
     med[(stage, r, rank)] = m
-    print(f"{stage:7} {r:>2} {rank:>4} {m[0]:8.2f} {m[1]:10.2f} {m[2]:12.2f} {m[3]:7.2f}")
+    print(f"{stage:7} {r:>2} {rank:>4} {m[0]:8.2f} {m[1]:10.2f} {m[2]:6.2f} {m[3]:12.2f} "
+          f"{m[4]:7.2f}")
 for stage in ("probe", "export"):
     if (stage, 1, 0) not in med:
         continue
     one = med[(stage, 1, 0)]
     two = [med[(stage, 2, k)] for k in (0, 1) if (stage, 2, k) in med]
     print(f"{stage}: R=2 / R=1 wall {max(x[0] for x in two) / one[0]:.2f}x, "
-          f"CPU per rank {max(x[3] for x in two) / one[3]:.2f}x (medians of "
+          f"CPU per rank {max(x[4] for x in two) / one[4]:.2f}x (medians of "
           f"{len(rows[(stage, 1, 0)])})")
 PY

@@ -54,7 +54,7 @@ n=$(grep -c '^wrote ' "$work/r3.out")
 # (Two forward sweeps: the priced samples' and the Hessian samples'.)
 f=$(grep -c '^forward  .*100%' "$work/r3.err") b=$(grep -c '^backward .*100%' "$work/r3.err")
 fh=$(grep -c '^forward (Hessian samples) .*100%' "$work/r3.err")
-t=$(grep -c '^probe: rank [0-2] of 3: .* s, compute .* reduction .* cpu' "$work/r3.err")
+t=$(grep -c '^probe: rank [0-2] of 3: .* s, compute .* s, I/O .* s, reduction .* cpu' "$work/r3.err")
 [[ $f -eq 1 && $fh -eq 1 && $b -eq 1 && $t -eq 3 ]] &&
   ok "R=3: ranks 1, 2 quiet; rank 0 logs the 3 ranks' times" ||
   bad "R=3 stderr: $f + $fh forward, $b backward, $t time lines: $(cat "$work/r3.err")"

@@ -13,6 +13,8 @@
 #include <random>
 #include <vector>
 
+#include "pq/core/io_clock.h"
+
 namespace pq::io {
 namespace {
 
@@ -94,6 +96,7 @@ Result<UniqueFd> OpenRegularFile(const std::string& path) {
 }
 
 Status WriteAll(int fd, std::span<const uint8_t> data, const std::string& path) {
+  const IoTimer io_timer;
   size_t done = 0;
   while (done < data.size()) {
     size_t want = std::min<size_t>(data.size() - done, size_t{1} << 30);

@@ -1,7 +1,9 @@
 #include "pq/model/weights.h"
 
 #include <cmath>
+#include <optional>
 
+#include "pq/core/io_clock.h"
 #include "pq/formats/format.h"
 
 namespace pq::model {
@@ -33,6 +35,7 @@ Result<std::vector<float>> WeightSource::LoadVector(const std::string& name, int
     return InvalidArgument(path_ + ": tensor \"" + name + "\" has " + std::to_string(t->numel()) +
                            " elements, expected " + std::to_string(size));
   if (shapes_only_) return std::vector<float>();
+  const IoTimer io_timer;
   auto v = io::ReadAsF32(*t);
   io::ReleaseTensorPages(*t);  // streaming: only the converted copy stays resident
   return v;
@@ -48,6 +51,7 @@ Result<LinearWeights> WeightSource::LoadLinear(const std::string& module) const 
   lw.cols = li.cols;
   const formats::FormatId fmt = formats_.at(module).format;
   if (shapes_only_) return lw;  // rows, cols from the stored tensors (ResolveLayout)
+  std::optional<IoTimer> io_timer(std::in_place);  // reading, not the hook below
   if (li.tied || fmt == formats::FormatId::kBF16) {
     PQ_ASSIGN_OR_RETURN(lw.w, ReadDenseLinear(*ckpt_, li));
   } else {
@@ -80,6 +84,7 @@ Result<LinearWeights> WeightSource::LoadLinear(const std::string& module) const 
   if (li.has_bias) {
     PQ_ASSIGN_OR_RETURN(lw.b, LoadVector(module + ".bias", li.rows, true));
   }
+  io_timer.reset();
   if (linear_hook_) PQ_RETURN_IF_ERROR(linear_hook_(lw));
   return lw;
 }

@@ -1,11 +1,13 @@
 #include "pq/pipeline/probe_dist.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <map>
 #include <string>
 
+#include "pq/core/io_clock.h"
 #include "pq/core/log.h"
 #include "pq/dist/comm.h"
 
@@ -83,20 +85,23 @@ Status LogRankTimes(const std::string& stage, double start_s, const char* count_
                     int64_t count) {
   if (!dist::Built()) return Status::Ok();
   const double comm = dist::CommSeconds();  // before the gather below
-  const std::vector<double> mine = {NowSeconds() - start_s, comm,
+  constexpr size_t kValues = 5;  // wall, reduction, I/O, cpu, count
+  const std::vector<double> mine = {NowSeconds() - start_s, comm, IoSeconds(),
                                     static_cast<double>(std::clock()) / CLOCKS_PER_SEC,
                                     static_cast<double>(count)};
   std::vector<double> all;
   PQ_RETURN_IF_ERROR(dist::Gather(mine, all, 0));
   if (dist::Rank() != 0) return Status::Ok();
-  for (size_t r = 0; r + 3 < all.size(); r += 4) {
-    char line[240];
-    int n = std::snprintf(line, sizeof line,
-                          "%s: rank %zu of %d: %.2f s, compute %.2f s, reduction %.2f s; cpu %.2f s",
-                          stage.c_str(), r / 4, dist::Size(), all[r], all[r] - all[r + 1],
-                          all[r + 1], all[r + 2]);
+  for (size_t r = 0; r + kValues <= all.size(); r += kValues) {
+    const double wall = all[r], reduction = all[r + 1], io = all[r + 2];
+    char line[280];
+    int n = std::snprintf(
+        line, sizeof line,
+        "%s: rank %zu of %d: %.2f s, compute %.2f s, I/O %.2f s, reduction %.2f s; cpu %.2f s",
+        stage.c_str(), r / kValues, dist::Size(), wall, std::max(0.0, wall - reduction - io), io,
+        reduction, all[r + 3]);
     if (count_label && n > 0 && static_cast<size_t>(n) < sizeof line)
-      std::snprintf(line + n, sizeof line - static_cast<size_t>(n), "; %.0f %s", all[r + 3],
+      std::snprintf(line + n, sizeof line - static_cast<size_t>(n), "; %.0f %s", all[r + 4],
                     count_label);
     LogInfo(line);
   }

@@ -50,7 +50,8 @@ Result<std::vector<float>> ReadRankGrad(const WorkDir& w, int64_t boundary, int6
                                         int64_t row0, int64_t rows, int64_t hidden);
 
 // With MPI: rank 0 logs each rank's wall time since `start_s` (steady clock, seconds) split
-// into compute (and its own I/O) and reduction (time in dist calls, waiting included), and its
+// into compute, I/O (core/io_clock.h: checkpoint reads, file writes) and reduction (time in
+// dist calls, waiting included), and its
 // process CPU time, and `count` with its label when one is given ("; 12 Linears quantized").
 // Collective; nothing without MPI.
 Status LogRankTimes(const std::string& stage, double start_s, const char* count_label = nullptr,
