@@ -15,7 +15,7 @@ struct EvalArgs {
   int64_t max_docs = 0, ctx = 0, stride = 0;
   ExecFlags exec;
   double memory_gb = 8;
-  bool no_bos = false, json = false, weights_only = false;
+  bool no_bos = false, json = false, weights_only = false, mtp = false;
 };
 
 Status Run(const EvalArgs& a) {
@@ -33,6 +33,7 @@ Status Run(const EvalArgs& a) {
   o.stride = a.stride;
   o.reference = a.reference;
   o.weights_only = a.weights_only;
+  o.mtp = a.mtp;
   o.runner.work_dir = a.work;
   o.runner.memory_budget_bytes = static_cast<uint64_t>(a.memory_gb * 1e9);
   o.exec = a.exec.Context();
@@ -47,6 +48,10 @@ Status Run(const EvalArgs& a) {
                 static_cast<long long>(r.tokens));
     std::printf("mean NLL %.6f nats/token, perplexity %.4f\n", r.mean_nll, r.ppl);
     if (r.mean_kl) std::printf("mean KL(reference || model) %.6g nats/token\n", *r.mean_kl);
+    if (r.mtp_nll)
+      std::printf("MTP head: mean NLL %.6f of token t+2 over %lld positions; its greedy draft "
+                  "equals the model's greedy token %.4f of the time\n",
+                  *r.mtp_nll, static_cast<long long>(r.mtp_tokens), r.mtp_accept.value_or(0));
   }
   return Status::Ok();
 }
@@ -76,6 +81,9 @@ void AddEvalCommand(CLI::App& app, int* exit_code) {
                   "Window length in tokens (default: model max positions, <= 4096)");
   sub->add_option("--stride", a->stride, "New tokens per window after the first (default ctx/2)");
   sub->add_option("--reference", a->reference, "Reference model for KL(reference || model)");
+  sub->add_flag("--mtp", a->mtp,
+                "Also the MTP head (mtp.*): its NLL of token t+2 and how often its greedy draft "
+                "equals the model's own greedy token (what greedy speculative decoding accepts)");
   a->exec.Register(sub);
   sub->add_option("--work", a->work, "Directory for spill files (default /tmp)");
   sub->add_option("--memory-budget-gb", a->memory_gb, "Memory for stored activations (default 8)")

@@ -171,6 +171,10 @@ void ChoiceFlags::Register(CLI::App* sub, bool compact, bool with_pareto) {
                     "smallest to the largest achievable)");
   sub->add_option("--lm-head", lm_head, "Fixed format of lm_head (default BF16)");
   sub->add_option("--visual-format", visual, kVisualFormatHelp);
+  sub->add_option("--mtp-weight", mtp_weight,
+                  "Weight of the MTP head's predicted loss (it moves speculative-decoding "
+                  "acceptance, not the outputs) against the body's (default 0.5; README \"MTP "
+                  "head: what its bytes buy\")");
 }
 
 Status ChoiceFlags::ToOptions(pipeline::AllocateOptions& o) const {
@@ -180,6 +184,7 @@ Status ChoiceFlags::ToOptions(pipeline::AllocateOptions& o) const {
   if (!head) return InvalidArgument("--lm-head: unknown format \"" + lm_head + "\"");
   o.lm_head = *head;
   PQ_ASSIGN_OR_RETURN(o.visual, ParseVisualFormat(visual));
+  o.mtp_weight = mtp_weight;
   return Status::Ok();
 }
 

@@ -69,6 +69,7 @@ Status ParseTargetBits(const std::string& text, pipeline::AllocateOptions& o);
 // How allocate chooses: --cost, --pareto (allocate only), --lm-head, --visual-format.
 struct ChoiceFlags {
   std::string cost = "block", pareto, lm_head = "BF16", visual = "BF16";
+  double mtp_weight = 0.5;
 
   void Register(CLI::App* sub, bool compact, bool with_pareto);
   Status ToOptions(pipeline::AllocateOptions& o) const;

@@ -22,7 +22,17 @@ void LogSoftmax(std::span<const float> logits, std::span<double> out) {
 struct ChunkStats {
   double nll = 0, kl = 0;
   int64_t scored = 0;
+  double mtp_nll = 0;
+  int64_t mtp_scored = 0, mtp_agree = 0;
 };
+
+// Index of the largest logit of each row of logits [R, v] (the first of equal ones).
+void ArgmaxRows(std::span<const float> logits, size_t v, std::span<int32_t> out) {
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto row = logits.subspan(i * v, v);
+    out[i] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+  }
+}
 
 // Reference log-probs of every scored position of a chunk, in order.
 Result<std::vector<double>> ReferenceLogProbs(const model::WeightSource& ref,
@@ -49,7 +59,7 @@ Result<std::vector<double>> ReferenceLogProbs(const model::WeightSource& ref,
 }
 
 Result<ChunkStats> RunChunk(const model::WeightSource& src, const model::WeightSource* ref,
-                            std::span<const Sequence> chunk, const RunnerOptions& ro) {
+                            std::span<const Sequence> chunk, const RunnerOptions& ro, bool mtp) {
   std::vector<double> ref_lp;
   if (ref) {
     PQ_ASSIGN_OR_RETURN(ref_lp, ReferenceLogProbs(*ref, chunk, ro));
@@ -60,7 +70,13 @@ Result<ChunkStats> RunChunk(const model::WeightSource& src, const model::WeightS
   ChunkStats st;
   size_t k = 0;
   std::vector<double> lp(v);
+  std::vector<std::vector<int32_t>> greedy(chunk.size());  // with mtp: argmax of each row
   auto on_logits = [&](size_t s, int64_t row0, std::span<const float> logits) -> Status {
+    if (mtp) {
+      greedy[s].resize(chunk[s].ids.size());
+      ArgmaxRows(logits, v, std::span(greedy[s]).subspan(static_cast<size_t>(row0),
+                                                          logits.size() / v));
+    }
     if (!ref) return Status::Ok();
     const auto& tg = chunk[s].targets;
     for (size_t i = 0; i < logits.size() / v; ++i) {
@@ -75,6 +91,22 @@ Result<ChunkStats> RunChunk(const model::WeightSource& src, const model::WeightS
   PQ_ASSIGN_OR_RETURN(HeadResult hr, r.Head(on_logits, false, 1.0));
   st.nll = hr.nll_sum;
   st.scored = hr.scored;
+  if (!mtp) return st;
+  // MTP row t predicts token t+2 (target t+1), as the main head's row t+1 does.
+  std::vector<int32_t> draft;
+  auto on_mtp = [&](size_t s, int64_t row0, std::span<const float> logits) -> Status {
+    draft.resize(logits.size() / v);
+    ArgmaxRows(logits, v, draft);
+    for (size_t i = 0; i < draft.size(); ++i) {
+      const size_t t = static_cast<size_t>(row0) + i;
+      if (chunk[s].targets[t + 1] < 0) continue;
+      st.mtp_agree += draft[i] == greedy[s][t + 1];
+    }
+    return Status::Ok();
+  };
+  PQ_ASSIGN_OR_RETURN(HeadResult mr, r.Mtp(on_mtp, false, 1.0));
+  st.mtp_nll = mr.nll_sum;
+  st.mtp_scored = mr.scored;
   return st;
 }
 
@@ -127,6 +159,8 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
                             const std::vector<std::vector<int32_t>>& docs, const EvalOptions& o) {
   ScopedExecContext exec_scope(o.exec);
   const model::WeightSource* src = &model;
+  if (o.mtp && !src->layout().has_mtp())
+    return InvalidArgument("--mtp: the model has no MTP head (mtp.* tensors)");
   if (ref && ref->config().vocab != src->config().vocab)
     return InvalidArgument("--reference has vocab " + std::to_string(ref->config().vocab) +
                            ", the model has " + std::to_string(src->config().vocab));
@@ -169,8 +203,10 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   for (size_t c = c0; c < c1; ++c) {
     const auto [i, j] = chunks[c];
     PQ_ASSIGN_OR_RETURN(ChunkStats st,
-                        RunChunk(*src, ref, std::span(windows).subspan(i, j - i), ro));
-    mine.insert(mine.end(), {st.nll, st.kl, static_cast<double>(st.scored)});
+                        RunChunk(*src, ref, std::span(windows).subspan(i, j - i), ro, o.mtp));
+    mine.insert(mine.end(), {st.nll, st.kl, static_cast<double>(st.scored), st.mtp_nll,
+                             static_cast<double>(st.mtp_scored),
+                             static_cast<double>(st.mtp_agree)});
     progress.Advance(j - i);
   }
   progress.Finish();
@@ -180,16 +216,21 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   } else {
     all = std::move(mine);
   }
-  double sums[3] = {0, 0, 0};  // nll, kl, scored
-  for (size_t c = 0; c + 2 < all.size(); c += 3) {
-    sums[0] += all[c];
-    sums[1] += all[c + 1];
-    res.tokens += static_cast<int64_t>(all[c + 2]);
-  }
-  sums[2] = static_cast<double>(res.tokens);
+  // nll, kl, scored, mtp nll, mtp scored, mtp agreeing: per chunk, added in chunk order
+  // (the counts are exact below 2^53).
+  constexpr size_t kPerChunk = 6;
+  double sums[kPerChunk] = {};
+  for (size_t c = 0; c + kPerChunk <= all.size(); c += kPerChunk)
+    for (size_t k = 0; k < kPerChunk; ++k) sums[k] += all[c + k];
   if (split) PQ_RETURN_IF_ERROR(dist::Broadcast(std::as_writable_bytes(std::span(sums)), 0));
   const double nll = sums[0], kl = sums[1];
   res.tokens = static_cast<int64_t>(sums[2]);
+  if (o.mtp) {
+    res.mtp_tokens = static_cast<int64_t>(sums[4]);
+    if (res.mtp_tokens == 0) return InvalidArgument("no MTP positions to score (windows < 3)");
+    res.mtp_nll = sums[3] / sums[4];
+    res.mtp_accept = sums[5] / sums[4];
+  }
   if (res.tokens == 0) return InvalidArgument("no tokens to score (is the text empty?)");
   res.mean_nll = nll / static_cast<double>(res.tokens);
   res.ppl = std::exp(res.mean_nll);
@@ -207,6 +248,11 @@ nlohmann::json EvalResult::ToJson() const {
   nlohmann::json j = {{"docs", docs},     {"windows", windows},   {"tokens", tokens}, {"ctx", ctx},
                       {"stride", stride}, {"mean_nll", mean_nll}, {"ppl", ppl}};
   if (mean_kl) j["mean_kl"] = *mean_kl;
+  if (mtp_nll) {
+    j["mtp_tokens"] = mtp_tokens;
+    j["mtp_nll"] = *mtp_nll;
+    j["mtp_accept"] = mtp_accept.value_or(0);
+  }
   return j;
 }
 

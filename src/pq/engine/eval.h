@@ -27,6 +27,10 @@ struct EvalOptions {
   // Across MPI ranks the chunks are split over the ranks (collective); true: this process
   // runs every chunk and makes no collective call (for callers that split other work).
   bool this_rank_only = false;
+  // Also the MTP head (checkpoints with mtp.*): its NLL of token t+2 and how often its greedy
+  // draft equals the model's own greedy token there (a one-token speculative draft that greedy
+  // verification accepts).
+  bool mtp = false;
   RunnerOptions runner;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
@@ -39,6 +43,10 @@ struct EvalResult {
   double mean_nll = 0;
   double ppl = 0;
   std::optional<double> mean_kl;
+  // With EvalOptions::mtp: over the positions whose token t+2 is scored.
+  int64_t mtp_tokens = 0;
+  std::optional<double> mtp_nll;     // mean NLL of the MTP head's prediction of token t+2
+  std::optional<double> mtp_accept;  // fraction where argmax MTP(t) == argmax main(t+1)
   nlohmann::json ToJson() const;
 };
 

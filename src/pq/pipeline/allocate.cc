@@ -1,5 +1,6 @@
 #include "pq/pipeline/allocate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -64,7 +65,7 @@ Result<std::vector<std::string>> AllowedFormats(const ProbeFile& probe, const Al
 // formats every member can hold, bytes and costs summed over the members.
 Result<alloc::Problem> BuildProblem(const std::vector<UnitInfo>& units,
                                     const std::vector<std::string>& allowed,
-                                    quant::CostEstimator estimator) {
+                                    quant::CostEstimator estimator, double mtp_weight) {
   alloc::Problem p;
   for (const UnitInfo& u : units) {
     alloc::Unit unit{u.name, 0, {}};
@@ -79,7 +80,7 @@ Result<alloc::Problem> BuildProblem(const std::vector<UnitInfo>& units,
           break;
         }
         c.bytes += cand->bytes;
-        c.cost += cand->Cost(estimator);
+        c.cost += cand->Cost(estimator) * (m->is_mtp ? mtp_weight : 1.0);
       }
       if (all) unit.candidates.push_back(c);
     }
@@ -226,6 +227,9 @@ LayerConfig MakeLayerConfig(const ProbeFile& probe, const AllocateOptions& o,
   c.achieved = {r.chosen.achieved_bits, r.chosen.unit_bytes, r.chosen.total_bytes,
                 r.chosen.predicted_dloss, r.chosen.optimal};
   if (r.knee) c.knee_bits = r.pareto[*r.knee].achieved_bits;
+  if (std::any_of(probe.linears.begin(), probe.linears.end(),
+                  [](const ProbeLinear& l) { return l.is_mtp; }))
+    c.mtp_weight = o.mtp_weight;
   c.formats = std::move(formats);
   return c;
 }
@@ -242,6 +246,9 @@ Status ValidateAllocateOptions(const AllocateOptions& o) {
                            std::to_string(*o.target_bits) + ")");
   if (o.target_size && *o.target_size == 0)
     return InvalidArgument("--target-size must be positive");
+  if (!(std::isfinite(o.mtp_weight) && o.mtp_weight >= 0))
+    return InvalidArgument("--mtp-weight must be a finite number >= 0 (got " +
+                           std::to_string(o.mtp_weight) + ")");
   if (o.target_size && *o.target_size <= o.kv_reserve)
     return InvalidArgument("--kv-reserve (" + std::to_string(o.kv_reserve) +
                            " bytes) is not smaller than --target-size (" +
@@ -256,7 +263,8 @@ Result<AllocateResult> Allocate(const AllocateOptions& o) {
   AllocateResult r;
   PQ_ASSIGN_OR_RETURN(r.formats, AllowedFormats(probe, o));
   const ProbeRoles roles = SplitRoles(probe);
-  PQ_ASSIGN_OR_RETURN(alloc::Problem problem, BuildProblem(roles.units, r.formats, o.cost));
+  PQ_ASSIGN_OR_RETURN(alloc::Problem problem,
+                      BuildProblem(roles.units, r.formats, o.cost, o.mtp_weight));
   r.units = static_cast<int64_t>(roles.units.size());
   for (const auto& u : roles.units) r.linears += static_cast<int64_t>(u.members.size());
   PQ_ASSIGN_OR_RETURN(FixedPart fixed, PriceFixed(probe, roles, o));

@@ -41,6 +41,12 @@ struct AllocateOptions {
   formats::FormatId lm_head = formats::FormatId::kBF16;
   // Vision-tower Linears (not calibrated yet): one fixed format, counted in the total bytes.
   formats::FormatId visual = formats::FormatId::kBF16;
+  // The MTP head's units are priced in MTP-loss nats (its loss only moves speculative-decoding
+  // acceptance, not the model's outputs): their costs count this much against the body's.
+  // Default 0.5: on the trained hybrid the allocation at uniform NVFP4's bytes then beats
+  // uniform NVFP4A16 on the body's KL with the same MTP acceptance; at 1 it lost on both
+  // (README "MTP head: what its bytes buy", scripts/mtp_weight_experiment.sh).
+  double mtp_weight = 0.5;
 };
 
 struct AllocateResult {

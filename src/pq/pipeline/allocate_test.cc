@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -36,7 +37,8 @@ json Linear(const std::string& module, const std::string& unit, int layer, int64
 }
 
 // A 3-layer model: q/k/v fused (v cannot be INT4), o alone, 4 experts of one unit per layer.
-void WriteProbe(const std::string& work, uint64_t other_bytes = 1000) {
+// mtp_sens > 0: also an MTP head's fc (its own unit, is_mtp) of that sensitivity.
+void WriteProbe(const std::string& work, uint64_t other_bytes = 1000, double mtp_sens = 0) {
   const std::vector<std::string> all = {"BF16", "NVFP4A16", "MXFP8", "INT4", "INT8"};
   const std::vector<std::string> no_int4 = {"BF16", "NVFP4A16", "MXFP8", "INT8"};
   std::mt19937 rng(5);
@@ -52,6 +54,10 @@ void WriteProbe(const std::string& work, uint64_t other_bytes = 1000) {
       for (const char* m : {"gate_proj", "up_proj"})
         linears.push_back(Linear(p + "mlp.experts." + std::to_string(e) + "." + m, p + "experts",
                                  l, 64, 256, u(rng), all));
+  }
+  if (mtp_sens > 0) {
+    linears.push_back(Linear("mtp.fc", "mtp.fc", 3, 256, 512, mtp_sens, all));
+    linears.back()["is_mtp"] = true;
   }
   linears.push_back(Linear("lm_head", "lm_head", -1, 512, 256, 50, all));
   const json probe = {
@@ -112,6 +118,42 @@ TEST(Allocate, UnitsShareFormatsAndBudgetHolds) {
                       "count_BF16,",
                       0),
             0u);
+}
+
+// The MTP head's costs (MTP-loss nats) count --mtp-weight times against the body's: at 0 the
+// sensitive mtp.fc takes the cheapest format, at 1 it keeps more bits; the weight is recorded.
+TEST(Allocate, MtpWeightScalesTheMtpHeadsCosts) {
+  TempDir dir;
+  WriteProbe(dir.path().string(), 1000, /*mtp_sens=*/1e4);
+  std::map<double, std::string> fc;
+  for (double w : {0.0, 1.0}) {
+    AllocateOptions o;
+    o.work = dir.path().string();
+    o.target_bits = 6.0;
+    o.mtp_weight = w;
+    auto r = Allocate(o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const json cfg = ReadJson(dir / "layer_config.json");
+    fc[w] = cfg["formats"]["mtp.fc"];
+    EXPECT_EQ(cfg["mtp_weight"], w);
+  }
+  EXPECT_EQ(fc[0.0], "INT4");  // the fewest bytes
+  EXPECT_TRUE(fc[1.0] == "INT8" || fc[1.0] == "MXFP8" || fc[1.0] == "BF16") << fc[1.0];
+  AllocateOptions bad;
+  bad.work = dir.path().string();
+  bad.target_bits = 6.0;
+  bad.mtp_weight = -1;
+  auto r = Allocate(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--mtp-weight"), std::string::npos);
+  // Without an MTP head nothing is recorded.
+  TempDir plain;
+  WriteProbe(plain.path().string());
+  AllocateOptions o;
+  o.work = plain.path().string();
+  o.target_bits = 6.0;
+  ASSERT_TRUE(Allocate(o).ok());
+  EXPECT_FALSE(ReadJson(plain / "layer_config.json").contains("mtp_weight"));
 }
 
 TEST(Allocate, TargetSizeCountsEverything) {

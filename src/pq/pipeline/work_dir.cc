@@ -377,6 +377,7 @@ LayerConfig ParseLayerConfig(const Obj& o, Reader* r) {
   c.achieved.predicted_dloss = a.Num("predicted_dloss");
   c.achieved.optimal = a.Bool("optimal");
   c.knee_bits = o.OptNum("knee_bits");
+  c.mtp_weight = o.OptNum("mtp_weight");
   const Obj f = o.Child("formats");
   for (const auto& [module, v] : f.self().items()) {
     if (!v.is_string()) {
@@ -690,7 +691,7 @@ Result<LayerConfig> ReadLayerConfig(const WorkDir& w) {
 }
 
 Status WriteLayerConfig(const WorkDir& w, const LayerConfig& c) {
-  const json j = {{"schema", kLayerConfigSchema},
+  json j = {{"schema", kLayerConfigSchema},
                   {"probe_inputs", c.probe_inputs},
                   {"cost", c.cost},
                   {"lm_head", c.lm_head},
@@ -704,6 +705,7 @@ Status WriteLayerConfig(const WorkDir& w, const LayerConfig& c) {
                     {"optimal", c.achieved.optimal}}},
                   {"knee_bits", c.knee_bits ? json(*c.knee_bits) : json(nullptr)},
                   {"formats", c.formats}};
+  if (c.mtp_weight) j["mtp_weight"] = *c.mtp_weight;
   return io::WriteFileAtomic(w.layer_config_json(), j.dump(1) + "\n");
 }
 

@@ -221,6 +221,9 @@ struct LayerConfig {
   AllocationTarget target;
   AllocationAchieved achieved;
   std::optional<double> knee_bits;
+  // allocate --mtp-weight (the MTP units' costs were scaled by it); absent without an MTP
+  // head (and in work dirs allocated before the option: weight 1).
+  std::optional<double> mtp_weight;
   std::map<std::string, std::string> formats;  // module -> format, every Linear
   bool operator==(const LayerConfig&) const = default;
 };
