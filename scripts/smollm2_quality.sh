@@ -9,6 +9,8 @@
 # (The first, slow part: the export-aware probe took 59 min here on a busy 2-core machine.)
 # Prints one TSV row per checkpoint: label, pricing, passes, bits/param, total bytes,
 # predicted Δloss, KL and ΔNLL on wikitext-2, KL and ΔNLL on TinyStories, export seconds.
+# Env: ROWS=N stops after the first N rows; PROBE_FORMATS=LIST probes only those formats
+# (the first five rows need only NVFP4A16 and BF16 among them).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 model="$1" out="$2" bin="${3:-$root/build/release/tools/prismaquant/prismaquant}"
