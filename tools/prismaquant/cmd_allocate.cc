@@ -10,7 +10,7 @@ namespace pq::cli {
 namespace {
 
 struct AllocateArgs {
-  std::string work, formats;
+  std::string work, formats, measured_costs;
   TargetFlags target;
   ChoiceFlags choice;
   bool json = false;
@@ -33,6 +33,7 @@ Status Run(const AllocateArgs& a) {
   PQ_RETURN_IF_ERROR(a.target.ToOptions(o));
   PQ_ASSIGN_OR_RETURN(o.formats, ParseFormatList(a.formats));
   PQ_RETURN_IF_ERROR(a.choice.ToOptions(o));
+  o.measured_costs = a.measured_costs;
   PQ_ASSIGN_OR_RETURN(pipeline::AllocateResult r, pipeline::Allocate(o));
   if (a.json) {
     std::printf("%s\n", r.ToJson().dump(2).c_str());
@@ -71,6 +72,10 @@ void AddAllocateCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--formats", a->formats,
                   "Allowed formats, comma-separated (default: all probed)");
   a->choice.Register(sub, /*compact=*/false, /*with_pareto=*/true);
+  sub->add_option("--measured-costs", a->measured_costs,
+                  "Price each decision unit by its measured KL from this CSV (check-costs "
+                  "--per-unit --csv on calibration text) instead of the estimator (README "
+                  "\"Measured prices\")");
   AddJsonFlag(sub, &a->json, "result");
   sub->callback([a, exit_code] { *exit_code = ExitCodeFor(Run(*a)); });
 }

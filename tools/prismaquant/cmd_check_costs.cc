@@ -20,27 +20,6 @@ struct CheckArgs {
   bool lm_head = false, per_unit = false, json = false, no_bos = false;
 };
 
-std::string RowsCsv(const pipeline::CostCheckResult& r) {
-  std::string s = "module,format,measured_dnll,measured_kl";
-  for (int e = 0; e < quant::kNumEstimators; ++e)
-    s += ",pred_" + std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)));
-  s += ",routing_changes\n";
-  char buf[64];
-  for (const auto& row : r.rows) {
-    s += row.module + "," + row.format;
-    for (double v : {row.measured_dnll, row.measured_kl}) {
-      std::snprintf(buf, sizeof buf, ",%.9g", v);
-      s += buf;
-    }
-    for (double v : row.predicted) {
-      std::snprintf(buf, sizeof buf, ",%.9g", v);
-      s += buf;
-    }
-    s += "," + (row.routing_changes ? std::to_string(*row.routing_changes) : std::string()) + "\n";
-  }
-  return s;
-}
-
 Status Run(const CheckArgs& a) {
   pipeline::CostCheckOptions o;
   o.model = a.model;
@@ -57,7 +36,7 @@ Status Run(const CheckArgs& a) {
   o.exec = a.exec.Context();
   PQ_ASSIGN_OR_RETURN(pipeline::CostCheckResult r, pipeline::CheckCosts(o));
   if (dist::Rank() != 0) return Status::Ok();  // across MPI ranks: rank 0 writes and prints
-  if (!a.csv.empty()) PQ_RETURN_IF_ERROR(io::WriteFileAtomic(a.csv, RowsCsv(r)));
+  if (!a.csv.empty()) PQ_RETURN_IF_ERROR(io::WriteFileAtomic(a.csv, pipeline::CostCheckCsv(r)));
   if (a.json) {
     std::printf("%s\n", r.ToJson(o).dump(2).c_str());
     return Status::Ok();

@@ -74,8 +74,8 @@ Result<ChunkStats> RunChunk(const model::WeightSource& src, const model::WeightS
   auto on_logits = [&](size_t s, int64_t row0, std::span<const float> logits) -> Status {
     if (mtp) {
       greedy[s].resize(chunk[s].ids.size());
-      ArgmaxRows(logits, v, std::span(greedy[s]).subspan(static_cast<size_t>(row0),
-                                                          logits.size() / v));
+      ArgmaxRows(logits, v,
+                 std::span(greedy[s]).subspan(static_cast<size_t>(row0), logits.size() / v));
     }
     if (!ref) return Status::Ok();
     const auto& tg = chunk[s].targets;
@@ -137,6 +137,21 @@ Result<std::vector<Sequence>> MakeWindows(const std::vector<std::vector<int32_t>
   return out;
 }
 
+Result<EvalWindows> MakeEvalWindows(const model::WeightSource& model,
+                                    const std::vector<std::vector<int32_t>>& docs,
+                                    const EvalOptions& o) {
+  const int64_t max_pos = model.config().max_positions;
+  const int64_t ctx = o.ctx > 0 ? o.ctx : (max_pos > 0 ? std::min<int64_t>(max_pos, 4096) : 2048);
+  if (max_pos > 0 && ctx > max_pos)
+    return InvalidArgument(
+        "--ctx " + std::to_string(ctx) + " exceeds the model's " + "max_position_embeddings " +
+        std::to_string(max_pos) +
+        " (positions beyond it were never trained); use --ctx <= " + std::to_string(max_pos));
+  const int64_t stride = o.stride > 0 ? o.stride : std::max<int64_t>(ctx / 2, 1);
+  PQ_ASSIGN_OR_RETURN(std::vector<Sequence> windows, MakeWindows(docs, ctx, stride));
+  return EvalWindows{std::move(windows), ctx, stride};
+}
+
 Result<EvalResult> Evaluate(const std::string& model_path,
                             const std::vector<std::vector<int32_t>>& docs, const EvalOptions& o) {
   ScopedExecContext exec_scope(o.exec);
@@ -164,20 +179,13 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
   if (ref && ref->config().vocab != src->config().vocab)
     return InvalidArgument("--reference has vocab " + std::to_string(ref->config().vocab) +
                            ", the model has " + std::to_string(src->config().vocab));
-  const int64_t max_pos = src->config().max_positions;
-  const int64_t ctx = o.ctx > 0 ? o.ctx : (max_pos > 0 ? std::min<int64_t>(max_pos, 4096) : 2048);
-  if (max_pos > 0 && ctx > max_pos)
-    return InvalidArgument(
-        "--ctx " + std::to_string(ctx) + " exceeds the model's " + "max_position_embeddings " +
-        std::to_string(max_pos) +
-        " (positions beyond it were never trained); use --ctx <= " + std::to_string(max_pos));
-  const int64_t stride = o.stride > 0 ? o.stride : std::max<int64_t>(ctx / 2, 1);
-  PQ_ASSIGN_OR_RETURN(std::vector<Sequence> windows, MakeWindows(docs, ctx, stride));
+  PQ_ASSIGN_OR_RETURN(EvalWindows ew, MakeEvalWindows(*src, docs, o));
+  std::vector<Sequence>& windows = ew.windows;
   EvalResult res;
   res.docs = static_cast<int64_t>(docs.size());
   res.windows = static_cast<int64_t>(windows.size());
-  res.ctx = ctx;
-  res.stride = stride;
+  res.ctx = ew.ctx;
+  res.stride = ew.stride;
   // Chunks of windows: the unit of work of a rank, and of the sums (added in chunk order).
   std::vector<std::pair<size_t, size_t>> chunks;  // [first, end) window
   for (size_t i = 0; i < windows.size();) {
@@ -204,9 +212,9 @@ Result<EvalResult> Evaluate(const model::WeightSource& model, const model::Weigh
     const auto [i, j] = chunks[c];
     PQ_ASSIGN_OR_RETURN(ChunkStats st,
                         RunChunk(*src, ref, std::span(windows).subspan(i, j - i), ro, o.mtp));
-    mine.insert(mine.end(), {st.nll, st.kl, static_cast<double>(st.scored), st.mtp_nll,
-                             static_cast<double>(st.mtp_scored),
-                             static_cast<double>(st.mtp_agree)});
+    mine.insert(mine.end(),
+                {st.nll, st.kl, static_cast<double>(st.scored), st.mtp_nll,
+                 static_cast<double>(st.mtp_scored), static_cast<double>(st.mtp_agree)});
     progress.Advance(j - i);
   }
   progress.Finish();

@@ -54,6 +54,16 @@ struct EvalResult {
 Result<std::vector<Sequence>> MakeWindows(const std::vector<std::vector<int32_t>>& docs,
                                           int64_t ctx, int64_t stride);
 
+// The windows Evaluate scores on `model` with `options`' ctx and stride (defaults resolved
+// against the model's max_position_embeddings as documented on EvalOptions).
+struct EvalWindows {
+  std::vector<Sequence> windows;
+  int64_t ctx = 0, stride = 0;
+};
+Result<EvalWindows> MakeEvalWindows(const model::WeightSource& model,
+                                    const std::vector<std::vector<int32_t>>& docs,
+                                    const EvalOptions& options);
+
 // Opens model_path (and options.reference). Each Linear's input is quantized as its stored
 // format's runtime does (NVFP4, MXFP8, MXFP4, FP8) unless options.weights_only.
 Result<EvalResult> Evaluate(const std::string& model_path,

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 
 #include "pq/alloc/knapsack.h"
 #include "pq/alloc/knee.h"
+#include "pq/pipeline/cost_check.h"
 
 namespace pq::pipeline {
 namespace {
@@ -63,11 +65,15 @@ Result<std::vector<std::string>> AllowedFormats(const ProbeFile& probe, const Al
 
 // The knapsack instance: one unit per decision unit of the probe, candidates = the allowed
 // formats every member can hold, bytes and costs summed over the members.
+// With `measured` (allocate --measured-costs) a unit's price is its measured KL wherever the
+// estimator cannot stand in exactly (see AllocateOptions::measured_costs).
 Result<alloc::Problem> BuildProblem(const std::vector<UnitInfo>& units,
                                     const std::vector<std::string>& allowed,
-                                    quant::CostEstimator estimator, double mtp_weight) {
+                                    const AllocateOptions& o, const MeasuredCosts* measured) {
   alloc::Problem p;
   for (const UnitInfo& u : units) {
+    const bool mtp = std::all_of(u.members.begin(), u.members.end(),
+                                 [](const ProbeLinear* m) { return m->is_mtp; });
     alloc::Unit unit{u.name, 0, {}};
     for (const ProbeLinear* m : u.members) unit.params += m->rows * m->cols;
     for (const std::string& f : allowed) {
@@ -80,7 +86,17 @@ Result<alloc::Problem> BuildProblem(const std::vector<UnitInfo>& units,
           break;
         }
         c.bytes += cand->bytes;
-        c.cost += cand->Cost(estimator) * (m->is_mtp ? mtp_weight : 1.0);
+        c.cost += cand->Cost(o.cost) * (m->is_mtp ? o.mtp_weight : 1.0);
+      }
+      if (all && measured && !mtp && !(f == "BF16" && c.cost == 0)) {
+        const auto it = measured->find(u.name);
+        if (it == measured->end() || !it->second.count(f))
+          return InvalidArgument(o.measured_costs + " has no measured KL of unit " + u.name +
+                                 " in " + f +
+                                 " (measure it with check-costs --per-unit, or "
+                                 "leave " +
+                                 f + " out with --formats)");
+        c.cost = it->second.at(f);
       }
       if (all) unit.candidates.push_back(c);
     }
@@ -230,6 +246,7 @@ LayerConfig MakeLayerConfig(const ProbeFile& probe, const AllocateOptions& o,
   if (std::any_of(probe.linears.begin(), probe.linears.end(),
                   [](const ProbeLinear& l) { return l.is_mtp; }))
     c.mtp_weight = o.mtp_weight;
+  if (!o.measured_costs.empty()) c.measured_costs = o.measured_costs;
   c.formats = std::move(formats);
   return c;
 }
@@ -263,8 +280,12 @@ Result<AllocateResult> Allocate(const AllocateOptions& o) {
   AllocateResult r;
   PQ_ASSIGN_OR_RETURN(r.formats, AllowedFormats(probe, o));
   const ProbeRoles roles = SplitRoles(probe);
+  std::optional<MeasuredCosts> measured;
+  if (!o.measured_costs.empty()) {
+    PQ_ASSIGN_OR_RETURN(measured, ReadMeasuredCosts(o.measured_costs));
+  }
   PQ_ASSIGN_OR_RETURN(alloc::Problem problem,
-                      BuildProblem(roles.units, r.formats, o.cost, o.mtp_weight));
+                      BuildProblem(roles.units, r.formats, o, measured ? &*measured : nullptr));
   r.units = static_cast<int64_t>(roles.units.size());
   for (const auto& u : roles.units) r.linears += static_cast<int64_t>(u.members.size());
   PQ_ASSIGN_OR_RETURN(FixedPart fixed, PriceFixed(probe, roles, o));

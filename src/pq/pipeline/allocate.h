@@ -47,6 +47,11 @@ struct AllocateOptions {
   // uniform NVFP4A16 on the body's KL with the same MTP acceptance; at 1 it lost on both
   // (README "MTP head: what its bytes buy", scripts/mtp_weight_experiment.sh).
   double mtp_weight = 0.5;
+  // Price each decision unit by its measured KL instead (a check-costs --per-unit CSV: the
+  // unit quantized alone exactly as the probe priced it, the model evaluated; README "Measured
+  // prices"). Every (unit, allowed format) must be measured, except BF16 where the probe prices
+  // it exactly 0 and the MTP units, which check-costs cannot measure (they keep `cost`).
+  std::string measured_costs;
 };
 
 struct AllocateResult {

@@ -10,14 +10,15 @@
 
 #include "pq/io/io_test_util.h"
 #include "pq/pipeline/probe.h"
+#include "pq/pipeline/work_dir.h"
 
 namespace pq::pipeline {
 namespace {
 
-using nlohmann::json;
 using io::testing::ReadBytes;
 using io::testing::TempDir;
 using io::testing::WriteBytes;
+using nlohmann::json;
 
 json Linear(const std::string& module, const std::string& unit, int layer, int64_t rows,
             int64_t cols, double sens, const std::vector<std::string>& fmts) {
@@ -31,9 +32,10 @@ json Linear(const std::string& module, const std::string& unit, int layer, int64
                      {"weight_mse", c},
                      {"cost", {{"trace", c}, {"channel", c}, {"hessian", c}, {"output", 2 * c}}}});
   }
-  return {{"module", module}, {"layer", layer},      {"unit", unit},  {"rows", rows},
-          {"cols", cols},     {"is_lm_head", layer < 0}, {"tied", layer < 0}, {"samples", 1},
-          {"tokens", 1},      {"fisher_trace", sens},    {"input_amax", 1.0}, {"candidates", cands}};
+  return {{"module", module},     {"layer", layer},    {"unit", unit},
+          {"rows", rows},         {"cols", cols},      {"is_lm_head", layer < 0},
+          {"tied", layer < 0},    {"samples", 1},      {"tokens", 1},
+          {"fisher_trace", sens}, {"input_amax", 1.0}, {"candidates", cands}};
 }
 
 // A 3-layer model: q/k/v fused (v cannot be INT4), o alone, 4 experts of one unit per layer.
@@ -52,29 +54,28 @@ void WriteProbe(const std::string& work, uint64_t other_bytes = 1000, double mtp
     linears.push_back(Linear(p + "self_attn.o_proj", p + "o_proj", l, 256, 128, u(rng), all));
     for (int e = 0; e < 4; ++e)
       for (const char* m : {"gate_proj", "up_proj"})
-        linears.push_back(Linear(p + "mlp.experts." + std::to_string(e) + "." + m, p + "experts",
-                                 l, 64, 256, u(rng), all));
+        linears.push_back(Linear(p + "mlp.experts." + std::to_string(e) + "." + m, p + "experts", l,
+                                 64, 256, u(rng), all));
   }
   if (mtp_sens > 0) {
     linears.push_back(Linear("mtp.fc", "mtp.fc", 3, 256, 512, mtp_sens, all));
     linears.back()["is_mtp"] = true;
   }
   linears.push_back(Linear("lm_head", "lm_head", -1, 512, 256, 50, all));
-  const json probe = {
-      {"schema", kProbeSchema},
-      {"inputs", {{"seed", 0}}},
-      {"model",
-       {{"path", "m"},
-        {"architecture", "qwen3_moe"},
-        {"num_layers", 3},
-        {"hidden", 256},
-        {"num_experts", 4},
-        {"tie_word_embeddings", true},
-        {"other_tensor_bytes", other_bytes}}},
-      {"calibration", {{"samples", 1}, {"seqlen", 1}, {"tokens", 1}, {"nll", 1.0}}},
-      {"estimators", {"trace", "channel", "hessian", "output"}},
-      {"formats", all},
-      {"linears", linears}};
+  const json probe = {{"schema", kProbeSchema},
+                      {"inputs", {{"seed", 0}}},
+                      {"model",
+                       {{"path", "m"},
+                        {"architecture", "qwen3_moe"},
+                        {"num_layers", 3},
+                        {"hidden", 256},
+                        {"num_experts", 4},
+                        {"tie_word_embeddings", true},
+                        {"other_tensor_bytes", other_bytes}}},
+                      {"calibration", {{"samples", 1}, {"seqlen", 1}, {"tokens", 1}, {"nll", 1.0}}},
+                      {"estimators", {"trace", "channel", "hessian", "output"}},
+                      {"formats", all},
+                      {"linears", linears}};
   WriteBytes(work + "/probe.json", probe.dump());
 }
 
@@ -206,6 +207,66 @@ TEST(Allocate, KneeAndErrors) {
   missing.work = (dir / "nowhere");
   missing.target_bits = 5;
   EXPECT_EQ(Allocate(missing).status().code(), StatusCode::kNotFound);
+}
+
+// allocate --measured-costs: units priced by a check-costs CSV. Layer 1's o_proj is measured
+// far more sensitive than its estimate in every format but BF16, so the allocation keeps it BF16
+// while the estimator's own allocation does not; the chosen point's predicted loss is the sum of
+// the measured prices; a (unit, format) the CSV lacks is refused naming both.
+TEST(Allocate, MeasuredCostsPriceTheUnits) {
+  TempDir dir;
+  WriteProbe(dir.path().string());
+  auto probe = ReadProbeFile(WorkDir(dir.path().string()));
+  ASSERT_TRUE(probe.ok());
+  std::map<std::string, std::map<std::string, double>> unit_cost;  // the estimator's, summed
+  for (const ProbeLinear& l : probe->linears)
+    if (!l.is_lm_head)
+      for (const ProbeCandidate& c : l.candidates)
+        unit_cost[l.unit][c.format] += c.Cost(quant::CostEstimator::kHessian);
+  const std::string hot = "model.layers.1.o_proj";
+  std::string csv = "module,format,measured_dnll,measured_kl,pred_hessian\n";
+  for (auto& [unit, by_format] : unit_cost)
+    for (auto& [f, cost] : by_format) {
+      if (unit == hot && f != "BF16") cost = 1e3;
+      csv += unit + "," + f + ",0," + std::to_string(cost) + ",0\n";
+    }
+  const std::string path = dir / "measured.csv";
+  WriteBytes(path, csv);
+
+  AllocateOptions o;
+  o.work = dir.path().string();
+  o.target_bits = 5.0;
+  auto plain = Allocate(o);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_NE(ReadJson(dir / "layer_config.json")["formats"][hot.substr(0, 15) + "self_attn.o_proj"],
+            "BF16");
+  o.measured_costs = path;
+  auto r = Allocate(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const json cfg = ReadJson(dir / "layer_config.json");
+  EXPECT_EQ(cfg["formats"]["model.layers.1.self_attn.o_proj"], "BF16");
+  EXPECT_EQ(cfg["measured_costs"], path);
+  double sum = 0;
+  for (const auto& [unit, by_format] : unit_cost) {
+    std::string module = unit;  // any member names the unit's format
+    if (unit.ends_with("qkv")) module = unit.substr(0, unit.size() - 3) + "self_attn.q_proj";
+    if (unit.ends_with("o_proj")) module = unit.substr(0, unit.size() - 6) + "self_attn.o_proj";
+    if (unit.ends_with("experts"))
+      module = unit.substr(0, unit.size() - 7) + "mlp.experts.0.gate_proj";
+    sum += by_format.at(cfg["formats"][module].get<std::string>());
+  }
+  const double head = probe->linears.back().Find("BF16")->Cost(quant::CostEstimator::kHessian);
+  EXPECT_NEAR(r->chosen.predicted_dloss, sum + head, 1e-6 * sum);
+
+  // A unit the CSV does not measure in an allowed format.
+  const size_t cut = csv.find("model.layers.2.qkv,INT8");
+  WriteBytes(path, csv.substr(0, cut) + csv.substr(csv.find('\n', cut) + 1));
+  auto missing = Allocate(o);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("model.layers.2.qkv in INT8"), std::string::npos)
+      << missing.status().message();
+  o.formats = {formats::FormatId::kBF16, formats::FormatId::kNVFP4A16};  // INT8 not allowed
+  EXPECT_TRUE(Allocate(o).ok());
 }
 
 }  // namespace

@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <numeric>
 
 #include "pq/core/log.h"
 #include "pq/dist/comm.h"
+#include "pq/engine/perturbed_eval.h"
 #include "pq/formats/act_quant.h"
 #include "pq/model/weights.h"
 #include "pq/pipeline/probed_candidates.h"
@@ -100,6 +104,57 @@ void Summarize(CostCheckResult& r) {
 
 }  // namespace
 
+std::string CostCheckCsv(const CostCheckResult& r) {
+  std::string s = "module,format,measured_dnll,measured_kl";
+  for (int e = 0; e < quant::kNumEstimators; ++e)
+    s += ",pred_" + std::string(quant::EstimatorName(static_cast<quant::CostEstimator>(e)));
+  s += ",routing_changes\n";
+  char buf[64];
+  for (const auto& row : r.rows) {
+    s += row.module + "," + row.format;
+    for (double v : {row.measured_dnll, row.measured_kl}) {
+      std::snprintf(buf, sizeof buf, ",%.9g", v);
+      s += buf;
+    }
+    for (double v : row.predicted) {
+      std::snprintf(buf, sizeof buf, ",%.9g", v);
+      s += buf;
+    }
+    s += "," + (row.routing_changes ? std::to_string(*row.routing_changes) : std::string()) + "\n";
+  }
+  return s;
+}
+
+Result<MeasuredCosts> ReadMeasuredCosts(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return NotFound(path + ": cannot open (write it with check-costs --per-unit --csv)");
+  std::string line;
+  const std::string head = "module,format,measured_dnll,measured_kl";
+  if (!std::getline(f, line) || line.rfind(head, 0) != 0)
+    return DataLoss(path + ": line 1 is not check-costs' CSV header (" + head + ",...)");
+  MeasuredCosts out;
+  for (int n = 2; std::getline(f, line); ++n) {
+    if (line.empty()) continue;
+    const auto where = [&] { return path + ":" + std::to_string(n) + ": "; };
+    std::vector<std::string> col;
+    for (size_t a = 0, b; a <= line.size(); a = b + 1) {
+      b = std::min(line.find(',', a), line.size());
+      col.push_back(line.substr(a, b - a));
+      if (col.size() == 4) break;
+    }
+    if (col.size() < 4 || col[0].empty() || col[1].empty())
+      return DataLoss(where() + "expected module,format,measured_dnll,measured_kl,...");
+    char* end = nullptr;
+    const double kl = std::strtod(col[3].c_str(), &end);
+    if (col[3].empty() || *end != '\0' || !std::isfinite(kl) || kl < -1e-9)
+      return DataLoss(where() + "measured_kl \"" + col[3] + "\" is not a KL (finite, >= 0)");
+    if (!out[col[0]].emplace(col[1], std::max(kl, 0.0)).second)
+      return DataLoss(where() + col[0] + " in " + col[1] + " is measured twice");
+  }
+  if (out.empty()) return DataLoss(path + ": no rows");
+  return out;
+}
+
 double Spearman(std::span<const double> a, std::span<const double> b) {
   if (a.size() != b.size() || a.size() < 2) return 0;
   const auto ra = Ranks(a), rb = Ranks(b);
@@ -117,41 +172,43 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
   ScopedExecContext exec_scope(o.exec);
   PQ_ASSIGN_OR_RETURN(const ProbeFile probe, ReadProbeFile(WorkDir(o.work)));
   PQ_ASSIGN_OR_RETURN(auto base, model::WeightSource::Open(o.model));
-  PQ_ASSIGN_OR_RETURN(auto src, model::WeightSource::Open(o.model));
   if (probe.model.architecture != base->layout().arch->name ||
       probe.model.num_layers != base->layout().num_layers)
     return InvalidArgument(o.work + "/probe.json was not made from " + o.model);
   PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.model, o.text));
-  engine::EvalOptions eo = o.eval;
-  eo.runner.progress = false;
-  eo.this_rank_only = true;  // across MPI ranks the perturbations are split, not the text
-  CostCheckResult r;
-  {
-    PQ_ASSIGN_OR_RETURN(engine::EvalResult b, engine::Evaluate(*base, nullptr, docs, eo));
-    r.base_nll = b.mean_nll;
-    r.tokens = b.tokens;
-  }
   const std::vector<Work> work = Perturbations(probe, o);
   if (work.empty())
     return InvalidArgument(o.only.empty() ? "no probed Linear can hold the requested formats"
                                           : "no probed Linear / unit of --only can hold the "
                                             "requested formats");
   PQ_ASSIGN_OR_RETURN(auto cands, ProbedCandidates::Open(*base, probe, o.work));
+  // The source runs once; each perturbation from its own layer on (engine/perturbed_eval.h).
+  PQ_ASSIGN_OR_RETURN(engine::EvalWindows ew, engine::MakeEvalWindows(*base, docs, o.eval));
+  engine::PerturbedEvalOptions po;
+  po.runner = o.eval.runner;
+  po.runner.progress = false;
+  PQ_ASSIGN_OR_RETURN(auto pe, engine::PerturbedEval::Create(*base, ew.windows, po));
+  CostCheckResult r;
+  r.tokens = pe->scored();
+  r.base_nll = pe->base_nll_sum() / static_cast<double>(r.tokens);
   // Across MPI ranks each measures consecutive rows (one layer's Hessians stay cached);
   // rank 0 gathers them in row order: the same result as one process.
   const auto rows = static_cast<int64_t>(work.size()), ranks = int64_t{dist::Size()};
   const auto first_row = [&](int64_t rank) { return rows * rank / ranks; };
   const int64_t row0 = first_row(dist::Rank()), row1 = first_row(dist::Rank() + 1);
   std::vector<double> measured;  // dNLL, KL of each row measured here
-  std::optional<Progress> progress;
-  progress.emplace(o.per_unit ? "cost check (units)" : "cost check",
-                   static_cast<size_t>(row1 - row0));
+  Progress progress(o.per_unit ? "cost check (units)" : "cost check",
+                    static_cast<size_t>(row1 - row0));
+  const int64_t head_layer = base->config().num_layers;
   for (int64_t i = 0; i < rows; ++i) {
     const Work& w = work[static_cast<size_t>(i)];
     std::map<std::string, ProbedCandidate> replaced;
     CostCheckRow row{w.name, std::string(formats::Spec(w.format).name), 0, 0, {}, {}};
     const bool mine = i >= row0 && i < row1;  // else another rank measures it
+    const int64_t layer = w.members[0]->is_lm_head ? head_layer : w.members[0]->layer;
     for (const ProbeLinear* m : w.members) {
+      if ((m->is_lm_head ? head_layer : m->layer) != layer)
+        return Internal("unit " + w.name + " spans several layers");
       if (mine) {
         PQ_ASSIGN_OR_RETURN(ProbedCandidate c, cands->Make(*m, w.format));
         replaced.emplace(m->module, std::move(c));
@@ -162,17 +219,17 @@ Result<CostCheckResult> CheckCosts(const CostCheckOptions& o) {
     }
     r.rows.push_back(row);
     if (!mine) continue;
-    src->set_linear_hook([&replaced](model::LinearWeights& l) {
-      auto it = replaced.find(l.module);
-      if (it != replaced.end()) it->second.ApplyTo(l);
-      return Status::Ok();
-    });
-    PQ_ASSIGN_OR_RETURN(engine::EvalResult e, engine::Evaluate(*src, base.get(), docs, eo));
-    measured.insert(measured.end(), {e.mean_nll - r.base_nll, e.mean_kl.value_or(0)});
-    if (progress) progress->Advance();
+    PQ_ASSIGN_OR_RETURN(engine::PerturbedSums e,
+                        pe->Measure(layer, [&replaced](model::LinearWeights& l) {
+                          auto it = replaced.find(l.module);
+                          if (it != replaced.end()) it->second.ApplyTo(l);
+                          return Status::Ok();
+                        }));
+    const auto t = static_cast<double>(r.tokens);
+    measured.insert(measured.end(), {e.nll / t - r.base_nll, e.kl / t});
+    progress.Advance();
   }
-  if (progress) progress->Finish();
-  src->set_linear_hook(nullptr);
+  progress.Finish();
   std::vector<double> all;
   PQ_RETURN_IF_ERROR(dist::Gather(std::span<const double>(measured), all, 0));
   if (dist::Rank() != 0) return r;  // its rows are rank 0's now

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -61,6 +62,17 @@ struct CostCheckResult {
 };
 
 Result<CostCheckResult> CheckCosts(const CostCheckOptions& o);
+
+// The rows as CSV (check-costs --csv; read back by allocate --measured-costs, so its columns
+// are an ABI): module,format,measured_dnll,measured_kl,pred_<estimator>...,routing_changes.
+std::string CostCheckCsv(const CostCheckResult& r);
+
+// measured KL (nats/token) by module (a unit's name for --per-unit rows), then format name.
+using MeasuredCosts = std::map<std::string, std::map<std::string, double>>;
+// Reads CostCheckCsv's module, format and measured_kl columns. DataLoss naming the file and
+// line on a bad header, row, number (non-finite or negative beyond rounding) or a repeated
+// (module, format); tiny negative KLs (rounding) read as 0.
+Result<MeasuredCosts> ReadMeasuredCosts(const std::string& path);
 
 // Spearman rank correlation (average ranks for ties); 0 if fewer than 2 points or no spread.
 double Spearman(std::span<const double> a, std::span<const double> b);

@@ -6,6 +6,7 @@
 #include "pq/pipeline/cost_check.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -139,6 +140,37 @@ TEST_F(CostCheckTest, PerUnitPerturbsWholeUnitsAndSumsTheirPredictions) {
   EXPECT_DOUBLE_EQ(only->rows[0].measured_kl, r->rows[1].measured_kl);
   o.only = {"no.such.unit"};
   EXPECT_FALSE(CheckCosts(o).ok());
+}
+
+// check-costs' CSV is what allocate --measured-costs reads: the measured KLs come back by
+// (module, format); a bad header, number, negative KL or repeated row is refused naming the line.
+TEST(MeasuredCosts, ReadsCheckCostsCsvAndRefusesBadRows) {
+  CostCheckResult r;
+  r.rows.push_back({"model.layers.0.qkv", "INT8", 0.001, 0.00123456789, {}, {}});
+  r.rows.push_back({"model.layers.0.qkv", "NVFP4A16", -0.002, 0.0042, {}, std::int64_t{3}});
+  r.rows.push_back({"model.layers.1.mlp.down_proj", "INT4", 0, -1e-12, {}, {}});
+  const fs::path dir = fs::temp_directory_path() / ("pq_measured_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "m.csv").string();
+  auto write = [&](const std::string& text) { std::ofstream(path) << text; };
+  const std::string csv = CostCheckCsv(r);
+  write(csv);
+  auto m = ReadMeasuredCosts(path);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->size(), 2u);
+  EXPECT_DOUBLE_EQ(m->at("model.layers.0.qkv").at("INT8"), 0.00123456789);
+  EXPECT_DOUBLE_EQ(m->at("model.layers.0.qkv").at("NVFP4A16"), 0.0042);
+  EXPECT_EQ(m->at("model.layers.1.mlp.down_proj").at("INT4"), 0.0);  // rounding below 0
+  const std::string head = csv.substr(0, csv.find('\n') + 1);
+  for (const std::string& bad :
+       {std::string("module,format,kl\n"), head + "a,INT8,0,x\n", head + "a,INT8,0,-0.5\n",
+        head + "a,INT8,0,nan\n", head + "a,INT8,0,1\na,INT8,0,2\n", head + "a\n", head}) {
+    write(bad);
+    auto b = ReadMeasuredCosts(path);
+    EXPECT_EQ(b.status().code(), StatusCode::kDataLoss) << bad;
+  }
+  EXPECT_EQ(ReadMeasuredCosts((dir / "none.csv").string()).status().code(), StatusCode::kNotFound);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -378,6 +378,7 @@ LayerConfig ParseLayerConfig(const Obj& o, Reader* r) {
   c.achieved.optimal = a.Bool("optimal");
   c.knee_bits = o.OptNum("knee_bits");
   c.mtp_weight = o.OptNum("mtp_weight");
+  c.measured_costs = o.OptStr("measured_costs");
   const Obj f = o.Child("formats");
   for (const auto& [module, v] : f.self().items()) {
     if (!v.is_string()) {
@@ -692,20 +693,21 @@ Result<LayerConfig> ReadLayerConfig(const WorkDir& w) {
 
 Status WriteLayerConfig(const WorkDir& w, const LayerConfig& c) {
   json j = {{"schema", kLayerConfigSchema},
-                  {"probe_inputs", c.probe_inputs},
-                  {"cost", c.cost},
-                  {"lm_head", c.lm_head},
-                  {"visual", c.visual ? json(*c.visual) : json(nullptr)},
-                  {"target", TargetJson(c.target)},
-                  {"achieved",
-                   {{"bits_per_param", c.achieved.bits_per_param},
-                    {"unit_bytes", c.achieved.unit_bytes},
-                    {"total_bytes", c.achieved.total_bytes},
-                    {"predicted_dloss", c.achieved.predicted_dloss},
-                    {"optimal", c.achieved.optimal}}},
-                  {"knee_bits", c.knee_bits ? json(*c.knee_bits) : json(nullptr)},
-                  {"formats", c.formats}};
+            {"probe_inputs", c.probe_inputs},
+            {"cost", c.cost},
+            {"lm_head", c.lm_head},
+            {"visual", c.visual ? json(*c.visual) : json(nullptr)},
+            {"target", TargetJson(c.target)},
+            {"achieved",
+             {{"bits_per_param", c.achieved.bits_per_param},
+              {"unit_bytes", c.achieved.unit_bytes},
+              {"total_bytes", c.achieved.total_bytes},
+              {"predicted_dloss", c.achieved.predicted_dloss},
+              {"optimal", c.achieved.optimal}}},
+            {"knee_bits", c.knee_bits ? json(*c.knee_bits) : json(nullptr)},
+            {"formats", c.formats}};
   if (c.mtp_weight) j["mtp_weight"] = *c.mtp_weight;
+  if (c.measured_costs) j["measured_costs"] = *c.measured_costs;
   return io::WriteFileAtomic(w.layer_config_json(), j.dump(1) + "\n");
 }
 

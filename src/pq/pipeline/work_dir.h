@@ -224,6 +224,9 @@ struct LayerConfig {
   // allocate --mtp-weight (the MTP units' costs were scaled by it); absent without an MTP
   // head (and in work dirs allocated before the option: weight 1).
   std::optional<double> mtp_weight;
+  // allocate --measured-costs: the check-costs CSV whose measured KLs priced the units (`cost`
+  // then prices only what it does not measure: MTP units, lm_head); absent otherwise.
+  std::optional<std::string> measured_costs;
   std::map<std::string, std::string> formats;  // module -> format, every Linear
   bool operator==(const LayerConfig&) const = default;
 };
