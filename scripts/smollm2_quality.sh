@@ -9,8 +9,9 @@
 # (The first, slow part: the export-aware probe took 59 min here on a busy 2-core machine.)
 # Prints one TSV row per checkpoint: label, pricing, passes, bits/param, total bytes,
 # predicted Δloss, KL and ΔNLL on wikitext-2, KL and ΔNLL on TinyStories, export seconds.
-# Env: ROWS=N stops after the first N rows; PROBE_FORMATS=LIST probes only those formats
-# (the first five rows need only NVFP4A16 and BF16 among them).
+# Env: ROWS=N stops after the first N rows, FROM_ROW=N skips the rows before N; PROBE_FORMATS=LIST
+# probes only those formats (the first five rows need only NVFP4A16 and BF16 among them; the
+# measured-price rows NVFP4A16, INT4, INT8).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 model="$1" out="$2" bin="${3:-$root/build/release/tools/prismaquant/prismaquant}"
@@ -28,6 +29,12 @@ ts = [s.strip() for s in re.split(r"\n\s*\n|<\|endoftext\|>", ts.replace("\r", "
 cw, ct = int(len(wiki) * 0.7), int(len(ts) * 0.7)
 def write(name, paras): open(f"{out}/{name}", "w", encoding="utf-8").write("\n\n".join(paras) + "\n")
 write("calib.txt", wiki[:cw] + ts[:ct]); write("wiki_held.txt", wiki[cw:]); write("ts_held.txt", ts[ct:])
+# Text for measured prices (check-costs on calibration text, not the held-out): 9 wikitext-2
+# and 27 TinyStories paragraphs of the calibration part, interleaved (~2.4k tokens).
+import random
+rng = random.Random(2)
+w, t = rng.sample(wiki[:cw], 9), rng.sample(ts[:ct], 27)
+write("measure.txt", [p for i in range(27) for p in ([w[i]] if i < 9 else []) + [t[i]]])
 PY
 
 probe() {  # probe WORK PASSES   (PROBE_FORMATS: candidate formats, default all)
@@ -73,14 +80,25 @@ nvfp4a16=$(min_bits NVFP4A16,BF16)
 # Rows in order of importance (each export is minutes on 2 cores); ROWS=N stops after N.
 # The first five need only NVFP4A16 among the probed formats (PROBE_FORMATS may leave the W4A4
 # menu out); "token" rows price with allocate --cost token instead of the default.
-rows=0; max_rows="${ROWS:-99}"
-next() { rows=$((rows + 1)); [[ $rows -le $max_rows ]]; }
+rows=0; max_rows="${ROWS:-99}" from_row="${FROM_ROW:-1}"
+next() { rows=$((rows + 1)); [[ $rows -ge $from_row && $rows -le $max_rows ]]; }
+# Measured prices (README "Measured prices"): every unit quantized alone in NVFP4A16, INT4 and
+# INT8 as the probe priced it, KL measured on measure.txt (~40 min here), then allocated by it.
+measured() {
+  [[ -f "$out/measured.csv" ]] ||
+    "$bin" -q check-costs "$model" --work "$wg" --text "$out/measure.txt" --no-bos --per-unit \
+      --formats NVFP4A16,INT4,INT8 --csv "$out/measured.csv" > "$out/measured.out"
+  row "PrismaQuant, measured prices, $1" "$wg" search+gptq --formats BF16,NVFP4A16,INT4,INT8 \
+    --measured-costs "$out/measured.csv" "${@:2}"
+}
 next && row "uniform NVFP4A16" "$wg" search+gptq --formats NVFP4A16,BF16 --target-bits "$nvfp4a16"
 next && row "PrismaQuant, all formats, uniform NVFP4A16's bytes" "$wg" search+gptq --target-bits "$nvfp4a16"
+next && measured "uniform NVFP4A16's bytes" --target-bits "$nvfp4a16"
+next && measured "4.75 bits" --target-bits 4.75
 next && row "PrismaQuant, all formats, uniform NVFP4A16's bytes, token" "$wg" search+gptq --target-bits "$nvfp4a16" --cost token
 next && row "PrismaQuant, all formats, 4.75 bits" "$wg" search+gptq --target-bits 4.75
 next && row "PrismaQuant, all formats, 4.75 bits, token" "$wg" search+gptq --target-bits 4.75 --cost token
-[[ $max_rows -gt 5 ]] || exit 0
+[[ $max_rows -gt 7 ]] || exit 0
 nvfp4=$(min_bits NVFP4,BF16); mxfp8=$(min_bits MXFP8,BF16)
 next && row "uniform NVFP4 (W4A4)" "$wg" search+gptq --formats NVFP4,BF16 --target-bits "$nvfp4"
 next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits" "$wg" search+gptq --formats "$menu" --target-bits 4.75
