@@ -1,17 +1,19 @@
 // `prismaquant probe MODEL --calib FILE --work W`
 #include <cstdio>
+#include <sstream>
 
 #include "cli_util.h"
 #include "commands.h"
 #include "flags.h"
 #include "pq/dist/comm.h"
 #include "pq/pipeline/probe.h"
+#include "pq/quant/cost.h"
 
 namespace pq::cli {
 namespace {
 
 struct ProbeArgs {
-  std::string model, work, formats;
+  std::string model, work, formats, estimators;
   CalibrationFlags calib;
   PassesFlag passes;
   ExecFlags exec;
@@ -20,6 +22,21 @@ struct ProbeArgs {
   int64_t block_layers = 2, block_samples = 0, sample_block = 0;
   bool no_lm_head = false, no_bos = false, json = false;
 };
+
+// --estimators LIST: whether any listed estimator needs per-token output errors (empty: all).
+Result<bool> NeedsPerTokenErrors(const std::string& list) {
+  if (list.empty()) return true;
+  bool any = false;
+  std::stringstream ss(list);
+  std::string name;
+  while (std::getline(ss, name, ',')) {
+    if (name.empty()) continue;
+    auto e = quant::ParseCostEstimator(name);
+    if (!e.ok()) return e.status().WithContext("--estimators");
+    any |= quant::NeedsPerTokenError(*e);
+  }
+  return any;
+}
 
 Status Run(const ProbeArgs& a) {
   pipeline::ProbeOptions o;
@@ -38,6 +55,7 @@ Status Run(const ProbeArgs& a) {
   o.block_layers = a.block_layers;
   o.block_samples = a.block_samples;
   o.sample_block = a.sample_block;
+  PQ_ASSIGN_OR_RETURN(o.per_token, NeedsPerTokenErrors(a.estimators));
   if (dist::Rank() != 0) {  // rank 0 prints; the others stay quiet
     o.exec.progress = false;
     o.exec.log_level = LogLevel::kQuiet;
@@ -85,6 +103,12 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
                      "Export passes the candidates are priced after: each candidate is quantized "
                      "as export will write it (default search+gptq, export's default; rtn prices "
                      "round-to-nearest, faster). Export with the same --passes");
+  sub->add_option("--estimators", a->estimators,
+                  "Cost estimators to record, comma-separated (default all). trace, channel, "
+                  "hessian and block are always recorded; output and token need every token's "
+                  "output error (one or two matmuls per sample, Linear and format) — leaving "
+                  "both out prices the weight error from each Linear's H instead, several "
+                  "times faster on long calibration");
   sub->add_flag("--no-lm-head", a->no_lm_head, "Do not price lm_head's formats");
   sub->add_option("--block", a->block,
                   "MoE layers' block-output pricing: rerun (default: the router re-run), "

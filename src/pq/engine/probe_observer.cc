@@ -88,6 +88,25 @@ void ProbeObserver::OnLinearInput(const model::LinearWeights& l, std::span<const
   a = std::max(a, m);
 }
 
+std::string ProbeObserver::UnitOf(const std::string& module) const {
+  auto it = opt_.unit_of.find(module);
+  return it == opt_.unit_of.end() ? module : it->second;
+}
+
+bool ProbeObserver::UseHRoute(const std::vector<Active>& acts) {
+  priced_h_ = HessianObserver();
+  if (opt_.per_token) return false;
+  std::map<std::string, uint64_t> bytes;  // one H_p per input group
+  for (const Active& a : acts)
+    bytes[UnitOf(a.linear->module)] =
+        static_cast<uint64_t>(a.linear->cols * a.linear->cols) * sizeof(float);
+  uint64_t total = 0;
+  for (const auto& [unit, b] : bytes) total += b;
+  if (total > opt_.cache_bytes) return false;
+  for (const Active& a : acts) priced_h_.Want(*a.linear, UnitOf(a.linear->module));
+  return true;
+}
+
 Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>& linears,
                                  const HessianObserver* hessians,
                                  std::span<const formats::FormatId> formats) {
@@ -96,10 +115,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
   active_.clear();
   // Unit-wide amaxes: fused siblings share one weight and one input global scale.
   std::map<std::string, float> unit_w, unit_x;
-  auto unit = [&](const std::string& m) {
-    auto it = opt_.unit_of.find(m);
-    return it == opt_.unit_of.end() ? m : it->second;
-  };
+  auto unit = [&](const std::string& m) { return UnitOf(m); };
   for (const auto* l : linears) {
     const float m = quant::Bf16AbsMax(l->w);
     unit_w[unit(l->module)] = std::max(unit_w[unit(l->module)], m);
@@ -120,16 +136,18 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
       if (!formats::CheckShape(f, l->rows, l->cols).ok()) continue;
       Candidate c{f, {}, {}, {}};
       c.e.e_weight.assign(static_cast<size_t>(l->rows), 0.0);
-      c.e.e_token.assign(static_cast<size_t>(l->rows), 0.0);
+      if (opt_.per_token) c.e.e_token.assign(static_cast<size_t>(l->rows), 0.0);
       if (formats::Spec(f).quantizes_activations) {
         c.e.e_act.assign(static_cast<size_t>(l->rows), 0.0);
-        c.e.e_out.assign(static_cast<size_t>(l->rows), 0.0);
+        if (opt_.per_token) c.e.e_out.assign(static_cast<size_t>(l->rows), 0.0);
         c.e.dx2.assign(static_cast<size_t>(l->cols), 0.0);
       }
       a.cands.push_back(std::move(c));
     }
     acts.push_back(std::move(a));
   }
+  const bool h_route = UseHRoute(acts);
+  for (Active& a : acts) a.h_route = h_route;
   PQ_RETURN_IF_ERROR(PrepareCandidates(acts, cache, hessians));
   for (Active& a : acts) {
     order_.push_back(a.linear->module);
@@ -254,6 +272,29 @@ Result<std::span<const float>> ProbeObserver::WeightOf(const Active& a, const Ca
   return std::span<const float>(fresh);
 }
 
+Status ProbeObserver::WeightEnergyFromH(const model::LinearWeights& l, std::span<const float> w_hat,
+                                        std::vector<double>& e) const {
+  const HessianObserver::Entry* h = priced_h_.Find(l.module);
+  if (!h) return Internal("probe: no priced H for " + l.module);
+  std::fill(e.begin(), e.end(), 0.0);
+  std::vector<float> dw(l.w.size()), dwh;
+  if (h->rows == 0 || !WeightDelta(l.w, w_hat, dw)) return Status::Ok();
+  MatMulNoBias(dw, h->h, l.rows, l.cols, l.cols, dwh);  // ΔW H_p (H_p symmetric)
+  const int64_t k = l.cols;
+  ParallelFor(static_cast<size_t>(l.rows), static_cast<int>(ExecThreads()),
+              [&](size_t o0, size_t o1) {
+                for (size_t o = o0; o < o1; ++o) {
+                  double s = 0;
+                  for (int64_t i = 0; i < k; ++i) {
+                    const size_t j = o * static_cast<size_t>(k) + static_cast<size_t>(i);
+                    s += static_cast<double>(dw[j]) * dwh[j];
+                  }
+                  e[o] = s;
+                }
+              });
+  return Status::Ok();
+}
+
 Result<ProbeObserver::PricedCandidate> ProbeObserver::Priced(const std::string& module, FormatId f,
                                                              std::vector<float>& scratch) const {
   auto it = active_.find(module);
@@ -284,12 +325,12 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<
     std::vector<float> fresh;
     PQ_ASSIGN_OR_RETURN(const std::span<const float> w_hat, WeightOf(a, c, fresh, row0, n));
     const bool has_dw = WeightDelta(w, w_hat, dw);  // no ΔW: its terms are 0, skipped
-    if (has_dw) {
-      MatMulNoBias(x, dw, t, k, n, weight_err);  // X ΔWᵀ
+    if (has_dw && !a.h_route) {                     // else ΔW H_p ΔWᵀ at FinishLayer
+      MatMulNoBias(x, dw, t, k, n, weight_err);     // X ΔWᵀ
       AddSquares(weight_err, t, n, rows(c.e.e_weight));
     }
     if (!formats::Spec(c.format).quantizes_activations) {
-      if (has_dw) AddWeightedSquares(weight_err, dy, t, n, rows(c.e.e_token));
+      if (has_dw && opt_.per_token) AddWeightedSquares(weight_err, dy, t, n, rows(c.e.e_token));
       continue;
     }
     xq.assign(x.begin(), x.begin() + t * k);
@@ -301,6 +342,7 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<
     }
     MatMulNoBias(dx, w, t, k, n, act_err);  // (X − Q(X)) Wᵀ
     AddSquares(act_err, t, n, rows(c.e.e_act));
+    if (!opt_.per_token) continue;
     // Y − Q(X) Ŵᵀ = (X − Q(X)) Wᵀ + Q(X) ΔWᵀ
     if (has_dw) {
       MatMulNoBias(xq, dw, t, k, n, w_err);
@@ -323,6 +365,7 @@ void ProbeObserver::OnLinearRows(const model::LinearWeights& l, int64_t row0, in
   auto it = active_.find(l.module);
   if (it == active_.end() || !error_.ok()) return;  // not probed (e.g. the router)
   stats_.OnLinearRows(l, row0, n, x, dy, rows);
+  if (it->second.h_route && row0 == 0) priced_h_.OnLinearInput(l, x, rows);
   Status s = Accumulate(it->second, x, dy, rows, row0, n);
   if (!s.ok()) error_ = s.WithContext("probe " + l.module);
 }
@@ -361,10 +404,15 @@ Result<std::vector<LinearResult>> ProbeObserver::FinishLayer() {
         dw2 += d * d;
       }
       cr.weight_mse = dw2 / static_cast<double>(l.w.size());
+      if (a.h_route) PQ_RETURN_IF_ERROR(WeightEnergyFromH(l, w_hat, c.e.e_weight));
       for (int e = 0; e < quant::kNumEstimators; ++e) {
-        PQ_ASSIGN_OR_RETURN(
-            cr.cost[static_cast<size_t>(e)],
-            quant::CandidateCost(static_cast<quant::CostEstimator>(e), in, c.e, l.w, w_hat));
+        const auto est = static_cast<quant::CostEstimator>(e);
+        if (!opt_.per_token && quant::NeedsPerTokenError(est)) {
+          cr.cost[static_cast<size_t>(e)] = std::nan("");
+          continue;
+        }
+        PQ_ASSIGN_OR_RETURN(cr.cost[static_cast<size_t>(e)],
+                            quant::CandidateCost(est, in, c.e, l.w, w_hat));
       }
       r.candidates.push_back(cr);
     }

@@ -68,6 +68,12 @@ struct ProbeObserverOptions {
   quant::Passes passes = quant::Passes::kRtn;
   int64_t min_tokens = 32;
   quant::GptqOptions gptq;
+  // false: the estimators that need each token's output error (output, token) are not
+  // recorded — their prices are NaN — and no per-token weight error is formed: e_weight comes
+  // from the priced tokens' own input Hessian H_p = Σ XᵀX (accumulated once per input group,
+  // as the export's H is) as ΔW_o H_p ΔW_oᵀ, exactly the Σ_t (X ΔWᵀ)² it equals, instead of
+  // one X·ΔWᵀ per sample and format. A layer whose H_p would exceed cache_bytes keeps X·ΔWᵀ.
+  bool per_token = true;
 };
 
 class ProbeObserver : public model::LinearObserver {
@@ -121,6 +127,7 @@ class ProbeObserver : public model::LinearObserver {
   struct Active {
     const model::LinearWeights* linear = nullptr;
     float weight_global_scale = 1, input_global_scale = 1;
+    bool h_route = false;  // e_weight from priced_h_ at FinishLayer (options.per_token false)
     std::vector<Candidate> cands;
   };
   Result<std::vector<float>> CandidateWeight(const Active& a, formats::FormatId f) const;
@@ -141,10 +148,18 @@ class ProbeObserver : public model::LinearObserver {
   // Energies of output rows [row0, row0 + n) from one sample's x[T, K] and dy[T, n].
   Status Accumulate(Active& a, std::span<const float> x, std::span<const float> dy, int64_t rows,
                     int64_t row0, int64_t n);
+  std::string UnitOf(const std::string& module) const;  // its global-scale (input) group
+  // e[o] = ΔW_o H_p ΔW_oᵀ over the priced tokens (= Σ_t (X ΔWᵀ)[t, o]²), w_hat: [N, K].
+  Status WeightEnergyFromH(const model::LinearWeights& l, std::span<const float> w_hat,
+                           std::vector<double>& e) const;
+  // Whether the layer's e_weight comes from H_p (per_token off and its H_p fits cache_bytes);
+  // wants the H_p of every Linear in `acts` when it does.
+  bool UseHRoute(const std::vector<Active>& acts);
 
   ProbeObserverOptions opt_;
   std::map<std::string, float> amax_;
   LinearStatsObserver stats_;
+  HessianObserver priced_h_;  // H_p of the priced samples (h_route layers)
   std::vector<std::string> order_;
   std::map<std::string, Active> active_;
   Status error_;  // first failure inside OnLinear (which cannot return one)

@@ -126,12 +126,17 @@ TEST(ProbeObserver, CostsEqualDirectComputation) {
   const std::vector<FormatId> fmts = {FormatId::kBF16,  FormatId::kNVFP4, FormatId::kNVFP4A16,
                                       FormatId::kMXFP8, FormatId::kMXFP4, FormatId::kFP8,
                                       FormatId::kINT4,  FormatId::kINT8};
-  for (uint64_t cache : {uint64_t{1} << 30, uint64_t{0}}) {  // cached and recomputed candidates
+  // Cached and recomputed candidates; without per-token errors, e_weight from the priced H
+  // (shared by the fused q/k) where it fits the cache budget, else from X·ΔWᵀ.
+  for (const auto& [cache, per_token] : std::vector<std::pair<uint64_t, bool>>{
+           {uint64_t{1} << 30, true}, {0, true}, {uint64_t{1} << 30, false}, {0, false}}) {
+    SCOPED_TRACE(std::to_string(cache) + (per_token ? " per token" : " H route"));
     ProbeObserverOptions po;
     po.formats = fmts;
     po.unit_of = {{"q", "qk"}, {"k", "qk"}, {"o", "o"}};
     po.total_tokens = t_total;
     po.cache_bytes = cache;
+    po.per_token = per_token;
     ProbeObserver probe(po);
     std::mt19937 srng(3);
     std::normal_distribution<float> g(0, 1);
@@ -140,6 +145,7 @@ TEST(ProbeObserver, CostsEqualDirectComputation) {
       for (int64_t rows : {13, 7, 20}) {
         Sample s{std::vector<float>(rows * k), std::vector<float>(rows * l->rows), rows};
         for (float& v : s.x) v = g(srng) * (1 + 3 * (g(srng) > 2.0f));  // a few outliers
+        if (l == &kp) s.x = samples["q"][samples["k"].size()].x;        // fused: q's inputs
         for (float& v : s.dy) v = 0.01f * g(srng);
         samples[l->module].push_back(s);
         probe.OnLinearInput(*l, s.x, rows);  // forward sweep: input amax
@@ -171,12 +177,18 @@ TEST(ProbeObserver, CostsEqualDirectComputation) {
         const auto want = DirectCosts(l, samples[r.module], c.format, qk ? wgs_qk : wgs_o,
                                       qk ? igs_qk : igs_o, t_total);
         EXPECT_EQ(c.bytes, formats::BytesOnDisk(c.format, l.rows, l.cols));
-        for (int e = 0; e < quant::kNumEstimators; ++e)
+        for (int e = 0; e < quant::kNumEstimators; ++e) {
+          if (!per_token && quant::NeedsPerTokenError(static_cast<quant::CostEstimator>(e))) {
+            EXPECT_TRUE(std::isnan(c.cost[e])) << "not recorded: NaN";
+            continue;
+          }
           EXPECT_NEAR(c.cost[e], want[e], 2e-5 * std::fabs(want[e]) + 1e-15)
               << r.module << " " << formats::Spec(c.format).name << " estimator " << e;
+        }
       }
       // Activation quantization makes NVFP4 cost more than NVFP4A16 (same weights).
-      EXPECT_GT(r.candidates[1].cost[3], r.candidates[2].cost[3]);
+      const int est = per_token ? 3 : 2;  // output, or hessian (weight + activation error)
+      EXPECT_GT(r.candidates[1].cost[est], r.candidates[2].cost[est]);
     }
   }
 }

@@ -63,6 +63,16 @@ Result<std::vector<std::string>> AllowedFormats(const ProbeFile& probe, const Al
   return out;
 }
 
+// A probe run without per-token errors (probe --estimators) has no output / token prices.
+Status NotRecorded(quant::CostEstimator e) {
+  const std::string name(quant::EstimatorName(e));
+  return InvalidArgument("the probe did not record the " + name +
+                         " estimator (probed with --estimators leaving out output and token): "
+                         "allocate with --cost hessian or block, or probe again with --estimators "
+                         "including " +
+                         name);
+}
+
 // The knapsack instance: one unit per decision unit of the probe, candidates = the allowed
 // formats every member can hold, bytes and costs summed over the members.
 // With `measured` (allocate --measured-costs) a unit's price is its measured KL wherever the
@@ -86,6 +96,7 @@ Result<alloc::Problem> BuildProblem(const std::vector<UnitInfo>& units,
           break;
         }
         c.bytes += cand->bytes;
+        if (std::isnan(cand->Cost(o.cost))) return NotRecorded(o.cost);
         c.cost += cand->Cost(o.cost) * (m->is_mtp ? o.mtp_weight : 1.0);
       }
       if (all && measured && !mtp && !(f == "BF16" && c.cost == 0)) {
@@ -125,8 +136,10 @@ Result<FixedPart> PriceFixed(const ProbeFile& probe, const ProbeRoles& roles,
         formats::CheckShape(o.lm_head, head->rows, head->cols).WithContext("--lm-head"));
     if (!(probe.model.tie_word_embeddings && o.lm_head == formats::FormatId::kBF16))
       f.bytes += formats::BytesOnDisk(o.lm_head, head->rows, head->cols);
-    if (const ProbeCandidate* c = head->Find(formats::Spec(o.lm_head).name))
+    if (const ProbeCandidate* c = head->Find(formats::Spec(o.lm_head).name)) {
+      if (std::isnan(c->Cost(o.cost))) return NotRecorded(o.cost);
       f.head_cost = c->Cost(o.cost);
+    }
     f.module_formats["lm_head"] = formats::Spec(o.lm_head).name;
   }
   for (const ProbeLinear* v : roles.visual) {

@@ -79,13 +79,21 @@ void Summarize(CostCheckResult& r) {
   }
   for (int e = 0; e < quant::kNumEstimators; ++e) {
     std::vector<double> pred, ratio_kl, ratio_dnll;
+    bool recorded = true;  // not recorded by the probe (probe --estimators): NaN statistics
     for (const auto& row : r.rows) {
       const double p = row.predicted[static_cast<size_t>(e)];
+      recorded &= !std::isnan(p);
       pred.push_back(p);
       if (row.measured_kl > 0) ratio_kl.push_back(p / row.measured_kl);
       if (row.measured_dnll > 0) ratio_dnll.push_back(p / row.measured_dnll);
     }
     const auto i = static_cast<size_t>(e);
+    if (!recorded) {
+      for (auto* a :
+           {&r.spearman_dnll, &r.spearman_kl, &r.ratio_kl, &r.ratio_dnll, &r.spearman_kl_within})
+        (*a)[i] = std::nan("");
+      continue;
+    }
     r.spearman_dnll[i] = Spearman(pred, dnll);
     r.spearman_kl[i] = Spearman(pred, kl);
     r.ratio_kl[i] = Median(ratio_kl);

@@ -5,6 +5,7 @@
 // tried.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -35,7 +36,8 @@ class ExportAwareProbeTest : public ::testing::Test {
 
   // Probes 16 x 64 tokens pricing `formats` after `passes`; returns the work dir.
   std::string Probe(const std::string& name, quant::Passes passes, std::vector<FormatId> formats,
-                    int64_t hessian_samples = CalibrationOptions::kAutoHessianSamples) {
+                    int64_t hessian_samples = CalibrationOptions::kAutoHessianSamples,
+                    bool per_token = true) {
     ProbeOptions o;
     o.model = kModel;
     o.work = (tmp_ / name).string();
@@ -46,6 +48,7 @@ class ExportAwareProbeTest : public ::testing::Test {
     o.calib.hessian_samples = hessian_samples;
     o.formats = std::move(formats);
     o.passes = passes;
+    o.per_token = per_token;
     o.exec.threads = 1;
     o.exec.progress = false;
     auto s = RunProbe(o);
@@ -185,6 +188,64 @@ TEST_F(ExportAwareProbeTest, PricesTheErrorAfterThePassesNotRtns) {
   EXPECT_GE(lower, priced * 3 / 4);
   EXPECT_EQ(rtn->inputs["passes"], "rtn");
   EXPECT_EQ(gptq->inputs["passes"], "search+gptq");
+}
+
+// probe --estimators without output/token: the weight-error energies come from each Linear's H
+// over the priced tokens (ΔW H ΔWᵀ) instead of X·ΔWᵀ per sample — the same prices to float
+// rounding, for weight-only and activation-quantizing formats and lm_head; output and token are
+// null, and allocate refuses them naming the flag.
+TEST_F(ExportAwareProbeTest, WithoutPerTokenErrorsTheOtherPricesAreTheSame) {
+  const std::vector<FormatId> fs = {FormatId::kNVFP4A16, FormatId::kNVFP4, FormatId::kMXFP8,
+                                    FormatId::kINT8, FormatId::kBF16};
+  const std::string full = Probe("full", quant::Passes::kSearchGptq, fs);
+  const std::string fast =
+      Probe("fast", quant::Passes::kSearchGptq, fs, CalibrationOptions::kAutoHessianSamples,
+            /*per_token=*/false);
+  auto a = ReadProbeFile(WorkDir(full));
+  auto b = ReadProbeFile(WorkDir(fast));
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status().ToString();
+  ASSERT_EQ(a->linears.size(), b->linears.size());
+  int compared = 0;
+  for (size_t i = 0; i < a->linears.size(); ++i) {
+    ASSERT_EQ(a->linears[i].candidates.size(), b->linears[i].candidates.size());
+    for (size_t j = 0; j < a->linears[i].candidates.size(); ++j) {
+      const ProbeCandidate& x = a->linears[i].candidates[j];
+      const ProbeCandidate& y = b->linears[i].candidates[j];
+      EXPECT_EQ(x.weight_mse, y.weight_mse);  // the same candidates
+      for (int e = 0; e < quant::kNumEstimators; ++e) {
+        const auto est = static_cast<quant::CostEstimator>(e);
+        if (quant::NeedsPerTokenError(est)) {
+          EXPECT_TRUE(std::isnan(y.Cost(est))) << "not recorded";
+          continue;
+        }
+        EXPECT_NEAR(y.Cost(est), x.Cost(est), 1e-5 * std::fabs(x.Cost(est)) + 1e-12)
+            << a->linears[i].module << " " << x.format << " " << quant::EstimatorName(est);
+        compared += x.Cost(est) > 0;
+      }
+    }
+  }
+  EXPECT_GT(compared, 100);
+  EXPECT_EQ(b->estimators, (std::vector<std::string>{"trace", "channel", "hessian", "block"}));
+  EXPECT_TRUE(b->inputs.contains("estimators"));
+  EXPECT_FALSE(a->inputs.contains("estimators"));  // work dirs of full probes keep their identity
+
+  AllocateOptions o;
+  o.target_bits = 5.5;
+  o.cost = quant::CostEstimator::kHessian;
+  o.work = full;
+  auto ra = Allocate(o);
+  o.work = fast;
+  auto rb = Allocate(o);
+  ASSERT_TRUE(ra.ok() && rb.ok()) << rb.status().ToString();
+  EXPECT_EQ(ra->chosen.total_bytes, rb->chosen.total_bytes);
+  EXPECT_EQ(ra->chosen.count, rb->chosen.count);
+  EXPECT_NEAR(ra->chosen.predicted_dloss, rb->chosen.predicted_dloss,
+              1e-5 * ra->chosen.predicted_dloss);
+  o.cost = quant::CostEstimator::kToken;
+  auto refused = Allocate(o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("--estimators"), std::string::npos)
+      << refused.status().ToString();
 }
 
 }  // namespace

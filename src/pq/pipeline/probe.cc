@@ -150,6 +150,7 @@ Result<std::unique_ptr<ProbeContext>> Prepare(const ProbeOptions& o) {
   in.block_layers = o.block_layers;
   in.block_samples = o.block_samples;
   in.sample_block = o.sample_block;
+  in.per_token = o.per_token;
   in.hessian_samples = static_cast<int64_t>(c->calib.hessian_samples.size());
   PQ_RETURN_IF_ERROR(SplitSamples(*c));
   if (dist::Rank() == 0) {
@@ -235,17 +236,18 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   const ProbeOptions& o = c.o;
   const WorkDir& w = c.work;
   const int64_t top = c.progress.next_layer;  // next layer to run in the reverse sweep
-  const bool want_hessians = o.passes != quant::Passes::kRtn &&
-                             (top >= 0 || (c.layout().has_mtp() && !c.progress.mtp));
+  const bool want_hessians =
+      o.passes != quant::Passes::kRtn && (top >= 0 || (c.layout().has_mtp() && !c.progress.mtp));
   const bool own_hessian_samples = want_hessians && !c.calib.hessian_samples.empty();
   // The stored boundaries' budget, shared by the two runners in proportion to their samples.
-  const double share = own_hessian_samples
-                           ? static_cast<double>(c.calib.samples.size()) /
-                                 static_cast<double>(c.calib.samples.size() +
-                                                     c.calib.hessian_samples.size())
-                           : 1.0;
+  const double share =
+      own_hessian_samples
+          ? static_cast<double>(c.calib.samples.size()) /
+                static_cast<double>(c.calib.samples.size() + c.calib.hessian_samples.size())
+          : 1.0;
   engine::RunnerOptions ro;
-  ro.memory_budget_bytes = static_cast<uint64_t>(static_cast<double>(o.memory_budget_bytes) * share);
+  ro.memory_budget_bytes =
+      static_cast<uint64_t>(static_cast<double>(o.memory_budget_bytes) * share);
   ro.work_dir = o.work;
   ro.batch_tokens = 1;  // one sample per observer call (per-sample Fisher)
   ro.sample_block = o.sample_block;
@@ -357,8 +359,11 @@ Result<ProbeFile> Assemble(const ProbeContext& c) {
                    c.calib.scored_tokens(),
                    *head.nll_sum / static_cast<double>(*head.scored),
                    mtp_nll};
-  for (int e = 0; e < quant::kNumEstimators; ++e)
-    p.estimators.emplace_back(quant::EstimatorName(static_cast<quant::CostEstimator>(e)));
+  for (int e = 0; e < quant::kNumEstimators; ++e) {
+    const auto est = static_cast<quant::CostEstimator>(e);
+    if (c.o.per_token || !quant::NeedsPerTokenError(est))
+      p.estimators.emplace_back(quant::EstimatorName(est));
+  }
   p.formats = c.inputs.formats;
   return p;
 }
@@ -406,6 +411,7 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
   po.passes = o.passes;
   po.min_tokens = o.min_tokens;
   po.gptq = o.gptq;
+  po.per_token = o.per_token;
   engine::ProbeObserver probe(po);
   if (c->progress.head && c->progress.finished_layers > 0)
     LogInfo("probe: resuming after " + std::to_string(c->progress.finished_layers) +

@@ -61,6 +61,11 @@ struct ProbeOptions {
   // folded in order (dist/block_fold.h): the same bytes on any number of MPI ranks, which take
   // whole blocks (at least one each). 0: one block, the plain running sums.
   int64_t sample_block = 0;
+  // false: the estimators that need every token's output error, output and token, are not
+  // recorded (null in probe.json; allocate refuses them) and the weight-error energies come
+  // from each Linear's H over the priced tokens instead of one X·ΔWᵀ per sample and format
+  // (engine::ProbeObserverOptions::per_token): most of the probe's per-sample matmuls.
+  bool per_token = true;
   ExecContext exec;  // threads, progress, log level: installed for the call
 };
 

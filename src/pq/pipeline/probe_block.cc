@@ -1,6 +1,7 @@
 #include "pq/pipeline/probe_block.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "pq/dist/block_fold.h"
@@ -152,6 +153,7 @@ Status ProbeBlockPricing::ReduceUnits() {
 void ProbeBlockPricing::Apply(std::vector<engine::LinearResult>& results) const {
   const auto kBlock = static_cast<size_t>(quant::CostEstimator::kBlock);
   const auto kOutput = static_cast<size_t>(quant::CostEstimator::kOutput);
+  const auto kHessian = static_cast<size_t>(quant::CostEstimator::kHessian);
   for (const engine::BlockUnitCost& u : units_) {
     for (const engine::BlockCandidateCost& bc : u.candidates) {
       std::vector<engine::CandidateResult*> members;
@@ -161,7 +163,9 @@ void ProbeBlockPricing::Apply(std::vector<engine::LinearResult>& results) const 
         for (engine::CandidateResult& c : r.candidates)
           if (c.format == bc.format) {
             members.push_back(&c);
-            share.push_back(c.cost[kOutput]);
+            // output (its own share of the unit's output error); hessian when not recorded
+            const double out = c.cost[kOutput];
+            share.push_back(std::isnan(out) ? c.cost[kHessian] : out);
             params.push_back(static_cast<double>(r.rows * r.cols));
           }
       }

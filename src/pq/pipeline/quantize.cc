@@ -7,20 +7,23 @@
 #include "pq/io/file_util.h"
 #include "pq/model/weights.h"
 #include "pq/pipeline/work_dir.h"
+#include "pq/quant/cost.h"
 
 namespace pq::pipeline {
 namespace {
 
 // A work dir that already holds a probe (or its start) made with every lm_head format, e.g. by
 // `probe`: reused as it is instead of refused for differing inputs.
-bool ProbedBefore(const std::string& work) {
+// The inputs of an earlier probe in `work` (null: none): a work dir probed before an option
+// existed is reused with that option as it was then.
+nlohmann::json EarlierInputs(const std::string& work) {
   const WorkDir w(work);
-  if (!std::filesystem::exists(w.inputs_json())) return false;
+  if (!std::filesystem::exists(w.inputs_json())) return nullptr;
   auto text = io::ReadFileToString(w.inputs_json());
-  if (!text.ok()) return false;
+  if (!text.ok()) return nullptr;
   const auto j = nlohmann::json::parse(*text, nullptr, false);
-  return j.is_object() && j.contains("inputs") && j["inputs"].is_object() &&
-         !j["inputs"].contains("lm_head_formats");
+  if (!j.is_object() || !j.contains("inputs") || !j["inputs"].is_object()) return nullptr;
+  return j["inputs"];
 }
 
 }  // namespace
@@ -44,10 +47,14 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   }
   LogInfo("[1/3] probe");
   ProbeOptions po = o.probe;
-  const bool probed_before = ProbedBefore(po.work);
+  const nlohmann::json before = EarlierInputs(po.work);
   PQ_RETURN_IF_ERROR(dist::Barrier());  // every MPI rank read it before rank 0 writes there
-  if (po.lm_head_formats.empty() && !probed_before)
+  if (po.lm_head_formats.empty() && (before.is_null() || before.contains("lm_head_formats")))
     po.lm_head_formats = {o.allocate.lm_head};  // the only lm_head format export writes
+  // Per-token errors only where the allocation's estimator needs them (output, token): the
+  // other prices come from each Linear's H at a fraction of the matmuls.
+  if (before.is_null() || before.contains("estimators"))
+    po.per_token = quant::NeedsPerTokenError(o.allocate.cost);
   PQ_ASSIGN_OR_RETURN(r.probe, RunProbe(po));
   LogInfo("[2/3] allocate");
   AllocateOptions a = o.allocate;
@@ -67,7 +74,7 @@ Result<QuantizeResult> Quantize(const QuantizeOptions& o) {
   r.exported = std::move(ex.summary);
   r.error_ratio_geomean = ex.error_ratio_geomean;
   PQ_RETURN_IF_ERROR(dist::Barrier());  // rank 0 has written the checkpoint
-  if (!o.eval_text.empty()) {  // before the card, which reports it
+  if (!o.eval_text.empty()) {           // before the card, which reports it
     EvalInput in = o.eval_input;
     in.text_file = o.eval_text;
     PQ_ASSIGN_OR_RETURN(auto docs, LoadEvalDocuments(o.probe.model, in));

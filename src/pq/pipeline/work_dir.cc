@@ -178,6 +178,11 @@ ProbeCandidate ParseCandidate(const Obj& o) {
     // "block" is written only where it differs from "hessian" (block-priced MoE units); files
     // of dense models and those probed before it existed have none. Files probed before
     // "token" existed have no "token": it reads as "hessian" too.
+    // null: not recorded by the probe (probe --estimators), NaN in memory.
+    if (const json* v = cost.Get(name.c_str(), false); v && v->is_null()) {
+      c.cost[static_cast<size_t>(e)] = std::nan("");
+      continue;
+    }
     if ((est == quant::CostEstimator::kBlock || est == quant::CostEstimator::kToken) &&
         !cost.Has(name.c_str())) {
       c.cost[static_cast<size_t>(e)] = c.Cost(quant::CostEstimator::kHessian);
@@ -196,7 +201,12 @@ json CandidateJson(const ProbeCandidate& c) {
     if ((est == quant::CostEstimator::kBlock || est == quant::CostEstimator::kToken) &&
         c.Cost(est) == c.Cost(quant::CostEstimator::kHessian))
       continue;  // absent = the hessian value (ParseCandidate)
-    cost[std::string(quant::EstimatorName(est))] = c.Cost(est);
+    const std::string name(quant::EstimatorName(est));
+    if (std::isnan(c.Cost(est))) {
+      cost[name] = nullptr;  // not recorded
+    } else {
+      cost[name] = c.Cost(est);
+    }
   }
   json j = {{"format", c.format}, {"bytes", c.bytes}, {"weight_mse", c.weight_mse}, {"cost", cost}};
   if (c.routing_changes) j["routing_changes"] = *c.routing_changes;
@@ -468,6 +478,13 @@ std::string WorkDir::grad_dir(int64_t boundary) const {
   return Numbered(probe_dir(), "grad", boundary);
 }
 
+bool ProbeCandidate::operator==(const ProbeCandidate& o) const {
+  for (size_t i = 0; i < cost.size(); ++i)
+    if (!(cost[i] == o.cost[i] || (std::isnan(cost[i]) && std::isnan(o.cost[i])))) return false;
+  return format == o.format && bytes == o.bytes && weight_mse == o.weight_mse &&
+         routing_changes == o.routing_changes;
+}
+
 const ProbeCandidate* ProbeLinear::Find(std::string_view format) const {
   for (const auto& c : candidates)
     if (c.format == format) return &c;
@@ -492,6 +509,7 @@ nlohmann::json ProbeInputs::ToJson() const {
     j["block_samples"] = block_samples;
   if (hessian_samples > 0) j["hessian_samples"] = hessian_samples;
   if (sample_block > 0 && sample_block < samples) j["sample_block"] = sample_block;
+  if (!per_token) j["estimators"] = {"trace", "channel", "hessian", "block"};
   return j;
 }
 

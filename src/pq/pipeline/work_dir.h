@@ -77,7 +77,8 @@ struct ProbeCandidate {
   // changed with this candidate's whole unit quantized (the unit's count, on every member).
   std::optional<int64_t> routing_changes;
   double Cost(quant::CostEstimator e) const { return cost[static_cast<size_t>(e)]; }
-  bool operator==(const ProbeCandidate&) const = default;
+  // Costs not recorded (NaN) compare equal to each other.
+  bool operator==(const ProbeCandidate& o) const;
 };
 
 // One Linear's probe record (probe.json "linears", results.json "linears").
@@ -140,6 +141,7 @@ struct ProbeInputs {
   int64_t block_samples = 0;          // ... re-running this many samples (0: all)
   int64_t hessian_samples = 0;        // the Hessians' own samples (0: the samples')
   int64_t sample_block = 0;           // samples per block of the canonical sums (0: one)
+  bool per_token = true;              // output and token recorded (ProbeOptions::per_token)
   nlohmann::json ToJson() const;
 };
 

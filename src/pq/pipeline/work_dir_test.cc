@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -121,6 +123,21 @@ TEST(WorkDir, ProbeFileRoundTrips) {
   ASSERT_TRUE(WriteProbeFile(w, no_mtp).ok());
   EXPECT_TRUE(json::parse(ReadBytes(w.probe_json()))["calibration"]["mtp_nll"].is_null());
   EXPECT_EQ(*ReadProbeFile(w), no_mtp);
+  // Estimators a probe did not record (probe --estimators): null in the file, NaN in memory,
+  // not the hessian value an absent "token" stands for.
+  ProbeFile partial = p;
+  for (auto& c : partial.linears[0].candidates)
+    for (auto e : {quant::CostEstimator::kOutput, quant::CostEstimator::kToken})
+      c.cost[static_cast<size_t>(e)] = std::nan("");
+  ASSERT_TRUE(WriteProbeFile(w, partial).ok());
+  const json jp = json::parse(ReadBytes(w.probe_json()));
+  EXPECT_TRUE(jp["linears"][0]["candidates"][1]["cost"]["token"].is_null());
+  EXPECT_TRUE(jp["linears"][0]["candidates"][1]["cost"]["output"].is_null());
+  auto again = ReadProbeFile(w);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(*again, partial);
+  EXPECT_TRUE(std::isnan(again->linears[0].candidates[1].Cost(quant::CostEstimator::kToken)));
+  EXPECT_NE(*again, p);
 }
 
 TEST(WorkDir, LayerConfigAndParetoRoundTrip) {

@@ -23,6 +23,10 @@ std::string_view EstimatorName(CostEstimator e) {
   return "?";
 }
 
+bool NeedsPerTokenError(CostEstimator e) {
+  return e == CostEstimator::kOutput || e == CostEstimator::kToken;
+}
+
 Result<CostEstimator> ParseCostEstimator(std::string_view name) {
   for (int i = 0; i < kNumEstimators; ++i) {
     const auto e = static_cast<CostEstimator>(i);

@@ -35,6 +35,10 @@ inline constexpr int kNumEstimators = 6;
 std::string_view EstimatorName(CostEstimator e);
 Result<CostEstimator> ParseCostEstimator(std::string_view name);
 
+// Whether the estimator needs each token's output error (CandidateEnergies e_out, e_token):
+// output and token. The probe can leave them unrecorded (ProbeObserverOptions::per_token).
+bool NeedsPerTokenError(CostEstimator e);
+
 // w, w_hat: [N, K]. InvalidArgument on size mismatches or a missing Hessian.
 Result<double> PredictedLossIncrease(CostEstimator estimator, const CostInputs& in,
                                      std::span<const float> w, std::span<const float> w_hat);
