@@ -76,7 +76,8 @@ probe "$wg" search+gptq
 menu="NVFP4,MXFP8,FP8,BF16"
 min_bits() { "$bin" -q allocate --work "$wg" --formats "$1" --target-bits 16 --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["min_bits"] + 1e-6)'; }
-nvfp4a16=$(min_bits NVFP4A16,BF16)
+# (FROM_ROW > 7 with PROBE_FORMATS=NVFP4,MXFP8,FP8,BF16 runs only the W4A4-menu rows.)
+[[ "${FROM_ROW:-1}" -gt 7 ]] || nvfp4a16=$(min_bits NVFP4A16,BF16)
 # Rows in order of importance (each export is minutes on 2 cores); ROWS=N stops after N.
 # The first five need only NVFP4A16 among the probed formats (PROBE_FORMATS may leave the W4A4
 # menu out); "token" rows price with allocate --cost token instead of the default.
@@ -102,11 +103,13 @@ next && row "PrismaQuant, all formats, 4.75 bits, token" "$wg" search+gptq --tar
 nvfp4=$(min_bits NVFP4,BF16); mxfp8=$(min_bits MXFP8,BF16)
 next && row "uniform NVFP4 (W4A4)" "$wg" search+gptq --formats NVFP4,BF16 --target-bits "$nvfp4"
 next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits" "$wg" search+gptq --formats "$menu" --target-bits 4.75
+next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, 4.75 bits, token" "$wg" search+gptq --formats "$menu" --target-bits 4.75 --cost token
+next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, knee" "$wg" search+gptq --formats "$menu" --target-bits knee
+[[ $max_rows -gt 11 ]] || exit 0
 # The same allocations priced by RTN (the earlier probe), exported the same way.
 probe "$wr" rtn
 next && row "PrismaQuant (RTN-priced), all formats, uniform NVFP4A16's bytes" "$wr" search+gptq --target-bits "$nvfp4a16"
 next && row "PrismaQuant, all formats, knee" "$wg" search+gptq --target-bits knee
 next && row "uniform MXFP8 (W8A8)" "$wg" search+gptq --formats MXFP8,BF16 --target-bits "$mxfp8"
 next && row "PrismaQuant (RTN-priced), all formats, 4.75 bits" "$wr" search+gptq --target-bits 4.75
-next && row "PrismaQuant, NVFP4/MXFP8/FP8/BF16, knee" "$wg" search+gptq --formats "$menu" --target-bits knee
 next && row "uniform NVFP4 (W4A4), RTN" "$wg" rtn --formats NVFP4,BF16 --target-bits "$nvfp4"
