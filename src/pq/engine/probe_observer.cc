@@ -93,18 +93,24 @@ std::string ProbeObserver::UnitOf(const std::string& module) const {
   return it == opt_.unit_of.end() ? module : it->second;
 }
 
-bool ProbeObserver::UseHRoute(const std::vector<Active>& acts) {
+void ProbeObserver::ChooseHRoute(std::vector<Active>& acts) {
   priced_h_ = HessianObserver();
-  if (opt_.per_token) return false;
-  std::map<std::string, uint64_t> bytes;  // one H_p per input group
-  for (const Active& a : acts)
-    bytes[UnitOf(a.linear->module)] =
-        static_cast<uint64_t>(a.linear->cols * a.linear->cols) * sizeof(float);
-  uint64_t total = 0;
-  for (const auto& [unit, b] : bytes) total += b;
-  if (total > opt_.cache_bytes) return false;
-  for (const Active& a : acts) priced_h_.Want(*a.linear, UnitOf(a.linear->module));
-  return true;
+  if (opt_.per_token) return;
+  std::map<std::string, bool> group_on;  // one H_p per input group, in the layer's order
+  uint64_t used = 0;
+  for (Active& a : acts) {
+    const model::LinearWeights& l = *a.linear;
+    const std::string g = UnitOf(l.module);
+    if (!group_on.count(g)) {
+      const uint64_t bytes = static_cast<uint64_t>(l.cols * l.cols) * sizeof(float);
+      const bool on = !opt_.routed.count(l.module) && l.cols <= opt_.total_tokens &&
+                      used + bytes <= opt_.cache_bytes;
+      if (on) used += bytes;
+      group_on[g] = on;
+    }
+    a.h_route = group_on[g];
+    if (a.h_route) priced_h_.Want(l, g);
+  }
 }
 
 Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>& linears,
@@ -146,8 +152,7 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
     }
     acts.push_back(std::move(a));
   }
-  const bool h_route = UseHRoute(acts);
-  for (Active& a : acts) a.h_route = h_route;
+  ChooseHRoute(acts);
   PQ_RETURN_IF_ERROR(PrepareCandidates(acts, cache, hessians));
   for (Active& a : acts) {
     order_.push_back(a.linear->module);

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,6 +59,9 @@ struct ProbeObserverOptions {
   // Global-scale group of every Linear (LinearInfo::scale_group: fused siblings share the
   // NVFP4 weight and input global scales); absent = its own.
   std::map<std::string, std::string> unit_of;
+  // Routed experts' Linears (model::LinearInfo::is_routed_expert): they see a few of the
+  // tokens, so X·ΔWᵀ per sample costs less than ΔW H ΔWᵀ once; they keep it (per_token off).
+  std::set<std::string> routed;
   int64_t total_tokens = 0;  // T: scored calibration tokens
   // Cache the candidates' dequantized weights of a layer up to this many bytes; beyond it
   // RTN candidates are re-quantized on every call and export-aware ones are kept packed and
@@ -72,7 +76,8 @@ struct ProbeObserverOptions {
   // recorded — their prices are NaN — and no per-token weight error is formed: e_weight comes
   // from the priced tokens' own input Hessian H_p = Σ XᵀX (accumulated once per input group,
   // as the export's H is) as ΔW_o H_p ΔW_oᵀ, exactly the Σ_t (X ΔWᵀ)² it equals, instead of
-  // one X·ΔWᵀ per sample and format. A layer whose H_p would exceed cache_bytes keeps X·ΔWᵀ.
+  // one X·ΔWᵀ per sample and format — where that is cheaper: not for routed experts nor where
+  // K > total_tokens, and only for the layer's first input groups whose H_p fit cache_bytes.
   bool per_token = true;
 };
 
@@ -127,7 +132,7 @@ class ProbeObserver : public model::LinearObserver {
   struct Active {
     const model::LinearWeights* linear = nullptr;
     float weight_global_scale = 1, input_global_scale = 1;
-    bool h_route = false;  // e_weight from priced_h_ at FinishLayer (options.per_token false)
+    bool h_route = false;  // e_weight from priced_h_ at FinishLayer (see UseHRoute)
     std::vector<Candidate> cands;
   };
   Result<std::vector<float>> CandidateWeight(const Active& a, formats::FormatId f) const;
@@ -152,9 +157,8 @@ class ProbeObserver : public model::LinearObserver {
   // e[o] = ΔW_o H_p ΔW_oᵀ over the priced tokens (= Σ_t (X ΔWᵀ)[t, o]²), w_hat: [N, K].
   Status WeightEnergyFromH(const model::LinearWeights& l, std::span<const float> w_hat,
                            std::vector<double>& e) const;
-  // Whether the layer's e_weight comes from H_p (per_token off and its H_p fits cache_bytes);
-  // wants the H_p of every Linear in `acts` when it does.
-  bool UseHRoute(const std::vector<Active>& acts);
+  // Sets each Active's h_route (ProbeObserverOptions::per_token) and wants their H_p.
+  void ChooseHRoute(std::vector<Active>& acts);
 
   ProbeObserverOptions opt_;
   std::map<std::string, float> amax_;

@@ -118,7 +118,7 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
 
 TEST(ProbeObserver, CostsEqualDirectComputation) {
   std::mt19937 rng(7);
-  const int64_t k = 64, t_total = 40;
+  const int64_t k = 64, t_total = 90;  // T >= K: the H route pays (per_token off)
   // q and k are fused siblings (one unit), o stands alone.
   model::LinearWeights q = RandomLinear("q", 16, k, 0.05f, rng);
   model::LinearWeights kp = RandomLinear("k", 8, k, 0.2f, rng);
@@ -137,12 +137,13 @@ TEST(ProbeObserver, CostsEqualDirectComputation) {
     po.total_tokens = t_total;
     po.cache_bytes = cache;
     po.per_token = per_token;
+    if (!per_token && cache > 0) po.routed = {"o"};  // a routed expert keeps X·ΔWᵀ
     ProbeObserver probe(po);
     std::mt19937 srng(3);
     std::normal_distribution<float> g(0, 1);
     std::map<std::string, std::vector<Sample>> samples;
     for (const auto* l : {&q, &kp, &o})
-      for (int64_t rows : {13, 7, 20}) {
+      for (int64_t rows : {33, 17, 40}) {
         Sample s{std::vector<float>(rows * k), std::vector<float>(rows * l->rows), rows};
         for (float& v : s.x) v = g(srng) * (1 + 3 * (g(srng) > 2.0f));  // a few outliers
         if (l == &kp) s.x = samples["q"][samples["k"].size()].x;        // fused: q's inputs
@@ -171,7 +172,7 @@ TEST(ProbeObserver, CostsEqualDirectComputation) {
       const auto& l = r.module == "q" ? q : r.module == "k" ? kp : o;
       const bool qk = r.module != "o";
       EXPECT_EQ(r.samples, 3);
-      EXPECT_EQ(r.tokens, 40);
+      EXPECT_EQ(r.tokens, 90);
       ASSERT_EQ(r.candidates.size(), 7u) << "INT4 needs K % 128 == 0";
       for (const CandidateResult& c : r.candidates) {
         const auto want = DirectCosts(l, samples[r.module], c.format, qk ? wgs_qk : wgs_o,

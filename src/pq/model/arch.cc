@@ -295,12 +295,15 @@ Result<ModelLayout> ResolveLayout(const nlohmann::json& config, const io::Checkp
     for (const auto& s : layout.arch->layer_tensors)
       if (LayerHas(c, s.kind, l)) PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, 0));
     if (!c.IsMoeLayer(l)) continue;
+    const size_t first_expert = layout.linears.size();
     PQ_ASSIGN_OR_RETURN(bool packed,
                         AddPackedExperts(ckpt, l, layout.num_experts, &layout, b.seen()));
-    if (packed) continue;
-    for (int e = 0; e < layout.num_experts; ++e)
-      for (const auto& s : layout.arch->expert_tensors)
-        PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, e));
+    if (!packed)
+      for (int e = 0; e < layout.num_experts; ++e)
+        for (const auto& s : layout.arch->expert_tensors)
+          PQ_RETURN_IF_ERROR(b.Visit(s, prefix, l, e));
+    for (size_t i = first_expert; i < layout.linears.size(); ++i)
+      layout.linears[i].is_routed_expert = true;
   }
   if (layout.mtp_layers > 0)
     for (const auto& s : layout.arch->mtp_tensors)

@@ -404,7 +404,10 @@ Result<ProbeSummary> RunProbe(const ProbeOptions& o) {
   if (o.work.empty()) return InvalidArgument("probe needs --work DIR");
   PQ_ASSIGN_OR_RETURN(std::unique_ptr<ProbeContext> c, Prepare(o));
   engine::ProbeObserverOptions po;
-  for (const auto& li : c->layout().linears) po.unit_of[li.module] = li.scale_group;
+  for (const auto& li : c->layout().linears) {
+    po.unit_of[li.module] = li.scale_group;
+    if (li.is_routed_expert) po.routed.insert(li.module);
+  }
   po.formats = c->formats;
   po.total_tokens = c->calib.scored_tokens();
   po.cache_bytes = o.cache_bytes;
