@@ -16,6 +16,7 @@ void ProbeObserver::AddSums(dist::Sums& sums) {
       sums.Add(std::span(c.e.e_token));
     }
   }
+  priced_h_.AddSums(sums);  // H_p of the h_route Linears (e_weight is formed from it)
 }
 
 }  // namespace pq::engine

@@ -92,9 +92,11 @@ struct LinearInfo {
   std::string packed_tensor;
   int64_t packed_expert = -1;
   int64_t packed_row = 0;
-  bool is_routed_expert = false;  // a routed expert's Linear: sees only the tokens routed to it
-  bool is_visual = false;         // vision tower: fixed format, not allocated
-  bool is_mtp = false;            // MTP head (mtp.*): probed with its own objective
+  bool is_visual = false;  // vision tower: fixed format, not allocated
+  bool is_mtp = false;     // MTP head (mtp.*): probed with its own objective
+  // A routed expert's Linear: sees only the tokens routed to it. Last: the layout's
+  // brace-initialised entries (arch.cc) list the fields above in order.
+  bool is_routed_expert = false;
 };
 
 // The resolved layout of one checkpoint.
