@@ -121,13 +121,12 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
   active_.clear();
   // Unit-wide amaxes: fused siblings share one weight and one input global scale.
   std::map<std::string, float> unit_w, unit_x;
-  auto unit = [&](const std::string& m) { return UnitOf(m); };
   for (const auto* l : linears) {
     const float m = quant::Bf16AbsMax(l->w);
-    unit_w[unit(l->module)] = std::max(unit_w[unit(l->module)], m);
+    unit_w[UnitOf(l->module)] = std::max(unit_w[UnitOf(l->module)], m);
     auto it = amax_.find(l->module);
-    unit_x[unit(l->module)] =
-        std::max(unit_x[unit(l->module)], it == amax_.end() ? 0.f : it->second);
+    unit_x[UnitOf(l->module)] =
+        std::max(unit_x[UnitOf(l->module)], it == amax_.end() ? 0.f : it->second);
   }
   uint64_t cache_need = 0;
   for (const auto* l : linears) cache_need += l->w.size() * sizeof(float) * formats.size();
@@ -136,8 +135,8 @@ Status ProbeObserver::BeginLayer(const std::vector<const model::LinearWeights*>&
   for (const auto* l : linears) {
     Active a;
     a.linear = l;
-    a.weight_global_scale = formats::NvFp4GlobalScale(unit_w[unit(l->module)]);
-    a.input_global_scale = formats::NvFp4InputGlobalScale(unit_x[unit(l->module)]);
+    a.weight_global_scale = formats::NvFp4GlobalScale(unit_w[UnitOf(l->module)]);
+    a.input_global_scale = formats::NvFp4InputGlobalScale(unit_x[UnitOf(l->module)]);
     for (FormatId f : formats) {
       if (!formats::CheckShape(f, l->rows, l->cols).ok()) continue;
       Candidate c{f, {}, {}, {}};
