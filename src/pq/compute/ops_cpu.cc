@@ -65,7 +65,7 @@ void GemmOne(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float 
 // multiply-adds (one more sgemm call must pay for itself) and at least kMinGemmBlock rows or
 // columns (each call re-packs the other operand), and there are at most kMaxGemmBlocks.
 constexpr int64_t kMinGemmWorkPerBlock = 1 << 20;
-constexpr int64_t kMinGemmBlock = 256;
+constexpr int64_t kMinGemmBlock = 64;
 constexpr int64_t kMaxGemmBlocks = 64;
 
 // The block size along a split dimension of length `d` whose one row/column costs `work_per`
@@ -153,6 +153,48 @@ void MatMulBackward(std::span<const float> dy, std::span<const float> x, std::sp
     for (int64_t j = b; j < e; ++j)
       db.data()[j] = static_cast<float>(db.data()[j] + acc[static_cast<size_t>(j - b)]);
   });
+}
+
+// h[K,K] += x[T,K]^T . x. Only the lower triangle is multiplied — row block [p0, p0 + len) of
+// h against columns [0, p0 + len), one single-threaded sgemm each (about half of MatMulBackward's
+// work for the same sum) — then mirrored into the upper one. The blocks depend on k alone, so
+// results are bit-identical on any thread count; the threads take the blocks small and large
+// alternately (a block's work grows with its row).
+void GramUpdate(std::span<const float> x, std::span<float> h, int64_t tokens, int64_t k) {
+  PQ_CHECK(tokens >= 0 && k >= 0, "GramUpdate: negative size");
+  PQ_CHECK(x.size() == static_cast<size_t>(tokens * k), "GramUpdate: x must be [tokens, k]");
+  PQ_CHECK(h.size() == static_cast<size_t>(k * k), "GramUpdate: h must be [k, k]");
+  if (tokens == 0 || k == 0) return;
+  PQ_CHECK(std::max(tokens, k) <= INT_MAX, "GramUpdate: size exceeds BLAS int range");
+  static const bool blas_single = (openblas_set_num_threads(1), true);
+  (void)blas_single;
+  const int64_t block = std::max<int64_t>(64, (k / 16 + 15) / 16 * 16);
+  const int64_t blocks = (k + block - 1) / block;
+  auto run = [&](int64_t i) {
+    const int64_t p0 = i * block, len = std::min(block, k - p0);
+    internal::GemmOne(true, false, len, p0 + len, tokens, 1.0f, x.data() + p0, k, x.data(), k,
+                      1.0f, h.data() + p0 * k, k);
+  };
+  const int64_t work = k * k / 2 * tokens;
+  const int threads = static_cast<int>(
+      std::min<int64_t>({NumThreads(), blocks, work / internal::kMinGemmWorkPerBlock + 1}));
+  if (threads <= 1) {
+    for (int64_t i = 0; i < blocks; ++i) run(i);
+  } else {
+    ParallelFor(static_cast<size_t>(blocks), threads, [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) {  // 0, last, 1, last - 1, ...
+        const auto j = static_cast<int64_t>(i / 2);
+        run(i % 2 == 0 ? j : blocks - 1 - j);
+      }
+    });
+  }
+  constexpr int64_t kTile = 32;  // the mirror in tiles: the strided reads stay in cache
+  float* hp = h.data();
+  for (int64_t ib = 0; ib < k; ib += kTile)
+    for (int64_t jb = ib; jb < k; jb += kTile)
+      for (int64_t i = ib; i < std::min(ib + kTile, k); ++i)
+        for (int64_t j = std::max(jb, i + 1); j < std::min(jb + kTile, k); ++j)
+          hp[i * k + j] = hp[j * k + i];
 }
 
 // y[T,D] = (w + offset) * x * rstd,  rstd[T] = 1/sqrt(mean(x^2) + eps)

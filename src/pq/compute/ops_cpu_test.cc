@@ -46,6 +46,22 @@ TEST(CpuOps, MatMulIsBitIdenticalOnAnyThreadCount) {
   cpu::SetNumThreads(0);
 }
 
+TEST(CpuOps, GramUpdateIsBitIdenticalOnAnyThreadCount) {
+  std::mt19937 rng(6);
+  for (const auto& [t, k] : {std::pair<int64_t, int64_t>{700, 300}, {64, 1100}, {3, 70}}) {
+    const FVec x = RandomF(t * k, rng), h0 = RandomF(k * k, rng);
+    auto run = [&](int threads) {
+      cpu::SetNumThreads(threads);
+      FVec h = h0;
+      cpu::GramUpdate(x, h, t, k);
+      return h;
+    };
+    const FVec one = run(1);
+    for (int threads : {2, 3, 5}) EXPECT_EQ(run(threads), one) << "threads " << threads;
+  }
+  cpu::SetNumThreads(0);
+}
+
 TEST(CpuOps, EmptyGradientSpansAreSkipped) {
   std::mt19937 rng(21);
   const int64_t t = 9, k = 5, n = 6;

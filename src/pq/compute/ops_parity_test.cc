@@ -39,6 +39,7 @@ constexpr double kCrossEntropyLargeLogitTol = 1e-4;
 #define PQ_OP_SET(ns)                     \
   PQ_FORWARD_OP(ns, MatMul)               \
   PQ_FORWARD_OP(ns, MatMulBackward)       \
+  PQ_FORWARD_OP(ns, GramUpdate)           \
   PQ_FORWARD_OP(ns, RmsNorm)              \
   PQ_FORWARD_OP(ns, RmsNormBackward)      \
   PQ_FORWARD_OP(ns, Rope)                 \
@@ -94,6 +95,25 @@ void MatMulCase(std::mt19937& rng, int64_t t, int64_t k, int64_t n, bool bias) {
   dx.ExpectGrad(kMatMulTol, "dx");
   dw.ExpectGrad(kMatMulTol, "dw");
   db.ExpectGrad(kMatMulTol, "db");
+}
+
+template <class Ops>
+void GramCase(std::mt19937& rng, int64_t t, int64_t k) {
+  SCOPED_TRACE(::testing::Message() << "GramUpdate T=" << t << " K=" << k);
+  const Tensor x(t * k, rng);
+  Vec sym(static_cast<size_t>(k * k));  // a symmetric start, as an accumulated Gram matrix is
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j <= i; ++j)
+      sym[static_cast<size_t>(i * k + j)] = sym[static_cast<size_t>(j * k + i)] =
+          std::ldexp(static_cast<double>((i * 7 + j * 3) % 11) - 5.0, -3);
+  Tensor h(sym);
+  ref::GramUpdate(x.d, h.d, t, k);
+  Ops::GramUpdate(x.f, h.f, t, k);
+  h.ExpectGrad(kMatMulTol, "h");
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < i; ++j)
+      ASSERT_EQ(h.f[static_cast<size_t>(i * k + j)], h.f[static_cast<size_t>(j * k + i)])
+          << "not symmetric at " << i << "," << j;
 }
 
 template <class Ops>
@@ -268,6 +288,11 @@ void AllCases() {
     MatMulCase<Ops>(rng, 3, 100, 9, bias);
     MatMulCase<Ops>(rng, 200, 33, 200, bias);
   }
+  GramCase<Ops>(rng, 1, 1);
+  GramCase<Ops>(rng, 5, 13);
+  GramCase<Ops>(rng, 67, 100);   // two row blocks of 64 and 36
+  GramCase<Ops>(rng, 30, 257);   // a last block of one row
+  GramCase<Ops>(rng, 130, 700);  // eleven blocks, enough work for the threads
   for (const float offset : {0.0f, 1.0f}) {
     RmsNormCase<Ops>(rng, 1, 3, offset);  // D=1 is pure cancellation
     RmsNormCase<Ops>(rng, 1, 7, offset);

@@ -257,6 +257,9 @@ void CrossEntropyBackwardT(std::span<const T> logits, std::span<const int32_t> t
                       int64_t k, int64_t n) {                                                      \
     MatMulBackwardT<T_>(dy, x, w, dx, dw, db, tokens, k, n);                                       \
   }                                                                                                \
+  void GramUpdate(std::span<const T_> x, std::span<T_> h, int64_t tokens, int64_t k) {             \
+    MatMulBackwardT<T_>(x, x, {}, {}, h, {}, tokens, k, k);                                        \
+  }                                                                                                \
   void RmsNorm(std::span<const T_> x, std::span<const T_> w, float eps, float offset,              \
                std::span<T_> y, std::span<T_> rstd, int64_t tokens, int64_t dim) {                 \
     RmsNormT<T_>(x, w, eps, offset, y, rstd, tokens, dim);                                         \

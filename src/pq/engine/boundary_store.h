@@ -1,5 +1,5 @@
-// Layer-boundary hidden states of the streaming engine: kept in memory while they fit a
-// budget, else in an (unlinked) file in the work dir.
+// Layer-boundary hidden states of the streaming engine: the first slots in memory, as many
+// as fit a budget, the others in an (unlinked) file in the work dir.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +18,8 @@ class BoundaryStore {
   BoundaryStore& operator=(BoundaryStore&&) noexcept;
   ~BoundaryStore();
 
-  // `count` slots of `floats_each` floats. Spills to a file under `spill_dir` when
-  // count * floats_each * 4 exceeds `memory_budget_bytes`.
+  // `count` slots of `floats_each` floats: the first memory_budget_bytes / (floats_each * 4)
+  // in memory, the rest in a file under `spill_dir`.
   static Result<BoundaryStore> Create(int64_t count, int64_t floats_each,
                                       uint64_t memory_budget_bytes, const std::string& spill_dir);
   Status Put(int64_t slot, std::span<const float> values);
@@ -29,6 +29,7 @@ class BoundaryStore {
 
  private:
   int64_t count_ = 0, floats_each_ = 0;
+  int64_t in_memory_ = 0;  // slots [0, in_memory_) are in memory_
   std::vector<std::vector<float>> memory_;
   int fd_ = -1;
 };

@@ -164,7 +164,8 @@ TEST(Golden, EveryArchitectureMatchesTransformers) {
 namespace pq::engine {
 namespace {
 
-// Boundaries spilled to a file (memory budget 0) give exactly the in-memory results.
+// Boundaries spilled to a file (memory budget 0), or some of them, give exactly the in-memory
+// results.
 TEST(Runner, SpilledBoundariesMatchInMemory) {
   const std::string model = std::string(PQ_SOURCE_DIR) + "/models/stories260K";
   auto src = model::WeightSource::Open(model);
@@ -191,12 +192,19 @@ TEST(Runner, SpilledBoundariesMatchInMemory) {
     *spilled = r.spilled();
     return grads;
   };
-  bool spilled_mem = true, spilled_file = false;
+  bool spilled_mem = true, spilled_file = false, spilled_part = false;
   const auto a = run(1ull << 30, &spilled_mem), b = run(0, &spilled_file);
   EXPECT_FALSE(spilled_mem);
   EXPECT_TRUE(spilled_file);
   ASSERT_FALSE(a.empty());
   EXPECT_EQ(a, b);
+  // A budget of two and a half boundaries: those two in memory, the others in the file.
+  int64_t tokens = 0;
+  for (const auto& q : seqs) tokens += static_cast<int64_t>(q.ids.size());
+  const auto slot = static_cast<uint64_t>(tokens * (*src)->config().hidden * 4);
+  const auto c = run(slot * 5 / 2, &spilled_part);
+  EXPECT_TRUE(spilled_part);
+  EXPECT_EQ(a, c);
 }
 
 }  // namespace

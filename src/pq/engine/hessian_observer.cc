@@ -1,5 +1,7 @@
 #include "pq/engine/hessian_observer.h"
 
+#include <cstring>
+
 #include "pq/compute/ops.h"
 
 namespace pq::engine {
@@ -20,6 +22,36 @@ void HessianObserver::AddSums(dist::Sums& sums) {
   }
 }
 
+int64_t HessianObserver::SavedFloats() const {
+  int64_t n = 0;
+  for (const auto& [group, e] : h_) n += static_cast<int64_t>(e.h.size()) + 2;
+  return n;
+}
+
+void HessianObserver::Save(std::span<float> out) const {
+  static_assert(sizeof(int64_t) == 2 * sizeof(float));
+  size_t at = 0;
+  for (const auto& [group, e] : h_) {
+    std::copy(e.h.begin(), e.h.end(), out.begin() + static_cast<std::ptrdiff_t>(at));
+    at += e.h.size();
+    std::memcpy(out.data() + at, &e.rows, sizeof(int64_t));
+    at += 2;
+  }
+}
+
+Status HessianObserver::Load(std::span<const float> in) {
+  if (static_cast<int64_t>(in.size()) < SavedFloats())
+    return Internal("HessianObserver::Load: fewer values than the wanted Hessians");
+  size_t at = 0;
+  for (auto& [group, e] : h_) {
+    std::copy_n(in.begin() + static_cast<std::ptrdiff_t>(at), e.h.size(), e.h.begin());
+    at += e.h.size();
+    std::memcpy(&e.rows, in.data() + at, sizeof(int64_t));
+    at += 2;
+  }
+  return Status::Ok();
+}
+
 const HessianObserver::Entry* HessianObserver::Find(const std::string& module) const {
   const auto g = group_of_.find(module);
   return g == group_of_.end() ? nullptr : &h_.at(g->second);
@@ -29,9 +61,7 @@ void HessianObserver::OnLinearInput(const model::LinearWeights& l, std::span<con
                                     int64_t rows) {
   if (!leader_.count(l.module) || rows == 0) return;
   Entry& e = h_.at(group_of_.at(l.module));
-  // H += XᵀX: the weight-gradient product with X in place of the output gradient.
-  compute::cpu::MatMulBackward(x.first(static_cast<size_t>(rows * l.cols)), x, {}, {}, e.h, {},
-                               rows, l.cols, l.cols);
+  compute::cpu::GramUpdate(x.first(static_cast<size_t>(rows * l.cols)), e.h, rows, l.cols);
   e.rows += rows;
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "pq/core/status.h"
 #include "pq/dist/block_fold.h"
 #include "pq/model/decoder.h"
 
@@ -31,6 +32,14 @@ class HessianObserver : public model::LinearObserver {
   void AddSums(dist::Sums& sums);
   // The H of `module`; nullptr if it was not wanted.
   const Entry* Find(const std::string& module) const;
+  // Every H and its row count as floats (the rows bit-copied into two), by group: what Load
+  // reads back into an observer that wanted the same Linears. Kept by the probe between its
+  // forward and reverse sweeps (engine::BoundaryStore), never persisted.
+  int64_t SavedFloats() const;
+  void Save(std::span<float> out) const;
+  Status Load(std::span<const float> in);
+  // Whether `module` accumulates its group's H (the group's first wanted member).
+  bool Leads(const std::string& module) const { return leader_.count(module) > 0; }
 
   void OnLinear(const model::LinearWeights&, std::span<const float>, std::span<const float>,
                 int64_t) override {}

@@ -76,6 +76,23 @@ bool WeightDelta(std::span<const float> w, std::span<const float> w_hat, std::ve
   return any;
 }
 
+// e[o] = D_o H D_oᵀ for D [N, K] and a symmetric H [K, K] (summed in double).
+void RowQuadraticForms(std::span<const float> d, std::span<const float> h, int64_t n, int64_t k,
+                       std::span<double> e) {
+  std::vector<float> dh;
+  MatMulNoBias(d, h, n, k, k, dh);  // D H (H = Hᵀ)
+  ParallelFor(static_cast<size_t>(n), static_cast<int>(ExecThreads()), [&](size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o) {
+      double s = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        const size_t j = o * static_cast<size_t>(k) + static_cast<size_t>(i);
+        s += static_cast<double>(d[j]) * dh[j];
+      }
+      e[o] = s;
+    }
+  });
+}
+
 }  // namespace
 
 ProbeObserver::ProbeObserver(ProbeObserverOptions o) : opt_(std::move(o)) {}
@@ -95,21 +112,40 @@ std::string ProbeObserver::UnitOf(const std::string& module) const {
 
 void ProbeObserver::ChooseHRoute(std::vector<Active>& acts) {
   priced_h_ = HessianObserver();
+  act_h_.clear();
   if (opt_.per_token) return;
-  std::map<std::string, bool> group_on;  // one H_p per input group, in the layer's order
-  uint64_t used = 0;
+  std::map<std::string, int64_t> group_rows;  // the outputs one input group feeds
+  for (const Active& a : acts) group_rows[UnitOf(a.linear->module)] += a.linear->rows;
+  struct Route {
+    bool h = false, act = false;
+  };
+  std::map<std::string, Route> group_on;  // one H_p (and ΔH per format) per input group
+  uint64_t used = 0;                      // in the layer's order, within cache_bytes
   for (Active& a : acts) {
     const model::LinearWeights& l = *a.linear;
     const std::string g = UnitOf(l.module);
     if (!group_on.count(g)) {
       const uint64_t bytes = static_cast<uint64_t>(l.cols * l.cols) * sizeof(float);
-      const bool on = !opt_.routed.count(l.module) && l.cols <= opt_.total_tokens &&
-                      used + bytes <= opt_.cache_bytes;
-      if (on) used += bytes;
-      group_on[g] = on;
+      const bool eligible = !opt_.routed.count(l.module) && l.cols <= opt_.total_tokens;
+      const auto act_formats = static_cast<uint64_t>(
+          std::count_if(a.cands.begin(), a.cands.end(), [](const Candidate& c) {
+            return formats::Spec(c.format).quantizes_activations;
+          }));
+      Route r;
+      r.h = eligible && used + bytes <= opt_.cache_bytes;
+      if (r.h) used += bytes;
+      // ΔXᵀΔX costs K² per token, the products 2 × rows × K: moments only where K < 2 × rows.
+      r.act = eligible && act_formats > 0 && l.cols < 2 * group_rows[g] &&
+              used + act_formats * bytes <= opt_.cache_bytes;
+      if (r.act) used += act_formats * bytes;
+      group_on[g] = r;
     }
-    a.h_route = group_on[g];
+    a.h_route = group_on[g].h;
+    a.act_route = group_on[g].act;
     if (a.h_route) priced_h_.Want(l, g);
+    if (!a.act_route) continue;
+    for (const Candidate& c : a.cands)
+      if (formats::Spec(c.format).quantizes_activations) act_h_[c.format].Want(l, g);
   }
 }
 
@@ -276,26 +312,43 @@ Result<std::span<const float>> ProbeObserver::WeightOf(const Active& a, const Ca
   return std::span<const float>(fresh);
 }
 
-Status ProbeObserver::WeightEnergyFromH(const model::LinearWeights& l, std::span<const float> w_hat,
-                                        std::vector<double>& e) const {
-  const HessianObserver::Entry* h = priced_h_.Find(l.module);
-  if (!h) return Internal("probe: no priced H for " + l.module);
-  std::fill(e.begin(), e.end(), 0.0);
-  std::vector<float> dw(l.w.size()), dwh;
-  if (h->rows == 0 || !WeightDelta(l.w, w_hat, dw)) return Status::Ok();
-  MatMulNoBias(dw, h->h, l.rows, l.cols, l.cols, dwh);  // ΔW H_p (H_p symmetric)
-  const int64_t k = l.cols;
-  ParallelFor(static_cast<size_t>(l.rows), static_cast<int>(ExecThreads()),
-              [&](size_t o0, size_t o1) {
-                for (size_t o = o0; o < o1; ++o) {
-                  double s = 0;
-                  for (int64_t i = 0; i < k; ++i) {
-                    const size_t j = o * static_cast<size_t>(k) + static_cast<size_t>(i);
-                    s += static_cast<double>(dw[j]) * dwh[j];
-                  }
-                  e[o] = s;
-                }
-              });
+Status ProbeObserver::EnergiesFromMoments(const Active& a, std::span<const float> w_hat,
+                                          Candidate& c) const {
+  const model::LinearWeights& l = *a.linear;
+  if (a.h_route) {
+    const HessianObserver::Entry* h = priced_h_.Find(l.module);
+    if (!h) return Internal("probe: no priced H for " + l.module);
+    std::fill(c.e.e_weight.begin(), c.e.e_weight.end(), 0.0);
+    std::vector<float> dw(l.w.size());
+    if (h->rows > 0 && WeightDelta(l.w, w_hat, dw))
+      RowQuadraticForms(dw, h->h, l.rows, l.cols, c.e.e_weight);  // ΔW_o H_p ΔW_oᵀ
+  }
+  if (!a.act_route || !formats::Spec(c.format).quantizes_activations) return Status::Ok();
+  const auto moments = act_h_.find(c.format);
+  const HessianObserver::Entry* h =
+      moments == act_h_.end() ? nullptr : moments->second.Find(l.module);
+  if (!h) return Internal("probe: no activation-error moments for " + l.module);
+  std::fill(c.e.e_act.begin(), c.e.e_act.end(), 0.0);
+  if (h->rows > 0) RowQuadraticForms(l.w, h->h, l.rows, l.cols, c.e.e_act);  // W_o ΔH W_oᵀ
+  for (int64_t i = 0; i < l.cols; ++i)
+    c.e.dx2[static_cast<size_t>(i)] = h->h[static_cast<size_t>(i * l.cols + i)];
+  return Status::Ok();
+}
+
+Status ProbeObserver::AccumulateActMoments(const Active& a, std::span<const float> x,
+                                           int64_t rows) {
+  const model::LinearWeights& l = *a.linear;
+  std::vector<float> dx;
+  for (const Candidate& c : a.cands) {
+    if (!formats::Spec(c.format).quantizes_activations) continue;
+    HessianObserver& h = act_h_.at(c.format);
+    if (!h.Leads(l.module)) continue;  // a sibling accumulates the group's (same X, same scale)
+    dx.assign(x.begin(), x.begin() + rows * l.cols);
+    PQ_RETURN_IF_ERROR(
+        formats::FakeQuantizeActivations(c.format, dx, rows, l.cols, a.input_global_scale));
+    for (size_t j = 0; j < dx.size(); ++j) dx[j] = x[j] - dx[j];
+    h.OnLinearInput(l, dx, rows);
+  }
   return Status::Ok();
 }
 
@@ -337,6 +390,7 @@ Status ProbeObserver::Accumulate(Active& a, std::span<const float> x, std::span<
       if (has_dw && opt_.per_token) AddWeightedSquares(weight_err, dy, t, n, rows(c.e.e_token));
       continue;
     }
+    if (a.act_route) continue;  // e_act and dx2 from act_h_ at FinishLayer
     xq.assign(x.begin(), x.begin() + t * k);
     PQ_RETURN_IF_ERROR(formats::FakeQuantizeActivations(c.format, xq, t, k, a.input_global_scale));
     dx.resize(xq.size());
@@ -370,7 +424,9 @@ void ProbeObserver::OnLinearRows(const model::LinearWeights& l, int64_t row0, in
   if (it == active_.end() || !error_.ok()) return;  // not probed (e.g. the router)
   stats_.OnLinearRows(l, row0, n, x, dy, rows);
   if (it->second.h_route && row0 == 0) priced_h_.OnLinearInput(l, x, rows);
-  Status s = Accumulate(it->second, x, dy, rows, row0, n);
+  Status s = it->second.act_route && row0 == 0 ? AccumulateActMoments(it->second, x, rows)
+                                                : Status::Ok();
+  if (s.ok()) s = Accumulate(it->second, x, dy, rows, row0, n);
   if (!s.ok()) error_ = s.WithContext("probe " + l.module);
 }
 
@@ -408,7 +464,7 @@ Result<std::vector<LinearResult>> ProbeObserver::FinishLayer() {
         dw2 += d * d;
       }
       cr.weight_mse = dw2 / static_cast<double>(l.w.size());
-      if (a.h_route) PQ_RETURN_IF_ERROR(WeightEnergyFromH(l, w_hat, c.e.e_weight));
+      PQ_RETURN_IF_ERROR(EnergiesFromMoments(a, w_hat, c));
       for (int e = 0; e < quant::kNumEstimators; ++e) {
         const auto est = static_cast<quant::CostEstimator>(e);
         if (!opt_.per_token && quant::NeedsPerTokenError(est)) {

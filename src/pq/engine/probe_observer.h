@@ -78,6 +78,9 @@ struct ProbeObserverOptions {
   // as the export's H is) as ΔW_o H_p ΔW_oᵀ, exactly the Σ_t (X ΔWᵀ)² it equals, instead of
   // one X·ΔWᵀ per sample and format — where that is cheaper: not for routed experts nor where
   // K > total_tokens, and only for the layer's first input groups whose H_p fit cache_bytes.
+  // Likewise the activation error energy of the formats that quantize inputs, Σ_t ((X −
+  // Q(X)) Wᵀ)², comes from Σ ΔXᵀΔX per input group where that costs less than the products
+  // (K < 2 × the group's output rows: q/k/v, gate/up, not down_proj).
   bool per_token = true;
 };
 
@@ -132,7 +135,8 @@ class ProbeObserver : public model::LinearObserver {
   struct Active {
     const model::LinearWeights* linear = nullptr;
     float weight_global_scale = 1, input_global_scale = 1;
-    bool h_route = false;  // e_weight from priced_h_ at FinishLayer (see UseHRoute)
+    bool h_route = false;    // e_weight from priced_h_ at FinishLayer (see ChooseHRoute)
+    bool act_route = false;  // e_act and dx2 from act_h_ at FinishLayer (see ChooseHRoute)
     std::vector<Candidate> cands;
   };
   Result<std::vector<float>> CandidateWeight(const Active& a, formats::FormatId f) const;
@@ -154,16 +158,23 @@ class ProbeObserver : public model::LinearObserver {
   Status Accumulate(Active& a, std::span<const float> x, std::span<const float> dy, int64_t rows,
                     int64_t row0, int64_t n);
   std::string UnitOf(const std::string& module) const;  // its global-scale (input) group
-  // e[o] = ΔW_o H_p ΔW_oᵀ over the priced tokens (= Σ_t (X ΔWᵀ)[t, o]²), w_hat: [N, K].
-  Status WeightEnergyFromH(const model::LinearWeights& l, std::span<const float> w_hat,
-                           std::vector<double>& e) const;
-  // Sets each Active's h_route (ProbeObserverOptions::per_token) and wants their H_p.
+  // The energies formed at FinishLayer from the second moments: e_weight from H_p (h_route),
+  // e_act and dx2 from the activation-error moments (act_route).
+  Status EnergiesFromMoments(const Active& a, std::span<const float> w_hat, Candidate& c) const;
+  // Sets each Active's h_route and act_route (ProbeObserverOptions::per_token) and wants
+  // their moments.
   void ChooseHRoute(std::vector<Active>& acts);
+  // One sample's activation-error moments ΔXᵀΔX of a group leader with act_route.
+  Status AccumulateActMoments(const Active& a, std::span<const float> x, int64_t rows);
 
   ProbeObserverOptions opt_;
   std::map<std::string, float> amax_;
   LinearStatsObserver stats_;
   HessianObserver priced_h_;  // H_p of the priced samples (h_route layers)
+  // Per activation format f, Σ ΔXᵀΔX with ΔX = X − Q_f(X) over the priced samples, one per
+  // input group (act_route): e_act[o] = W_o ΔH W_oᵀ and dx2 = diag ΔH at FinishLayer, instead
+  // of one (X − Q(X))·Wᵀ per sample, Linear and format.
+  std::map<formats::FormatId, HessianObserver> act_h_;
   std::vector<std::string> order_;
   std::map<std::string, Active> active_;
   Status error_;  // first failure inside OnLinear (which cannot return one)

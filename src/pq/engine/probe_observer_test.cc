@@ -119,8 +119,9 @@ std::array<double, quant::kNumEstimators> DirectCosts(const model::LinearWeights
 TEST(ProbeObserver, CostsEqualDirectComputation) {
   std::mt19937 rng(7);
   const int64_t k = 64, t_total = 90;  // T >= K: the H route pays (per_token off)
-  // q and k are fused siblings (one unit), o stands alone.
-  model::LinearWeights q = RandomLinear("q", 16, k, 0.05f, rng);
+  // q and k are fused siblings (one unit), o stands alone. Without per-token errors q/k (56
+  // outputs of K = 64) take the activation error from ΔXᵀΔX, o (32) keeps (X − Q(X))·Wᵀ.
+  model::LinearWeights q = RandomLinear("q", 48, k, 0.05f, rng);
   model::LinearWeights kp = RandomLinear("k", 8, k, 0.2f, rng);
   model::LinearWeights o = RandomLinear("o", 32, k, 0.1f, rng);
   const std::vector<FormatId> fmts = {FormatId::kBF16,  FormatId::kNVFP4, FormatId::kNVFP4A16,

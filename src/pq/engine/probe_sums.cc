@@ -17,6 +17,7 @@ void ProbeObserver::AddSums(dist::Sums& sums) {
     }
   }
   priced_h_.AddSums(sums);  // H_p of the h_route Linears (e_weight is formed from it)
+  for (auto& [format, moments] : act_h_) moments.AddSums(sums);  // ΔH of act_route ones
 }
 
 }  // namespace pq::engine

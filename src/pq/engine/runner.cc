@@ -84,12 +84,16 @@ Status Runner::Forward(bool keep_all, model::LinearObserver* observer, SweepHook
   for (int64_t l = 0; l < layers; ++l) {
     if (keep_all) PQ_RETURN_IF_ERROR(store_.Put(l, h));
     PQ_ASSIGN_OR_RETURN(model::LayerWeights w, src_.LoadLayer(l));
+    SweepStep step;
+    model::LinearObserver* along = nullptr;
     if (hooks) {
-      const SweepStep step = LayerStep(l, w);
+      step = LayerStep(l, w);
       if (model::LinearObserver* obs = hooks->Observe(step)) RunLayer(w, rope, h, next, obs);
       PQ_RETURN_IF_ERROR(hooks->Replace(step));
+      along = hooks->Along(step);
     }
-    RunLayer(w, rope, h, next, observer);
+    RunLayer(w, rope, h, next, along ? along : observer);
+    if (hooks) PQ_RETURN_IF_ERROR(hooks->After(step));
     h.swap(next);
     if (progress) progress->Advance();
   }

@@ -67,12 +67,17 @@ struct SweepStep {
 //      the current boundary with the weights as loaded — an extra pass over the calibration
 //      tokens; nullptr skips it;
 //   2. Replace(step): may change the step's Linears (w, act_format, input_global_scale);
-//   3. the step, with the replaced weights, computes the next boundary.
+//   3. the step, with the replaced weights, computes the next boundary; an observer returned
+//      by Along(step) (Forward only; it replaces Forward's `observer` for that run) sees its
+//      Linear inputs — no extra pass;
+//   4. After(step).
 class SweepHooks {
  public:
   virtual ~SweepHooks() = default;
   virtual model::LinearObserver* Observe(const SweepStep& step) = 0;
   virtual Status Replace(const SweepStep& step) = 0;
+  virtual model::LinearObserver* Along(const SweepStep&) { return nullptr; }
+  virtual Status After(const SweepStep&) { return Status::Ok(); }
 };
 
 // The MTP head's tensors, its decoder layer and the head, as a caller already holds them

@@ -10,6 +10,7 @@
 #include "pq/core/hash.h"
 #include "pq/core/log.h"
 #include "pq/dist/comm.h"
+#include "pq/engine/boundary_store.h"
 #include "pq/engine/hessian_observer.h"
 #include "pq/engine/probe_observer.h"
 #include "pq/engine/runner.h"
@@ -230,6 +231,66 @@ Status SweepMtp(const ProbeContext& c, engine::Runner& runner, engine::Runner* h
   return c.SaveUnit(c.work.unit_dir(layers), std::move(results), std::move(unit));
 }
 
+// The Hessian samples' H of every decoder layer up to `top`, accumulated in their forward pass
+// (the one run of each layer that computes the next boundary, in the export's batches, so
+// layer 0's H is the export's bits) and kept until the reverse sweep reaches the layer —
+// instead of storing the samples' boundaries and running every layer on them a second time.
+// Chosen where a layer's H take less room than one boundary of the Hessian samples (dense
+// layers; an MoE layer's experts' H outweigh it, and those keep the boundaries).
+class ForwardHessians : public engine::SweepHooks {
+ public:
+  ForwardHessians(const ProbeContext& c, int64_t top) : c_(c), top_(top) {}
+
+  // Floats of the largest layer's saved H (HessianObserver::SavedFloats) up to `top`.
+  static int64_t LayerFloats(const ProbeContext& c, int64_t top) {
+    std::map<int64_t, std::map<std::string, int64_t>> groups;  // layer -> group -> K
+    for (const auto& li : c.layout().linears)
+      if (li.layer >= 0 && li.layer <= top && !li.is_mtp && !li.is_visual)
+        groups[li.layer][li.scale_group] = li.cols;
+    int64_t most = 0;
+    for (const auto& [layer, g] : groups) {
+      int64_t n = 0;
+      for (const auto& [name, k] : g) n += k * k + 2;
+      most = std::max(most, n);
+    }
+    return most;
+  }
+
+  Status Create(int64_t floats_each, uint64_t memory_budget_bytes) {
+    buf_.assign(static_cast<size_t>(floats_each), 0.0f);
+    PQ_ASSIGN_OR_RETURN(store_, engine::BoundaryStore::Create(top_ + 1, floats_each,
+                                                              memory_budget_bytes, c_.o.work));
+    return Status::Ok();
+  }
+  model::LinearObserver* Observe(const engine::SweepStep&) override { return nullptr; }
+  Status Replace(const engine::SweepStep&) override { return Status::Ok(); }
+  model::LinearObserver* Along(const engine::SweepStep& step) override {
+    if (step.layer > top_) return nullptr;
+    h_ = c_.WantHessians({step.linears.begin(), step.linears.end()});
+    c_.reduce.Collect([this](dist::Sums& s) { h_.AddSums(s); });
+    return &h_;
+  }
+  Status After(const engine::SweepStep& step) override {
+    if (step.layer > top_) return Status::Ok();
+    PQ_RETURN_IF_ERROR(c_.reduce.Finish(/*everywhere=*/true));  // every rank prices on H
+    std::fill(buf_.begin(), buf_.end(), 0.0f);
+    h_.Save(buf_);
+    return store_.Put(step.layer, buf_);
+  }
+  // Layer l's H into `h`, which wants the layer's Linears (ProbeContext::WantHessians).
+  Status Load(int64_t l, engine::HessianObserver& h) {
+    PQ_RETURN_IF_ERROR(store_.Get(l, buf_));
+    return h.Load(buf_);
+  }
+
+ private:
+  const ProbeContext& c_;
+  int64_t top_;
+  engine::HessianObserver h_;
+  engine::BoundaryStore store_;
+  std::vector<float> buf_;
+};
+
 // The forward sweep, the head (unless finished), the MTP head and the reverse sweep from the
 // first unfinished layer; each unit is saved as it finishes.
 Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
@@ -264,6 +325,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   // search and GPTQ did not see; their boundaries are stored like the samples', and across
   // ranks each runs its blocks of them (the export splits and folds them the same way).
   std::optional<engine::Runner> own_hessian_runner;
+  std::optional<ForwardHessians> forward_h;
   if (own_hessian_samples) {
     const auto n = static_cast<int64_t>(c.calib.hessian_samples.size());
     PQ_ASSIGN_OR_RETURN(dist::SampleRange hr,
@@ -272,12 +334,22 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
     hro.memory_budget_bytes = o.memory_budget_bytes - ro.memory_budget_bytes;
     hro.first_sample = hr.first;
     hro.forward_label = "forward (Hessian samples)";
+    // The same choice on every rank: all the Hessian samples' tokens against a layer's H.
+    int64_t tokens = 0;
+    for (const auto& s : c.calib.hessian_samples) tokens += static_cast<int64_t>(s.ids.size());
+    const int64_t h_floats = ForwardHessians::LayerFloats(c, top);
+    if (top >= 0 && h_floats <= tokens * c.src->config().hidden) {
+      hro.batch_tokens = o.hessian_batch_tokens;
+      forward_h.emplace(c, top);
+      PQ_RETURN_IF_ERROR(forward_h->Create(h_floats, hro.memory_budget_bytes));
+    }
     own_hessian_runner.emplace(
         *c.src,
         std::span(c.calib.hessian_samples)
             .subspan(static_cast<size_t>(hr.first), static_cast<size_t>(hr.count)),
         hro);
-    PQ_RETURN_IF_ERROR(own_hessian_runner->Forward(/*keep_all=*/true));
+    PQ_RETURN_IF_ERROR(own_hessian_runner->Forward(/*keep_all=*/!forward_h, nullptr,
+                                                   forward_h ? &*forward_h : nullptr));
   }
   engine::Runner* hessian_runner = own_hessian_runner ? &*own_hessian_runner : nullptr;
 
@@ -302,9 +374,13 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
       PQ_RETURN_IF_ERROR(probe.BeginLayer(linears));
     } else {
       engine::HessianObserver h = c.WantHessians(linears);
-      PQ_RETURN_IF_ERROR(c.ObserveHessians(runner, hessian_runner, h, [&](engine::Runner& r) {
-        return r.ObserveLayer(l, lw, h, o.hessian_batch_tokens);
-      }));
+      if (forward_h) {
+        PQ_RETURN_IF_ERROR(forward_h->Load(l, h));
+      } else {
+        PQ_RETURN_IF_ERROR(c.ObserveHessians(runner, hessian_runner, h, [&](engine::Runner& r) {
+          return r.ObserveLayer(l, lw, h, o.hessian_batch_tokens);
+        }));
+      }
       PQ_RETURN_IF_ERROR(probe.BeginLayer(linears, &h));
     }
     c.reduce.Collect([&](dist::Sums& s) { probe.AddSums(s); });
