@@ -17,7 +17,7 @@ struct ProbeArgs {
   CalibrationFlags calib;
   PassesFlag passes;
   ExecFlags exec;
-  double memory_gb = 8, cache_gb = 2;
+  double memory_gb = 1, cache_gb = 2;
   std::string block = "rerun";
   int64_t block_layers = 2, block_samples = 0, sample_block = 0;
   bool no_lm_head = false, no_bos = false, json = false;
@@ -126,7 +126,7 @@ void AddProbeCommand(CLI::App& app, int* exit_code) {
   sub->add_flag("--no-bos", a->no_bos, "Do not prepend BOS to each document");
   a->exec.Register(sub);
   sub->add_option("--memory-budget-gb", a->memory_gb,
-                  "Memory for stored activations before spilling to WORK (default 8)")
+                  "Memory for stored activations before spilling to WORK (default 1)")
       ->check(FiniteNonNegative());
   sub->add_option("--cache-gb", a->cache_gb,
                   "Memory for one layer's quantized candidates (default 2; beyond it they are "

@@ -89,7 +89,7 @@ void CalibrationFlags::Register(CLI::App* sub, bool compact) {
                   compact ? "Samples the GPTQ Hessians come from (auto, or N; 0 = the samples)"
                           : "Further samples, disjoint from --samples, that scale search and GPTQ "
                             "build their Hessians from, so candidates are priced on tokens they "
-                            "were not fitted to (forward passes only). auto (default): 3 x "
+                            "were not fitted to (forward passes only). auto (default): as many as "
                             "--samples where the input has them; 0: the samples themselves");
 }
 

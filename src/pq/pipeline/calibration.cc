@@ -56,12 +56,12 @@ Result<Calibration> LoadCalibration(const std::string& model_dir, const Calibrat
   Calibration c;
   c.stream_tokens = static_cast<int64_t>(stream.size());
   const int64_t chunk = o.seqlen + 1, chunks = c.stream_tokens / chunk;
-  // auto: up to 3 × samples, and none unless at least as many as the samples are left (fewer
-  // would give a worse H than the samples' own).
+  // auto: as many as the samples where the input has them, else none (fewer would give a worse
+  // H than the samples' own).
   const int64_t left = chunks - o.samples;
   const int64_t hessian = o.hessian_samples != CalibrationOptions::kAutoHessianSamples
                               ? o.hessian_samples
-                          : left >= o.samples ? std::min(left, 3 * o.samples)
+                          : left >= o.samples ? o.samples
                                               : 0;
   if (hessian < 0) return InvalidArgument("--hessian-samples must be >= 0 (or auto)");
   if (chunks < o.samples + hessian) {

@@ -28,9 +28,9 @@ struct CalibrationOptions {
   int64_t samples = 64;
   int64_t seqlen = 512;
   uint64_t seed = 0;
-  // Hessian samples: kAutoHessianSamples = min(3 × samples, the chunks left beyond the
-  // samples) when at least `samples` are left, else 0; 0 = the Hessians come from the samples
-  // themselves (as before 2026-12-07).
+  // Hessian samples: kAutoHessianSamples = `samples` when at least that many chunks are left
+  // beyond the samples, else 0 (3 × samples until 2026-12-08: the export's KL was the same,
+  // README "Pricing out of sample"); 0 = the Hessians come from the samples themselves.
   int64_t hessian_samples = kAutoHessianSamples;
   static constexpr int64_t kAutoHessianSamples = -1;
 };

@@ -96,8 +96,8 @@ TEST(Calibration, TextJsonlAndTokensGiveTheSameSamples) {
 }
 
 // The Hessian samples (calibration.h): further chunks of the same shuffle, disjoint from the
-// samples, which stay the same whatever their number; auto takes 3 × samples where the input
-// has them and none where fewer than `samples` are left.
+// samples, which stay the same whatever their number; auto takes as many as the samples where
+// the input has them and none where fewer than `samples` are left.
 TEST(Calibration, HessianSamplesAreDisjointAndLeaveTheSamplesAlone) {
   TempDir dir;
   std::string text;
@@ -118,7 +118,7 @@ TEST(Calibration, HessianSamplesAreDisjointAndLeaveTheSamplesAlone) {
   o.hessian_samples = CalibrationOptions::kAutoHessianSamples;
   auto aut = LoadCalibration(kModel, o);
   ASSERT_TRUE(aut.ok()) << aut.status().ToString();
-  EXPECT_EQ(aut->hessian_samples.size(), 12u);
+  EXPECT_EQ(aut->hessian_samples.size(), 4u);
   EXPECT_EQ(aut->tokens_hash, none->tokens_hash);
   std::set<std::vector<int32_t>> seen;
   for (size_t i = 0; i < aut->samples.size(); ++i) {
@@ -130,11 +130,11 @@ TEST(Calibration, HessianSamplesAreDisjointAndLeaveTheSamplesAlone) {
     for (size_t i = 0; i + 1 < s.ids.size(); ++i) EXPECT_EQ(s.targets[i], s.ids[i + 1]);
     EXPECT_TRUE(seen.insert(s.ids).second) << "a Hessian sample repeats a chunk";
   }
-  o.hessian_samples = 7;
+  o.hessian_samples = 7;  // the first 4 of them are auto's
   auto seven = LoadCalibration(kModel, o);
   ASSERT_TRUE(seven.ok());
   ASSERT_EQ(seven->hessian_samples.size(), 7u);
-  for (size_t i = 0; i < 7; ++i) EXPECT_EQ(seven->hessian_samples[i].ids, aut->hessian_samples[i].ids);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(seven->hessian_samples[i].ids, aut->hessian_samples[i].ids);
   // More than the input holds: an error naming the flag; auto falls back to none.
   o.hessian_samples = 100000;
   auto many = LoadCalibration(kModel, o);

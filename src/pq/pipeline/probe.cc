@@ -1,8 +1,10 @@
 #include "pq/pipeline/probe.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -300,12 +302,22 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   const bool want_hessians =
       o.passes != quant::Passes::kRtn && (top >= 0 || (c.layout().has_mtp() && !c.progress.mtp));
   const bool own_hessian_samples = want_hessians && !c.calib.hessian_samples.empty();
-  // The stored boundaries' budget, shared by the two runners in proportion to their samples.
-  const double share =
-      own_hessian_samples
-          ? static_cast<double>(c.calib.samples.size()) /
-                static_cast<double>(c.calib.samples.size() + c.calib.hessian_samples.size())
-          : 1.0;
+  // The Hessian samples' H summed in their forward pass (ForwardHessians), decided the same on
+  // every rank: all their tokens' boundary against a layer's H.
+  int64_t hessian_tokens = 0, tokens = 0;
+  for (const auto& s : c.calib.hessian_samples) hessian_tokens += std::ssize(s.ids);
+  for (const auto& s : c.calib.samples) tokens += std::ssize(s.ids);
+  const int64_t h_floats = own_hessian_samples ? ForwardHessians::LayerFloats(c, top) : 0;
+  const bool h_in_forward =
+      own_hessian_samples && top >= 0 && h_floats <= hessian_tokens * c.src->config().hidden;
+  // The memory budget, shared in proportion to what is stored: the samples' boundaries and
+  // the Hessian samples' boundaries or H.
+  const double own = static_cast<double>(tokens * c.src->config().hidden);
+  const double other =
+      h_in_forward ? static_cast<double>(h_floats)
+                   : static_cast<double>(own_hessian_samples ? hessian_tokens : 0) *
+                         static_cast<double>(c.src->config().hidden);
+  const double share = own / (own + other);
   engine::RunnerOptions ro;
   ro.memory_budget_bytes =
       static_cast<uint64_t>(static_cast<double>(o.memory_budget_bytes) * share);
@@ -334,11 +346,7 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
     hro.memory_budget_bytes = o.memory_budget_bytes - ro.memory_budget_bytes;
     hro.first_sample = hr.first;
     hro.forward_label = "forward (Hessian samples)";
-    // The same choice on every rank: all the Hessian samples' tokens against a layer's H.
-    int64_t tokens = 0;
-    for (const auto& s : c.calib.hessian_samples) tokens += static_cast<int64_t>(s.ids.size());
-    const int64_t h_floats = ForwardHessians::LayerFloats(c, top);
-    if (top >= 0 && h_floats <= tokens * c.src->config().hidden) {
+    if (h_in_forward) {
       hro.batch_tokens = o.hessian_batch_tokens;
       forward_h.emplace(c, top);
       PQ_RETURN_IF_ERROR(forward_h->Create(h_floats, hro.memory_budget_bytes));

@@ -32,7 +32,7 @@ struct ProbeOptions {
   // format it exports (allocate keeps lm_head at a fixed format; the others' prices would
   // change no decision, and at a 49k vocabulary they cost as much as all the layers).
   std::vector<formats::FormatId> lm_head_formats;
-  uint64_t memory_budget_bytes = 8ull << 30;  // stored boundaries (spill beyond)
+  uint64_t memory_budget_bytes = 1000000000;  // stored boundaries and H (spill beyond)
   uint64_t cache_bytes = 2ull << 30;          // dequantized candidates of one layer
   // The passes candidates are priced after: the calibrated export's (search+gptq by default),
   // each candidate quantized by quant::QuantizeLinear on its H from the probe's own samples
