@@ -143,7 +143,7 @@ TEST_F(ExportAwareProbeTest, CandidatesArePricedOnSamplesTheirHessianDidNotSee) 
   auto a = ReadProbeFile(WorkDir(own));
   auto b = ReadProbeFile(WorkDir(same));
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_EQ(a->inputs.at("hessian_samples"), 48);
+  EXPECT_EQ(a->inputs.at("hessian_samples"), 16);  // auto: as many as the 16 samples
   EXPECT_FALSE(b->inputs.contains("hessian_samples"));
   double out_of_sample = 0, in_sample = 0;
   int differ = 0, priced = 0;
@@ -158,7 +158,7 @@ TEST_F(ExportAwareProbeTest, CandidatesArePricedOnSamplesTheirHessianDidNotSee) 
   }
   ASSERT_GT(priced, 10);
   EXPECT_EQ(differ, priced);  // every candidate fitted to another H
-  EXPECT_GT(out_of_sample, in_sample);  // 1.05x on this fixture (3x the tokens in H)
+  EXPECT_GT(out_of_sample, in_sample);
 }
 
 // What export-aware pricing changes: the error GPTQ leaves is below RTN's, so the summed
