@@ -27,7 +27,7 @@ struct RopeSpec {
   void MatMulBackward(std::span<const T_> dy, std::span<const T_> x, std::span<const T_> w,        \
                       std::span<T_> dx, std::span<T_> dw, std::span<T_> db, int64_t tokens,        \
                       int64_t k, int64_t n);                                                       \
-  /* h[K,K] += x[T,K]^T . x  (a Linear's input second moment; h stays exactly symmetric) */       \
+  /* h[K,K] += x[T,K]^T . x  (a Linear's input second moment; h stays exactly symmetric) */        \
   void GramUpdate(std::span<const T_> x, std::span<T_> h, int64_t tokens, int64_t k);              \
   /* y[T,D] = (w + offset) * x * rstd,  rstd[T] = 1/sqrt(mean(x^2) + eps) (saved).                 \
      offset 0: plain RMSNorm; 1: zero-centred (1+w). */                                            \

@@ -172,8 +172,8 @@ void GramUpdate(std::span<const float> x, std::span<float> h, int64_t tokens, in
   const int64_t blocks = (k + block - 1) / block;
   auto run = [&](int64_t i) {
     const int64_t p0 = i * block, len = std::min(block, k - p0);
-    internal::GemmOne(true, false, len, p0 + len, tokens, 1.0f, x.data() + p0, k, x.data(), k,
-                      1.0f, h.data() + p0 * k, k);
+    internal::GemmOne(true, false, len, p0 + len, tokens, 1.0f, x.data() + p0, k, x.data(), k, 1.0f,
+                      h.data() + p0 * k, k);
   };
   const int64_t work = k * k / 2 * tokens;
   const int threads = static_cast<int>(

@@ -127,10 +127,9 @@ void ProbeObserver::ChooseHRoute(std::vector<Active>& acts) {
     if (!group_on.count(g)) {
       const uint64_t bytes = static_cast<uint64_t>(l.cols * l.cols) * sizeof(float);
       const bool eligible = !opt_.routed.count(l.module) && l.cols <= opt_.total_tokens;
-      const auto act_formats = static_cast<uint64_t>(
-          std::count_if(a.cands.begin(), a.cands.end(), [](const Candidate& c) {
-            return formats::Spec(c.format).quantizes_activations;
-          }));
+      const auto act_formats = static_cast<uint64_t>(std::count_if(
+          a.cands.begin(), a.cands.end(),
+          [](const Candidate& c) { return formats::Spec(c.format).quantizes_activations; }));
       Route r;
       r.h = eligible && used + bytes <= opt_.cache_bytes;
       if (r.h) used += bytes;
@@ -424,8 +423,8 @@ void ProbeObserver::OnLinearRows(const model::LinearWeights& l, int64_t row0, in
   if (it == active_.end() || !error_.ok()) return;  // not probed (e.g. the router)
   stats_.OnLinearRows(l, row0, n, x, dy, rows);
   if (it->second.h_route && row0 == 0) priced_h_.OnLinearInput(l, x, rows);
-  Status s = it->second.act_route && row0 == 0 ? AccumulateActMoments(it->second, x, rows)
-                                                : Status::Ok();
+  Status s =
+      it->second.act_route && row0 == 0 ? AccumulateActMoments(it->second, x, rows) : Status::Ok();
   if (s.ok()) s = Accumulate(it->second, x, dy, rows, row0, n);
   if (!s.ok()) error_ = s.WithContext("probe " + l.module);
 }

@@ -17,7 +17,8 @@ using io::testing::WriteBytes;
 const std::string kModel = std::string(PQ_SOURCE_DIR) + "/models/stories260K";
 
 TEST(Calibration, ChunksAreDistinctSeededAndStable) {
-  const auto a = ChooseChunks(1000, 50, 1), b = ChooseChunks(1000, 50, 1), c = ChooseChunks(1000, 50, 2);
+  const auto a = ChooseChunks(1000, 50, 1), b = ChooseChunks(1000, 50, 1),
+             c = ChooseChunks(1000, 50, 2);
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
   EXPECT_EQ(std::set<int64_t>(a.begin(), a.end()).size(), 50u);
@@ -134,7 +135,8 @@ TEST(Calibration, HessianSamplesAreDisjointAndLeaveTheSamplesAlone) {
   auto seven = LoadCalibration(kModel, o);
   ASSERT_TRUE(seven.ok());
   ASSERT_EQ(seven->hessian_samples.size(), 7u);
-  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(seven->hessian_samples[i].ids, aut->hessian_samples[i].ids);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(seven->hessian_samples[i].ids, aut->hessian_samples[i].ids);
   // More than the input holds: an error naming the flag; auto falls back to none.
   o.hessian_samples = 100000;
   auto many = LoadCalibration(kModel, o);

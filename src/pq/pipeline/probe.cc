@@ -313,10 +313,10 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   // The memory budget, shared in proportion to what is stored: the samples' boundaries and
   // the Hessian samples' boundaries or H.
   const double own = static_cast<double>(tokens * c.src->config().hidden);
-  const double other =
-      h_in_forward ? static_cast<double>(h_floats)
-                   : static_cast<double>(own_hessian_samples ? hessian_tokens : 0) *
-                         static_cast<double>(c.src->config().hidden);
+  const double other = h_in_forward
+                           ? static_cast<double>(h_floats)
+                           : static_cast<double>(own_hessian_samples ? hessian_tokens : 0) *
+                                 static_cast<double>(c.src->config().hidden);
   const double share = own / (own + other);
   engine::RunnerOptions ro;
   ro.memory_budget_bytes =
