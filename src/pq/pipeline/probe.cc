@@ -332,10 +332,11 @@ Status Sweep(const ProbeContext& c, engine::ProbeObserver& probe) {
   engine::Runner runner(*c.src, samples, ro);
   PQ_RETURN_IF_ERROR(runner.Forward(/*keep_all=*/true, &probe));
   PQ_RETURN_IF_ERROR(ReduceInputAmax(probe, c.layout()));
-  // Export-aware pricing builds each layer's H from the Hessian samples (calibration.h), run
-  // through the layer while it is resident, so candidates are priced on tokens their scale
-  // search and GPTQ did not see; their boundaries are stored like the samples', and across
-  // ranks each runs its blocks of them (the export splits and folds them the same way).
+  // Export-aware pricing builds each layer's H from the Hessian samples (calibration.h), so
+  // candidates are priced on tokens their scale search and GPTQ did not see: summed in their
+  // forward pass (ForwardHessians) or, where H outweighs a boundary, from their stored
+  // boundaries run through the layer while it is resident. Across ranks each runs its blocks
+  // of them (the export splits and folds them the same way).
   std::optional<engine::Runner> own_hessian_runner;
   std::optional<ForwardHessians> forward_h;
   if (own_hessian_samples) {
